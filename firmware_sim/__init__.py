@@ -1,0 +1,1 @@
+"""nvscope.firmware_sim."""

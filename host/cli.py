@@ -1,0 +1,83 @@
+"""The `nvscope` command line: demo, rig, host (design.md's contracts)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from nvscope.proto.endpoints import DEFAULT_RIG_ENDPOINT
+
+EXIT_BAD_INPUT = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nvscope", description="Run a scanning NV-center sensing rig headless.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="simulated rig + host on loopback: scan, store, analyse, plot")
+    d.add_argument("--out", default="nvscope-demo", help="output folder (HDF5 files, PNG figures)")
+    d.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+
+    r = sub.add_parser("rig", help="the real-time rig daemon (rt), in its own process")
+    r.add_argument("--sim", action="store_true", help="drive the simulated instrument (firmware_sim)")
+    r.add_argument("--bind", default=DEFAULT_RIG_ENDPOINT, help=f"ZeroMQ endpoint to bind (default {DEFAULT_RIG_ENDPOINT})")
+    r.add_argument("--config", help="rig configuration (TOML): scan, link, seed, sim")
+
+    h = sub.add_parser("host", help="the host daemon: store, analyse, command the rig")
+    h.add_argument("--connect", default=DEFAULT_RIG_ENDPOINT, help=f"rig endpoint (default {DEFAULT_RIG_ENDPOINT})")
+    h.add_argument("--out", default="nvscope-data", help="folder for the run files")
+    h.add_argument("--run", action="append", default=[], metavar="KIND",
+                   help="start a run of this kind (srm) once connected; repeatable")
+    return p
+
+
+def _host(args: argparse.Namespace) -> int:
+    from nvscope.proto.messages import Start
+
+    from .daemon import HostDaemon
+    from .runs import ANALYSES, new_run_id
+
+    daemon = HostDaemon(args.connect, args.out, ANALYSES)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    for kind in args.run:
+        daemon.command(Start, new_run_id(kind), run_kind=kind)
+    try:
+        while not stop.is_set():
+            daemon.step(200)
+    finally:
+        daemon.close()
+    print(f"host: {daemon.stats.stored} messages stored, {daemon.stats.duplicates} duplicates dropped, "
+          f"{daemon.stats.malformed} malformed dropped; files in {Path(args.out).resolve()}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `nvscope` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
+    if args.command == "rig":
+        # The rig runs the real-time code (rt); the host never imports it: hand over the process.
+        rig_argv = [sys.executable, "-m", "nvscope.rt.rig_main", "--bind", args.bind]
+        rig_argv += ["--sim"] if args.sim else []
+        rig_argv += ["--config", args.config] if args.config else []
+        rig_argv += ["--verbose"] if args.verbose else []
+        os.execv(sys.executable, rig_argv)
+    if args.command == "host":
+        return _host(args)
+    if args.command == "demo":
+        from .demo import run_demo
+        return run_demo(Path(args.out), timeout_s=args.timeout)
+    return EXIT_BAD_INPUT  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())

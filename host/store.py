@@ -1,0 +1,127 @@
+"""One HDF5 file per run, written as messages arrive and readable while the run goes on.
+
+The file is opened in HDF5's single-writer/multiple-reader mode (SWMR) while the run streams, so a
+reader sees a consistent file at every flush and a host that dies leaves a complete file up to its
+last acknowledgement. At run end it is reopened normally to add the results and the exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from nvscope.proto.histogram import N_BINS
+from nvscope.proto.messages import Message, Pixel, RunEnd, RunStart
+from nvscope.proto.version import software_version
+
+log = logging.getLogger(__name__)
+
+PIXEL_FIELDS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "seq": ("<i8", ()), "index": ("<i8", ()), "ix": ("<i8", ()), "iy": ("<i8", ()),
+    "position": ("<f8", (3,)), "dwell_s": ("<f8", ()), "n_a": ("<i8", ()), "n_b": ("<i8", ()),
+    "n_events": ("<i8", ()), "hist": ("<i8", (N_BINS,)),
+}
+"""Per-pixel datasets under /pixels: name -> (dtype, shape of one row)."""
+
+
+def run_path(out_dir: Path, run_id: str) -> Path:
+    """Where the file of run `run_id` lives."""
+    return Path(out_dir) / f"{run_id}.h5"
+
+
+class RunStore:
+    """The open file of one run: append messages in sequence, flush, finalize."""
+
+    def __init__(self, path: Path, f: h5py.File):
+        self.path = path
+        self.f = f
+        self.last_seq = int(f["stored_seq"][0])
+        self.finished = f.attrs["exit_status"] != "running"
+
+    @classmethod
+    def create(cls, path: Path, start: RunStart) -> RunStore:
+        """A new run file from its run_start message (config, versions, seed as attributes)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = h5py.File(path, "w", libver="latest")
+        a = f.attrs
+        a["run_id"], a["run_kind"] = start.run_id, start.run_kind
+        a["config"] = json.dumps(start.config, sort_keys=True)
+        a["rt_version"], a["host_version"] = start.version, software_version()
+        a["seed"], a["n_pixels"] = start.seed, start.n_pixels
+        a["grid_shape"] = np.asarray(start.grid_shape)
+        a["created_unix_s"] = time.time()
+        a["exit_status"], a["reason"] = "running", ""
+        f.create_dataset("stored_seq", data=np.array([start.seq - 1], dtype="<i8"))  # run_start is added next
+        f.create_dataset("gaps", shape=(0, 2), maxshape=(None, 2), dtype="<i8", chunks=(64, 2))
+        g = f.create_group("pixels")
+        for name, (dtype, row) in PIXEL_FIELDS.items():
+            chunk_rows = max(1, min(256, 65536 // (np.dtype(dtype).itemsize * int(np.prod(row)))))
+            g.create_dataset(name, shape=(0, *row), maxshape=(None, *row), dtype=dtype,
+                             chunks=(chunk_rows, *row))
+        f.swmr_mode = True
+        f.flush()
+        return cls(path, f)
+
+    @classmethod
+    def reopen(cls, path: Path) -> RunStore:
+        """Resume writing a run file after a host restart."""
+        f = h5py.File(path, "r+", libver="latest")
+        store = cls(path, f)
+        if not store.finished:
+            f.swmr_mode = True
+        return store
+
+    def add(self, msg: Message) -> None:
+        """Store one data message that follows `last_seq` (a jump is recorded as a gap and reported)."""
+        if msg.seq > self.last_seq + 1:
+            gaps = self.f["gaps"]
+            gaps.resize(gaps.shape[0] + 1, axis=0)
+            gaps[-1] = (self.last_seq + 1, msg.seq - 1)
+            log.error("run %s: messages %d..%d never arrived (gap recorded in %s)",
+                      msg.run_id, self.last_seq + 1, msg.seq - 1, self.path.name)
+        if isinstance(msg, Pixel):
+            g = self.f["pixels"]
+            n = g["seq"].shape[0]
+            for name in PIXEL_FIELDS:
+                ds = g[name]
+                ds.resize(n + 1, axis=0)
+                ds[n] = getattr(msg, name)
+        elif not isinstance(msg, (RunStart, RunEnd)):  # their content lives in the attributes
+            log.warning("run %s: no storage for message kind %s (seq %d)", msg.run_id, msg.kind, msg.seq)
+        self.last_seq = msg.seq
+
+    def flush(self) -> None:
+        """Make everything added so far durable (the ack follows this)."""
+        self.f["stored_seq"][0] = self.last_seq
+        self.f.flush()
+
+    def finalize(self, end: RunEnd, results: dict[str, np.ndarray], attrs: dict[str, object]) -> None:
+        """Close the streaming file and add the results, the exit status and its reason."""
+        self.f.close()
+        with h5py.File(self.path, "r+", libver="latest") as f:
+            f["stored_seq"][0] = end.seq
+            f.attrs["exit_status"], f.attrs["reason"] = end.exit_status, end.reason
+            f.attrs["n_pixels_done"] = end.n_pixels
+            for key, value in attrs.items():
+                f.attrs[key] = value
+            for name, arr in results.items():
+                if name in f:
+                    del f[name]
+                f.create_dataset(name, data=arr)
+        self.f = h5py.File(self.path, "r", libver="latest")
+        self.last_seq, self.finished = end.seq, True
+
+    def close(self) -> None:
+        """Close the file (safe to call twice)."""
+        if self.f.id.valid:
+            self.f.close()
+
+
+def read_pixels(f: h5py.File) -> dict[str, np.ndarray]:
+    """Every per-pixel dataset of an open run file, as arrays."""
+    return {name: f["pixels"][name][()] for name in PIXEL_FIELDS}

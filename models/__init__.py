@@ -1,0 +1,1 @@
+"""nvscope.models."""

@@ -1,0 +1,172 @@
+"""Every message between rt and host, each declared once as a frozen dataclass with its schema version.
+
+Arrays are declared with `Array(dtype, shape)`, where -1 in the shape is any length; the codec
+(`nvscope.proto.codec`) derives packing and validation from these declarations alone.
+Every message carries the run id and a sequence number: data messages (rt -> host) are numbered
+per run from 0; commands (host -> rt) by the host's own counter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, ClassVar
+
+import numpy as np
+
+from .histogram import N_BINS
+
+
+@dataclass(frozen=True)
+class Array:
+    """Declared dtype and shape of an array field (-1: any length on that axis)."""
+
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def _default_array(dtype: str, n: int = 0):
+    return field(default_factory=lambda: np.zeros(n, dtype=dtype))
+
+
+@dataclass(frozen=True)
+class Message:
+    """Base of every message kind: the run it belongs to and its sequence number."""
+
+    kind: ClassVar[str] = ""
+    schema: ClassVar[int] = 1
+    durable: ClassVar[bool] = False  # True: stored by the host and acknowledged
+
+    run_id: str
+    seq: int
+
+
+# ---------------------------------------------------------------- rt -> host (data)
+
+
+@dataclass(frozen=True)
+class RunStart(Message):
+    """A run begins: its kind, the effective configuration, software version and seed."""
+
+    kind: ClassVar[str] = "run_start"
+    durable: ClassVar[bool] = True
+    run_kind: str = "srm"
+    config: dict = field(default_factory=dict)
+    version: str = ""
+    seed: int = 0
+    n_pixels: int = 0
+    grid_shape: Annotated[np.ndarray, Array("<i8", (2,))] = field(
+        default_factory=lambda: np.zeros(2, dtype="<i8"))
+
+
+@dataclass(frozen=True)
+class Pixel(Message):
+    """One scanned pixel: position (m), dwell (s), singles counts and the start-stop histogram."""
+
+    kind: ClassVar[str] = "pixel"
+    durable: ClassVar[bool] = True
+    index: int = 0
+    ix: int = 0
+    iy: int = 0
+    position: Annotated[np.ndarray, Array("<f8", (3,))] = field(
+        default_factory=lambda: np.zeros(3))
+    dwell_s: float = 0.0
+    n_a: int = 0
+    n_b: int = 0
+    n_events: int = 0
+    hist: Annotated[np.ndarray, Array("<i8", (N_BINS,))] = field(
+        default_factory=lambda: np.zeros(N_BINS, dtype="<i8"))
+
+
+@dataclass(frozen=True)
+class Coherence(Message):
+    """One coherence curve C(t) measured under CPMG-n (n_pulses = 0: FID, 1: spin echo)."""
+
+    kind: ClassVar[str] = "coherence"
+    durable: ClassVar[bool] = True
+    n_pulses: int = 0
+    t: Annotated[np.ndarray, Array("<f8", (-1,))] = _default_array("<f8")
+    coherence: Annotated[np.ndarray, Array("<f8", (-1,))] = _default_array("<f8")
+    sigma: Annotated[np.ndarray, Array("<f8", (-1,))] = _default_array("<f8")
+    repetitions: int = 0
+
+
+@dataclass(frozen=True)
+class Lock(Message):
+    """The frequency lock's result at one pixel (Hz)."""
+
+    kind: ClassVar[str] = "lock"
+    durable: ClassVar[bool] = True
+    index: int = 0
+    f_lock_hz: float = 0.0
+    locked: bool = True
+    cycles: int = 0
+
+
+@dataclass(frozen=True)
+class RunEnd(Message):
+    """A run ends: exit status ('completed', 'stopped', 'failed') and the reason."""
+
+    kind: ClassVar[str] = "run_end"
+    durable: ClassVar[bool] = True
+    exit_status: str = "completed"
+    reason: str = ""
+    n_pixels: int = 0
+
+
+@dataclass(frozen=True)
+class Heartbeat(Message):
+    """rt is alive; `seq` is the last data sequence number sent in `run_id` (-1: none)."""
+
+    kind: ClassVar[str] = "heartbeat"
+    state: str = "idle"
+    unacked: int = 0
+
+
+# ---------------------------------------------------------------- host -> rt (commands)
+
+
+@dataclass(frozen=True)
+class Hello(Message):
+    """A host (re)connects: rt replays every message not yet acknowledged."""
+
+    kind: ClassVar[str] = "hello"
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class Start(Message):
+    """Start a run of the given kind ('srm', ...) under `run_id`."""
+
+    kind: ClassVar[str] = "start"
+    run_kind: str = "srm"
+
+
+@dataclass(frozen=True)
+class Stop(Message):
+    """Stop the running run at the next pixel boundary."""
+
+    kind: ClassVar[str] = "stop"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class MeasureCoherence(Message):
+    """Measure a coherence curve under CPMG-n at total times `t` (s)."""
+
+    kind: ClassVar[str] = "measure_coherence"
+    n_pulses: int = 0
+    t: Annotated[np.ndarray, Array("<f8", (-1,))] = _default_array("<f8")
+
+
+@dataclass(frozen=True)
+class Ack(Message):
+    """The host has durably stored every message of `run_id` up to and including `seq`."""
+
+    kind: ClassVar[str] = "ack"
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.kind: cls
+    for cls in (RunStart, Pixel, Coherence, Lock, RunEnd, Heartbeat,
+                Hello, Start, Stop, MeasureCoherence, Ack)
+}

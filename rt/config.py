@@ -1,0 +1,139 @@
+"""Rig configuration: dataclasses read from a TOML file, every field validated, errors name the field."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the field (e.g. 'scan.dwell_s')."""
+
+
+T = typing.TypeVar("T")
+
+
+def from_dict(cls: type[T], data: object, where: str) -> T:
+    """Build dataclass `cls` from a dict, checking every key and type; `where` names the section."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a table, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown field (known: {', '.join(sorted(names))})")
+    values = {}
+    for name, value in data.items():
+        values[name] = _convert(hints[name], value, f"{where}.{name}")
+    try:
+        obj = cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    check = getattr(obj, "check", None)
+    if check is not None:
+        check(where)
+    return obj
+
+
+def _convert(hint: object, value: object, where: str) -> object:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        (item,) = typing.get_args(hint)[:1]
+        items = [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint in (str, bool):
+        if not isinstance(value, hint):
+            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+        return value
+    if hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
+        return value
+    raise ConfigError(f"{where}: unsupported field type {hint!r}")  # pragma: no cover
+
+
+def require(cond: bool, where: str, what: str) -> None:
+    """Raise ConfigError('where: what') unless cond."""
+    if not cond:
+        raise ConfigError(f"{where}: {what}")
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """A 2D raster: nx x ny pixels of `step` m from (x0, y0) m at height z m, `dwell_s` s per pixel."""
+
+    nx: int = 12
+    ny: int = 12
+    x0: float = -0.6e-6
+    y0: float = -0.6e-6
+    step: float = 100e-9
+    z: float = 0.0
+    dwell_s: float = 0.2
+    slice_s: float = 0.05
+    histogram_mode: str = "allpairs"
+    tac_dead_s: float = 0.0
+
+    def check(self, where: str) -> None:
+        """Validate ranges; raise ConfigError naming the field."""
+        require(self.nx >= 1, f"{where}.nx", f"must be >= 1, got {self.nx}")
+        require(self.ny >= 1, f"{where}.ny", f"must be >= 1, got {self.ny}")
+        require(self.step > 0, f"{where}.step", f"must be > 0 m, got {self.step}")
+        require(self.dwell_s > 0, f"{where}.dwell_s", f"must be > 0 s, got {self.dwell_s}")
+        require(0 < self.slice_s, f"{where}.slice_s", f"must be > 0 s, got {self.slice_s}")
+        require(self.histogram_mode in ("allpairs", "startstop"), f"{where}.histogram_mode",
+                f"must be 'allpairs' or 'startstop', got {self.histogram_mode!r}")
+        require(self.tac_dead_s >= 0, f"{where}.tac_dead_s", f"must be >= 0 s, got {self.tac_dead_s}")
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    """The rt side of the link: unacknowledged messages kept on disk, at most `window` of them."""
+
+    spool_dir: str = ""
+    window: int = 2000
+    resend_after_s: float = 2.0
+    heartbeat_s: float = 1.0
+
+    def check(self, where: str) -> None:
+        """Validate ranges; raise ConfigError naming the field."""
+        require(self.window >= 1, f"{where}.window", f"must be >= 1, got {self.window}")
+        require(self.resend_after_s > 0, f"{where}.resend_after_s", "must be > 0 s")
+        require(self.heartbeat_s > 0, f"{where}.heartbeat_s", "must be > 0 s")
+
+
+@dataclass(frozen=True)
+class RigConfig:
+    """Everything the rig needs: the scan, the link, the seed and the simulated sample (`sim`)."""
+
+    seed: int = 1
+    scan: ScanConfig = field(default_factory=ScanConfig)
+    link: LinkConfig = field(default_factory=LinkConfig)
+    sim: dict = field(default_factory=dict)
+
+
+def load_rig_config(path: str | Path | None) -> RigConfig:
+    """Read a rig TOML file (None: the defaults); raises ConfigError with the file and field named."""
+    if path is None:
+        return RigConfig()
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return from_dict(RigConfig, data, str(Path(path).name))

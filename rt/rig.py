@@ -1,0 +1,97 @@
+"""The rig daemon: serves the host's commands, runs scans, streams every result, ends cleanly."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import threading
+
+import numpy as np
+
+from nvscope.proto.messages import Message, RunEnd, RunStart, Start, Stop
+from nvscope.proto.version import software_version
+
+from .config import RigConfig
+from .link import RtLink
+from .scan import SrmDevices, srm_scan
+from .state import RunState, StateError, transition
+
+log = logging.getLogger(__name__)
+
+
+class Rig:
+    """Runs one run at a time on the devices it was handed, as the host commands."""
+
+    def __init__(self, cfg: RigConfig, devices: SrmDevices, link: RtLink):
+        self.cfg = cfg
+        self.devices = devices
+        self.link = link
+        self.state = RunState.IDLE
+        self.run_id = ""
+        self.stop_reason = ""
+        self.shutdown = threading.Event()
+
+    def _handle(self, commands: list[Message]) -> None:
+        """Apply the host's commands; one that does not fit the state is refused, naming the state."""
+        for cmd in commands:
+            try:
+                if isinstance(cmd, Start):
+                    self.state = transition(self.state, "start")
+                    self._run(cmd)
+                elif isinstance(cmd, Stop):
+                    self.state = transition(self.state, "stop")
+                    self.stop_reason = cmd.reason or "stopped by the host"
+                else:
+                    log.warning("ignored command %s (not for this rig)", cmd.kind)
+            except StateError as exc:
+                log.warning("refused %s for run %s: %s", cmd.kind, cmd.run_id, exc)
+
+    def _keep_going(self) -> bool:
+        self._handle(self.link.poll(0))
+        self.link.heartbeat(self.run_id, self.state.value)
+        if self.shutdown.is_set() and self.state is RunState.RUNNING:
+            self.state = transition(self.state, "stop")
+            self.stop_reason = "rig shut down (signal)"
+        return self.state is RunState.RUNNING
+
+    def _run(self, cmd: Start) -> None:
+        """One run: run_start, the scan, run_end (always sent, with the exit status and reason)."""
+        self.run_id, self.stop_reason = cmd.run_id, ""
+        scan = self.cfg.scan
+        send = lambda msg: self.link.send(msg, self._handle)  # noqa: E731
+        send(RunStart(run_id=cmd.run_id, seq=0, run_kind=cmd.run_kind,
+                      config=dataclasses.asdict(self.cfg), version=software_version(),
+                      seed=self.cfg.seed, n_pixels=scan.nx * scan.ny,
+                      grid_shape=np.array([scan.ny, scan.nx])))
+        status, reason, done, seq = "completed", "", 0, 1
+        try:
+            if cmd.run_kind != "srm":
+                raise ValueError(f"run kind {cmd.run_kind!r} is not supported by this rig")
+            done, seq = srm_scan(cmd.run_id, scan, self.devices, 1, send, self._keep_going)
+            if self.state is RunState.STOPPING:
+                status, reason = "stopped", self.stop_reason
+        except Exception as exc:  # a device error ends the run, never silently
+            status, reason = "failed", f"{type(exc).__name__}: {exc}"
+            log.error("run %s failed: %s", cmd.run_id, reason)
+        send(RunEnd(run_id=cmd.run_id, seq=seq, exit_status=status, reason=reason, n_pixels=done))
+        self.state = transition(self.state, "end")
+        log.info("run %s %s (%d pixels)%s", cmd.run_id, status, done, f": {reason}" if reason else "")
+
+    def serve_forever(self) -> None:
+        """Serve commands until `shutdown` is set; then wait briefly for the last acknowledgements."""
+        while not self.shutdown.is_set():
+            self._handle(self.link.poll(100))
+            self.link.heartbeat(self.run_id, self.state.value)
+        for _ in range(20):  # up to ~2 s for the host to ack what is in flight; the rest stays spooled
+            if not len(self.link.spool):
+                break
+            self.link.poll(100)
+        if len(self.link.spool):
+            log.warning("%d messages not acknowledged; kept in %s for replay",
+                        len(self.link.spool), self.link.spool.directory)
+
+    def install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM end the rig cleanly (the current pixel finishes, run_end is sent)."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.shutdown.set())

@@ -1,0 +1,76 @@
+"""The per-pixel loop of an antibunching scan: raster step, acquire time tags, bin on line, send."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from nvscope.proto.messages import Pixel
+
+from .binning import HistogramBinner
+from .config import ScanConfig
+from .hal import Scanner, TimeTagger
+
+
+@dataclass(frozen=True)
+class RasterPoint:
+    """One pixel of a raster: its running index, grid indices and position (m)."""
+
+    index: int
+    ix: int
+    iy: int
+    x: float
+    y: float
+    z: float
+
+
+def raster(scan: ScanConfig) -> Iterator[RasterPoint]:
+    """Row-by-row raster over the nx x ny grid (every row scanned in +x, so rows are comparable)."""
+    for iy in range(scan.ny):
+        for ix in range(scan.nx):
+            yield RasterPoint(iy * scan.nx + ix, ix, iy,
+                              scan.x0 + ix * scan.step, scan.y0 + iy * scan.step, scan.z)
+
+
+def acquire_pixel(tagger: TimeTagger, binner: HistogramBinner, dwell_s: float, slice_s: float) -> None:
+    """Acquire `dwell_s` s of time tags in reads of at most `slice_s` s, binning each read on line."""
+    binner.reset()
+    left = dwell_s
+    while left > 1e-12:
+        duration = min(slice_s, left, tagger.constraints.max_read_s)
+        t_a, t_b, t_end = tagger.read_tags(duration)
+        binner.add(t_a, t_b, t_end)
+        left -= duration
+    binner.finish()
+
+
+@dataclass
+class SrmDevices:
+    """What an antibunching scan needs: a scanner and a two-channel time tagger."""
+
+    scanner: Scanner
+    tagger: TimeTagger
+
+
+def srm_scan(run_id: str, scan: ScanConfig, devices: SrmDevices, first_seq: int,
+             send: Callable[[Pixel], None], keep_going: Callable[[], bool]) -> tuple[int, int]:
+    """Scan every pixel, sending one `pixel` message each; returns (pixels done, next seq).
+
+    `keep_going` is asked before every pixel (it serves the host's commands and says whether to go on).
+    """
+    binner = HistogramBinner(scan.histogram_mode, int(round(scan.tac_dead_s * 1e12)))
+    seq, done = first_seq, 0
+    for p in raster(scan):
+        if not keep_going():
+            break
+        devices.scanner.move_to(p.x, p.y, p.z)
+        acquire_pixel(devices.tagger, binner, scan.dwell_s, scan.slice_s)
+        send(Pixel(run_id=run_id, seq=seq, index=p.index, ix=p.ix, iy=p.iy,
+                   position=np.array([p.x, p.y, p.z]), dwell_s=scan.dwell_s,
+                   n_a=int(binner.n_a), n_b=int(binner.n_b), n_events=int(binner.hist.sum()),
+                   hist=binner.hist.astype(np.int64, copy=True)))
+        seq += 1
+        done += 1
+    return done, seq
