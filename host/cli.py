@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--out", default="nvscope-data", help="folder for the run files")
     h.add_argument("--run", action="append", default=[], metavar="KIND",
                    help="start a run of this kind (srm) once connected; repeatable")
+    h.add_argument("--exit-when-done", action="store_true",
+                   help="exit once every run started with --run has ended and been stored")
     return p
 
 
@@ -47,10 +49,16 @@ def _host(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    for kind in args.run:
-        daemon.command(Start, new_run_id(kind), run_kind=kind)
+    queue = [(new_run_id(kind), kind) for kind in args.run]  # the rig runs one run at a time
+    current = None
     try:
         while not stop.is_set():
+            done = {r for r, _ in daemon.stats.finished}
+            if (current is None or current in done) and queue:
+                current, kind = queue.pop(0)
+                daemon.command(Start, current, run_kind=kind)
+            elif args.exit_when_done and current in done and not queue:
+                break
             daemon.step(200)
     finally:
         daemon.close()
@@ -71,11 +79,15 @@ def main(argv: list[str] | None = None) -> int:
         rig_argv += ["--config", args.config] if args.config else []
         rig_argv += ["--verbose"] if args.verbose else []
         os.execv(sys.executable, rig_argv)
-    if args.command == "host":
-        return _host(args)
-    if args.command == "demo":
-        from .demo import run_demo
-        return run_demo(Path(args.out), timeout_s=args.timeout)
+    try:
+        if args.command == "host":
+            return _host(args)
+        if args.command == "demo":
+            from .demo import run_demo
+            return run_demo(Path(args.out), timeout_s=args.timeout)
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        print(f"nvscope {args.command}: {exc}", file=sys.stderr)
+        return 1
     return EXIT_BAD_INPUT  # pragma: no cover
 
 

@@ -10,6 +10,7 @@ dataclass declaration and raises `ProtocolError` for anything else.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from functools import cache
 
@@ -37,10 +38,16 @@ def _field_specs(cls: type[Message]) -> dict[str, object]:
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
         if typing.get_origin(hint) is typing.Annotated:
-            specs[f.name] = hint.__metadata__[0]
+            spec = hint.__metadata__[0]
+            specs[f.name] = Array(np.dtype(spec.dtype).str, spec.shape)  # canonical dtype string
         else:
             specs[f.name] = hint
     return specs
+
+
+@cache
+def _field_names(cls: type[Message]) -> frozenset[str]:
+    return frozenset(_field_specs(cls))
 
 
 def encode(msg: Message) -> list:
@@ -63,6 +70,8 @@ def encode(msg: Message) -> list:
 
 
 def _check_scalar(kind: str, name: str, spec: object, value: object) -> object:
+    if type(value) is spec:  # the common case: exactly the declared type
+        return value
     if spec is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif spec is float:
@@ -85,29 +94,31 @@ def _decode_array(kind: str, name: str, spec: Array, value: object, frames: list
     if not isinstance(value, dict) or "nd" not in value:
         raise ProtocolError(f"{kind}.{name}: expected an array, got {type(value).__name__}")
     head = value["nd"]
-    if (not isinstance(head, list) or len(head) != 2 or not isinstance(head[0], str)
-            or not isinstance(head[1], list) or not all(isinstance(n, int) and n >= 0 for n in head[1])):
+    if not isinstance(head, list) or len(head) != 2 or not isinstance(head[1], list):
         raise ProtocolError(f"{kind}.{name}: malformed array header {head!r}")
     dtype, shape = head[0], tuple(head[1])
-    if dtype != np.dtype(spec.dtype).str:
-        raise ProtocolError(f"{kind}.{name}: dtype {dtype!r}, expected {np.dtype(spec.dtype).str!r}")
-    if len(shape) != len(spec.shape) or any(s != -1 and s != n for s, n in zip(spec.shape, shape)):
+    if dtype != spec.dtype:
+        raise ProtocolError(f"{kind}.{name}: dtype {dtype!r}, expected {spec.dtype!r}")
+    if len(shape) != len(spec.shape) or any(type(n) is not int or n < 0 or (s != -1 and s != n)
+                                            for s, n in zip(spec.shape, shape)):
         raise ProtocolError(f"{kind}.{name}: shape {shape}, expected {spec.shape} (-1: any)")
     if "b" in value:
         buf = value["b"]
         if not isinstance(buf, bytes):
             raise ProtocolError(f"{kind}.{name}: array bytes are {type(buf).__name__}")
+        nbytes = len(buf)
     elif "f" in value:
         i = value["f"]
         if not isinstance(i, int) or not 1 <= i < len(frames):
             raise ProtocolError(f"{kind}.{name}: array frame {i!r} is missing")
         buf = frames[i]
         buf = buf.buffer if hasattr(buf, "buffer") else buf
+        nbytes = memoryview(buf).nbytes
     else:
         raise ProtocolError(f"{kind}.{name}: array has neither bytes nor frame")
-    expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-    if memoryview(buf).nbytes != expected:
-        raise ProtocolError(f"{kind}.{name}: {memoryview(buf).nbytes} bytes, expected {expected} (truncated?)")
+    expected = math.prod(shape) * np.dtype(dtype).itemsize
+    if nbytes != expected:
+        raise ProtocolError(f"{kind}.{name}: {nbytes} bytes, expected {expected} (truncated?)")
     return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
 
@@ -134,16 +145,18 @@ def decode(frames: list) -> Message:
     if not isinstance(body, dict):
         raise ProtocolError(f"{kind}: body is not a map")
     specs = _field_specs(cls)
-    if set(body) != set(specs):
+    if body.keys() != _field_names(cls):
         missing, unknown = sorted(set(specs) - set(body)), sorted(set(body) - set(specs))
         raise ProtocolError(f"{kind}: missing fields {missing}, unknown fields {unknown}")
     values = {}
+    out_of_band = 0
     for name, spec in specs.items():
+        value = body[name]
         if isinstance(spec, Array):
-            values[name] = _decode_array(kind, name, spec, body[name], frames)
+            values[name] = _decode_array(kind, name, spec, value, frames)
+            out_of_band += "f" in value
         else:
-            values[name] = _check_scalar(kind, name, spec, body[name])
-    if len(frames) != 1 + sum(isinstance(body[n], dict) and "f" in body[n]
-                              for n, s in specs.items() if isinstance(s, Array)):
+            values[name] = _check_scalar(kind, name, spec, value)
+    if len(frames) != 1 + out_of_band:
         raise ProtocolError(f"{kind}: {len(frames)} frames, not what the message refers to")
     return cls(**values)

@@ -1,0 +1,1 @@
+"""nvscope.models.vqns: variational quantum noise spectroscopy (sum-of-Lorentzians spectrum)."""
