@@ -19,6 +19,9 @@ from .store import RunStore, run_path
 
 log = logging.getLogger(__name__)
 
+HELLO_AFTER_SILENCE_S = 3.0
+"""Say hello again when the rig has been silent this long (it heartbeats every second)."""
+
 Analysis = Callable[[RunStore], tuple[dict, dict]]
 """Given a run's open store at run end: (result datasets, result attributes)."""
 
@@ -49,6 +52,11 @@ class HostDaemon:
         self.last_heartbeat: Heartbeat | None = None
         self._cmd_seq = 0
         self._orphans_logged: set[str] = set()
+        self._last_heard = time.monotonic()
+        self.hello()
+
+    def hello(self) -> None:
+        """Tell the rig this host is here: it replays everything not yet acknowledged."""
         self.send(Hello(run_id="", seq=0, version=software_version()))
 
     def send(self, msg: Message) -> None:
@@ -64,7 +72,11 @@ class HostDaemon:
     def step(self, timeout_ms: int = 100) -> int:
         """Receive one batch (what is queued, up to `batch`), store it, flush, ack; returns its size."""
         if not self.sock.poll(timeout_ms, zmq.POLLIN):
+            if time.monotonic() - self._last_heard > HELLO_AFTER_SILENCE_S:
+                self.hello()  # a rig that restarted does not know this host until it speaks
+                self._last_heard = time.monotonic()
             return 0
+        self._last_heard = time.monotonic()
         touched: dict[str, RunStore] = {}
         ends: list[tuple[RunStore, RunEnd]] = []
         n = 0

@@ -35,8 +35,8 @@ histogram_mode = "allpairs"
 [link]
 spool_dir = "{spool}"
 
-[sim]
-background_cps = 3000.0
+[sim.sample]
+background_rate = 3000.0
 emitters = [
     {{ x = -0.15e-6, y = 0.0 }},
     {{ x = 0.15e-6, y = 0.0 }},

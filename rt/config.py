@@ -30,7 +30,7 @@ def from_dict(cls: type[T], data: object, where: str) -> T:
         values[name] = _convert(hints[name], value, f"{where}.{name}")
     try:
         obj = cls(**values)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # missing fields, or a dataclass's own range check
         raise ConfigError(f"{where}: {exc}") from None
     check = getattr(obj, "check", None)
     if check is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import signal
 import threading
@@ -55,11 +56,34 @@ class Rig:
             self.stop_reason = "rig shut down (signal)"
         return self.state is RunState.RUNNING
 
+    @property
+    def _marker(self):
+        """A file in the spool folder naming the run in progress, so a restarted rig can close it."""
+        return self.link.spool.directory / "run_in_progress.json"
+
+    def close_interrupted_run(self) -> None:
+        """If the previous rig process died during a run, end that run as failed (after its replay)."""
+        if not self._marker.exists():
+            return
+        info = json.loads(self._marker.read_text())
+        reason = "the rig process ended during the run; pixels up to the last one sent are kept"
+        log.error("run %s was interrupted: ending it as failed", info["run_id"])
+        seq = max(self.link.spool.last_seq(info["run_id"]) + 1, info["next_seq"])
+        self.link.send(RunEnd(run_id=info["run_id"], seq=seq, exit_status="failed", reason=reason,
+                              n_pixels=seq - 1), self._handle)
+        self._marker.unlink()
+
     def _run(self, cmd: Start) -> None:
         """One run: run_start, the scan, run_end (always sent, with the exit status and reason)."""
         self.run_id, self.stop_reason = cmd.run_id, ""
         scan = self.cfg.scan
-        send = lambda msg: self.link.send(msg, self._handle)  # noqa: E731
+        sent = {"next_seq": 0}
+
+        def send(msg) -> None:
+            self.link.send(msg, self._handle)
+            sent["next_seq"] = msg.seq + 1
+            self._marker.write_text(json.dumps({"run_id": cmd.run_id, **sent}))
+
         send(RunStart(run_id=cmd.run_id, seq=0, run_kind=cmd.run_kind,
                       config=dataclasses.asdict(self.cfg), version=software_version(),
                       seed=self.cfg.seed, n_pixels=scan.nx * scan.ny,
@@ -74,12 +98,15 @@ class Rig:
         except Exception as exc:  # a device error ends the run, never silently
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
             log.error("run %s failed: %s", cmd.run_id, reason)
-        send(RunEnd(run_id=cmd.run_id, seq=seq, exit_status=status, reason=reason, n_pixels=done))
+        self.link.send(RunEnd(run_id=cmd.run_id, seq=seq, exit_status=status, reason=reason, n_pixels=done),
+                       self._handle)
+        self._marker.unlink(missing_ok=True)
         self.state = transition(self.state, "end")
         log.info("run %s %s (%d pixels)%s", cmd.run_id, status, done, f": {reason}" if reason else "")
 
     def serve_forever(self) -> None:
         """Serve commands until `shutdown` is set; then wait briefly for the last acknowledgements."""
+        self.close_interrupted_run()
         while not self.shutdown.is_set():
             self._handle(self.link.poll(100))
             self.link.heartbeat(self.run_id, self.state.value)

@@ -1,0 +1,183 @@
+"""The simulated sample under a confocal spot, the scanner that moves it, and the time tagger (physics.md section 1).
+
+Each emitter sees the excitation PSF at its offset from the spot (its pump k12 scales with the
+local intensity) and is collected through the collection PSF (its collection efficiency scales
+with it); both PSFs are Gaussians given by their FWHM. The emitters are independent renewal
+streams, mixed with an uncorrelated Poisson background, split 50/50 and detected by two
+`Detector`s. The tagger's clock is continuous: read k covers [t_end(k-1), t_end(k)) ps. While
+the scanner stays put every stream continues exactly (its pending photon is carried, and its
+random numbers do not depend on how the time was cut into reads); after a move each emitter
+starts afresh from its stationary state at the new spot. The scanner's z is accepted and
+ignored by the optics (the emitters lie in the focal plane).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nvscope.rt.hal import DeviceError, ScannerConstraints, TimeTaggerConstraints
+
+from .detectors import Detector, DetectorParams, beam_splitter
+from .emitter import (
+    RenewalStream,
+    ThreeLevelRates,
+    emission_rate,
+    g2_measured,
+    photon_intervals,
+    poisson_intervals,
+    uniform_draws,
+)
+
+_PS_PER_S = 1e12
+
+
+def gaussian_psf(dx: float, dy: float, fwhm: float) -> float:
+    """Relative intensity, 0-1, of a Gaussian PSF of full width `fwhm` (m) at offset (dx, dy) in m."""
+    return float(np.exp(-4.0 * np.log(2.0) * (dx * dx + dy * dy) / (fwhm * fwhm)))
+
+
+@dataclass(frozen=True)
+class Emitter:
+    """A three-level emitter at (x, y) in m.
+
+    rates: its rates (1/s) with the spot centred on it (k12 at the excitation-PSF peak).
+    collection_efficiency: the fraction of its photons detected with the spot centred on it
+    (optics and detector quantum efficiency). The default 0.013 with the default rates gives
+    1.0e5 counts/s at the detectors (both together, before dead time).
+    """
+
+    x: float
+    y: float
+    rates: ThreeLevelRates = field(default_factory=ThreeLevelRates)
+    collection_efficiency: float = 0.013
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.x) and np.isfinite(self.y)):
+            raise ValueError(f"Emitter position must be finite (m), got ({self.x!r}, {self.y!r})")
+        if not 0.0 <= self.collection_efficiency <= 1.0:
+            raise ValueError(f"Emitter.collection_efficiency must be in [0, 1], got {self.collection_efficiency!r}")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Emitters plus an uncorrelated background (counts/s at the detectors, both together); PSF FWHMs in m."""
+
+    emitters: tuple[Emitter, ...] = ()
+    background_rate: float = 1e3
+    excitation_fwhm: float = 360e-9
+    collection_fwhm: float = 360e-9
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "emitters", tuple(self.emitters))
+        if not (np.isfinite(self.background_rate) and self.background_rate >= 0):
+            raise ValueError(f"Sample.background_rate must be >= 0 counts/s, got {self.background_rate!r}")
+        for name in ("excitation_fwhm", "collection_fwhm"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v > 0):
+                raise ValueError(f"Sample.{name} must be a positive width in m, got {v!r}")
+
+    def local_rates(self, emitter: Emitter, x: float, y: float) -> ThreeLevelRates:
+        """The emitter's rates (1/s) with the spot at (x, y) m: k12 scaled by the excitation PSF."""
+        return emitter.rates.pumped(gaussian_psf(emitter.x - x, emitter.y - y, self.excitation_fwhm))
+
+    def local_efficiency(self, emitter: Emitter, x: float, y: float) -> float:
+        """The emitter's collection efficiency (0-1) with the spot at (x, y) m."""
+        return emitter.collection_efficiency * gaussian_psf(emitter.x - x, emitter.y - y, self.collection_fwhm)
+
+    def signal_rates(self, x: float, y: float) -> np.ndarray:
+        """Detected photon rate of each emitter (counts/s, both detectors, before dead time) at (x, y) m."""
+        return np.array([self.local_efficiency(e, x, y) * emission_rate(self.local_rates(e, x, y))
+                         for e in self.emitters])
+
+
+class SimScanner:
+    """A scanner that moves instantly to any position (m) inside its travel range."""
+
+    def __init__(self, constraints: ScannerConstraints | None = None,
+                 position: tuple[float, float, float] = (0.0, 0.0, 0.0)):
+        self.constraints = constraints or ScannerConstraints((-50e-6, 50e-6), (-50e-6, 50e-6), (-10e-6, 10e-6))
+        self.position = (0.0, 0.0, 0.0)
+        self.move_to(*position)
+
+    def move_to(self, x: float, y: float, z: float) -> None:
+        """Move to (x, y, z) in m; raises DeviceError outside `constraints`."""
+        c = self.constraints
+        for name, v, (lo, hi) in (("x", x, c.x_range), ("y", y, c.y_range), ("z", z, c.z_range)):
+            if not (np.isfinite(v) and lo <= v <= hi):
+                raise DeviceError(f"scanner: {name} = {v!r} m is outside its range [{lo}, {hi}] m")
+        self.position = (float(x), float(y), float(z))
+
+
+class SimTimeTagger:
+    """Time tags of the sample's light behind a 50/50 beam splitter and two detectors (A: 0, B: 1).
+
+    detectors: the parameters of both detectors, or a pair (A, B). Reproducible from `seed`:
+    the same seed and the same sequence of moves and reads give the same tags.
+    """
+
+    constraints = TimeTaggerConstraints(resolution_ps=1, max_read_s=10.0)
+
+    def __init__(self, sample: Sample, scanner: SimScanner,
+                 detectors: DetectorParams | tuple[DetectorParams, DetectorParams] = DetectorParams(),
+                 seed: int = 0, splitting_ratio: float = 0.5):
+        if not 0.0 <= splitting_ratio <= 1.0:
+            raise ValueError(f"splitting_ratio must be in [0, 1], got {splitting_ratio!r}")
+        self.sample = sample
+        self.scanner = scanner
+        self.detector_params = (detectors, detectors) if isinstance(detectors, DetectorParams) else tuple(detectors)
+        self.splitting_ratio = splitting_ratio
+        self.clock_ps = 0
+        rng_split, rng_bg, rng_a, rng_b, *rng_em = np.random.default_rng(seed).spawn(4 + len(sample.emitters))
+        self._split = uniform_draws(rng_split)
+        self._background = RenewalStream(rng_bg, poisson_intervals(sample.background_rate), 0)
+        self._detectors = (Detector(self.detector_params[0], rng_a), Detector(self.detector_params[1], rng_b))
+        self._emitters = [RenewalStream(r, poisson_intervals(0.0), 0) for r in rng_em]
+        self._at: tuple[float, float, float] | None = None  # where the emitter streams were drawn
+
+    # --- what the analysis expects at the current spot ---------------------------------------------
+
+    def signal_rates(self) -> np.ndarray:
+        """Detected rate of each emitter at the current spot (counts/s, both detectors, before dead time)."""
+        x, y, _ = self.scanner.position
+        return self.sample.signal_rates(x, y)
+
+    def background_rate(self) -> float:
+        """Uncorrelated rate at the detectors (counts/s): the sample's background plus both dark count rates."""
+        return self.sample.background_rate + sum(p.dark_count_rate for p in self.detector_params)
+
+    def expected_g2(self, tau_s: np.ndarray | float) -> np.ndarray:
+        """The g2(tau) (dimensionless, tau in s) of the light at the current spot, without jitter."""
+        x, y, _ = self.scanner.position
+        rates = [self.sample.local_rates(e, x, y) for e in self.sample.emitters]
+        return g2_measured(tau_s, self.signal_rates(), self.background_rate(), rates)
+
+    # --- the TimeTagger capability ----------------------------------------------------------------
+
+    def read_tags(self, duration_s: float) -> tuple[np.ndarray, np.ndarray, int]:
+        """Acquire for `duration_s` s; return (t_a, t_b, t_end): sorted int64 ps tags and the clock at the end."""
+        if not (np.isfinite(duration_s) and 0 < duration_s <= self.constraints.max_read_s):
+            raise DeviceError(f"time tagger: read of {duration_s!r} s is outside (0, {self.constraints.max_read_s}] s")
+        t0 = self.clock_ps
+        t1 = t0 + int(round(duration_s * _PS_PER_S))
+        if self.scanner.position != self._at:
+            self._relocate(t0)
+        photons = [s.arrivals(t1) for s in self._emitters]
+        photons.append(self._background.arrivals(t1))
+        photons = np.sort(np.concatenate(photons))
+        to_a, to_b = beam_splitter(photons, self._split.take(photons.size), self.splitting_ratio)
+        t_a = self._detectors[0].tags(to_a, t1)
+        t_b = self._detectors[1].tags(to_b, t1)
+        self.clock_ps = t1
+        return t_a, t_b, t1
+
+    def _relocate(self, t0_ps: int) -> None:
+        """Redraw every emitter's stream from its stationary state at the scanner's position."""
+        x, y, _ = self._at = self.scanner.position
+        for stream, e in zip(self._emitters, self.sample.emitters, strict=True):
+            law = photon_intervals(self.sample.local_rates(e, x, y), self.sample.local_efficiency(e, x, y))
+            stream.restart(law, t0_ps)
+
+
+__all__ = ["gaussian_psf", "Emitter", "Sample", "SimScanner", "SimTimeTagger"]

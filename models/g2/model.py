@@ -1,0 +1,127 @@
+"""The three-level-emitter g2(tau) model and its exact bin integrals (physics.md section 1).
+
+    g2(tau) = 1 - (1 - g0) [(1 + a) exp(-|tau|/t1) - a exp(-|tau|/t2)]
+
+is the paper's Eq. 3 (ml-antibunching-srm, `1 - a1 exp(-|tau|/t1) + a2 exp(-|tau|/t2)`)
+written with a1 = (1 - g0)(1 + a), a2 = (1 - g0) a, so that g2(0) = g0 exactly. The
+shape (t1, t2, a) is the emitter's; the mixing of emitters and background only scales
+the antibunching kernel K(tau) = (1 + a) exp(-|tau|/t1) - a exp(-|tau|/t2) by (1 - g0).
+
+The expected count in histogram bin k is `base * c_k(g0)` with
+
+    c_k(g0) = (1/D) * integral over bin k of g2(tau) dtau = w_k - (1 - g0) v_k,
+    v_k     = (1/D) * integral over bin k of K(tau) dtau,    w_k = width_k / D (= 1),
+
+and `base = n_A n_B D / T` for all pairs. Both integrals are in closed form; the bin
+that straddles tau = 0 is split there. c_k is linear in g0 with derivative v_k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nvscope.proto.histogram import BIN_WIDTH_S, N_BINS, bin_edges_s
+
+
+@dataclass(frozen=True)
+class EmitterShape:
+    """The emitter's g2 shape, shared by every pixel of a scan.
+
+    t1: antibunching time in s (about 1/(k12 + k21) for an NV, 10-20 ns).
+    t2: bunching (shelving) time in s (about 1/k31 and longer, 100 ns - 1 us).
+    a: dimensionless bunching amplitude, >= 0.
+    """
+
+    t1: float
+    t2: float
+    a: float
+
+    def __post_init__(self) -> None:
+        for name in ("t1", "t2"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v > 0):
+                raise ValueError(f"EmitterShape.{name} must be a positive finite time in s, got {v!r}")
+        if not np.isfinite(self.a):
+            raise ValueError(f"EmitterShape.a must be finite, got {self.a!r}")
+
+
+def g2_model(tau: np.ndarray | float, shape: EmitterShape, g0: float) -> np.ndarray:
+    """g2(tau) at delays tau (s) for an emitter of this shape with g2(0) = g0 (paper Eq. 3)."""
+    t = np.abs(np.asarray(tau, dtype=float))
+    kernel = (1.0 + shape.a) * np.exp(-t / shape.t1) - shape.a * np.exp(-t / shape.t2)
+    return 1.0 - (1.0 - g0) * kernel
+
+
+def exp_bin_integrals(t: float, edges: np.ndarray | None = None) -> np.ndarray:
+    """Integral over each bin of exp(-|tau|/t) dtau, in s (t in s; edges default: the histogram's).
+
+    Each same-sign bin is t exp(-|near edge|/t) (1 - exp(-width/t)), written with expm1 so
+    that far bins of a short t keep their full relative precision; a bin straddling 0 is
+    the sum of its two halves.
+    """
+    e = bin_edges_s() if edges is None else np.asarray(edges, dtype=float)
+    lo, hi = e[:-1], e[1:]
+    width = hi - lo
+    near = np.where(lo >= 0, lo, np.where(hi <= 0, -hi, 0.0))
+    out = t * np.exp(-near / t) * -np.expm1(-width / t)
+    straddle = (lo < 0) & (hi > 0)
+    out[straddle] = t * (-np.expm1(lo[straddle] / t) - np.expm1(-hi[straddle] / t))
+    return out
+
+
+def exp_bin_integrals_dt(t: float, edges: np.ndarray | None = None) -> np.ndarray:
+    """Derivative in t of `exp_bin_integrals`: integral over each bin of (|tau|/t^2) exp(-|tau|/t), in s/s.
+
+    For x >= 0, (x/t^2) exp(-x/t) has antiderivative -(1 + x/t) exp(-x/t); the antiderivative
+    of the even integrand on the whole line is sign(x) [1 - (1 + |x|/t) exp(-|x|/t)].
+    """
+    e = bin_edges_s() if edges is None else np.asarray(edges, dtype=float)
+    x = np.abs(e) / t
+    # 1 - (1 + x) e^-x, accurate for small x too: -expm1(-x) - x e^-x.
+    prim = np.sign(e) * (-np.expm1(-x) - x * np.exp(-x))
+    return np.diff(prim)
+
+
+def kernel_bin_averages(shape: EmitterShape) -> np.ndarray:
+    """v_k = (1/D) * integral over bin k of K(tau) dtau, shape (N_BINS,); equals d c_k / d g0."""
+    return ((1.0 + shape.a) * exp_bin_integrals(shape.t1)
+            - shape.a * exp_bin_integrals(shape.t2)) / BIN_WIDTH_S
+
+
+def bin_widths() -> np.ndarray:
+    """w_k = width_k / D, shape (N_BINS,): 1 up to rounding of the edges."""
+    return np.diff(bin_edges_s()) / BIN_WIDTH_S
+
+
+def bin_integrals(shape: EmitterShape, g0: float | np.ndarray) -> np.ndarray:
+    """c_k(g0) = (1/D) * integral over bin k of g2(tau) dtau, dimensionless.
+
+    g0 may be a scalar (result (N_BINS,)) or an array (result g0.shape + (N_BINS,)).
+    c_k is linear in g0; its derivative is `bin_integrals_dg0(shape)`.
+    """
+    g0 = np.asarray(g0, dtype=float)[..., None]
+    return bin_widths() - (1.0 - g0) * kernel_bin_averages(shape)
+
+
+def bin_integrals_dg0(shape: EmitterShape) -> np.ndarray:
+    """d c_k / d g0 = v_k, shape (N_BINS,), independent of g0."""
+    return kernel_bin_averages(shape)
+
+
+def singles_base(n_a: float | np.ndarray, n_b: float | np.ndarray, t_acq: float | np.ndarray) -> np.ndarray:
+    """base = n_A n_B D / T: the all-pairs count per bin of uncorrelated light (counts, T in s)."""
+    return np.asarray(n_a, dtype=float) * np.asarray(n_b, dtype=float) * BIN_WIDTH_S / np.asarray(t_acq, dtype=float)
+
+
+def expected_histogram(shape: EmitterShape, g0: float | np.ndarray, base: float | np.ndarray) -> np.ndarray:
+    """Expected counts per bin, base * c_k(g0), shape broadcast(g0, base).shape + (N_BINS,)."""
+    return np.asarray(base, dtype=float)[..., None] * bin_integrals(shape, g0)
+
+
+__all__ = [
+    "N_BINS", "EmitterShape", "g2_model", "exp_bin_integrals", "exp_bin_integrals_dt",
+    "kernel_bin_averages", "bin_widths", "bin_integrals", "bin_integrals_dg0",
+    "singles_base", "expected_histogram",
+]
