@@ -6,8 +6,9 @@ with it); both PSFs are Gaussians given by their FWHM. The emitters are independ
 streams, mixed with an uncorrelated Poisson background, split 50/50 and detected by two
 `Detector`s. The tagger's clock is continuous: read k covers [t_end(k-1), t_end(k)) ps. While
 the scanner stays put every stream continues exactly (its pending photon is carried, and its
-random numbers do not depend on how the time was cut into reads); after a move each emitter
-starts afresh from its stationary state at the new spot. The scanner's z is accepted and
+random numbers do not depend on how the time was cut into reads); after a move (any, even away
+and back, between two reads) each emitter starts afresh from its stationary state at the new
+spot: a real move takes far longer than the 250 ns memory of the emitter. The scanner's z is accepted and
 ignored by the optics (the emitters lie in the focal plane).
 """
 
@@ -93,12 +94,16 @@ class Sample:
 
 
 class SimScanner:
-    """A scanner that moves instantly to any position (m) inside its travel range."""
+    """A scanner that moves instantly to any position (m) inside its travel range.
+
+    `moves` counts the moves that changed the position (a move to where it is does nothing).
+    """
 
     def __init__(self, constraints: ScannerConstraints | None = None,
                  position: tuple[float, float, float] = (0.0, 0.0, 0.0)):
         self.constraints = constraints or ScannerConstraints((-50e-6, 50e-6), (-50e-6, 50e-6), (-10e-6, 10e-6))
         self.position = (0.0, 0.0, 0.0)
+        self.moves = 0
         self.move_to(*position)
 
     def move_to(self, x: float, y: float, z: float) -> None:
@@ -107,7 +112,10 @@ class SimScanner:
         for name, v, (lo, hi) in (("x", x, c.x_range), ("y", y, c.y_range), ("z", z, c.z_range)):
             if not (np.isfinite(v) and lo <= v <= hi):
                 raise DeviceError(f"scanner: {name} = {v!r} m is outside its range [{lo}, {hi}] m")
-        self.position = (float(x), float(y), float(z))
+        new = (float(x), float(y), float(z))
+        if new != self.position:
+            self.position = new
+            self.moves += 1
 
 
 class SimTimeTagger:
@@ -134,7 +142,7 @@ class SimTimeTagger:
         self._background = RenewalStream(rng_bg, poisson_intervals(sample.background_rate), 0)
         self._detectors = (Detector(self.detector_params[0], rng_a), Detector(self.detector_params[1], rng_b))
         self._emitters = [RenewalStream(r, poisson_intervals(0.0), 0) for r in rng_em]
-        self._at: tuple[float, float, float] | None = None  # where the emitter streams were drawn
+        self._moves_seen = -1  # the scanner's move count when the emitter streams were drawn
 
     # --- what the analysis expects at the current spot ---------------------------------------------
 
@@ -161,7 +169,7 @@ class SimTimeTagger:
             raise DeviceError(f"time tagger: read of {duration_s!r} s is outside (0, {self.constraints.max_read_s}] s")
         t0 = self.clock_ps
         t1 = t0 + int(round(duration_s * _PS_PER_S))
-        if self.scanner.position != self._at:
+        if self.scanner.moves != self._moves_seen:
             self._relocate(t0)
         photons = [s.arrivals(t1) for s in self._emitters]
         photons.append(self._background.arrivals(t1))
@@ -174,7 +182,8 @@ class SimTimeTagger:
 
     def _relocate(self, t0_ps: int) -> None:
         """Redraw every emitter's stream from its stationary state at the scanner's position."""
-        x, y, _ = self._at = self.scanner.position
+        self._moves_seen = self.scanner.moves
+        x, y, _ = self.scanner.position
         for stream, e in zip(self._emitters, self.sample.emitters, strict=True):
             law = photon_intervals(self.sample.local_rates(e, x, y), self.sample.local_efficiency(e, x, y))
             stream.restart(law, t0_ps)

@@ -101,6 +101,8 @@ class HostDaemon:
                 touched[msg.run_id] = store
                 if msg.seq <= store.last_seq or store.finished:
                     self.stats.duplicates += 1
+                    if isinstance(msg, RunEnd) and not store.finished:
+                        ends.append((store, msg))  # stored, but a host died before finishing the run
                     continue
                 store.add(msg)
                 self.stats.stored += 1

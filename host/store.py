@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -69,8 +70,14 @@ class RunStore:
 
     @classmethod
     def reopen(cls, path: Path) -> RunStore:
-        """Resume writing a run file after a host restart."""
-        f = h5py.File(path, "r+", libver="latest")
+        """Resume writing a run file after a host restart (recovering it if that host was killed)."""
+        try:
+            f = h5py.File(path, "r+", libver="latest")
+        except OSError as exc:
+            if "already open for write" not in str(exc):
+                raise
+            recover(path)
+            f = h5py.File(path, "r+", libver="latest")
         store = cls(path, f)
         if not store.finished:
             f.swmr_mode = True
@@ -120,6 +127,18 @@ class RunStore:
         """Close the file (safe to call twice)."""
         if self.f.id.valid:
             self.f.close()
+
+
+def recover(path: Path) -> None:
+    """Rewrite a run file whose writer died (its SWMR flag still set): everything flushed is kept."""
+    tmp = path.with_name(path.name + ".recovering")
+    with h5py.File(path, "r", libver="latest", swmr=True) as src, h5py.File(tmp, "w", libver="latest") as dst:
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
+        for name in src:
+            src.copy(src[name], dst, name=name)
+    os.replace(tmp, path)
+    log.warning("recovered %s: its writer had died; every flushed message is kept", path.name)
 
 
 def read_pixels(f: h5py.File) -> dict[str, np.ndarray]:

@@ -51,7 +51,14 @@ class RtLink:
         try:
             self.sock.send_multipart([self.peer, *frames], flags=zmq.NOBLOCK, copy=False)
             return True
-        except zmq.Again:  # host gone (ROUTER_MANDATORY) or its queue full: the spool keeps it
+        except zmq.Again:  # the host's queue is full: the spool keeps it, the resend timer retries
+            return False
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            log.warning("host disconnected; keeping %d unacknowledged messages until it is back",
+                        len(self.spool))
+            self.peer = None  # until the next hello
             return False
 
     def replay(self) -> None:

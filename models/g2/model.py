@@ -24,6 +24,9 @@ import numpy as np
 
 from nvscope.proto.histogram import BIN_WIDTH_S, N_BINS, bin_edges_s
 
+_EDGES_S = bin_edges_s()
+_EDGES_S.flags.writeable = False
+
 
 @dataclass(frozen=True)
 class EmitterShape:
@@ -61,7 +64,7 @@ def exp_bin_integrals(t: float, edges: np.ndarray | None = None) -> np.ndarray:
     that far bins of a short t keep their full relative precision; a bin straddling 0 is
     the sum of its two halves.
     """
-    e = bin_edges_s() if edges is None else np.asarray(edges, dtype=float)
+    e = _EDGES_S if edges is None else np.asarray(edges, dtype=float)
     lo, hi = e[:-1], e[1:]
     width = hi - lo
     near = np.where(lo >= 0, lo, np.where(hi <= 0, -hi, 0.0))
@@ -74,14 +77,21 @@ def exp_bin_integrals(t: float, edges: np.ndarray | None = None) -> np.ndarray:
 def exp_bin_integrals_dt(t: float, edges: np.ndarray | None = None) -> np.ndarray:
     """Derivative in t of `exp_bin_integrals`: integral over each bin of (|tau|/t^2) exp(-|tau|/t), in s/s.
 
-    For x >= 0, (x/t^2) exp(-x/t) has antiderivative -(1 + x/t) exp(-x/t); the antiderivative
-    of the even integrand on the whole line is sign(x) [1 - (1 + |x|/t) exp(-|x|/t)].
+    For 0 <= x0 < x1 (in units of t) the antiderivative -(1 + x) exp(-x) gives
+    exp(-x0) [-(1 + x0) expm1(-d) - d exp(-d)], d = x1 - x0, kept in that form so that far
+    bins keep their relative precision; a bin straddling 0 is the sum of its two halves
+    from 0, each 1 - (1 + x) exp(-x) = -expm1(-x) - x exp(-x).
     """
-    e = bin_edges_s() if edges is None else np.asarray(edges, dtype=float)
-    x = np.abs(e) / t
-    # 1 - (1 + x) e^-x, accurate for small x too: -expm1(-x) - x e^-x.
-    prim = np.sign(e) * (-np.expm1(-x) - x * np.exp(-x))
-    return np.diff(prim)
+    e = _EDGES_S if edges is None else np.asarray(edges, dtype=float)
+    lo, hi = e[:-1], e[1:]
+    x0 = np.where(lo >= 0, lo, np.where(hi <= 0, -hi, 0.0)) / t
+    d = (hi - lo) / t
+    out = np.exp(-x0) * (-(1.0 + x0) * np.expm1(-d) - d * np.exp(-d))
+    straddle = (lo < 0) & (hi > 0)
+    xs = np.concatenate([-lo[straddle], hi[straddle]]) / t
+    halves = -np.expm1(-xs) - xs * np.exp(-xs)
+    out[straddle] = halves[: straddle.sum()] + halves[straddle.sum():]
+    return out
 
 
 def kernel_bin_averages(shape: EmitterShape) -> np.ndarray:
@@ -92,7 +102,7 @@ def kernel_bin_averages(shape: EmitterShape) -> np.ndarray:
 
 def bin_widths() -> np.ndarray:
     """w_k = width_k / D, shape (N_BINS,): 1 up to rounding of the edges."""
-    return np.diff(bin_edges_s()) / BIN_WIDTH_S
+    return np.diff(_EDGES_S) / BIN_WIDTH_S
 
 
 def bin_integrals(shape: EmitterShape, g0: float | np.ndarray) -> np.ndarray:

@@ -24,11 +24,13 @@ p = -exp(-2x)):
     psi(x) = (1 - e^-x)/x,  phi(x) = (e^-x - 1 + x)/x^2,  m(x) = (2x - 3 + 4 e^-x - e^-2x)/x^3.
 
 Each helper is a Taylor series for |x| < 1/2 (no subtraction of O(1) numbers) and the
-exponential form above elsewhere; nothing is divided by k^2, so small |k| t and large n cost no digits. G_n(p) has a
-0/0 at p = 1 (w0 h = pi/2 mod pi: the CPMG resonance, where cos(wt/2n) = 0 in F): with
-p = exp(-z), z reduced to |Im z| <= pi, for |z| < 1/2 it is evaluated as
-G_n = n (n phi(n z) - phi(z)) / psi(z)^2, else as the closed form, which is then well
-conditioned (|1 - p| > 0.39, and G_n has no zero in |p| <= 1, Enestrom-Kakeya).
+exponential form above elsewhere; nothing is divided by k^2, so small |k| t and large n cost
+no digits. G_n(p) has a 0/0 at p = 1 (w0 h = pi/2 mod pi: the CPMG resonance, where
+cos(wt/2n) = 0 in F): with p = exp(-z), z reduced to |Im z| <= pi, for |z| < 1/2 it is
+evaluated as G_n = n (n phi(n z) - phi(z)) / psi(z)^2, else as the closed form, which is then
+well conditioned (|1 - p| > 0.39, and G_n has no zero in |p| <= 1, Enestrom-Kakeya).
+Against a 60-digit evaluation: <= 1e-12 relative where chi > 1e-6 a t^2, <= 3e-15 a t^2
+absolute (g t in [1e-6, 1e3], w0 t in [0, 1e3], n <= 256, resonances included).
 
 `attenuation_textbook` keeps the same closed form written over k^2 (FID: (kt - 1 + e^-kt)/k^2),
 which cancels catastrophically for |k| t << 1 and large n; it exists for the benchmark.
@@ -140,7 +142,11 @@ def _psi(B: Any, x: Any) -> Any:
 
 def _phi(B: Any, x: Any) -> Any:
     """(e^-x - 1 + x) / x^2."""
-    return B.merge(B.abs(x) < _SMALL, lambda z: _horner(z, _PHI), lambda z: (B.exp(-z) - 1.0 + z) / z / z, x)
+
+    def direct(z: Any) -> Any:
+        return (B.exp(-z) - 1.0 + z) / z / z
+
+    return B.merge(B.abs(x) < _SMALL, lambda z: _horner(z, _PHI), direct, x)
 
 
 def _cells_series(x: Any, n: Any, gn: Any) -> Any:
@@ -176,7 +182,8 @@ def _geometric_g(B: Any, n: Any, x: Any) -> Any:
     im = B.imag(x) * 2.0 + math.pi
     im = im - (2.0 * math.pi) * B.round(im / (2.0 * math.pi))
     z = B.complex(B.real(x) * 2.0, im)
-    return B.merge(B.abs(z) < _SMALL, lambda nn, zz: _g_near(B, nn, zz), lambda nn, zz: _g_far(B, nn, zz), n, z)
+    near = B.abs(z) < _SMALL
+    return B.merge(near, lambda nn, zz: _g_near(B, nn, zz), lambda nn, zz: _g_far(B, nn, zz), n, z)
 
 
 def _chi_cpmg(B: Any, w0: Any, g: Any, t: Any, n: Any) -> Any:
@@ -200,7 +207,9 @@ def _chi_over_a(B: Any, w0: Any, g: Any, t: Any, n: Any) -> Any:
     return B.merge(n == 0, lambda *v: _chi_fid(B, *v), lambda *v: _chi_cpmg(B, *v), w0, g, t, n)
 
 
-def _check_numpy_args(a: ArrayLike, w0: ArrayLike, g: ArrayLike, t: ArrayLike, n_pulses: ArrayLike):
+def _check_numpy_args(
+    a: ArrayLike, w0: ArrayLike, g: ArrayLike, t: ArrayLike, n_pulses: ArrayLike
+) -> tuple[np.ndarray, ...]:
     a, w0, g, t = (np.asarray(v, dtype=np.float64) for v in (a, w0, g, t))
     n = np.asarray(n_pulses)
     if n.dtype.kind not in "iub" and np.any(n != np.round(n)):
@@ -213,7 +222,9 @@ def _check_numpy_args(a: ArrayLike, w0: ArrayLike, g: ArrayLike, t: ArrayLike, n
     return a, w0, g, t, n
 
 
-def attenuation(a: ArrayLike, w0: ArrayLike, g: ArrayLike, t: ArrayLike, n_pulses: ArrayLike) -> np.ndarray:
+def attenuation(
+    a: ArrayLike, w0: ArrayLike, g: ArrayLike, t: ArrayLike, n_pulses: ArrayLike
+) -> np.ndarray:
     """chi(t) of one symmetrized Lorentzian per element, float64 numpy (dimensionless).
 
     a: amplitude, rad^2/s^2 (the correlation is a exp(-g|tau|) cos(w0 tau));
@@ -221,7 +232,8 @@ def attenuation(a: ArrayLike, w0: ArrayLike, g: ArrayLike, t: ArrayLike, n_pulse
     n_pulses: 0 = FID, 1 = spin echo, n = CPMG-n (int or int array).
     All five broadcast against each other (numpy rules); the result has the broadcast shape.
     A sum of Lorentzians is the sum of their chi (coherence C = exp(-sum chi)).
-    Accuracy: about 1e-15 relative where chi is not tiny, 1e-16 a t^2 absolute everywhere.
+    Accuracy: ~1e-15 relative typically, <= 1e-12 where chi > 1e-6 a t^2 (phase rounding near
+    CPMG resonances), <= 3e-15 a t^2 absolute.
     """
     a, w0, g, t, n = np.broadcast_arrays(*_check_numpy_args(a, w0, g, t, n_pulses))
     flat = [v.ravel() for v in (w0, g, t, n)]
@@ -238,7 +250,9 @@ def attenuation_echo(a: ArrayLike, w0: ArrayLike, g: ArrayLike, t: ArrayLike) ->
     return attenuation(a, w0, g, t, 1)
 
 
-def attenuation_cpmg(a: ArrayLike, w0: ArrayLike, g: ArrayLike, t: ArrayLike, n: ArrayLike) -> np.ndarray:
+def attenuation_cpmg(
+    a: ArrayLike, w0: ArrayLike, g: ArrayLike, t: ArrayLike, n: ArrayLike
+) -> np.ndarray:
     """chi(t) under CPMG-n (pulses at t(2k-1)/2n), rad/s, s; n = 0 FID, 1 echo; as `attenuation`."""
     return attenuation(a, w0, g, t, n)
 
@@ -257,8 +271,8 @@ def attenuation_torch(a: Any, w0: Any, g: Any, t: Any, n_pulses: Any) -> Any:
 
     B = _TorchOps()
     floats = [v for v in (a, w0, g, t) if isinstance(v, torch.Tensor) and v.is_floating_point()]
-    dtype = torch.float32
-    for v in floats:
+    dtype = floats[0].dtype if floats else torch.float64
+    for v in floats[1:]:
         dtype = torch.promote_types(dtype, v.dtype)
     device = floats[0].device if floats else None
     args = (torch.as_tensor(v, dtype=dtype, device=device) for v in (a, w0, g, t, n_pulses))
@@ -268,7 +282,12 @@ def attenuation_torch(a: Any, w0: Any, g: Any, t: Any, n_pulses: Any) -> Any:
 
 
 def attenuation_textbook(
-    a: ArrayLike, w0: ArrayLike, g: ArrayLike, t: ArrayLike, n_pulses: ArrayLike, dtype: Any = np.float64
+    a: ArrayLike,
+    w0: ArrayLike,
+    g: ArrayLike,
+    t: ArrayLike,
+    n_pulses: ArrayLike,
+    dtype: Any = np.float64,
 ) -> np.ndarray:
     """TEXTBOOK closed form, kept only as the benchmark's baseline: do not use it for fitting.
 
@@ -276,9 +295,9 @@ def attenuation_textbook(
         FID:    J = (k t - 1 + e^-kt) / k^2
         n >= 1: J = [ n (2x - 3 + 4 e^-x - e^-2x) + (1 - e^-x)^4 (n - 1 - n p + p^n) / (1-p)^2 ] / k^2,
     x = k t/2n, p = -e^-2x. Its numerators are O(1) terms that cancel to O(x^3): relative error
-    ~ eps / (|k| t / 2n)^3 (at |k| t = 1e-3, n = 32 it is tens of percent in float64, see the
-    tests); it is 0/0 at k = 0 and at the CPMG resonance. `dtype` (float64 or float32) sets the
-    working precision.
+    ~ eps / (|k| t / 2n)^3. Measured at g t = 1e-3, w0 = 0, n = 32: 9e-2 in float64, 1.0 in
+    float32. It is 0/0 at k = 0 and at the CPMG resonance. `dtype` (float64 or float32) sets
+    the working precision.
     """
     rdt = np.dtype(dtype)
     cdt = np.result_type(rdt, np.complex64)
@@ -291,5 +310,7 @@ def attenuation_textbook(
     p = -np.exp(-2 * x)
     with np.errstate(divide="ignore", invalid="ignore"):
         fid = (k * t - 1 + np.exp(-k * t)) / k**2
-        cpmg = (nn * (2 * x - 3 + 4 * e1 - e1 * e1) + (1 - e1) ** 4 * (nn - 1 - nn * p + p**nn) / (1 - p) ** 2) / k**2
+        cells = nn * (2 * x - 3 + 4 * e1 - e1 * e1)
+        pairs = (1 - e1) ** 4 * (nn - 1 - nn * p + p**nn) / (1 - p) ** 2
+        cpmg = (cells + pairs) / k**2
     return a * np.real(np.where(n == 0, fid, cpmg))

@@ -29,15 +29,17 @@ slice_s = 0.02
 [link]
 spool_dir = "{spool}"
 resend_after_s = 0.5
+[sim]
+pace = {pace}
 [sim.sample]
 background_rate = 2000.0
 emitters = [{{ x = 0.0, y = 0.0 }}]
 """
 
 
-def start_rig(tmp: Path, nx=4, ny=3, dwell=0.03, spool="spool") -> tuple[subprocess.Popen, str]:
+def start_rig(tmp: Path, nx=4, ny=3, dwell=0.03, pace=0.0, spool="spool") -> tuple[subprocess.Popen, str]:
     cfg = tmp / "rig.toml"
-    cfg.write_text(RIG_TOML.format(nx=nx, ny=ny, dwell=dwell, spool=(tmp / spool).as_posix()))
+    cfg.write_text(RIG_TOML.format(nx=nx, ny=ny, dwell=dwell, pace=pace, spool=(tmp / spool).as_posix()))
     proc = subprocess.Popen([sys.executable, "-m", "nvscope.host.cli", "rig", "--sim", "--bind",
                              "tcp://127.0.0.1:*", "--config", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -48,7 +50,10 @@ def start_rig(tmp: Path, nx=4, ny=3, dwell=0.03, spool="spool") -> tuple[subproc
 
 def stop(proc: subprocess.Popen) -> int:
     proc.send_signal(signal.SIGTERM)
-    return proc.wait(timeout=20)
+    code = proc.wait(timeout=20)
+    if code != 0:
+        print(proc.stderr.read())
+    return code
 
 
 def run_file(out: Path) -> Path:
@@ -94,7 +99,7 @@ def _wait_for_pixels(path_glob, n, timeout=60.0):
 
 def test_host_killed_mid_scan_then_restarted_loses_nothing(tmp_path):
     out = tmp_path / "data"
-    rig, endpoint = start_rig(tmp_path, nx=6, ny=5, dwell=0.05)
+    rig, endpoint = start_rig(tmp_path, nx=6, ny=5, dwell=0.05, pace=1.0)  # a 1.5 s scan in real time
     try:
         host = subprocess.Popen([sys.executable, "-m", "nvscope.host.cli", "host", "--connect", endpoint,
                                  "--out", str(out), "--run", "srm"],
@@ -111,7 +116,7 @@ def test_host_killed_mid_scan_then_restarted_loses_nothing(tmp_path):
         while not again.stats.finished and time.monotonic() < deadline:
             again.step(100)
         again.close()
-        assert again.stats.finished == [(path.stem, "completed")]
+        assert again.stats.finished == [(path.stem, "completed")], again.stats
     finally:
         assert stop(rig) == 0
     with h5py.File(path, "r") as f:
@@ -121,7 +126,7 @@ def test_host_killed_mid_scan_then_restarted_loses_nothing(tmp_path):
 
 def test_rig_killed_mid_scan_then_restarted_ends_the_run_as_failed_losing_nothing(tmp_path):
     out = tmp_path / "data"
-    rig, endpoint = start_rig(tmp_path, nx=6, ny=5, dwell=0.05)
+    rig, endpoint = start_rig(tmp_path, nx=6, ny=5, dwell=0.05, pace=1.0)
     host = HostDaemon(endpoint, out, ANALYSES)
     run_id = "srm-killed-rig"
     try:

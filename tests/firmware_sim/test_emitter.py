@@ -42,7 +42,7 @@ def steady_state(r: ThreeLevelRates) -> np.ndarray:
 def test_g2_parameters_match_propagated_rate_equations(rates):
     # g2(tau) = p2(tau | ground at 0) / p2_ss: propagate the rate equations with expm.
     taus = np.concatenate([np.linspace(0, 50e-9, 51), np.linspace(50e-9, 3e-6, 60)])
-    p2 = np.array([(expm(generator(rates) * t) @ [1.0, 0.0, 0.0])[1] for t in taus])
+    p2 = (expm(generator(rates)[None] * taus[:, None, None]) @ [1.0, 0.0, 0.0])[:, 1]
     expected = p2 / steady_state(rates)[1]
     np.testing.assert_allclose(g2_emitter(taus, rates), expected, rtol=0, atol=1e-9)
     np.testing.assert_allclose(g2_emitter(-taus, rates), expected, rtol=0, atol=1e-9)
@@ -89,21 +89,29 @@ def sub_generator(r: ThreeLevelRates, eta: float) -> np.ndarray:
 
 
 def interval_survival(t: np.ndarray, alpha: np.ndarray, r: ThreeLevelRates, eta: float) -> np.ndarray:
-    """S(t) = alpha expm(T t) 1."""
-    props = expm(sub_generator(r, eta)[None] * np.asarray(t)[:, None, None])
-    return np.einsum("i,nij,j->n", alpha, props, np.ones(3))
+    """S(t) = alpha expm(T t) 1, propagated from one sorted t to the next (expm of the gaps)."""
+    t = np.asarray(t, dtype=float)
+    order = np.argsort(t)
+    gaps = np.diff(np.concatenate([[0.0], t[order]]))
+    steps = expm(sub_generator(r, eta)[None] * gaps[:, None, None])
+    out = np.empty(t.size)
+    v = np.asarray(alpha, dtype=float)
+    for k, step in zip(order, steps):
+        v = v @ step
+        out[k] = v.sum()
+    return out
 
 
 def interval_cdf(samples: np.ndarray, alpha: np.ndarray, r: ThreeLevelRates, eta: float):
-    """The expm CDF as a callable for kstest: exact at 1000 order statistics, PCHIP in between.
+    """The expm CDF as a callable for kstest: exact at 2000 order statistics, PCHIP in between.
 
     (scipy's expm costs ~1 ms a call; the interpolation is checked against expm at the midpoints.)
     """
     x = np.sort(samples)
-    grid = np.unique(np.concatenate([[0.0], x[:: max(1, x.size // 1000)], [x[-1]]]))
+    grid = np.unique(np.concatenate([[0.0], x[:: max(1, x.size // 2000)], [x[-1]]]))
     cdf = interpolate.PchipInterpolator(grid, 1.0 - interval_survival(grid, alpha, r, eta))
     mid = 0.5 * (grid[1:] + grid[:-1])[::10]
-    assert np.abs(cdf(mid) - (1.0 - interval_survival(mid, alpha, r, eta))).max() < 2e-5
+    assert np.abs(cdf(mid) - (1.0 - interval_survival(mid, alpha, r, eta))).max() < 1e-4  # vs KS critical ~1e-2
     return cdf
 
 
