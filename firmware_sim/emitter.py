@@ -9,20 +9,24 @@ leaves the emitter in the ground state, so the collected photons form a renewal 
 interval is phase-type: the absorbing Markov chain on {1, 2, 3} with sub-generator T (M
 transposed, with 2 -> 1 at rate k21 (1 - eta): an emission that is not collected) and exit rate
 k21 eta from state 2 (a collection). Its survival function S(t) = alpha exp(T t) 1 =
-sum_j c_j exp(-r_j t) comes from the 3x3 eigen-decomposition, done once per rate set, and each
-interval is one uniform u inverted by S(t) = u (safeguarded Newton in `invert_survival`).
+sum_j c_j exp(-r_j t) comes from the 3x3 spectral decomposition (the eigenvalues -r_j of T from
+its characteristic polynomial, the weights c_j as residues), done once per rate set and start
+alpha, and each interval is one uniform u inverted by S(t) = u (safeguarded Newton in
+`invert_survival`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from numba import njit
 
 NEVER_PS: int = int(np.iinfo(np.int64).max)
 """Arrival time (ps) of a photon that never comes (an emitter that is not collected, a zero rate)."""
+DARK_RATE: float = 1e-20
+"""Collected-photon rate (1/s) below which an emitter is taken as dark: < 1 photon in 3e12 years."""
 _PS_PER_S = 1e12
 
 
@@ -100,7 +104,7 @@ def g2_emitter(tau_s: np.ndarray | float, rates: ThreeLevelRates) -> np.ndarray:
 
 
 def g2_measured(tau_s: np.ndarray | float, signal_rates: np.ndarray, background_rate: float,
-                rates_list: list[ThreeLevelRates]) -> np.ndarray:
+                rates_list: Sequence[ThreeLevelRates]) -> np.ndarray:
     """g2(tau) of independent emitters (signal rates S_i, 1/s) plus uncorrelated background B (1/s)."""
     s = np.asarray(signal_rates, dtype=float)
     total = float(s.sum()) + background_rate
@@ -137,19 +141,61 @@ def photon_intervals(rates: ThreeLevelRates, collection_efficiency: float) -> Ph
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"collection efficiency must be in [0, 1], got {eta!r}")
     detected = eta * emission_rate(rates)
-    if detected == 0.0:
+    if detected < DARK_RATE:
         return poisson_intervals(0.0)
-    t_sub = rate_matrix(rates).T.copy()  # row convention: alpha exp(T t)
-    t_sub[1, 0] = rates.k21 * (1.0 - eta)  # the rest of k21 leaves the chain: a collected photon
-    w, v = np.linalg.eig(t_sub)
-    if np.any(np.abs(w.imag) > 1e-9 * np.abs(w).max()) or np.linalg.cond(v) > 1e10:
+    decay = _sub_generator_decay_rates(rates, eta)
+    return PhotonIntervals(decay=decay, renewal=_survival_weights(rates, eta, decay, np.array([1.0, 0.0, 0.0])),
+                           stationary=_survival_weights(rates, eta, decay, stationary_populations(rates)),
+                           rate=detected)
+
+
+def _char_poly(rates: ThreeLevelRates, eta: float) -> tuple[float, float, float]:
+    """(c2, c1, c0) of det(x I + T) = x^3 - c2 x^2 + c1 x - c0 in x = -eigenvalue (1/s, 1/s^2, 1/s^3).
+
+    Trace, sum of principal 2x2 minors and determinant of -T, each a sum of positive terms: no
+    cancellation, so the slowest rate (about c0/c1, tiny for an emitter far from the spot) keeps
+    its full relative precision, which a floating-point eigen-solver does not give it.
+    """
+    k12, k21, k23, k31 = rates.k12, rates.k21, rates.k23, rates.k31
+    c2 = k12 + k21 + k23 + k31
+    c1 = k12 * (k23 + k21 * eta) + k12 * k31 + (k21 + k23) * k31
+    c0 = k12 * k21 * k31 * eta
+    return c2, c1, c0
+
+
+def _sub_generator_decay_rates(rates: ThreeLevelRates, eta: float) -> np.ndarray:
+    """The three decay rates x_j (1/s, ascending) of exp(T t): the roots of the characteristic polynomial."""
+    c2, c1, c0 = _char_poly(rates, eta)
+    x0 = 0.0  # the smallest root: p(0) = -c0 < 0 and p is concave up to c2/3, so Newton climbs to it
+    for _ in range(100):
+        step = (((x0 - c2) * x0 + c1) * x0 - c0) / ((3.0 * x0 - 2.0 * c2) * x0 + c1)
+        x0 -= step
+        if abs(step) <= 1e-15 * x0:
+            break
+    b, c = c2 - x0, c0 / x0  # the other two: x^2 - b x + c = 0
+    disc = b * b - 4.0 * c
+    if not disc > 1e-12 * b * b:
         raise ValueError(f"the photon-interval law of {rates} with eta = {eta} has complex or "
-                         "nearly degenerate eigenvalues; use other rates")
-    w, v = w.real, v.real
-    right = np.linalg.solve(v, np.ones(3))  # V^-1 1
-    ground = np.array([1.0, 0.0, 0.0])
-    return PhotonIntervals(decay=-w, renewal=(ground @ v) * right,
-                           stationary=(stationary_populations(rates) @ v) * right, rate=detected)
+                         "degenerate eigenvalues (damped oscillation); use other rates")
+    x2 = 0.5 * (b + np.sqrt(disc))
+    return np.array([x0, c / x2, x2])
+
+
+def _survival_weights(rates: ThreeLevelRates, eta: float, x: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """c_j of S(t) = alpha exp(T t) 1 = sum_j c_j exp(-x_j t) for the start distribution alpha.
+
+    Residues of the Laplace transform N(s) / prod_k (s + x_k), with N(s) = s^2 + n1 s + n0 from
+    the moments alpha T^n 1 (n = 0, 1, 2), written as sums of positive terms.
+    """
+    k12, k21, k23, k31 = rates.k12, rates.k21, rates.k23, rates.k31
+    _, a2, a3 = alpha  # with a1 = 1 - a2 - a3 used in the sums
+    n1 = k12 + k23 + k31 + k21 * (1.0 - eta * a2)
+    n0 = k12 * (k23 + k31 + k21 * eta * a3) + k31 * (k23 + k21 * (1.0 - eta * a2))
+    out = np.empty(3)
+    for j in range(3):
+        others = np.prod([x[k] - x[j] for k in range(3) if k != j])
+        out[j] = ((x[j] - n1) * x[j] + n0) / others
+    return out
 
 
 def poisson_intervals(rate: float) -> PhotonIntervals:
@@ -232,12 +278,12 @@ def renewal_arrivals(t_next: int, t_end: int, u: np.ndarray, c: np.ndarray, r: n
     n = 0
     while t_next < t_end and n < u.size:
         out[n] = t_next
-        dt_ps = invert_survival(u[n], c, r) * 1e12
+        dt_s = invert_survival(u[n], c, r)
         n += 1
-        if dt_ps >= NEVER_PS - t_next:
+        if dt_s >= (NEVER_PS - t_next) * 1e-12:
             t_next = NEVER_PS
         else:
-            t_next += np.int64(np.rint(dt_ps))
+            t_next += np.int64(np.rint(dt_s * 1e12))
     return n, t_next
 
 
@@ -292,8 +338,9 @@ class RenewalStream:
         if law.rate <= 0:
             self.t_next = NEVER_PS
             return
-        dt = invert_survival_array(self._u.take(1), law.stationary, law.decay)[0] * _PS_PER_S
-        self.t_next = NEVER_PS if dt >= NEVER_PS - t0_ps else t0_ps + int(np.rint(dt))
+        dt_s = invert_survival_array(self._u.take(1), law.stationary, law.decay)[0]
+        far = dt_s >= (NEVER_PS - t0_ps) / _PS_PER_S
+        self.t_next = NEVER_PS if far else t0_ps + int(np.rint(dt_s * _PS_PER_S))
 
     def arrivals(self, t_end_ps: int) -> np.ndarray:
         """All arrivals before t_end (ps) not yet returned, sorted; the next one stays pending."""
@@ -311,7 +358,7 @@ class RenewalStream:
 
 
 __all__ = [
-    "NEVER_PS", "ThreeLevelRates", "rate_matrix", "stationary_populations", "emission_rate",
+    "NEVER_PS", "DARK_RATE", "ThreeLevelRates", "rate_matrix", "stationary_populations", "emission_rate",
     "g2_parameters", "g2_emitter", "g2_measured", "PhotonIntervals", "photon_intervals",
     "poisson_intervals", "invert_survival", "invert_survival_array", "renewal_arrivals",
     "DrawBuffer", "uniform_draws", "RenewalStream",

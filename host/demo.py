@@ -23,12 +23,12 @@ DEMO_RIG_TOML = """\
 seed = 20261123
 
 [scan]
-nx = 15
-ny = 11
+nx = 21
+ny = 15
 x0 = -0.70e-6
-y0 = -0.50e-6
-step = 100e-9
-dwell_s = 0.5
+y0 = -0.56e-6
+step = 70e-9
+dwell_s = 1.0
 slice_s = 0.1
 histogram_mode = "allpairs"
 
@@ -79,9 +79,11 @@ def summarize_srm(path: Path) -> str:
         g2, std = f["maps/g2"][()], f["maps/g2_std"][()]
         pl = f["maps/pl_cps"][()]
         brightest = np.unravel_index(np.nanargmax(pl), pl.shape)
+        bright = pl > 0.5 * np.nanmax(pl)
         return (f"  {path.name}: {n} pixels, {dwell:.1f} s of photons, status {f.attrs['exit_status']}\n"
                 f"  PL peak {np.nanmax(pl) / 1e3:.1f} kcps; g2(0) at the brightest pixel "
-                f"{g2[brightest]:.3f} +- {std[brightest]:.3f}; median g2 error {np.nanmedian(std):.3f}\n"
+                f"{g2[brightest]:.3f} +- {std[brightest]:.3f}; median g2 error over pixels above half "
+                f"the peak PL {np.nanmedian(std[bright]):.3f}\n"
                 f"  figure: {path.with_suffix('.png')}")
 
 

@@ -16,10 +16,20 @@ SRM_PANELS = (("pl_cps", "PL (kcps)", 1e-3, "viridis"),
               ("G2", r"G$_2$ = $\langle N\rangle^2$(1-g$^{(2)}$(0)) (norm.)", None, "viridis"))
 
 
+def pixel_extent_um(positions: np.ndarray, shape: tuple[int, int]) -> tuple[float, float, float, float]:
+    """imshow extent (left, right, bottom, top) in um with pixel centres at the scanned positions."""
+    out = []
+    for axis, n in ((0, shape[1]), (1, shape[0])):
+        v = positions[:, axis] * 1e6
+        lo, hi = v.min(), v.max()
+        half = 0.5 * ((hi - lo) / (n - 1) if n > 1 and hi > lo else 0.05)
+        out += [lo - half, hi + half]
+    return tuple(out)
+
+
 def srm_figure(maps: dict[str, np.ndarray], positions: np.ndarray, path: Path, title: str = "") -> None:
     """The PL, g2(0), g2 error and G2 maps side by side, with a colour bar each."""
-    x_um, y_um = positions[:, 0] * 1e6, positions[:, 1] * 1e6
-    extent = (x_um.min(), x_um.max(), y_um.min(), y_um.max())
+    extent = pixel_extent_um(positions, next(iter(maps.values())).shape)
     panels = [p for p in SRM_PANELS if p[0] in maps]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), constrained_layout=True)
     for ax, (key, label, scale, cmap) in zip(np.atleast_1d(axes), panels):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from nvscope.models.g2.mle import estimate_g2, fit_shape
+from nvscope.models.g2.model import singles_base
 
 from .figures import srm_figure
 from .store import RunStore, read_pixels
@@ -21,10 +22,12 @@ def pixel_maps(grid_shape: tuple[int, int], ix: np.ndarray, iy: np.ndarray,
     return maps
 
 
-def srm_results(px: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per-pixel PL (counts/s), g2(0) and its std by Poisson MLE, and G2 (paper Eq. 1-2)."""
+def srm_results(px: dict[str, np.ndarray]):
+    """Per-pixel PL (counts/s), g2(0) and its std by Poisson MLE, and G2 (paper Eq. 1-2); and the
+    emitter shape, fitted once on the summed histogram with its normalization fixed by the singles
+    (with the base free, the slow bunching and the base are nearly degenerate in a 500 ns window)."""
     hist, dwell = px["hist"], px["dwell_s"]
-    shape = fit_shape(hist.sum(axis=0))
+    shape = fit_shape(hist.sum(axis=0), base=singles_base(px["n_a"], px["n_b"], dwell).sum())
     g2, g2_std = estimate_g2(hist, shape, n_a=px["n_a"], n_b=px["n_b"], t_acq=dwell)
     pl = (px["n_a"] + px["n_b"]) / dwell
     return {"pl_cps": pl, "g2": g2, "g2_std": g2_std, "G2": pl**2 * (1.0 - g2)}, shape

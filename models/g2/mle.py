@@ -120,9 +120,8 @@ def _solve_g0(n: np.ndarray, v: np.ndarray, w: np.ndarray, base: np.ndarray | No
     fin = np.isfinite(hi_dom)
     hi[fin] = np.minimum(hi[fin], hi_dom[fin] - 1e-12 * np.maximum(1.0, np.abs(hi_dom[fin])))
 
-    b = None if base is None else base
-    f_lo, _ = _score(lo, n, N, w, v, W, V, b)
-    f_hi, _ = _score(hi, n, N, w, v, W, V, b)
+    f_lo, _ = _score(lo, n, N, w, v, W, V, base)
+    f_hi, _ = _score(hi, n, N, w, v, W, V, base)
     g = np.where(f_lo <= 0, lo, np.where(f_hi >= 0, hi, np.nan))
     act = np.flatnonzero(np.isnan(g))            # root strictly inside (lo, hi)
     if act.size == 0:
@@ -134,7 +133,6 @@ def _solve_g0(n: np.ndarray, v: np.ndarray, w: np.ndarray, base: np.ndarray | No
     dx = dx_old.copy()
     na, Na = n[act], N[act]
     ba = None if base is None else base[act]
-    idx = np.arange(act.size)
     for _ in range(_MAX_ITER):
         f, fp = _score(x, na, Na, w, v, W, V, ba)
         lo = np.where(f > 0, x, lo)
@@ -148,9 +146,9 @@ def _solve_g0(n: np.ndarray, v: np.ndarray, w: np.ndarray, base: np.ndarray | No
         x = x_new
         done = (np.abs(dx) < _TOL) | (hi - lo < _TOL)
         if np.any(done):
-            g[act[idx[done]]] = x[done]
+            g[act[done]] = x[done]
             keep = ~done
-            act, idx = act[keep], np.arange(int(keep.sum()))
+            act = act[keep]
             x, lo, hi, dx, dx_old = x[keep], lo[keep], hi[keep], dx[keep], dx_old[keep]
             na, Na = na[keep], Na[keep]
             ba = None if ba is None else ba[keep]
@@ -307,7 +305,8 @@ def _nll_and_grad(x, n, N, w, base):
     return nll, -(dc @ r)
 
 
-_STARTS = [(t1, t2, a) for t1 in (5.0, 15.0, 40.0) for t2 in (100.0, 300.0, 1500.0) for a in (0.3, 1.0, 3.0)]
+_STARTS = [(t1, t2, a) for t1 in (3.0, 15.0, 60.0, 150.0) for t2 in (30.0, 100.0, 300.0, 1500.0)
+           for a in (0.3, 1.0, 3.0)]
 _N_REFINED = 8
 
 
@@ -322,8 +321,8 @@ def fit_shape_full(hist_sum, base: float | None = None) -> ShapeFit:
     are only known to tens of % even from 1e6 events (their Cramer-Rao bound), which
     shifts every pixel's g2(0) estimate together.
     (g0, ln t1, ln t2, a) are fitted with L-BFGS-B within G0_FIT_BOUNDS, T1_BOUNDS_S,
-    T2_BOUNDS_S, A_BOUNDS, from the _N_REFINED best of a grid of starts (t1 in 5, 15, 40 ns;
-    t2 in 100, 300, 1500 ns; a in 0.3, 1, 3), keeping the best. With g0 near 1 or a near 0
+    T2_BOUNDS_S, A_BOUNDS, from the _N_REFINED best (by likelihood) of a grid of starts
+    (t1 in 3, 15, 60, 150 ns; t2 in 30, 100, 300, 1500 ns; a in 0.3, 1, 3), keeping the best. With g0 near 1 or a near 0
     some shape parameters are not determined by the data; the fit then returns whatever
     the bounds allow. ValueError when there are no events or base is not positive.
     """

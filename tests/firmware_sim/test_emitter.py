@@ -155,7 +155,20 @@ def test_renewal_stream_is_stationary_and_has_the_right_rate():
     assert stats.kstest(intervals, cdf).pvalue > 1e-3
 
 
+@pytest.mark.parametrize("psf", [1.0, 1e-2, 1e-4, 1e-6, 1e-8])
+def test_interval_law_of_a_dim_emitter_keeps_its_precision(psf):
+    # Far from the spot both pump and collection fall with the PSF: the mean interval must stay
+    # 1 / (eta R) to full precision (a floating-point eigen-solver loses the slow rate here).
+    rates, eta = ThreeLevelRates().pumped(psf), 0.013 * psf
+    law = photon_intervals(rates, eta)
+    assert np.all(law.decay > 0)
+    for c in (law.renewal, law.stationary):
+        assert c.sum() == pytest.approx(1.0, abs=1e-12)  # S(0) = 1
+    assert np.sum(law.renewal / law.decay) * eta * emission_rate(rates) == pytest.approx(1.0, rel=1e-12)
+
+
 def test_dark_emitter_never_emits():
+    assert photon_intervals(ThreeLevelRates().pumped(1e-100), 1e-100).rate == 0  # < 1e-20 /s: dark
     law = photon_intervals(ThreeLevelRates(k12=0.0), 0.1)
     assert law.rate == 0
     assert RenewalStream(np.random.default_rng(0), law, 0).arrivals(10**12).size == 0
