@@ -10,8 +10,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+G2_SHOWN_BELOW_STD = 0.5
+"""The g2(0) panel leaves blank the pixels whose g2(0) error exceeds this (the file keeps them)."""
+
 SRM_PANELS = (("pl_cps", "PL (kcps)", 1e-3, "viridis"),
-              ("g2", "g$^{(2)}$(0)", 1.0, "coolwarm"),
+              ("g2", f"g$^{{(2)}}$(0) (where std < {G2_SHOWN_BELOW_STD})", 1.0, "coolwarm"),
               ("g2_std", "std g$^{(2)}$(0)", 1.0, "magma"),
               ("G2", r"G$_2$ = $\langle N\rangle^2$(1-g$^{(2)}$(0)) (norm.)", None, "viridis"))
 
@@ -34,6 +37,8 @@ def srm_figure(maps: dict[str, np.ndarray], positions: np.ndarray, path: Path, t
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), constrained_layout=True)
     for ax, (key, label, scale, cmap) in zip(np.atleast_1d(axes), panels):
         m = maps[key]
+        if key == "g2" and "g2_std" in maps:
+            m = np.where(maps["g2_std"] < G2_SHOWN_BELOW_STD, m, np.nan)
         if scale is None:
             peak = np.nanmax(m) if np.isfinite(m).any() else 1.0
             m, scale = m / (peak if peak > 0 else 1.0), 1.0
