@@ -146,12 +146,6 @@ def chi_quadrature(spectrum, t: np.ndarray, n_pulses: int) -> np.ndarray:
     return out
 
 
-def cpmg_pulse_times(t: float, n_pulses: int) -> np.ndarray:
-    """The pi-pulse times t (2k - 1) / (2n), k = 1..n, in s (empty for FID)."""
-    k = np.arange(1, n_pulses + 1)
-    return t * (2 * k - 1) / (2 * n_pulses) if n_pulses else np.zeros(0)
-
-
 @dataclass(frozen=True)
 class ReadoutParams:
     """Pulsed optical readout: photons per shot in ms=0 and the contrast of ms=-1 (physics.md)."""
@@ -181,8 +175,8 @@ class SimQubit:
         """
         t = np.asarray(t, dtype=float)
         n = len(pulse_times[0])
-        for ti, p in zip(t, pulse_times):
-            if len(p) != n or not np.allclose(p, cpmg_pulse_times(ti, n), rtol=1e-9, atol=1e-15):
+        for ti, p in zip(t, pulse_times):  # CPMG-n: n pulses, equally spaced by t/n, half a space from 0
+            if len(p) != n or not np.allclose(p, (np.arange(n) + 0.5) * ti / max(n, 1), rtol=1e-9, atol=1e-15):
                 raise DeviceError(f"the simulated qubit plays CPMG-n sequences only (t = {ti:.3g} s)")
         c = self.true_coherence(t, n)
         r0 = self.readout.photons_per_shot

@@ -117,12 +117,24 @@ class LinkConfig:
 
 
 @dataclass(frozen=True)
+class CoherenceConfig:
+    """Coherence curves: optical readout shots averaged per point."""
+
+    repetitions: int = 200_000
+
+    def check(self, where: str) -> None:
+        """Validate ranges; raise ConfigError naming the field."""
+        require(self.repetitions >= 1, f"{where}.repetitions", f"must be >= 1, got {self.repetitions}")
+
+
+@dataclass(frozen=True)
 class RigConfig:
     """Everything the rig needs: the scan, the link, the seed and the simulated sample (`sim`)."""
 
     seed: int = 1
     scan: ScanConfig = field(default_factory=ScanConfig)
     link: LinkConfig = field(default_factory=LinkConfig)
+    coherence: CoherenceConfig = field(default_factory=CoherenceConfig)
     sim: dict = field(default_factory=dict)
 
 

@@ -85,3 +85,14 @@ class PhotonCounter(Protocol):
     def count(self, duration_s: float) -> int:
         """Photon counts collected during `duration_s` s."""
         ...
+
+
+@runtime_checkable
+class PulsedQubit(Protocol):
+    """Plays pi-pulse sequences on the NV spin and reads out its coherence optically."""
+
+    def measure_coherence(self, pulse_times: list[np.ndarray], t: np.ndarray,
+                          repetitions: int) -> tuple[np.ndarray, np.ndarray]:
+        """Coherence and its one-sigma error at each total time t[i] (s), with the pi pulses of
+        point i at pulse_times[i] (s from the first pi/2 pulse), averaged over `repetitions` shots."""
+        ...

@@ -10,12 +10,13 @@ import threading
 
 import numpy as np
 
-from nvscope.proto.messages import Message, RunEnd, RunStart, Start, Stop
+from nvscope.proto.messages import MeasureCoherence, Message, RunEnd, RunStart, Start, Stop
 from nvscope.proto.version import software_version
 
 from .config import RigConfig
 from .link import RtLink
-from .scan import SrmDevices, srm_scan
+from .coherence import acquire_coherence
+from .scan import RigDevices, srm_scan
 from .state import RunState, StateError, transition
 
 log = logging.getLogger(__name__)
@@ -24,13 +25,14 @@ log = logging.getLogger(__name__)
 class Rig:
     """Runs one run at a time on the devices it was handed, as the host commands."""
 
-    def __init__(self, cfg: RigConfig, devices: SrmDevices, link: RtLink):
+    def __init__(self, cfg: RigConfig, devices: RigDevices, link: RtLink):
         self.cfg = cfg
         self.devices = devices
         self.link = link
         self.state = RunState.IDLE
         self.run_id = ""
         self.stop_reason = ""
+        self.measurements: list[MeasureCoherence] = []
         self.shutdown = threading.Event()
 
     def _handle(self, commands: list[Message]) -> None:
@@ -43,6 +45,11 @@ class Rig:
                 elif isinstance(cmd, Stop):
                     self.state = transition(self.state, "stop")
                     self.stop_reason = cmd.reason or "stopped by the host"
+                elif isinstance(cmd, MeasureCoherence):
+                    self.state = transition(self.state, "measure")
+                    if cmd.run_id != self.run_id:
+                        raise StateError(f"run {cmd.run_id} is not the running run {self.run_id}")
+                    self.measurements.append(cmd)
                 else:
                     log.warning("ignored command %s (not for this rig)", cmd.kind)
             except StateError as exc:
@@ -90,9 +97,12 @@ class Rig:
                       grid_shape=np.array([scan.ny, scan.nx])))
         status, reason, done, seq = "completed", "", 0, 1
         try:
-            if cmd.run_kind != "srm":
+            if cmd.run_kind == "srm":
+                done, seq = srm_scan(cmd.run_id, scan, self.devices, 1, send, self._keep_going)
+            elif cmd.run_kind == "vqns":
+                done, seq = self._coherence_session(cmd.run_id, send)
+            else:
                 raise ValueError(f"run kind {cmd.run_kind!r} is not supported by this rig")
-            done, seq = srm_scan(cmd.run_id, scan, self.devices, 1, send, self._keep_going)
             if self.state is RunState.STOPPING:
                 status, reason = "stopped", self.stop_reason
         except Exception as exc:  # a device error ends the run, never silently
@@ -103,6 +113,25 @@ class Rig:
         self._marker.unlink(missing_ok=True)
         self.state = transition(self.state, "end")
         log.info("run %s %s (%d pixels)%s", cmd.run_id, status, done, f": {reason}" if reason else "")
+
+    def _coherence_session(self, run_id: str, send) -> tuple[int, int]:
+        """A VQNS run: measure each coherence curve the host asks for, until it says stop."""
+        if self.devices.qubit is None:
+            raise ValueError("this rig has no pulsed qubit readout for coherence curves")
+        self.measurements.clear()
+        seq, done = 1, 0
+        while self._keep_going() or self.measurements:
+            if not self.measurements:
+                self._handle(self.link.poll(100))
+                continue
+            cmd = self.measurements.pop(0)
+            if self.state is not RunState.RUNNING:
+                log.warning("dropped measure_coherence CPMG-%d: the run is stopping", cmd.n_pulses)
+                continue
+            send(acquire_coherence(self.devices.qubit, run_id, seq, cmd.n_pulses, cmd.t,
+                                   self.cfg.coherence.repetitions))
+            seq, done = seq + 1, done + 1
+        return done, seq
 
     def serve_forever(self) -> None:
         """Serve commands until `shutdown` is set; then wait briefly for the last acknowledgements."""

@@ -11,7 +11,7 @@ from nvscope.proto.messages import Pixel
 
 from .binning import HistogramBinner
 from .config import ScanConfig
-from .hal import Scanner, TimeTagger
+from .hal import PulsedQubit, Scanner, TimeTagger
 
 
 @dataclass(frozen=True)
@@ -47,14 +47,16 @@ def acquire_pixel(tagger: TimeTagger, binner: HistogramBinner, dwell_s: float, s
 
 
 @dataclass
-class SrmDevices:
-    """What an antibunching scan needs: a scanner and a two-channel time tagger."""
+class RigDevices:
+    """The rig's instruments: a scanner and a two-channel time tagger (antibunching scans) and a
+    pulsed qubit readout (coherence curves; None when the rig has none)."""
 
     scanner: Scanner
     tagger: TimeTagger
+    qubit: PulsedQubit | None = None
 
 
-def srm_scan(run_id: str, scan: ScanConfig, devices: SrmDevices, first_seq: int,
+def srm_scan(run_id: str, scan: ScanConfig, devices: RigDevices, first_seq: int,
              send: Callable[[Pixel], None], keep_going: Callable[[], bool]) -> tuple[int, int]:
     """Scan every pixel, sending one `pixel` message each; returns (pixels done, next seq).
 

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nvscope.firmware_sim import DetectorParams, Sample, SimScanner, SimTimeTagger
+from nvscope.firmware_sim.qubit import (LorentzianNoise, NoiseSpectrum, OhmicNoise, OneOverFNoise,
+                                        ReadoutParams, SimQubit)
 
-from .config import RigConfig, from_dict
-from .scan import SrmDevices
+from .config import ConfigError, RigConfig, from_dict
+from .scan import RigDevices
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,25 @@ class SimConfig:
     detectors: DetectorParams = field(default_factory=DetectorParams)
     pace: float = 0.0
     """Wall seconds per simulated second of acquisition (1: real time; 0: as fast as it computes)."""
+    noise: list[dict] = field(default_factory=list)
+    """The qubit's noise spectrum: tables with `kind` = lorentzian (a, w0, g), one_over_f
+    (amplitude, alpha, w_lo, w_hi) or ohmic (eta, w_c); SI units (rad/s, rad^2/s^2)."""
+    readout: ReadoutParams = field(default_factory=ReadoutParams)
+
+
+NOISE_KINDS = {"lorentzian": LorentzianNoise, "one_over_f": OneOverFNoise, "ohmic": OhmicNoise}
+
+
+def noise_spectrum(tables: list[dict], where: str) -> NoiseSpectrum:
+    """The simulated noise spectrum from the `[[sim.noise]]` tables."""
+    parts = []
+    for i, table in enumerate(tables):
+        here = f"{where}[{i}]"
+        kind = table.get("kind") if isinstance(table, dict) else None
+        if kind not in NOISE_KINDS:
+            raise ConfigError(f"{here}.kind: must be one of {', '.join(NOISE_KINDS)}, got {kind!r}")
+        parts.append(from_dict(NOISE_KINDS[kind], {k: v for k, v in table.items() if k != "kind"}, here))
+    return NoiseSpectrum(tuple(parts))
 
 
 class PacedTagger:
@@ -39,9 +60,11 @@ class PacedTagger:
         return out
 
 
-def sim_devices(cfg: RigConfig) -> SrmDevices:
+def sim_devices(cfg: RigConfig) -> RigDevices:
     """Scanner and time tagger of the simulated instrument, seeded from the rig's seed."""
     sim = from_dict(SimConfig, cfg.sim, "sim")
     scanner = SimScanner()
     tagger = SimTimeTagger(sim.sample, scanner, sim.detectors, seed=cfg.seed)
-    return SrmDevices(scanner=scanner, tagger=PacedTagger(tagger, sim.pace) if sim.pace > 0 else tagger)
+    qubit = SimQubit(noise_spectrum(sim.noise, "sim.noise"), sim.readout, seed=cfg.seed) if sim.noise else None
+    return RigDevices(scanner=scanner, tagger=PacedTagger(tagger, sim.pace) if sim.pace > 0 else tagger,
+                      qubit=qubit)

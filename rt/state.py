@@ -20,6 +20,7 @@ class StateError(RuntimeError):
 TRANSITIONS: dict[tuple[RunState, str], RunState] = {
     (RunState.IDLE, "start"): RunState.RUNNING,
     (RunState.RUNNING, "stop"): RunState.STOPPING,
+    (RunState.RUNNING, "measure"): RunState.RUNNING,
     (RunState.RUNNING, "end"): RunState.IDLE,
     (RunState.STOPPING, "stop"): RunState.STOPPING,
     (RunState.STOPPING, "end"): RunState.IDLE,

@@ -2,8 +2,8 @@
 with a calibrated confidence band.
 
 How the band is made (also written into every output file, `BAND_METHOD`):
-1. Restarts: `restarts` random starts (log-uniform over the frequencies the sequences probe) are
-   fitted together by batched Levenberg-Marquardt to the measured curves, residuals
+1. Restarts: `restarts` starts (80% drawn from a non-negative least-squares fit of -ln C on a
+   fixed dictionary of Lorentzians, 20% log-uniform at random over the probed band) are fitted together by batched Levenberg-Marquardt to the measured curves, residuals
    (C_model - C) / sigma. A restart succeeds when its chi^2 is within P + 3 sqrt(2P) of the best
    (P parameters: statistically as good as the best). The whole fit fails when even the best has
    reduced chi^2 above `CHI2_RED_FAIL` (sigma given).
@@ -20,10 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from .attenuation import attenuation_torch
 from .data import CoherenceSet
+from .kernel import chi_and_grads
 from .lm import levenberg_marquardt
 from .spectrum import lorentzian_spectrum, sensitive_band
 
@@ -44,6 +43,7 @@ class FitConfig:
     max_iter: int = 150
     seed: int = 0
     fresh_fraction: float = 0.2
+    revivals: int = 3
 
 
 @dataclass
@@ -84,46 +84,113 @@ class SpectrumFit:
         return s.mean(0), np.percentile(s, 16, axis=0), np.percentile(s, 84, axis=0)
 
 
-def _to_physical(theta: torch.Tensor, m: int, tau: float):
-    p = theta.view(theta.shape[0], m, 3)
-    return p[..., 0].exp() / tau**2, p[..., 1].exp() / tau, p[..., 2].exp() / tau  # a, g, w0
+def lorentzians(theta: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, g, w0), each (B, M), in rad^2/s^2, rad/s, rad/s, from log-parameters theta (B, 3M)."""
+    p = np.exp(theta.reshape(theta.shape[0], -1, 3))
+    return p[..., 0] / tau**2, p[..., 1] / tau, p[..., 2] / tau
 
 
-def model_coherence(theta: torch.Tensor, m: int, tau: float, t: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-    """C = exp(-sum_j chi_j) (B, S, T) for parameters theta (B, 3M) at times t (S, T), pulses n (S,)."""
-    a, g, w0 = _to_physical(theta, m, tau)
-    chi = attenuation_torch(a[:, :, None, None], w0[:, :, None, None], g[:, :, None, None],
-                            t[None, None], n[None, None, :, None])
-    return torch.exp(-chi.sum(1))
+def model_coherence(theta: np.ndarray, tau: float, t: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """C = exp(-sum_j chi_j) (B, S, T) for log-parameters theta (B, 3M) at times t (S, T) s, pulses n (S,)."""
+    a, g, w0 = lorentzians(theta, tau)
+    chi = chi_and_grads(a[:, :, None, None], w0[:, :, None, None], g[:, :, None, None],
+                        t[None, None], n[None, None, :, None])[0]
+    return np.exp(-chi.sum(1))
 
 
-def _residual_fn(data: CoherenceSet, targets: torch.Tensor, m: int, tau: float):
-    mask = torch.as_tensor(data.mask)
-    t = torch.as_tensor(np.where(data.mask, data.t, tau))
-    n = torch.as_tensor(data.n_pulses)
-    w = torch.as_tensor(np.where(data.mask, 1.0 / np.where(data.mask, data.sigma, 1.0), 0.0))
+def _residual_fn(data: CoherenceSet, targets: np.ndarray, tau: float):
+    """Weighted residuals (C_model - target) / sigma (B, S*T) and their Jacobian in theta, with
+    the chain rule d/du = a d/da (and so on) through the log-parameters."""
+    mask = data.mask
+    t = np.where(mask, data.t, tau)
+    n = data.n_pulses
+    w = np.where(mask, 1.0 / np.where(mask, data.sigma, 1.0), 0.0)
 
-    def fun(theta: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        c = model_coherence(theta, m, tau, t, n)
-        r = (c - targets[rows % targets.shape[0]]) * w
-        return torch.where(mask, r, torch.zeros_like(r)).flatten(1)
+    def fun(theta: np.ndarray, rows: np.ndarray, jac: bool):
+        a, g, w0 = lorentzians(theta, tau)
+        chi, d_a, d_g, d_w0 = chi_and_grads(a[:, :, None, None], w0[:, :, None, None], g[:, :, None, None],
+                                            t[None, None], n[None, None, :, None])
+        c = np.exp(-chi.sum(1))
+        r = ((c - targets[rows % targets.shape[0]]) * w).reshape(len(theta), -1)
+        if not jac:
+            return r, None
+        cw = -(c * w)[:, None]  # dr/dchi_j, (B, 1, S, T)
+        parts = [cw * d_a * a[:, :, None, None], cw * d_g * g[:, :, None, None], cw * d_w0 * w0[:, :, None, None]]
+        J = np.stack(parts, axis=2)  # (B, M, 3, S, T)
+        return r, J.reshape(len(theta), -1, r.shape[1]).transpose(0, 2, 1)
 
     return fun
 
 
+def dictionary_starts(rng: np.random.Generator, n: int, m: int, data: CoherenceSet, tau: float) -> np.ndarray:
+    """Starts drawn from a linear fit: -ln C = sum_j a_j chi_j(t) is linear in the amplitudes of a
+    fixed dictionary of Lorentzians (w0, g on log grids over the probed band); a non-negative least
+    squares fit gives the atoms that matter, and each start takes m of them (drawn by weight,
+    jittered). theta (n, 3M)."""
+    from scipy.optimize import nnls
+
+    w_lo, w_hi = sensitive_band(data.t, data.n_pulses, data.coherence, data.sigma if data.sigma_given else None)
+    w0s = np.concatenate([[w_lo / 10.0], np.geomspace(w_lo, w_hi, 28)])
+    gs = np.geomspace(w_lo / 3.0, w_hi, 12)
+    W0, G = (v.ravel() for v in np.meshgrid(w0s, gs))
+    mask = data.mask
+    c = np.clip(np.where(mask, data.coherence, 1.0), 0.03, 1.0)
+    sig = np.where(mask, np.nan_to_num(data.sigma, nan=0.01) if data.sigma_given else 0.01, 1.0)
+    wt = np.where(mask, c / sig, 0.0)  # d(-ln C) = dC / C
+    t = np.where(mask, data.t, tau)
+    K = chi_and_grads(1.0, W0[:, None, None], G[:, None, None], t[None], data.n_pulses[None, :, None])[0]
+    A = (K * wt[None]).reshape(len(W0), -1).T
+    amp, _ = nnls(A, (-np.log(c) * wt).ravel(), maxiter=50 * len(W0))
+    p = amp / amp.sum() if amp.sum() > 0 else np.full(len(amp), 1.0 / len(amp))
+    picks = np.array([rng.choice(len(amp), size=m, replace=False, p=None if (p > 0).sum() < m else p)
+                      for _ in range(n)])
+    jitter = rng.normal(0.0, 0.3, (n, m, 3))
+    a = np.maximum(amp[picks], 1e-3 * amp.max() if amp.max() > 0 else 1.0)
+    theta = np.stack([np.log(a * tau**2), np.log(G[picks] * tau), np.log(W0[picks] * tau)], axis=-1) + jitter
+    return theta.reshape(n, 3 * m)
+
+
 def random_starts(rng: np.random.Generator, n: int, m: int, data: CoherenceSet, tau: float) -> np.ndarray:
     """Log-uniform random Lorentzians over the probed band: theta (n, 3M)."""
-    w_lo, w_hi = sensitive_band(data.t, data.n_pulses)
+    w_lo, w_hi = sensitive_band(data.t, data.n_pulses, data.coherence, data.sigma if data.sigma_given else None)
     lw0 = rng.uniform(np.log(w_lo * tau), np.log(w_hi * tau), (n, m))
     lg = rng.uniform(np.log(w_lo * tau) - 1.0, np.log(w_hi * tau), (n, m))
     la = rng.uniform(-2.0, 2.0, (n, m)) + np.maximum(lg, 0.0)  # chi(tau) ~ 1 for g tau >~ 1
     return np.stack([la, lg, lw0], axis=-1).reshape(n, 3 * m)
 
 
-def _lm(data, targets, theta0, cfg, tau, max_iter):
-    fun = _residual_fn(data, targets, cfg.lorentzians, tau)
-    res = levenberg_marquardt(fun, torch.as_tensor(theta0), max_iter=max_iter)
-    return res.theta.numpy(), (2.0 * res.cost).numpy(), res.iterations.numpy()
+def dead_lorentzians(theta: np.ndarray, data: CoherenceSet, tau: float, threshold: float = 0.3) -> np.ndarray:
+    """(B, M) True where a Lorentzian changes no measured point by more than `threshold` sigma:
+    a parameter the fit no longer uses (its gradient vanishes, so no optimizer step revives it)."""
+    a, g, w0 = lorentzians(theta, tau)
+    t = np.where(data.mask, data.t, tau)
+    chi = chi_and_grads(a[:, :, None, None], w0[:, :, None, None], g[:, :, None, None],
+                        t[None, None], data.n_pulses[None, None, :, None])[0]
+    c = np.exp(-chi.sum(1))[:, None]
+    effect = np.where(data.mask, c * np.minimum(chi, 50.0) / np.where(data.mask, data.sigma, 1.0), 0.0)
+    return effect.reshape(*effect.shape[:2], -1).max(-1) < threshold
+
+
+def _lm(data, targets, theta0, tau, max_iter, rng=None, revivals: int = 0):
+    """Batched LM; then, `revivals` times, the rows with dead Lorentzians get those re-drawn at random
+    and are refitted, keeping whichever of old and new fits is better."""
+    fun = _residual_fn(data, targets, tau)
+    res = levenberg_marquardt(fun, theta0, max_iter=max_iter)
+    theta, cost, iters = res.theta, res.cost, res.iterations
+    for _ in range(revivals):
+        dead = dead_lorentzians(theta, data, tau)
+        rows = np.flatnonzero(dead.any(1))
+        if rows.size == 0:
+            break
+        fresh = random_starts(rng, rows.size, dead.shape[1], data, tau).reshape(rows.size, -1, 3)
+        trial = theta[rows].reshape(rows.size, -1, 3).copy()
+        trial[dead[rows]] = fresh[dead[rows]]
+        again = levenberg_marquardt(lambda th, idx, jac: fun(th, rows[idx], jac), trial.reshape(rows.size, -1),
+                                    max_iter=max_iter)
+        better = again.cost < cost[rows]
+        theta[rows[better]], cost[rows[better]] = again.theta[better], again.cost[better]
+        iters[rows] += again.iterations
+    return theta, 2.0 * cost, iters
 
 
 def fit_spectrum(data: CoherenceSet, cfg: FitConfig = FitConfig(), warm: SpectrumFit | None = None) -> SpectrumFit:
@@ -131,7 +198,6 @@ def fit_spectrum(data: CoherenceSet, cfg: FitConfig = FitConfig(), warm: Spectru
     then bootstrap the band (module docstring). Never raises for a bad fit: `ok` and `message` say."""
     import time
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     rng = np.random.default_rng(cfg.seed)
     m = cfg.lorentzians
     tau = float(np.nanmax(data.t))
@@ -140,15 +206,16 @@ def fit_spectrum(data: CoherenceSet, cfg: FitConfig = FitConfig(), warm: Spectru
     timings = {}
     t0 = time.perf_counter()
     if warm is None:
+        n_random = int(round(cfg.fresh_fraction * cfg.restarts))
         theta0 = random_starts(rng, cfg.restarts, m, data, tau)
     else:
         keep = _theta(warm.a, warm.g, warm.w0, tau)[warm.success]
         n_fresh = max(1, int(cfg.fresh_fraction * cfg.restarts))
-        theta0 = np.concatenate([keep, random_starts(rng, n_fresh, m, data, tau)])
+        theta0 = np.concatenate([keep, dictionary_starts(rng, n_fresh, m, data, tau)])
     given = data.sigma_given
     fit_data = data if given else data.with_sigma(1.0)
-    target = torch.as_tensor(np.nan_to_num(fit_data.coherence))[None]
-    theta, chi2, iters = _lm(fit_data, target, theta0, cfg, tau, cfg.max_iter)
+    target = np.nan_to_num(fit_data.coherence)[None]
+    theta, chi2, iters = _lm(fit_data, target, theta0, tau, cfg.max_iter, rng, revivals=cfg.revivals)
     timings["restarts_s"] = time.perf_counter() - t0
     chi2 = np.where(np.isfinite(chi2), chi2, np.inf)
     best = int(np.argmin(chi2))
@@ -166,21 +233,20 @@ def fit_spectrum(data: CoherenceSet, cfg: FitConfig = FitConfig(), warm: Spectru
     if warm is not None and len(warm.boot_a):
         starts = np.concatenate([_theta(warm.boot_a, warm.boot_g, warm.boot_w0, tau), starts])[: max(len(starts), 1)]
     n_boot = len(starts)
-    c_best = model_coherence(torch.as_tensor(theta[best : best + 1]), m, tau,
-                             torch.as_tensor(np.where(data.mask, data.t, tau)), torch.as_tensor(data.n_pulses))[0]
+    c_best = model_coherence(theta[best : best + 1], tau, np.where(data.mask, data.t, tau), data.n_pulses)[0]
     noise = rng.standard_normal((n_boot, *data.t.shape)) * np.nan_to_num(band_data.sigma)
-    targets = c_best[None] + torch.as_tensor(noise)
-    b_theta, b_chi2, _ = _lm(band_data, targets, starts, cfg, tau, cfg.max_iter)
+    targets = c_best[None] + noise
+    b_theta, b_chi2, _ = _lm(band_data, targets, starts, tau, cfg.max_iter)
     b_ok = np.isfinite(b_chi2) & (b_chi2 <= dof + 4.0 * np.sqrt(2.0 * dof) + P + 3.0 * np.sqrt(2.0 * P))
     if not b_ok.any():
         b_ok = np.isfinite(b_chi2)
     timings["bootstrap_s"] = time.perf_counter() - t1
-    a, g, w0 = (v.numpy() for v in _to_physical(torch.as_tensor(theta), m, tau))
-    ba, bg, bw0 = (v.numpy() for v in _to_physical(torch.as_tensor(b_theta[b_ok]), m, tau))
+    a, g, w0 = lorentzians(theta, tau)
+    ba, bg, bw0 = lorentzians(b_theta[b_ok], tau)
     return SpectrumFit(a=a, w0=w0, g=g, chi2=chi2, success=success, iterations=iters,
                        boot_a=ba, boot_w0=bw0, boot_g=bg, boot_chi2=b_chi2[b_ok],
                        sigma_used=np.nan_to_num(band_data.sigma), dof=dof, ok=ok, message=message,
-                       omega_range=sensitive_band(data.t, data.n_pulses), timings=timings)
+                       omega_range=sensitive_band(data.t, data.n_pulses, data.coherence, data.sigma if data.sigma_given else None), timings=timings)
 
 
 def _theta(a: np.ndarray, g: np.ndarray, w0: np.ndarray, tau: float) -> np.ndarray:

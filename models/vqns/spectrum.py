@@ -17,11 +17,17 @@ def lorentzian_spectrum(omega: np.ndarray, a: np.ndarray, w0: np.ndarray, g: np.
     return s.sum(axis=-2)
 
 
-def sensitive_band(t: np.ndarray, n_pulses: np.ndarray) -> tuple[float, float]:
-    """The angular-frequency range (rad/s) the measured sequences probe: from pi/t_max of the FID
-    to the highest CPMG-n filter peak, pi n / t_min, with a factor 2 margin each way."""
+def sensitive_band(t: np.ndarray, n_pulses: np.ndarray, coherence: np.ndarray | None = None,
+                   sigma: np.ndarray | None = None) -> tuple[float, float]:
+    """The angular-frequency range (rad/s) the measured curves inform: from pi/(2 t_max) of the
+    longest curve to the highest CPMG-n filter peak pi n / t among the points where the coherence
+    has measurably decayed (1 - C > 3 sigma; every point when no coherence is given), x2 margin."""
     t = np.asarray(t, dtype=float)
     n = np.asarray(n_pulses)
-    t_max = np.nanmax(t)
-    t_min_n = [np.nanmin(t[i][t[i] > 0]) / max(int(n[i]), 1) for i in range(len(n)) if np.any(t[i] > 0)]
-    return 0.5 * np.pi / t_max, 2.0 * np.pi / min(t_min_n)
+    use = np.isfinite(t) & (t > 0)
+    if coherence is not None:
+        s = np.nan_to_num(sigma, nan=0.01) if sigma is not None else 0.01
+        decayed = use & (1.0 - np.nan_to_num(coherence, nan=1.0) > 3.0 * s)
+        use = decayed if decayed.any() else use
+    w_hi = max(np.pi * max(int(n[i]), 1) / np.min(t[i][use[i]]) for i in range(len(n)) if use[i].any())
+    return 0.5 * np.pi / np.nanmax(t), 2.0 * w_hi

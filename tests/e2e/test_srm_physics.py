@@ -9,13 +9,13 @@ from nvscope.firmware_sim import Emitter, Sample, SimScanner, SimTimeTagger
 from nvscope.host.srm import srm_results
 from nvscope.host.store import PIXEL_FIELDS
 from nvscope.rt.config import ScanConfig
-from nvscope.rt.scan import SrmDevices, srm_scan
+from nvscope.rt.scan import RigDevices, srm_scan
 
 
 def test_scan_g2_estimates_match_the_analytic_truth():
     sample = Sample(emitters=(Emitter(x=-0.12e-6, y=0.0), Emitter(x=0.2e-6, y=0.05e-6)), background_rate=4000.0)
     scanner = SimScanner()
-    devices = SrmDevices(scanner, SimTimeTagger(sample, scanner, seed=11))
+    devices = RigDevices(scanner, SimTimeTagger(sample, scanner, seed=11))
     scan = ScanConfig(nx=7, ny=5, x0=-0.45e-6, y0=-0.2e-6, step=0.1e-6, dwell_s=0.6, slice_s=0.2)
     pixels = []
     done, _ = srm_scan("physics", scan, devices, 1, pixels.append, lambda: True)
