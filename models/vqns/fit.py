@@ -25,6 +25,7 @@ from .data import CoherenceSet
 from .kernel import chi_and_grads
 from .lm import levenberg_marquardt
 from .spectrum import lorentzian_spectrum, sensitive_band
+from .varpro import varpro_fit
 
 BAND_METHOD = ("16th-84th percentile over frequency of the spectra of successful restarts, each "
                "refitted by Levenberg-Marquardt to its own noise-resampled copy of the data "
@@ -213,26 +214,34 @@ def fit_spectrum(data: CoherenceSet, cfg: FitConfig = FitConfig(), warm: Spectru
         n_fresh = max(1, int(cfg.fresh_fraction * cfg.restarts))
         theta0 = np.concatenate([keep, dictionary_starts(rng, n_fresh, m, data, tau)])
     given = data.sigma_given
-    fit_data = data if given else data.with_sigma(1.0)
+    fit_data = data if given else data.with_sigma(_rough_sigma(data))
     target = np.nan_to_num(fit_data.coherence)[None]
-    theta, chi2, iters = _lm(fit_data, target, theta0, tau, cfg.max_iter, rng, revivals=cfg.revivals)
+    # widths and centres by variable projection in log-coherence, then every parameter polished
+    # on the coherence residuals themselves
+    phi0 = theta0.reshape(len(theta0), m, 3)[..., 1:].reshape(len(theta0), 2 * m)
+    a, g, w0, _, it_vp = varpro_fit(fit_data, phi0, tau, cfg.max_iter)
+    theta = _theta(np.maximum(a, 1e-30 / tau**2), g, w0, tau)
+    theta, chi2, iters = _lm(fit_data, target, theta, tau, cfg.max_iter)
+    iters = iters + it_vp
     timings["restarts_s"] = time.perf_counter() - t0
     chi2 = np.where(np.isfinite(chi2), chi2, np.inf)
     best = int(np.argmin(chi2))
-    sigma_scale = 1.0 if given else float(np.sqrt(chi2[best] / dof))
+    sigma_scale = 1.0 if given else float(np.sqrt(chi2[best] / dof))  # relative to _rough_sigma
     chi2 = chi2 / sigma_scale**2
     success = chi2 <= chi2[best] + P + 3.0 * np.sqrt(2.0 * P)
     red = chi2[best] / dof
     ok = bool(np.isfinite(red) and (red <= CHI2_RED_FAIL or not given))
     message = (f"{success.sum()} of {len(chi2)} restarts succeeded; best reduced chi^2 {red:.3g}"
                + ("" if ok else f" > {CHI2_RED_FAIL}: no sum of {m} Lorentzians fits these curves"))
-    band_data = fit_data if given else data.with_sigma(sigma_scale)
+    band_data = fit_data if given else data.with_sigma(sigma_scale * _rough_sigma(data))
     # bootstrap: each successful restart refitted to its own noise-resampled copy around the best fit
     t1 = time.perf_counter()
-    starts = theta[success]
+    n_boot = max(cfg.restarts // 2, 20)
     if warm is not None and len(warm.boot_a):
-        starts = np.concatenate([_theta(warm.boot_a, warm.boot_g, warm.boot_w0, tau), starts])[: max(len(starts), 1)]
-    n_boot = len(starts)
+        pool = np.concatenate([_theta(warm.boot_a, warm.boot_g, warm.boot_w0, tau), theta[success]])
+    else:
+        pool = theta[success]
+    starts = pool[np.arange(n_boot) % len(pool)]
     c_best = model_coherence(theta[best : best + 1], tau, np.where(data.mask, data.t, tau), data.n_pulses)[0]
     noise = rng.standard_normal((n_boot, *data.t.shape)) * np.nan_to_num(band_data.sigma)
     targets = c_best[None] + noise
@@ -247,6 +256,13 @@ def fit_spectrum(data: CoherenceSet, cfg: FitConfig = FitConfig(), warm: Spectru
                        boot_a=ba, boot_w0=bw0, boot_g=bg, boot_chi2=b_chi2[b_ok],
                        sigma_used=np.nan_to_num(band_data.sigma), dof=dof, ok=ok, message=message,
                        omega_range=sensitive_band(data.t, data.n_pulses, data.coherence, data.sigma if data.sigma_given else None), timings=timings)
+
+
+def _rough_sigma(data: CoherenceSet) -> float:
+    """A first guess of the noise when none is given: the scatter of successive differences."""
+    d = np.diff(data.coherence, axis=1)
+    d = d[np.isfinite(d)]
+    return float(max(np.median(np.abs(d)) / 0.954, 1e-4)) if d.size else 0.01
 
 
 def _theta(a: np.ndarray, g: np.ndarray, w0: np.ndarray, tau: float) -> np.ndarray:

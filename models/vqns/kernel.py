@@ -188,7 +188,7 @@ def _phi_direct(x: complex, e: complex) -> tuple[complex, complex]:
     return ph, ((1.0 - e) * inv - 2.0 * ph) * inv
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy", fastmath={"contract"})
 def _j_kernel(w0, g, t, n, c_x, c_z, out_j, out_dj):
     for i in range(w0.shape[0]):
         ni = n[i]
@@ -210,7 +210,8 @@ def _j_kernel(w0, g, t, n, c_x, c_z, out_j, out_dj):
         im = x.imag * 2.0 + math.pi
         im = im - _TWO_PI * math.floor(im / _TWO_PI + 0.5)
         z = complex(x.real * 2.0, im)
-        # the only transcendental of the element: e = e^-x, p = -e^2, p^n by powering
+        # e = e^-x, p = -e^2 (= e^-z), p^n by powering: one exp(complex) per element, except
+        # near the resonance
         e = _exp_neg(x)
         p = -(e * e)
 
@@ -221,7 +222,9 @@ def _j_kernel(w0, g, t, n, c_x, c_z, out_j, out_dj):
             if nz.real * nz.real + nz.imag * nz.imag < _SMALL2:
                 ph_nz, dph_nz = _series(nz, c_z, 2)
             else:
-                ph_nz, dph_nz = _phi_direct(nz, _pow_n(p, ni))
+                # e^-nz from nz itself, not p^n: phi(nz) must see the e^-nz of the (rounded,
+                # reduced) nz it divides by; p^n differs by the rounding of z times n.
+                ph_nz, dph_nz = _phi_direct(nz, _exp_neg(nz))
             ips2 = _recip(ps_z * ps_z)
             gn = nf * (nf * ph_nz - ph_z) * ips2
             dgn = (nf * (nf * nf * dph_nz - dph_z) - 2.0 * gn * ps_z * dps_z) * ips2

@@ -1,0 +1,66 @@
+"""The variational fit: recovers a known 3-Lorentzian spectrum; validates its input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nvscope.models.vqns.attenuation import attenuation
+from nvscope.models.vqns.data import CoherenceDataError, coherence_set
+from nvscope.models.vqns.fit import FitConfig, fit_spectrum
+from nvscope.models.vqns.spectrum import lorentzian_spectrum
+from nvscope.models.vqns.varpro import nonneg_amplitudes
+
+A = np.array([4e10, 2e11, 1e10])
+W0 = np.array([2 * np.pi * 5e4, 2 * np.pi * 2e6, 2 * np.pi * 0.5e6])
+G = np.array([1e5, 3e5, 5e4])
+NS = np.array([0, 1, 2, 3, 8, 16, 32])
+
+
+def curves(noise: float, seed: int = 1):
+    t = np.array([np.geomspace(0.05e-6, 30e-6, 40) for _ in NS])
+    c = np.exp(-sum(attenuation(A[j], W0[j], G[j], t, NS[:, None]) for j in range(3)))
+    rng = np.random.default_rng(seed)
+    return coherence_set(NS, t, np.clip(c + noise * rng.standard_normal(c.shape), -0.05, 1.05),
+                         np.full(c.shape, noise))
+
+
+def test_fit_recovers_three_lorentzians():
+    data = curves(0.005)
+    fit = fit_spectrum(data, FitConfig(restarts=100, seed=0))
+    assert fit.ok, fit.message
+    assert fit.chi2[fit.best] / fit.dof < 1.3
+    omega = np.geomspace(*fit.omega_range, 200)
+    truth = lorentzian_spectrum(omega, A, W0, G)
+    s_mean, s_lo, s_hi = fit.band(omega)
+    assert np.sqrt(np.mean(np.log(s_mean / truth) ** 2)) < 0.2
+    assert (s_lo <= s_hi).all() and np.median(s_hi / s_lo) > 1.0  # a band, not a line
+
+
+def test_nonneg_amplitudes_match_brute_force():
+    rng = np.random.default_rng(3)
+    kw = rng.random((20, 3, 30))
+    yw = rng.normal(size=(20, 30))
+    a, cost = nonneg_amplitudes(kw, yw)
+    assert (a >= 0).all()
+    from scipy.optimize import nnls
+    for i in range(20):
+        ref, rnorm = nnls(kw[i].T, yw[i])
+        assert np.allclose(a[i], ref, atol=1e-8)
+        assert cost[i] == pytest.approx(rnorm**2, rel=1e-8, abs=1e-10)
+
+
+@pytest.mark.parametrize("mutate, words", [
+    (lambda n, t, c: (n, t, np.where(c > 0.5, 1.2, c)), "outside"),
+    (lambda n, t, c: (n, t[:, :-1], c), "shapes differ"),
+    (lambda n, t, c: (n, np.full_like(t, np.nan), c), "no finite"),
+    (lambda n, t, c: (n, t[:, ::-1], c), "not strictly increasing"),
+    (lambda n, t, c: (n, -t, c), "times must be > 0"),
+    (lambda n, t, c: (n - 5, t, c), "n_pulses must be >= 0"),
+])
+def test_bad_curves_are_one_clear_error(mutate, words):
+    t = np.array([np.geomspace(1e-7, 1e-5, 10)] * 2)
+    c = np.exp(-t / 5e-6)
+    n, t2, c2 = mutate(np.array([0, 1]), t, c)
+    with pytest.raises(CoherenceDataError, match=words):
+        coherence_set(n, t2, c2)
