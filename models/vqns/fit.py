@@ -43,7 +43,8 @@ class FitConfig:
     restarts: int = 100
     max_iter: int = 150
     seed: int = 0
-    fresh_fraction: float = 0.2
+    fresh_fraction: float = 0.02
+    """Incremental update: fresh random starts, as a fraction of `restarts`, beside the warm ones."""
     revivals: int = 3
 
 
@@ -123,34 +124,6 @@ def _residual_fn(data: CoherenceSet, targets: np.ndarray, tau: float):
     return fun
 
 
-def dictionary_starts(rng: np.random.Generator, n: int, m: int, data: CoherenceSet, tau: float) -> np.ndarray:
-    """Starts drawn from a linear fit: -ln C = sum_j a_j chi_j(t) is linear in the amplitudes of a
-    fixed dictionary of Lorentzians (w0, g on log grids over the probed band); a non-negative least
-    squares fit gives the atoms that matter, and each start takes m of them (drawn by weight,
-    jittered). theta (n, 3M)."""
-    from scipy.optimize import nnls
-
-    w_lo, w_hi = sensitive_band(data.t, data.n_pulses, data.coherence, data.sigma if data.sigma_given else None)
-    w0s = np.concatenate([[w_lo / 10.0], np.geomspace(w_lo, w_hi, 28)])
-    gs = np.geomspace(w_lo / 3.0, w_hi, 12)
-    W0, G = (v.ravel() for v in np.meshgrid(w0s, gs))
-    mask = data.mask
-    c = np.clip(np.where(mask, data.coherence, 1.0), 0.03, 1.0)
-    sig = np.where(mask, np.nan_to_num(data.sigma, nan=0.01) if data.sigma_given else 0.01, 1.0)
-    wt = np.where(mask, c / sig, 0.0)  # d(-ln C) = dC / C
-    t = np.where(mask, data.t, tau)
-    K = chi_and_grads(1.0, W0[:, None, None], G[:, None, None], t[None], data.n_pulses[None, :, None])[0]
-    A = (K * wt[None]).reshape(len(W0), -1).T
-    amp, _ = nnls(A, (-np.log(c) * wt).ravel(), maxiter=50 * len(W0))
-    p = amp / amp.sum() if amp.sum() > 0 else np.full(len(amp), 1.0 / len(amp))
-    picks = np.array([rng.choice(len(amp), size=m, replace=False, p=None if (p > 0).sum() < m else p)
-                      for _ in range(n)])
-    jitter = rng.normal(0.0, 0.3, (n, m, 3))
-    a = np.maximum(amp[picks], 1e-3 * amp.max() if amp.max() > 0 else 1.0)
-    theta = np.stack([np.log(a * tau**2), np.log(G[picks] * tau), np.log(W0[picks] * tau)], axis=-1) + jitter
-    return theta.reshape(n, 3 * m)
-
-
 def random_starts(rng: np.random.Generator, n: int, m: int, data: CoherenceSet, tau: float) -> np.ndarray:
     """Log-uniform random Lorentzians over the probed band: theta (n, 3M)."""
     w_lo, w_hi = sensitive_band(data.t, data.n_pulses, data.coherence, data.sigma if data.sigma_given else None)
@@ -206,22 +179,20 @@ def fit_spectrum(data: CoherenceSet, cfg: FitConfig = FitConfig(), warm: Spectru
     dof = max(data.n_points - P, 1)
     timings = {}
     t0 = time.perf_counter()
-    if warm is None:
-        n_random = int(round(cfg.fresh_fraction * cfg.restarts))
-        theta0 = random_starts(rng, cfg.restarts, m, data, tau)
-    else:
-        keep = _theta(warm.a, warm.g, warm.w0, tau)[warm.success]
-        n_fresh = max(1, int(cfg.fresh_fraction * cfg.restarts))
-        theta0 = np.concatenate([keep, dictionary_starts(rng, n_fresh, m, data, tau)])
     given = data.sigma_given
     fit_data = data if given else data.with_sigma(_rough_sigma(data))
     target = np.nan_to_num(fit_data.coherence)[None]
-    # widths and centres by variable projection in log-coherence, then every parameter polished
-    # on the coherence residuals themselves
-    phi0 = theta0.reshape(len(theta0), m, 3)[..., 1:].reshape(len(theta0), 2 * m)
-    a, g, w0, _, it_vp = varpro_fit(fit_data, phi0, tau, cfg.max_iter)
-    theta = _theta(np.maximum(a, 1e-30 / tau**2), g, w0, tau)
-    theta, chi2, iters = _lm(fit_data, target, theta, tau, cfg.max_iter)
+    n_fresh = cfg.restarts if warm is None else max(2, int(round(cfg.fresh_fraction * cfg.restarts)))
+    # fresh starts: widths and centres by variable projection in log-coherence, then every
+    # parameter polished on the coherence residuals themselves
+    phi0 = random_starts(rng, n_fresh, m, data, tau).reshape(n_fresh, m, 3)[..., 1:].reshape(n_fresh, 2 * m)
+    redraw = lambda k: random_starts(rng, k, 1, data, tau)[:, 1:]  # noqa: E731  (ln g tau, ln w0 tau)
+    a, g, w0, _, it_vp = varpro_fit(fit_data, phi0, tau, cfg.max_iter, redraw, cfg.revivals)
+    theta0 = _theta(np.maximum(a, 1e-30 / tau**2), g, w0, tau)
+    if warm is not None:  # incremental update: the previous successes go straight to the polish
+        theta0 = np.concatenate([_theta(warm.a, warm.g, warm.w0, tau)[warm.success], theta0])
+        it_vp = np.concatenate([np.zeros(int(warm.success.sum()), dtype=np.int64), it_vp])
+    theta, chi2, iters = _lm(fit_data, target, theta0, tau, cfg.max_iter)
     iters = iters + it_vp
     timings["restarts_s"] = time.perf_counter() - t0
     chi2 = np.where(np.isfinite(chi2), chi2, np.inf)
@@ -251,11 +222,34 @@ def fit_spectrum(data: CoherenceSet, cfg: FitConfig = FitConfig(), warm: Spectru
         b_ok = np.isfinite(b_chi2)
     timings["bootstrap_s"] = time.perf_counter() - t1
     a, g, w0 = lorentzians(theta, tau)
-    ba, bg, bw0 = lorentzians(b_theta[b_ok], tau)
+    population = np.concatenate([b_theta[b_ok], laplace_samples(band_data, theta[success], tau, rng)])
+    ba, bg, bw0 = lorentzians(population, tau)
     return SpectrumFit(a=a, w0=w0, g=g, chi2=chi2, success=success, iterations=iters,
                        boot_a=ba, boot_w0=bw0, boot_g=bg, boot_chi2=b_chi2[b_ok],
                        sigma_used=np.nan_to_num(band_data.sigma), dof=dof, ok=ok, message=message,
                        omega_range=sensitive_band(data.t, data.n_pulses, data.coherence, data.sigma if data.sigma_given else None), timings=timings)
+
+
+LAPLACE_SAMPLES = 20
+"""Parameter draws per successful restart from its Laplace (Gauss-Newton) posterior."""
+LAPLACE_MAX_LOG_STD = 2.0
+"""Cap on a log-parameter's Laplace std: a direction the data do not constrain at all is not sampled
+beyond a factor e^2 (the band says so by being wide there, not infinite)."""
+
+
+def laplace_samples(data: CoherenceSet, thetas: np.ndarray, tau: float, rng: np.random.Generator) -> np.ndarray:
+    """Draws theta ~ N(theta_i, (J^T J)^-1) around each successful restart i (the local width of
+    the likelihood, which the restarts' spread alone misses), std capped at LAPLACE_MAX_LOG_STD."""
+    fun = _residual_fn(data, np.nan_to_num(data.coherence)[None], tau)
+    _, J = fun(thetas, np.zeros(len(thetas), dtype=int), True)
+    A = np.einsum("bnp,bnq->bpq", J, J)
+    p = thetas.shape[1]
+    cov = np.linalg.pinv(A + 1e-9 * np.einsum("bpp->b", A)[:, None, None] * np.eye(p), hermitian=True)
+    w, v = np.linalg.eigh(cov)
+    w = np.clip(w, 0.0, LAPLACE_MAX_LOG_STD**2)
+    z = rng.standard_normal((len(thetas), LAPLACE_SAMPLES, p)) * np.sqrt(w)[:, None, :]
+    draws = thetas[:, None, :] + np.einsum("bpq,bsq->bsp", v, z)
+    return draws.reshape(-1, p)
 
 
 def _rough_sigma(data: CoherenceSet) -> float:

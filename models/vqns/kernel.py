@@ -188,7 +188,7 @@ def _phi_direct(x: complex, e: complex) -> tuple[complex, complex]:
     return ph, ((1.0 - e) * inv - 2.0 * ph) * inv
 
 
-@numba.njit(cache=True, error_model="numpy", fastmath={"contract"})
+@numba.njit(cache=True, error_model="numpy")
 def _j_kernel(w0, g, t, n, c_x, c_z, out_j, out_dj):
     for i in range(w0.shape[0]):
         ni = n[i]

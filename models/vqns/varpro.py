@@ -49,9 +49,13 @@ def nonneg_amplitudes(kw: np.ndarray, yw: np.ndarray) -> tuple[np.ndarray, np.nd
     return best_a, best_cost
 
 
-def varpro_fit(data: CoherenceSet, phi0: np.ndarray, tau: float, max_iter: int = 100):
+def varpro_fit(data: CoherenceSet, phi0: np.ndarray, tau: float, max_iter: int = 100,
+               redraw=None, revivals: int = 0):
     """LM over phi = (ln g tau, ln w0 tau) per Lorentzian (B, 2M) with the amplitudes projected out
-    (Kaufman's Jacobian). Returns (a, g, w0) each (B, M) and the log-space cost (B,)."""
+    (Kaufman's Jacobian). A Lorentzian whose best amplitude is 0 does nothing and cannot move;
+    `revivals` times, such Lorentzians are re-drawn with `redraw(k) -> phi (k, 2)` and the row is
+    refitted, keeping the better of the two. Returns (a, g, w0) each (B, M), the log-space cost
+    (B,) and the iterations (B,)."""
     y, w = log_coherence_data(data)
     t = np.where(data.mask, data.t, tau)
     n = data.n_pulses
@@ -76,7 +80,26 @@ def varpro_fit(data: CoherenceSet, phi0: np.ndarray, tau: float, max_iter: int =
         jw = -(a * w0)[:, :, None] * dw0.reshape(bsz, m, -1)
         return r, np.stack([jg, jw], axis=2).reshape(bsz, 2 * m, -1).transpose(0, 2, 1)
 
+    def amplitudes(phi):
+        g, w0, kw, _, _ = kernels(phi)
+        a, cost = nonneg_amplitudes(kw.reshape(len(g), g.shape[1], -1), np.broadcast_to(yw, (len(g), yw.size)))
+        return a, g, w0, cost
+
     res = levenberg_marquardt(fun, phi0, max_iter=max_iter)
-    g, w0, kw, _, _ = kernels(res.theta)
-    a, cost = nonneg_amplitudes(kw.reshape(len(g), g.shape[1], -1), np.broadcast_to(yw, (len(g), yw.size)))
-    return a, g, w0, cost, res.iterations
+    phi, iters = res.theta, res.iterations
+    a, g, w0, cost = amplitudes(phi)
+    for _ in range(revivals):
+        dead = a <= 0.0
+        rows = np.flatnonzero(dead.any(1))
+        if rows.size == 0:
+            break
+        trial = phi[rows].reshape(rows.size, -1, 2).copy()
+        trial[dead[rows]] = redraw(int(dead[rows].sum()))
+        again = levenberg_marquardt(fun, trial.reshape(rows.size, -1), max_iter=max_iter)
+        a2, g2, w02, c2 = amplitudes(again.theta)
+        better = c2 < cost[rows]
+        phi[rows[better]] = again.theta[better]
+        a[rows[better]], g[rows[better]], w0[rows[better]], cost[rows[better]] = (
+            a2[better], g2[better], w02[better], c2[better])
+        iters[rows] += again.iterations
+    return a, g, w0, cost, iters
