@@ -12,6 +12,8 @@ from pathlib import Path
 
 from nvscope.proto.endpoints import DEFAULT_RIG_ENDPOINT
 
+from .vqns_cli import add_vqns_parser
+
 EXIT_BAD_INPUT = 2
 
 
@@ -34,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--out", default="nvscope-data", help="folder for the run files")
     h.add_argument("--run", action="append", default=[], metavar="KIND",
                    help="start a run of this kind (srm) once connected; repeatable")
+    add_vqns_parser(sub)
     h.add_argument("--exit-when-done", action="store_true",
                    help="exit once every run started with --run has ended and been stored")
     return p
@@ -82,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "host":
             return _host(args)
+        if args.command == "vqns":
+            from .vqns_cli import vqns_command
+            return vqns_command(args)
         if args.command == "demo":
             from .demo import run_demo
             return run_demo(Path(args.out), timeout_s=args.timeout)

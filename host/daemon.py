@@ -53,6 +53,8 @@ class HostDaemon:
         self._cmd_seq = 0
         self._orphans_logged: set[str] = set()
         self._last_heard = time.monotonic()
+        self.observers: list[Callable[[Message], None]] = []
+        """Called with every newly stored data message, after it has been acknowledged."""
         self.hello()
 
     def hello(self) -> None:
@@ -79,6 +81,7 @@ class HostDaemon:
         self._last_heard = time.monotonic()
         touched: dict[str, RunStore] = {}
         ends: list[tuple[RunStore, RunEnd]] = []
+        stored: list[Message] = []
         n = 0
         while n < self.batch:
             try:
@@ -105,6 +108,7 @@ class HostDaemon:
                         ends.append((store, msg))  # stored, but a host died before finishing the run
                     continue
                 store.add(msg)
+                stored.append(msg)
                 self.stats.stored += 1
                 if isinstance(msg, RunEnd):
                     ends.append((store, msg))
@@ -117,6 +121,9 @@ class HostDaemon:
             self._finish(store, end)
         for run_id, store in touched.items():
             self.send(Ack(run_id=run_id, seq=store.last_seq))
+        for msg in stored:
+            for observer in self.observers:
+                observer(msg)
         return n
 
     def _store_for(self, msg: Message) -> RunStore | None:

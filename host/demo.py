@@ -15,6 +15,7 @@ from nvscope.proto.messages import Start
 
 from .daemon import HostDaemon
 from .runs import ANALYSES, new_run_id
+from .vqns_loop import VqnsController, VqnsLoopConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,22 @@ histogram_mode = "allpairs"
 
 [link]
 spool_dir = "{spool}"
+
+[coherence]
+repetitions = 10_000_000
+
+# The qubit's noise: a broad low-frequency bath and a narrow line at 1.2 MHz that FID and echo
+# cannot see (it changes them by < 0.003) but CPMG-n near n = 2 x 1.2 MHz x t sees strongly.
+[[sim.noise]]
+kind = "lorentzian"
+a = 6e10
+w0 = 0.0
+g = 1.2566e6
+[[sim.noise]]
+kind = "lorentzian"
+a = 1.5e10
+w0 = 7.5398e6
+g = 1.885e5
 
 [sim.sample]
 background_rate = 3000.0
@@ -57,10 +74,12 @@ def start_rig(config: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
     return proc, line.split(" ", 1)[1]
 
 
-def run_to_end(host: HostDaemon, kind: str, rig: subprocess.Popen, timeout_s: float) -> str:
-    """Start one run and serve the host until it has ended and been analysed; returns its run id."""
-    run_id = new_run_id(kind)
+def run_to_end(host: HostDaemon, run_id: str, kind: str, rig: subprocess.Popen, timeout_s: float,
+               then=None) -> str:
+    """Start one run (and call `then()`), serve the host until it has ended and been analysed."""
     host.command(Start, run_id, run_kind=kind)
+    if then is not None:
+        then()
     deadline = time.monotonic() + timeout_s
     while not any(r == run_id for r, _ in host.stats.finished):
         if rig.poll() is not None:
@@ -87,6 +106,16 @@ def summarize_srm(path: Path) -> str:
                 f"  figure: {path.with_suffix('.png')}")
 
 
+def summarize_vqns(path: Path, controller: VqnsController) -> str:
+    """The VQNS run in a few lines: which sequences were measured, why it stopped, the figure."""
+    with h5py.File(path, "r") as f:
+        measured = f["coherence/n_pulses"][()].tolist()
+        steps = f["vqns/steps/n_curves"].shape[0]
+    names = ", ".join("FID" if n == 0 else "echo" if n == 1 else f"CPMG-{n}" for n in measured)
+    return (f"  {path.name}: measured {names} ({steps} fits); stopped: {controller.stop_reason}\n"
+            f"  figure: {path.with_suffix('.png')}")
+
+
 def run_demo(out: Path, timeout_s: float = 600.0) -> int:
     """Run the demo into `out`; print a summary; 0 on success."""
     t0 = time.perf_counter()
@@ -94,11 +123,17 @@ def run_demo(out: Path, timeout_s: float = 600.0) -> int:
     config = out / "demo-rig.toml"
     config.write_text(DEMO_RIG_TOML.format(spool=(out / "spool").as_posix()))
     rig, endpoint = start_rig(config, out / "rig.log")
-    host = HostDaemon(endpoint, out, ANALYSES)
+    host = HostDaemon(endpoint, out, dict(ANALYSES))
     try:
         t_scan = time.perf_counter()
-        run_id = run_to_end(host, "srm", rig, timeout_s)
+        run_id = run_to_end(host, new_run_id("srm"), "srm", rig, timeout_s)
         t_scan = time.perf_counter() - t_scan
+        t_vqns = time.perf_counter()
+        vqns_id = new_run_id("vqns")
+        controller = VqnsController(host, vqns_id, VqnsLoopConfig())
+        host.analyses["vqns"] = controller.analysis
+        run_to_end(host, vqns_id, "vqns", rig, timeout_s, then=controller.begin)
+        t_vqns = time.perf_counter() - t_vqns
     finally:
         host.close()
         rig.terminate()
@@ -109,8 +144,9 @@ def run_demo(out: Path, timeout_s: float = 600.0) -> int:
     path = out / f"{run_id}.h5"
     with h5py.File(path, "r") as f:
         n_pixels = f["pixels/index"].shape[0]
-    print(f"nvscope demo: antibunching scan on the simulated rig -> {out.resolve()}")
+    print(f"nvscope demo: antibunching scan and adaptive noise spectroscopy on the simulated rig -> {out.resolve()}")
     print(summarize_srm(path))
-    print(f"  scan + analysis {t_scan:.1f} s ({n_pixels / t_scan:.1f} pixels/s end to end); "
-          f"demo wall time {time.perf_counter() - t0:.1f} s")
+    print(f"  scan + analysis {t_scan:.1f} s ({n_pixels / t_scan:.1f} pixels/s end to end)")
+    print(summarize_vqns(out / f"{vqns_id}.h5", controller))
+    print(f"  adaptive VQNS run {t_vqns:.1f} s; demo wall time {time.perf_counter() - t0:.1f} s")
     return 0

@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from nvscope.proto.histogram import N_BINS
-from nvscope.proto.messages import Message, Pixel, RunEnd, RunStart
+from nvscope.proto.messages import Coherence, Message, Pixel, RunEnd, RunStart
 from nvscope.proto.version import software_version
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,10 @@ PIXEL_FIELDS: dict[str, tuple[str, tuple[int, ...]]] = {
     "n_events": ("<i8", ()), "hist": ("<i8", (N_BINS,)),
 }
 """Per-pixel datasets under /pixels: name -> (dtype, shape of one row)."""
+
+COHERENCE_SCALARS = {"seq": "<i8", "n_pulses": "<i8", "repetitions": "<i8"}
+COHERENCE_CURVES = ("t", "coherence", "sigma")
+"""Per-curve datasets under /coherence: scalars, and curves as rows padded with NaN (widened as needed)."""
 
 
 def run_path(out_dir: Path, run_id: str) -> Path:
@@ -64,6 +68,12 @@ class RunStore:
             chunk_rows = max(1, min(256, 65536 // (np.dtype(dtype).itemsize * int(np.prod(row)))))
             g.create_dataset(name, shape=(0, *row), maxshape=(None, *row), dtype=dtype,
                              chunks=(chunk_rows, *row))
+        c = f.create_group("coherence")
+        for name, dtype in COHERENCE_SCALARS.items():
+            c.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(64,))
+        for name in COHERENCE_CURVES:
+            c.create_dataset(name, shape=(0, 64), maxshape=(None, None), dtype="<f8", chunks=(16, 64),
+                             fillvalue=np.nan)
         f.swmr_mode = True
         f.flush()
         return cls(path, f)
@@ -98,6 +108,18 @@ class RunStore:
                 ds = g[name]
                 ds.resize(n + 1, axis=0)
                 ds[n] = getattr(msg, name)
+        elif isinstance(msg, Coherence):
+            g = self.f["coherence"]
+            n = g["seq"].shape[0]
+            for name in COHERENCE_SCALARS:
+                g[name].resize(n + 1, axis=0)
+                g[name][n] = getattr(msg, name)
+            width = max(g["t"].shape[1], len(msg.t))
+            for name in COHERENCE_CURVES:
+                g[name].resize((n + 1, width))
+                row = np.full(width, np.nan)
+                row[: len(msg.t)] = getattr(msg, name)
+                g[name][n] = row
         elif not isinstance(msg, (RunStart, RunEnd)):  # their content lives in the attributes
             log.warning("run %s: no storage for message kind %s (seq %d)", msg.run_id, msg.kind, msg.seq)
         self.last_seq = msg.seq
@@ -139,6 +161,11 @@ def recover(path: Path) -> None:
             src.copy(src[name], dst, name=name)
     os.replace(tmp, path)
     log.warning("recovered %s: its writer had died; every flushed message is kept", path.name)
+
+
+def read_coherence(f: h5py.File) -> dict[str, np.ndarray]:
+    """Every stored coherence curve of an open run file: scalars (N,) and NaN-padded rows (N, T)."""
+    return {name: f["coherence"][name][()] for name in (*COHERENCE_SCALARS, *COHERENCE_CURVES)}
 
 
 def read_pixels(f: h5py.File) -> dict[str, np.ndarray]:

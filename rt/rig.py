@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import threading
+from collections import deque
 
 import numpy as np
 
@@ -33,11 +34,17 @@ class Rig:
         self.run_id = ""
         self.stop_reason = ""
         self.measurements: list[MeasureCoherence] = []
+        self.inbox: deque[Message] = deque()  # commands not yet applied (a run starts mid-batch)
         self.shutdown = threading.Event()
 
     def _handle(self, commands: list[Message]) -> None:
-        """Apply the host's commands; one that does not fit the state is refused, naming the state."""
-        for cmd in commands:
+        """Apply the host's commands; one that does not fit the state is refused, naming the state.
+
+        A start runs the whole run from here; the commands queued behind it are applied by the
+        run's own calls to this method, in order."""
+        self.inbox.extend(commands)
+        while self.inbox:
+            cmd = self.inbox.popleft()
             try:
                 if isinstance(cmd, Start):
                     self.state = transition(self.state, "start")
@@ -92,7 +99,8 @@ class Rig:
             self._marker.write_text(json.dumps({"run_id": cmd.run_id, **sent}))
 
         send(RunStart(run_id=cmd.run_id, seq=0, run_kind=cmd.run_kind,
-                      config=dataclasses.asdict(self.cfg), version=software_version(),
+                      config={**dataclasses.asdict(self.cfg), "sim_truth": self.devices.truth},
+                      version=software_version(),
                       seed=self.cfg.seed, n_pixels=scan.nx * scan.ny,
                       grid_shape=np.array([scan.ny, scan.nx])))
         status, reason, done, seq = "completed", "", 0, 1

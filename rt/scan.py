@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -54,6 +54,9 @@ class RigDevices:
     scanner: Scanner
     tagger: TimeTagger
     qubit: PulsedQubit | None = None
+    truth: dict = field(default_factory=dict)
+    """What a simulated rig knows that a real one cannot (e.g. the true noise spectrum), recorded
+    in each run's configuration so the analysis can compare; empty on hardware."""
 
 
 def srm_scan(run_id: str, scan: ScanConfig, devices: RigDevices, first_seq: int,

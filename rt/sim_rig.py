@@ -65,6 +65,12 @@ def sim_devices(cfg: RigConfig) -> RigDevices:
     sim = from_dict(SimConfig, cfg.sim, "sim")
     scanner = SimScanner()
     tagger = SimTimeTagger(sim.sample, scanner, sim.detectors, seed=cfg.seed)
-    qubit = SimQubit(noise_spectrum(sim.noise, "sim.noise"), sim.readout, seed=cfg.seed) if sim.noise else None
+    truth = {}
+    qubit = None
+    if sim.noise:
+        spectrum = noise_spectrum(sim.noise, "sim.noise")
+        qubit = SimQubit(spectrum, sim.readout, seed=cfg.seed)
+        omega = np.geomspace(2 * np.pi * 1e2, 2 * np.pi * 1e9, 600)
+        truth = {"noise_omega": omega.tolist(), "noise_S": spectrum(omega).tolist()}
     return RigDevices(scanner=scanner, tagger=PacedTagger(tagger, sim.pace) if sim.pace > 0 else tagger,
-                      qubit=qubit)
+                      qubit=qubit, truth=truth)

@@ -1,0 +1,231 @@
+"""`nvscope vqns fit IN.npz -o OUT.npz`: the off-line VQNS fit of measured coherence curves
+(design.md "Command-line contracts"; physics.md section 3).
+
+IN.npz: `n_pulses` int (S,), `t` (S, T) s (rows may be padded with NaN), `coherence` (S, T),
+optional `sigma` (S, T), optional `candidates` int (K,).
+OUT.npz: the spectrum band `omega`, `S_mean`, `S_lo`, `S_hi` (F,), every restart's `loss`
+(reduced chi^2) and `success` (N,), the ranked `next_n_pulses` and the `sensitivity` (K, F),
+with the rules that made them (`band_method`, `proposal_rule`), the configuration, the seed and
+the software version.
+
+Exit codes: 0 fitted; 2 bad input (one line on stderr naming the file and the problem, nothing
+written); 3 no sum of Lorentzians fits (OUT still written, one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+EXIT_FIT_FAILED = 3
+DEFAULT_RESTARTS, DEFAULT_LORENTZIANS, DEFAULT_SEED = 100, 3, 0
+"""FitConfig's defaults, repeated so that building the parser does not import the fit (numba)."""
+MAX_LORENTZIANS = 4
+"""The amplitude projection enumerates the supports of M amplitudes (2^M): keep M small."""
+N_OMEGA = 256
+"""Frequencies of the written band, log-spaced over the range the curves inform."""
+SENSITIVITY_ORDER = ("rows of `sensitivity` and entries of `scores` follow `candidates` (the input "
+                     "order), not `next_n_pulses`")
+
+
+class VqnsInputError(ValueError):
+    """A problem a person can fix in the command or the input file; the message is one line."""
+
+
+def add_vqns_parser(subparsers) -> argparse.ArgumentParser:
+    """Add `vqns` with its `fit` subcommand to an argparse subparsers object."""
+    v = subparsers.add_parser("vqns", help="variational quantum noise spectroscopy, off line")
+    vsub = v.add_subparsers(dest="vqns_action", required=True)
+    f = vsub.add_parser(
+        "fit", help="fit a sum of Lorentzians to coherence curves; band and next sequence",
+        description="Fit the noise spectrum (sum of Lorentzians) to measured coherence curves, write its "
+                    "confidence band and the ranked next pulse numbers. IN.npz: n_pulses int (S,), "
+                    "t (S, T) in seconds (NaN-padded rows allowed), coherence (S, T), optional sigma (S, T), "
+                    "optional candidates int (K,). OUT.npz: omega (rad/s), S_mean, S_lo, S_hi (rad^2/s), "
+                    "loss (reduced chi^2 per restart), next_n_pulses, sensitivity (K, F), and more.")
+    f.add_argument("input", metavar="IN.npz", help="measured coherence curves")
+    f.add_argument("-o", "--out", required=True, metavar="OUT.npz", help="where to write the result")
+    f.add_argument("--restarts", type=int, default=DEFAULT_RESTARTS,
+                   help=f"random starts of the fit, >= 1 (default {DEFAULT_RESTARTS})")
+    f.add_argument("--lorentzians", type=int, default=DEFAULT_LORENTZIANS,
+                   help=f"Lorentzians in the spectrum, 1..{MAX_LORENTZIANS} (default {DEFAULT_LORENTZIANS})")
+    f.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed, >= 0 (default {DEFAULT_SEED})")
+    return v
+
+
+def vqns_command(args: argparse.Namespace) -> int:
+    """Run `nvscope vqns <action>`; returns the exit code."""
+    if args.vqns_action == "fit":
+        return _fit(args)
+    print(f"nvscope vqns: unknown action {args.vqns_action!r}", file=sys.stderr)  # pragma: no cover
+    return EXIT_BAD_INPUT  # pragma: no cover
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from nvscope.models.vqns.data import CoherenceDataError
+    from nvscope.models.vqns.fit import fit_spectrum
+    from nvscope.models.vqns.proposal import rank_candidates
+
+    try:
+        cfg = _config(args)
+        _check_out(args.out)
+        data, candidates = _read_input(args.input)
+    except (VqnsInputError, CoherenceDataError) as exc:
+        print(f"nvscope vqns fit: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    with np.errstate(all="ignore"):  # the optimizer probes overflowing steps and rejects them itself
+        fit = fit_spectrum(data, cfg)
+        omega = np.geomspace(*fit.omega_range, N_OMEGA)
+        s_mean, s_lo, s_hi = fit.band(omega)
+        proposal = rank_candidates(fit, data, candidates, omega)
+    result = {
+        "omega": omega, "S_mean": s_mean, "S_lo": s_lo, "S_hi": s_hi,
+        "loss": fit.chi2 / fit.dof, "success": np.asarray(fit.success, dtype=bool),
+        "a": fit.a, "w0": fit.w0, "g": fit.g,
+        "next_n_pulses": proposal.ranked.astype(np.int64),
+        "candidates": proposal.candidates.astype(np.int64), "scores": proposal.scores,
+        "sensitivity": proposal.sensitivity, "sensitivity_order": SENSITIVITY_ORDER,
+        "band_method": fit.band_method, "proposal_rule": proposal.rule, "message": fit.message,
+        "ok": fit.ok, "dof": fit.dof, "sigma_given": data.sigma_given,
+        "restarts": cfg.restarts, "lorentzians": cfg.lorentzians, "seed": cfg.seed,
+        "input": str(args.input), "software_version": _version(),
+    }
+    try:
+        _write_npz(args.out, result)
+    except OSError as exc:
+        print(f"nvscope vqns fit: {args.out}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not fit.ok:
+        print(f"nvscope vqns fit: {args.input}: fit failed: {fit.message}; wrote {args.out}", file=sys.stderr)
+        return EXIT_FIT_FAILED
+    top = ", ".join(str(n) for n in proposal.ranked[:3])
+    print(f"nvscope vqns fit: {fit.message}; next n_pulses {top}; wrote {args.out}")
+    return EXIT_OK
+
+
+def _config(args: argparse.Namespace):
+    from nvscope.models.vqns.fit import FitConfig
+
+    if args.restarts < 1:
+        raise VqnsInputError(f"--restarts must be >= 1, got {args.restarts}")
+    if not 1 <= args.lorentzians <= MAX_LORENTZIANS:
+        raise VqnsInputError(f"--lorentzians must be 1..{MAX_LORENTZIANS}, got {args.lorentzians}")
+    if args.seed < 0:
+        raise VqnsInputError(f"--seed must be >= 0, got {args.seed}")
+    return FitConfig(lorentzians=args.lorentzians, restarts=args.restarts, seed=args.seed)
+
+
+def _check_out(out: str) -> None:
+    """Refuse before the fit an output that cannot be written."""
+    parent = Path(out).resolve().parent
+    if Path(out).is_dir():
+        raise VqnsInputError(f"{out}: is a folder, not an output file")
+    if not parent.is_dir():
+        raise VqnsInputError(f"{out}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise VqnsInputError(f"{out}: folder {parent} is not writable")
+
+
+def _read_input(path: str):
+    """The validated curves and the candidate pulse numbers from IN.npz."""
+    from nvscope.models.vqns.data import CoherenceDataError, coherence_set
+    from nvscope.models.vqns.proposal import DEFAULT_CANDIDATES
+
+    if not Path(path).exists():
+        raise VqnsInputError(f"{path}: no such file")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except OSError as exc:  # a folder, no permission, ...
+        raise VqnsInputError(f"{path}: cannot read: {exc.strerror or _one_line(exc)}") from None
+    except (ValueError, EOFError, zipfile.BadZipFile):  # numpy says "pickled data" for any unknown format
+        raise VqnsInputError(f"{path}: not an .npz archive") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise VqnsInputError(f"{path}: not an .npz archive (a single .npy array)")
+    with z:
+        arrays = {k: _member(z, k, path) for k in ("n_pulses", "t", "coherence", "sigma", "candidates")
+                  if k in z.files}
+    for key in ("n_pulses", "t", "coherence"):
+        if key not in arrays:
+            raise VqnsInputError(f"{path}: missing required array `{key}`")
+    n_pulses = _integers(arrays["n_pulses"], "n_pulses", path)
+    if n_pulses.ndim != 1 or n_pulses.size == 0:
+        raise VqnsInputError(f"{path}: `n_pulses` must be a non-empty 1-D array, got shape {n_pulses.shape}")
+    t, c = _reals(arrays["t"], "t", path), _reals(arrays["coherence"], "coherence", path)
+    sigma = _reals(arrays["sigma"], "sigma", path) if "sigma" in arrays else None
+    try:
+        data = coherence_set(n_pulses, t, c, sigma)
+    except CoherenceDataError as exc:
+        raise CoherenceDataError(f"{path}: {exc}") from None
+    if "candidates" in arrays:
+        cands = _integers(arrays["candidates"], "candidates", path)
+        if cands.ndim != 1 or cands.size == 0 or (cands < 0).any():
+            raise VqnsInputError(f"{path}: `candidates` must be a non-empty 1-D array of pulse numbers >= 0")
+    else:
+        cands = np.asarray(DEFAULT_CANDIDATES, dtype=np.int64)
+    return data, cands
+
+
+def _member(z, key: str, path: str) -> np.ndarray:
+    try:
+        return z[key]
+    except ValueError as exc:  # object arrays need pickle, which is refused
+        raise VqnsInputError(f"{path}: `{key}` cannot be read without pickle ({_one_line(exc)})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:  # a damaged member
+        raise VqnsInputError(f"{path}: `{key}` cannot be read ({_one_line(exc)})") from None
+
+
+def _integers(a: np.ndarray, key: str, path: str) -> np.ndarray:
+    """Integer arrays as int64; floats only when every value is a whole number."""
+    if a.dtype.kind in "iu":
+        return a.astype(np.int64)
+    if a.dtype.kind == "f" and np.isfinite(a).all() and (a == np.round(a)).all():
+        return a.astype(np.int64)
+    raise VqnsInputError(f"{path}: `{key}` must be integers, got dtype {a.dtype}"
+                         + (" with non-integer values" if a.dtype.kind == "f" else ""))
+
+
+def _reals(a: np.ndarray, key: str, path: str) -> np.ndarray:
+    if a.dtype.kind not in "iuf":
+        raise VqnsInputError(f"{path}: `{key}` must be real numbers, got dtype {a.dtype}")
+    return a.astype(np.float64)
+
+
+def _write_npz(out: str, arrays: dict) -> None:
+    """Write atomically (a temporary file in the same folder, then renamed); the name is kept as given."""
+    target = Path(out)
+    tmp = target.resolve().parent / f".{target.name}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _version() -> str:
+    from nvscope.proto.version import software_version
+
+    return software_version()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m nvscope.host.vqns_cli vqns fit ...`: the same command without the rest of the CLI."""
+    parser = argparse.ArgumentParser(prog="nvscope")
+    add_vqns_parser(parser.add_subparsers(dest="command", required=True))
+    return vqns_command(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
