@@ -31,8 +31,9 @@ class VqnsLoopConfig:
     first: tuple[int, ...] = (0, 1)
     candidates: tuple[int, ...] = DEFAULT_CANDIDATES
     max_curves: int = 6
-    target_band: float = 0.25
-    """Stop when the median ln(S_hi / S_lo) over the probed band falls below this."""
+    min_curves: int = 4
+    target_band: float = 0.5
+    """Stop when the 90th percentile of ln(S_hi / S_lo) over the probed band falls below this."""
     fit: FitConfig = field(default_factory=FitConfig)
     frequencies: int = 256
 
@@ -101,13 +102,13 @@ class VqnsController:
         measured = set(int(n) for n in self.data.n_pulses)
         candidates = [n for n in self.cfg.candidates if n not in measured] or list(self.cfg.candidates)
         proposal = rank_candidates(fit, self.data, candidates, omega)
-        width = float(np.median(np.log(band[2] / band[1])))
+        width = float(np.percentile(np.log(band[2] / band[1]), 90))
         step = VqnsStep(len(self.data.n_pulses), fit, omega, band, proposal, width, time.perf_counter() - t0)
         self.steps.append(step)
         log.info("VQNS %d curves: %s; band width %.3f; next %s (fit %.1f s)", step.n_curves, fit.message,
                  width, proposal.ranked[:3].tolist(), step.fit_s)
-        if width < self.cfg.target_band:
-            self.finish(f"band narrower than {self.cfg.target_band} (median ln S_hi/S_lo = {width:.3f})")
+        if width < self.cfg.target_band and step.n_curves >= self.cfg.min_curves:
+            self.finish(f"band narrower than {self.cfg.target_band} (90th percentile of ln S_hi/S_lo = {width:.3f})")
         elif step.n_curves >= self.cfg.max_curves:
             self.finish(f"budget of {self.cfg.max_curves} curves spent (band width {width:.3f})")
         else:

@@ -43,7 +43,7 @@ class FitConfig:
     restarts: int = 100
     max_iter: int = 150
     seed: int = 0
-    fresh_fraction: float = 0.02
+    fresh_fraction: float = 0.2
     """Incremental update: fresh random starts, as a fraction of `restarts`, beside the warm ones."""
     revivals: int = 3
 
@@ -182,18 +182,29 @@ def fit_spectrum(data: CoherenceSet, cfg: FitConfig = FitConfig(), warm: Spectru
     given = data.sigma_given
     fit_data = data if given else data.with_sigma(_rough_sigma(data))
     target = np.nan_to_num(fit_data.coherence)[None]
-    n_fresh = cfg.restarts if warm is None else max(2, int(round(cfg.fresh_fraction * cfg.restarts)))
-    # fresh starts: widths and centres by variable projection in log-coherence, then every
-    # parameter polished on the coherence residuals themselves
-    phi0 = random_starts(rng, n_fresh, m, data, tau).reshape(n_fresh, m, 3)[..., 1:].reshape(n_fresh, 2 * m)
     redraw = lambda k: random_starts(rng, k, 1, data, tau)[:, 1:]  # noqa: E731  (ln g tau, ln w0 tau)
-    a, g, w0, _, it_vp = varpro_fit(fit_data, phi0, tau, cfg.max_iter, redraw, cfg.revivals)
-    theta0 = _theta(np.maximum(a, 1e-30 / tau**2), g, w0, tau)
-    if warm is not None:  # incremental update: the previous successes go straight to the polish
-        theta0 = np.concatenate([_theta(warm.a, warm.g, warm.w0, tau)[warm.success], theta0])
-        it_vp = np.concatenate([np.zeros(int(warm.success.sum()), dtype=np.int64), it_vp])
-    theta, chi2, iters = _lm(fit_data, target, theta0, tau, cfg.max_iter)
-    iters = iters + it_vp
+
+    def restarts(n_fresh: int, kept: np.ndarray):
+        # fresh starts: widths and centres by variable projection in log-coherence; then every
+        # start (and the kept ones) polished on the coherence residuals themselves
+        phi0 = random_starts(rng, n_fresh, m, data, tau).reshape(n_fresh, m, 3)[..., 1:].reshape(n_fresh, 2 * m)
+        a, g, w0, _, it_vp = varpro_fit(fit_data, phi0, tau, cfg.max_iter, redraw, cfg.revivals)
+        theta0 = np.concatenate([kept, _theta(np.maximum(a, 1e-30 / tau**2), g, w0, tau)])
+        theta, chi2, iters = _lm(fit_data, target, theta0, tau, cfg.max_iter)
+        return theta, chi2, iters + np.concatenate([np.zeros(len(kept), dtype=np.int64), it_vp])
+
+    if warm is None:
+        theta, chi2, iters = restarts(cfg.restarts, np.zeros((0, P)))
+    else:  # incremental update: the previous successes go straight to the polish, beside a few fresh
+        kept = _theta(warm.a, warm.g, warm.w0, tau)[warm.success]
+        theta, chi2, iters = restarts(max(2, int(round(cfg.fresh_fraction * cfg.restarts))), kept)
+        warm_best, fresh_best = chi2[: len(kept)].min(), chi2[len(kept):].min()
+        worst = worst_curve_chi2(theta[np.argmin(chi2)], fit_data, tau)
+        if worst > WARM_REFIT_CHI2 or fresh_best < warm_best - (P + 3.0 * np.sqrt(2.0 * P)):
+            # the new curve shows what the old population lacks (a fresh start beat every warm
+            # one, or a curve stays badly fitted): a cold fit, the warm ones kept among its starts
+            timings["warm_fallback"] = 1.0
+            theta, chi2, iters = restarts(cfg.restarts, theta)
     timings["restarts_s"] = time.perf_counter() - t0
     chi2 = np.where(np.isfinite(chi2), chi2, np.inf)
     best = int(np.argmin(chi2))
@@ -228,6 +239,18 @@ def fit_spectrum(data: CoherenceSet, cfg: FitConfig = FitConfig(), warm: Spectru
                        boot_a=ba, boot_w0=bw0, boot_g=bg, boot_chi2=b_chi2[b_ok],
                        sigma_used=np.nan_to_num(band_data.sigma), dof=dof, ok=ok, message=message,
                        omega_range=sensitive_band(data.t, data.n_pulses, data.coherence, data.sigma if data.sigma_given else None), timings=timings)
+
+
+WARM_REFIT_CHI2 = 1.5
+"""Incremental update: when the best warm fit leaves any curve with a reduced chi^2 above this,
+the update falls back to a cold fit (the new curve revealed something the old population lacks)."""
+
+
+def worst_curve_chi2(theta: np.ndarray, data: CoherenceSet, tau: float) -> float:
+    """The largest per-curve reduced chi^2 of one parameter set."""
+    r, _ = _residual_fn(data, np.nan_to_num(data.coherence)[None], tau)(theta[None], np.zeros(1, dtype=int), False)
+    per_curve = (r.reshape(data.t.shape) ** 2).sum(1) / np.maximum(data.mask.sum(1), 1)
+    return float(per_curve.max())
 
 
 LAPLACE_SAMPLES = 20

@@ -457,14 +457,23 @@ def _build_kernel(c_x: np.ndarray, c_z: np.ndarray):  # type: ignore[no-untyped-
                 out_dj[bi[2, k]] = complex(o2[k], o3[k])
 
             cw, cg, ct, cn = bw[3], bg[3], bt[3], bn[3]
-            for k in range(cnt[3]):  # D
+            for k in range(cnt[3]):  # D, first G_n near the resonance (into o0..o3)
                 nf = cn[k]
                 h = ct[k] / (2.0 * nf)
-                x = complex(cg[k] * h, -cw[k] * h)
-                z = _reduce_z(x)
+                z = _reduce_z(complex(cg[k] * h, -cw[k] * h))
                 nz = nf * z
                 ph_nz, dph_nz = _phi_direct(nz, _exp_neg_v(nz))
                 gn, dgn = _g_near(nf, z, ph_nz, dph_nz, c_z, ntz)
+                o0[k] = gn.real
+                o1[k] = gn.imag
+                o2[k] = dgn.real
+                o3[k] = dgn.imag
+            for k in range(cnt[3]):  # D, then the cells
+                nf = cn[k]
+                h = ct[k] / (2.0 * nf)
+                x = complex(cg[k] * h, -cw[k] * h)
+                gn = complex(o0[k], o1[k])
+                dgn = complex(o2[k], o3[k])
                 cells, dcells = _cells_direct(x, _exp_neg_v(x), nf, gn, dgn)
                 jj = (h * h) * cells
                 dj = (h * h * h) * dcells
