@@ -352,13 +352,13 @@ def _build_kernel(c_x: np.ndarray, c_z: np.ndarray):  # type: ignore[no-untyped-
         #   C: n >= 1, |x| < 1/2, |z| >= 1/2             (cells series, G far)
         #   D: n >= 1, |z| < 1/2 (so |x| > 1/2), |nz| >= 1/2   (cells direct, G near)
         # each only where g >= 0, g t < _VEC_DECAY, |w0 t| < _VEC_PHASE and n < _VEC_N.
-        bi = np.empty((4, _CHUNK), np.int64)
+        cat = np.empty(_CHUNK, np.int64)
+        bi = np.empty((5, _CHUNK), np.int64)
         bw = np.empty((4, _CHUNK))
         bg = np.empty((4, _CHUNK))
         bt = np.empty((4, _CHUNK))
         bn = np.empty((4, _CHUNK))
-        cnt = np.zeros(4, np.int64)
-        iscal = np.empty(_CHUNK, np.int64)
+        cnt = np.zeros(5, np.int64)
         o0 = np.empty(_CHUNK)
         o1 = np.empty(_CHUNK)
         o2 = np.empty(_CHUNK)
@@ -366,43 +366,44 @@ def _build_kernel(c_x: np.ndarray, c_z: np.ndarray):  # type: ignore[no-untyped-
         size = w0.shape[0]
         for start in range(0, size, _CHUNK):
             stop = min(start + _CHUNK, size)
-            cnt[:] = 0
-            ms = 0
-            for i in range(start, stop):
+            m_all = stop - start
+            for k in range(m_all):  # category of each element, branch-free (vectorized)
+                i = start + k
                 wi = w0[i]
                 gi = g[i]
                 ti = t[i]
                 ni = n[i]
-                cat = -1
-                if gi >= 0.0 and gi * ti < _VEC_DECAY and abs(wi * ti) < _VEC_PHASE:
-                    if ni == 0:
-                        xr = gi * ti
-                        xi = wi * ti
-                        if xr * xr + xi * xi >= _SMALL2:
-                            cat = 0
-                    elif ni < _VEC_N:
-                        nf = float(ni)
-                        h = ti / (2.0 * nf)
-                        x = complex(gi * h, -wi * h)
-                        z = _reduce_z(x)
-                        if z.real * z.real + z.imag * z.imag >= _SMALL2:
-                            cat = 1 if x.real * x.real + x.imag * x.imag >= _SMALL2 else 2
-                        elif (nf * nf) * (z.real * z.real + z.imag * z.imag) >= _SMALL2:
-                            cat = 3
-                if cat < 0:
-                    iscal[ms] = i
-                    ms += 1
-                else:
-                    m = cnt[cat]
-                    bi[cat, m] = i
-                    bw[cat, m] = wi
-                    bg[cat, m] = gi
-                    bt[cat, m] = ti
-                    bn[cat, m] = ni
-                    cnt[cat] = m + 1
-
-            for k in range(ms):
-                i = iscal[k]
+                nf = max(float(ni), 1.0)
+                h = ti / (2.0 * nf)
+                xr = gi * h
+                xi = -wi * h
+                zi = xi * 2.0 + math.pi
+                zi = zi - _TWO_PI * math.floor(zi * _INV_TWO_PI + 0.5)
+                zr = xr * 2.0
+                x_big = xr * xr + xi * xi >= _SMALL2
+                z2 = zr * zr + zi * zi
+                z_far = z2 >= _SMALL2
+                nz_big = (nf * nf) * z2 >= _SMALL2
+                kt_big = (gi * ti) * (gi * ti) + (wi * ti) * (wi * ti) >= _SMALL2
+                vec = (gi >= 0.0) & (gi * ti < _VEC_DECAY) & (abs(wi * ti) < _VEC_PHASE)
+                c_cpmg = (1 if x_big else 2) if z_far else (3 if nz_big else 4)
+                c = (0 if kt_big else 4) if ni == 0 else (c_cpmg if ni < _VEC_N else 4)
+                cat[k] = c if vec else 4
+            cnt[:] = 0
+            for k in range(m_all):  # indices by category
+                c = cat[k]
+                m = cnt[c]
+                bi[c, m] = start + k
+                cnt[c] = m + 1
+            for c in range(4):  # gather the vector categories
+                for k in range(cnt[c]):
+                    i = bi[c, k]
+                    bw[c, k] = w0[i]
+                    bg[c, k] = g[i]
+                    bt[c, k] = t[i]
+                    bn[c, k] = n[i]
+            for k in range(cnt[4]):  # the scalar path
+                i = bi[4, k]
                 out_j[i], out_dj[i] = _element(w0[i], g[i], t[i], n[i], c_x, c_z, ntx, ntz)
 
             aw, ag, at = bw[0], bg[0], bt[0]
