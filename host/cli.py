@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--connect", default=DEFAULT_RIG_ENDPOINT, help=f"rig endpoint (default {DEFAULT_RIG_ENDPOINT})")
     h.add_argument("--out", default="nvscope-data", help="folder for the run files")
     h.add_argument("--run", action="append", default=[], metavar="KIND",
-                   help="start a run of this kind (srm) once connected; repeatable")
+                   help="start a run of this kind (srm: antibunching scan, vqns: adaptive noise "
+                        "spectroscopy) once connected; runs go one after another; repeatable")
     add_vqns_parser(sub)
     h.add_argument("--exit-when-done", action="store_true",
                    help="exit once every run started with --run has ended and been stored")
@@ -47,8 +48,9 @@ def _host(args: argparse.Namespace) -> int:
 
     from .daemon import HostDaemon
     from .runs import ANALYSES, new_run_id
+    from .vqns_loop import VqnsController
 
-    daemon = HostDaemon(args.connect, args.out, ANALYSES)
+    daemon = HostDaemon(args.connect, args.out, dict(ANALYSES))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -60,6 +62,10 @@ def _host(args: argparse.Namespace) -> int:
             if (current is None or current in done) and queue:
                 current, kind = queue.pop(0)
                 daemon.command(Start, current, run_kind=kind)
+                if kind == "vqns":  # the host drives it: curves requested, fitted, proposed
+                    controller = VqnsController(daemon, current)
+                    daemon.analyses["vqns"] = controller.analysis
+                    controller.begin()
             elif args.exit_when_done and current in done and not queue:
                 break
             daemon.step(200)

@@ -123,7 +123,12 @@ class HostDaemon:
             self.send(Ack(run_id=run_id, seq=store.last_seq))
         for msg in stored:
             for observer in self.observers:
-                observer(msg)
+                try:
+                    observer(msg)
+                except Exception as exc:  # a failing consumer must not stop the storing
+                    log.error("run %s: %s failed on %s seq %d: %s: %s", msg.run_id,
+                              getattr(observer, "__qualname__", observer), msg.kind, msg.seq,
+                              type(exc).__name__, exc)
         return n
 
     def _store_for(self, msg: Message) -> RunStore | None:

@@ -85,12 +85,16 @@ class VqnsController:
         if not isinstance(msg, Coherence) or msg.run_id != self.run_id or self.done:
             return
         self.pending -= 1
-        if self.data is None:
-            self.data = coherence_set(np.array([msg.n_pulses]), msg.t[None], msg.coherence[None], msg.sigma[None])
-        else:
-            self.data = self.data.append(msg.n_pulses, msg.t, msg.coherence, msg.sigma)
-        if self.pending == 0:
-            self.update()
+        try:
+            if self.data is None:
+                self.data = coherence_set(np.array([msg.n_pulses]), msg.t[None], msg.coherence[None], msg.sigma[None])
+            else:
+                self.data = self.data.append(msg.n_pulses, msg.t, msg.coherence, msg.sigma)
+            if self.pending == 0:
+                self.update()
+        except ValueError as exc:  # curves that cannot be fitted end the run, saying why; data are stored
+            log.error("VQNS run %s: %s", self.run_id, exc)
+            self.finish(f"failed: CPMG-{msg.n_pulses} curve seq {msg.seq}: {exc}")
 
     def update(self) -> None:
         """Fit (warm after the first), rank the candidates, then request the best or stop."""

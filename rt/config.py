@@ -118,9 +118,10 @@ class LinkConfig:
 
 @dataclass(frozen=True)
 class CoherenceConfig:
-    """Coherence curves: optical readout shots averaged per point."""
+    """Coherence curves: optical readout shots averaged per point (at ~0.03 photons per shot and
+    25 % contrast, 1e7 shots give a coherence error of about 0.014)."""
 
-    repetitions: int = 200_000
+    repetitions: int = 10_000_000
 
     def check(self, where: str) -> None:
         """Validate ranges; raise ConfigError naming the field."""

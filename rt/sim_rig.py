@@ -29,6 +29,14 @@ class SimConfig:
     readout: ReadoutParams = field(default_factory=ReadoutParams)
 
 
+DEFAULT_SIM: dict = {
+    "sample": {"emitters": [{"x": 0.0, "y": 0.0}, {"x": 0.3e-6, "y": 0.1e-6}], "background_rate": 3000.0},
+    "noise": [{"kind": "lorentzian", "a": 6e10, "w0": 0.0, "g": 1.2566e6},
+              {"kind": "lorentzian", "a": 1.5e10, "w0": 7.5398e6, "g": 1.885e5}],
+}
+"""What `nvscope rig --sim` simulates when the config has no [sim] table: two NV-like emitters and a
+qubit bath with a narrow line at 1.2 MHz."""
+
 NOISE_KINDS = {"lorentzian": LorentzianNoise, "one_over_f": OneOverFNoise, "ohmic": OhmicNoise}
 
 
@@ -62,7 +70,7 @@ class PacedTagger:
 
 def sim_devices(cfg: RigConfig) -> RigDevices:
     """Scanner and time tagger of the simulated instrument, seeded from the rig's seed."""
-    sim = from_dict(SimConfig, cfg.sim, "sim")
+    sim = from_dict(SimConfig, cfg.sim or DEFAULT_SIM, "sim")
     scanner = SimScanner()
     tagger = SimTimeTagger(sim.sample, scanner, sim.detectors, seed=cfg.seed)
     truth = {}

@@ -55,6 +55,7 @@ class Spool:
             raise OverflowError(f"spool full: {len(self)} messages unacknowledged in {self.directory}")
         path = self._path(run_id, seq)
         tmp = path.with_suffix(".tmp")
+        self.directory.mkdir(parents=True, exist_ok=True)  # someone may have removed it meanwhile
         tmp.write_bytes(msgpack.packb([bytes(f) for f in frames], use_bin_type=True))
         os.replace(tmp, path)
         self._items[(run_id, seq)] = frames

@@ -43,7 +43,7 @@ class FitConfig:
     restarts: int = 100
     max_iter: int = 150
     seed: int = 0
-    fresh_fraction: float = 0.2
+    fresh_fraction: float = 0.05
     """Incremental update: fresh random starts, as a fraction of `restarts`, beside the warm ones."""
     revivals: int = 3
 
@@ -184,11 +184,11 @@ def fit_spectrum(data: CoherenceSet, cfg: FitConfig = FitConfig(), warm: Spectru
     target = np.nan_to_num(fit_data.coherence)[None]
     redraw = lambda k: random_starts(rng, k, 1, data, tau)[:, 1:]  # noqa: E731  (ln g tau, ln w0 tau)
 
-    def restarts(n_fresh: int, kept: np.ndarray):
+    def restarts(n_fresh: int, kept: np.ndarray, revivals: int = cfg.revivals, max_iter: int = cfg.max_iter):
         # fresh starts: widths and centres by variable projection in log-coherence; then every
         # start (and the kept ones) polished on the coherence residuals themselves
         phi0 = random_starts(rng, n_fresh, m, data, tau).reshape(n_fresh, m, 3)[..., 1:].reshape(n_fresh, 2 * m)
-        a, g, w0, _, it_vp = varpro_fit(fit_data, phi0, tau, cfg.max_iter, redraw, cfg.revivals)
+        a, g, w0, _, it_vp = varpro_fit(fit_data, phi0, tau, max_iter, redraw, revivals)
         theta0 = np.concatenate([kept, _theta(np.maximum(a, 1e-30 / tau**2), g, w0, tau)])
         theta, chi2, iters = _lm(fit_data, target, theta0, tau, cfg.max_iter)
         return theta, chi2, iters + np.concatenate([np.zeros(len(kept), dtype=np.int64), it_vp])
@@ -197,7 +197,10 @@ def fit_spectrum(data: CoherenceSet, cfg: FitConfig = FitConfig(), warm: Spectru
         theta, chi2, iters = restarts(cfg.restarts, np.zeros((0, P)))
     else:  # incremental update: the previous successes go straight to the polish, beside a few fresh
         kept = _theta(warm.a, warm.g, warm.w0, tau)[warm.success]
-        theta, chi2, iters = restarts(max(2, int(round(cfg.fresh_fraction * cfg.restarts))), kept)
+        # (the fresh ones are a probe for what the new curve may add, so they get no revivals and
+        # half the iterations; if they find it, the cold fit below does the job properly)
+        theta, chi2, iters = restarts(max(2, int(round(cfg.fresh_fraction * cfg.restarts))), kept,
+                                      revivals=0, max_iter=cfg.max_iter // 2)
         warm_best, fresh_best = chi2[: len(kept)].min(), chi2[len(kept):].min()
         worst = worst_curve_chi2(theta[np.argmin(chi2)], fit_data, tau)
         if worst > WARM_REFIT_CHI2 or fresh_best < warm_best - (P + 3.0 * np.sqrt(2.0 * P)):
