@@ -444,7 +444,7 @@ def bench_accuracy() -> None:
          [1, 2, 3, 4, 8, 16, 32], (0.1e-6, 60e-6), [5, 12], 4),
         ("iii: Ohmic eta |w| exp(-|w|/w_c), w_c = 2pi 1 MHz (the paper fits it with 20 Lorentzians)",
          NoiseSpectrum((OhmicNoise(eta=0.5, w_c=two_pi * 1e6),)),
-         [0, 1, 2, 3, 4, 5, 6], (0.05e-6, 30e-6), [8, 12], 4),
+         [0, 1, 2, 3, 4, 5, 6], (0.05e-6, 30e-6), [8, 12], 6),
         ("iv: narrow line (2pi 1.9 MHz, g = 2pi 10 kHz) on a broad background (w0 = 0, g = 2pi 300 kHz)",
          NoiseSpectrum((LorentzianNoise(4e11, 0.0, two_pi * 3e5), LorentzianNoise(1e11, two_pi * 1.9e6, two_pi * 1e4))),
          [0, 1, 2, 3, 8, 16, 32], (0.05e-6, 30e-6), [5, 12], 3, (two_pi * 1.9e6, two_pi * 1e4)),

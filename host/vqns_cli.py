@@ -27,7 +27,7 @@ EXIT_BAD_INPUT = 2
 EXIT_FIT_FAILED = 3
 DEFAULT_RESTARTS, DEFAULT_LORENTZIANS, DEFAULT_SEED = 100, 3, 0
 """FitConfig's defaults, repeated so that building the parser does not import the fit (numba)."""
-MAX_LORENTZIANS = 4
+MAX_LORENTZIANS = 12  # beyond 4 the amplitudes are solved row by row (slower)
 """The amplitude projection enumerates the supports of M amplitudes (2^M): keep M small."""
 N_OMEGA = 256
 """Frequencies of the written band, log-spaced over the range the curves inform."""

@@ -25,10 +25,23 @@ def log_coherence_data(data: CoherenceSet) -> tuple[np.ndarray, np.ndarray]:
 
 
 def nonneg_amplitudes(kw: np.ndarray, yw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """argmin_{a >= 0} |yw - a . kw|^2 for kw (B, M, N), yw (B, N), by trying every support (M <= 4):
-    the unconstrained solution on a support is the answer when it is non-negative and best."""
+    """argmin_{a >= 0} |yw - a . kw|^2 for kw (B, M, N), yw (B, N). For M <= 4 every support is
+    tried at once for the whole batch (the unconstrained solution on a support is the answer when it
+    is non-negative and best); for more Lorentzians, Lawson-Hanson (scipy's nnls) row by row."""
     b, m, _ = kw.shape
     kw = np.nan_to_num(kw, nan=0.0, posinf=0.0, neginf=0.0)
+    if m > 4:
+        from scipy.optimize import nnls
+
+        out = np.zeros((b, m))
+        cost = np.empty(b)
+        for i in range(b):
+            try:
+                out[i], rnorm = nnls(kw[i].T, yw[i], maxiter=50 * m)
+                cost[i] = rnorm**2
+            except RuntimeError:  # no convergence: the row keeps a = 0
+                cost[i] = float(yw[i] @ yw[i])
+        return out, cost
     gram = np.einsum("bmn,bkn->bmk", kw, kw)
     ridge = 1e-12 * np.maximum(np.einsum("bmm->bm", gram).max(1), 1e-300)[:, None, None] * np.eye(m)
     rhs = np.einsum("bmn,bn->bm", kw, yw)

@@ -179,8 +179,8 @@ def _bad_inputs():
         ("negative candidates", npz(candidates=np.array([2, -1])), [], ["in.npz", "candidates", ">= 0"]),
         ("empty candidates", npz(candidates=np.array([], dtype=int)), [], ["in.npz", "candidates", "non-empty"]),
         ("restarts 0", npz(), ["--restarts", "0"], ["--restarts", ">= 1"]),
-        ("lorentzians 0", npz(), ["--lorentzians", "0"], ["--lorentzians", "1..4"]),
-        ("lorentzians 5", npz(), ["--lorentzians", "5"], ["--lorentzians", "1..4"]),
+        ("lorentzians 0", npz(), ["--lorentzians", "0"], ["--lorentzians", "1..12"]),
+        ("lorentzians 13", npz(), ["--lorentzians", "13"], ["--lorentzians", "1..12"]),
         ("negative seed", npz(), ["--seed", "-1"], ["--seed", ">= 0"]),
         ("no output folder", npz(), ["-o", "{d}/nowhere/out.npz"], ["nowhere", "does not exist"]),
     ]

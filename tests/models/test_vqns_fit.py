@@ -37,9 +37,10 @@ def test_fit_recovers_three_lorentzians():
     assert (s_lo <= s_hi).all() and np.median(s_hi / s_lo) > 1.0  # a band, not a line
 
 
-def test_nonneg_amplitudes_match_brute_force():
+@pytest.mark.parametrize("m", [3, 6])  # all supports at once / Lawson-Hanson row by row
+def test_nonneg_amplitudes_match_brute_force(m):
     rng = np.random.default_rng(3)
-    kw = rng.random((20, 3, 30))
+    kw = rng.random((20, m, 30))
     yw = rng.normal(size=(20, 30))
     a, cost = nonneg_amplitudes(kw, yw)
     assert (a >= 0).all()
