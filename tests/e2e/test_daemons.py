@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import h5py
-import pytest
 
 from nvscope.host.daemon import HostDaemon
 from nvscope.host.runs import ANALYSES
