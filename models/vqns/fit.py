@@ -1,16 +1,19 @@
 """The variational fit of a sum of Lorentzians to every coherence curve, from many starts at once,
 with a calibrated confidence band.
 
-How the band is made (also written into every output file, `BAND_METHOD`):
-1. Restarts: `restarts` starts (80% drawn from a non-negative least-squares fit of -ln C on a
-   fixed dictionary of Lorentzians, 20% log-uniform at random over the probed band) are fitted together by batched Levenberg-Marquardt to the measured curves, residuals
+How the spectrum and its band are made (also written into every output file, `BAND_METHOD`):
+1. Restarts: `restarts` starts, log-uniform at random over the probed band. For each, the widths
+   and centres are fitted by variable projection in log-coherence (`varpro.py`: the best
+   non-negative amplitudes are solved exactly; a Lorentzian whose amplitude goes to zero is
+   re-drawn), then every parameter is polished by batched Levenberg-Marquardt on the residuals
    (C_model - C) / sigma. A restart succeeds when its chi^2 is within P + 3 sqrt(2P) of the best
    (P parameters: statistically as good as the best). The whole fit fails when even the best has
    reduced chi^2 above `CHI2_RED_FAIL` (sigma given).
-2. Band: the paper's spread of successful restarts ignores the measurement noise, so each
-   successful restart is refitted to its own noise-resampled copy of the data (parametric
-   bootstrap around the best fit: C_best + N(0, sigma)). The band is the 16th-84th percentile of
-   the refitted spectra at each frequency; `S_mean` is their mean.
+2. Band: the paper's spread of successful restarts ignores the measurement noise. So the
+   successful restarts are refitted to noise-resampled copies of the data (parametric bootstrap
+   around the best fit: C_best + N(0, sigma)), and each success adds draws from its Laplace
+   (Gauss-Newton) posterior, which carries the directions the data hardly constrain. The band is
+   the 16th-84th percentile of that population's spectra at each frequency; `S_mean` its mean.
 Parameters are logarithms (a = e^u / tau^2, g = e^v / tau, w0 = e^w / tau with tau the longest
 time), so every step stays physical (a, g, w0 > 0).
 """
@@ -27,10 +30,10 @@ from .lm import levenberg_marquardt
 from .spectrum import lorentzian_spectrum, sensitive_band
 from .varpro import varpro_fit
 
-BAND_METHOD = ("16th-84th percentile over frequency of the spectra of successful restarts, each "
-               "refitted by Levenberg-Marquardt to its own noise-resampled copy of the data "
-               "(parametric bootstrap around the best fit); success: chi^2 within P + 3 sqrt(2P) of "
-               "the best restart")
+BAND_METHOD = ("16th-84th percentile over frequency of the spectra of (a) the successful restarts "
+               "refitted by Levenberg-Marquardt to noise-resampled copies of the data (parametric "
+               "bootstrap around the best fit) and (b) Laplace (Gauss-Newton) draws around each "
+               "successful restart; success: chi^2 within P + 3 sqrt(2P) of the best restart")
 CHI2_RED_FAIL = 3.0
 """With sigma given: a best reduced chi^2 above this means no sum of Lorentzians fits the data."""
 
@@ -201,7 +204,8 @@ def fit_spectrum(data: CoherenceSet, cfg: FitConfig = FitConfig(), warm: Spectru
         # half the iterations; if they find it, the cold fit below does the job properly)
         theta, chi2, iters = restarts(max(2, int(round(cfg.fresh_fraction * cfg.restarts))), kept,
                                       revivals=0, max_iter=cfg.max_iter // 2)
-        warm_best, fresh_best = chi2[: len(kept)].min(), chi2[len(kept):].min()
+        warm_best = chi2[: len(kept)].min() if len(kept) else np.inf
+        fresh_best = chi2[len(kept):].min()
         worst = worst_curve_chi2(theta[np.argmin(chi2)], fit_data, tau)
         if worst > WARM_REFIT_CHI2 or fresh_best < warm_best - (P + 3.0 * np.sqrt(2.0 * P)):
             # the new curve shows what the old population lacks (a fresh start beat every warm
@@ -241,7 +245,9 @@ def fit_spectrum(data: CoherenceSet, cfg: FitConfig = FitConfig(), warm: Spectru
     return SpectrumFit(a=a, w0=w0, g=g, chi2=chi2, success=success, iterations=iters,
                        boot_a=ba, boot_w0=bw0, boot_g=bg, boot_chi2=b_chi2[b_ok],
                        sigma_used=np.nan_to_num(band_data.sigma), dof=dof, ok=ok, message=message,
-                       omega_range=sensitive_band(data.t, data.n_pulses, data.coherence, data.sigma if data.sigma_given else None), timings=timings)
+                       omega_range=sensitive_band(data.t, data.n_pulses, data.coherence,
+                                                  data.sigma if data.sigma_given else None),
+                       timings=timings)
 
 
 WARM_REFIT_CHI2 = 1.5
