@@ -17,8 +17,15 @@ from .vqns_cli import add_vqns_parser
 EXIT_BAD_INPUT = 2
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line on stderr (and exit code 2), not usage plus error."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nvscope", description="Run a scanning NV-center sensing rig headless.")
+    p = OneLineParser(prog="nvscope", description="Run a scanning NV-center sensing rig headless.")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = p.add_subparsers(dest="command", required=True)
 

@@ -40,6 +40,7 @@ def build_rig(cfg: RigConfig, sim: bool, sock: zmq.Socket) -> Rig:
 def main(argv: list[str] | None = None) -> int:
     """Run the rig daemon until SIGINT/SIGTERM; print 'bound <endpoint>' on stdout once listening."""
     p = argparse.ArgumentParser(prog="nvscope rig", description="The real-time rig daemon (rt).")
+    p.error = lambda message: p.exit(EXIT_BAD_INPUT, f"nvscope rig: error: {message} (see --help)\n")
     p.add_argument("--sim", action="store_true", help="drive the simulated instrument")
     p.add_argument("--bind", default=DEFAULT_RIG_ENDPOINT, help="ZeroMQ endpoint to bind ('*' port: any free)")
     p.add_argument("--config", help="rig configuration (TOML)")
