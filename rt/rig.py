@@ -50,6 +50,8 @@ class Rig:
                     self.state = transition(self.state, "start")
                     self._run(cmd)
                 elif isinstance(cmd, Stop):
+                    if cmd.run_id != self.run_id and self.state is not RunState.IDLE:
+                        raise StateError(f"run {cmd.run_id} is not the running run {self.run_id}")
                     self.state = transition(self.state, "stop")
                     self.stop_reason = cmd.reason or "stopped by the host"
                 elif isinstance(cmd, MeasureCoherence):
