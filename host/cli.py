@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nvscope.proto.endpoints import DEFAULT_RIG_ENDPOINT
 
+from .g2_cli import add_g2_parser
 from .vqns_cli import add_vqns_parser
 
 EXIT_BAD_INPUT = 2
@@ -45,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="start a run of this kind (srm: antibunching scan, vqns: adaptive noise "
                         "spectroscopy) once connected; runs go one after another; repeatable")
     add_vqns_parser(sub)
+    add_g2_parser(sub)
     h.add_argument("--exit-when-done", action="store_true",
                    help="exit once every run started with --run has ended and been stored")
     return p
@@ -98,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "host":
             return _host(args)
+        if args.command == "g2":
+            from .g2_cli import g2_command
+            return g2_command(args)
         if args.command == "vqns":
             from .vqns_cli import vqns_command
             return vqns_command(args)

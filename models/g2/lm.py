@@ -1,0 +1,122 @@
+"""The paper's baseline g2(0) estimator: a per-pixel least-squares fit of Eq. 3.
+
+Each pixel's histogram is fitted on its own (the slow baseline the SRM paper compares its CNN
+with), with every shape parameter free per pixel:
+
+    n_k ~ base * g2(tau_k),   g2(tau) = 1 - (1 - g0) [(1 + a) exp(-|tau|/t1) - a exp(-|tau|/t2)]
+
+at the bin centres tau_k, Gaussian weights 1 / sqrt(max(n_k, 1)). base is free (one more
+parameter) unless the singles n_a, n_b, t_acq are all given, which fix it to n_a n_b D / t_acq
+(physics.md section 1, as the MLE does). The least-squares problem is solved by
+scipy.optimize.least_squares with method "trf" (a trust-region Levenberg-Marquardt that honours
+bounds; scipy's "lm" takes none) within g0 in G0_BOUNDS, t1 in [1, 200] ns, t2 in [20, 5000] ns,
+a in [0, 10], base > 0. g2_std is the square root of the g0 entry of (J^T J)^-1 at the solution
+(the weights are taken as absolute sigmas, not rescaled by the reduced chi^2).
+
+No estimate (NaN): a pixel with no events; with base free also one with a single event; with base
+known one whose singles give base <= 0. A fit whose covariance is singular keeps its g2 and gets
+g2_std NaN. This estimator ignores the bin integrals and the Poisson statistics of sparse bins on
+purpose (it is the baseline); `mle.estimate_g2` is the one to use.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from nvscope.proto.histogram import N_BINS, bin_edges_s
+from scipy.optimize import least_squares
+
+from .mle import G0_BOUNDS, MIN_EVENTS_FREE_BASE, _as_histograms
+from .model import singles_base
+
+_EDGES_S = bin_edges_s()
+TAU_CENTRES_S = 0.5 * (_EDGES_S[:-1] + _EDGES_S[1:])
+T1_BOUNDS_NS = (1.0, 200.0)
+T2_BOUNDS_NS = (20.0, 5000.0)
+A_BOUNDS = (0.0, 10.0)
+_START = (15.0, 250.0, 0.5)  # t1 ns, t2 ns, a
+_TAU_NS = np.abs(TAU_CENTRES_S) * 1e9
+
+
+def _g2(x):
+    g0, t1, t2, a = x[:4]
+    kernel = (1.0 + a) * np.exp(-_TAU_NS / t1) - a * np.exp(-_TAU_NS / t2)
+    return 1.0 - (1.0 - g0) * kernel, kernel
+
+
+def _fit_one(n: np.ndarray, base: float | None) -> tuple[float, float]:
+    sigma = np.sqrt(np.maximum(n, 1.0))
+    wings = np.concatenate([n[:20], n[-20:]]).mean()
+    level = base if base is not None else max(wings, 1e-3)
+    c0 = n[N_BINS // 2 - 1:N_BINS // 2 + 2].mean()
+    g0_start = float(np.clip(c0 / level, 0.0, 0.95))
+    x0 = [g0_start, *_START]
+    lo = [G0_BOUNDS[0], T1_BOUNDS_NS[0], T2_BOUNDS_NS[0], A_BOUNDS[0]]
+    hi = [G0_BOUNDS[1], T1_BOUNDS_NS[1], T2_BOUNDS_NS[1], A_BOUNDS[1]]
+    if base is None:
+        x0.append(level)
+        lo.append(1e-12)
+        hi.append(np.inf)
+
+    def residuals(x):
+        g, _ = _g2(x)
+        b = x[4] if base is None else base
+        return (b * g - n) / sigma
+
+    def jac(x):
+        g0, t1, t2, a = x[:4]
+        g, kernel = _g2(x)
+        b = x[4] if base is None else base
+        e1, e2 = np.exp(-_TAU_NS / t1), np.exp(-_TAU_NS / t2)
+        cols = [b * kernel,                                            # d/d g0
+                -b * (1.0 - g0) * (1.0 + a) * e1 * _TAU_NS / t1**2,    # d/d t1
+                b * (1.0 - g0) * a * e2 * _TAU_NS / t2**2,             # d/d t2
+                -b * (1.0 - g0) * (e1 - e2)]                           # d/d a
+        if base is None:
+            cols.append(g)                                             # d/d base
+        return np.stack(cols, axis=1) / sigma[:, None]
+
+    x0 = np.clip(x0, lo, hi)
+    res = least_squares(residuals, x0, jac=jac, bounds=(lo, hi), method="trf", x_scale="jac",
+                        max_nfev=2000)
+    J = res.jac
+    try:
+        cov = np.linalg.pinv(J.T @ J)
+        var = float(cov[0, 0])
+    except np.linalg.LinAlgError:
+        var = np.nan
+    std = float(np.sqrt(var)) if np.isfinite(var) and var > 0 else np.nan
+    return float(res.x[0]), std
+
+
+def estimate_g2_lm(hist, n_a=None, n_b=None, t_acq=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel least-squares g2(0) (the paper's baseline) and its covariance std.
+
+    hist: (P, N_BINS) counts (any leading shape; the results have it). n_a, n_b, t_acq: scalars
+    or (P,), all three or none (as `mle.estimate_g2`). Returns (g2, g2_std) float64.
+    """
+    h = _as_histograms(hist)
+    lead = h.shape[:-1]
+    n = h.reshape(-1, N_BINS)
+    P = n.shape[0]
+    given = [x is not None for x in (n_a, n_b, t_acq)]
+    if any(given) and not all(given):
+        raise ValueError("give all of n_a, n_b and t_acq (singles normalization) or none of them (base fitted)")
+    N = n.sum(axis=1)
+    if all(given):
+        arrs = [np.asarray(x, dtype=float) for x in (n_a, n_b, t_acq)]
+        if np.any(arrs[2] <= 0):
+            raise ValueError("t_acq must be > 0 (seconds)")
+        base = np.broadcast_to(singles_base(*arrs), lead).reshape(P).astype(float)
+        ok = (N >= 1) & np.isfinite(base) & (base > 0)
+    else:
+        base = None
+        ok = N >= MIN_EVENTS_FREE_BASE
+    g2 = np.full(P, np.nan)
+    std = np.full(P, np.nan)
+    with np.errstate(all="ignore"):
+        for i in np.flatnonzero(ok):
+            g2[i], std[i] = _fit_one(n[i], None if base is None else float(base[i]))
+    return g2.reshape(lead), std.reshape(lead)
+
+
+__all__ = ["TAU_CENTRES_S", "estimate_g2_lm"]

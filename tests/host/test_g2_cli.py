@@ -1,0 +1,244 @@
+"""`nvscope g2 histogram` and `nvscope g2 estimate`: the file contracts, the estimators' accuracy on
+simulated histograms, one clear line for every bad input (exit 2)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from nvscope.host.g2_cli import CNN_MISSING, main
+from nvscope.models.g2.model import (
+    EmitterShape,
+    bin_integrals,
+    expected_histogram,
+    singles_base,
+)
+from nvscope.proto.histogram import BIN_WIDTH_S, N_BINS
+from nvscope.rt.binning import histogram_tags
+
+SHAPE = EmitterShape(20e-9, 250e-9, 0.7)
+G0 = 0.5
+P = 50
+EVENTS = 5000
+
+
+def run(argv):
+    """main(argv) in process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def one_line_error(code, err, *words):
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------- histogram
+
+
+def poisson_tags(seed=0, rate=2e6, t=2e-3):
+    rng = np.random.default_rng(seed)
+    span = int(t * 1e12)
+    t_a = np.sort(rng.integers(0, span, rng.poisson(rate * t))).astype(np.int64)
+    t_b = np.sort(rng.integers(0, span, rng.poisson(rate * t))).astype(np.int64)
+    # a few exact coincidences and a pair at exactly -250 ns, to exercise the edges
+    t_b = np.sort(np.concatenate([t_b, t_a[:5], t_a[5:8] - 250_000])).astype(np.int64)
+    return t_a, t_b
+
+
+def brute_force(t_a, t_b):
+    hist = np.zeros(N_BINS, np.int64)
+    for ta in t_a:
+        lo, hi = np.searchsorted(t_b, ta - 250_000), np.searchsorted(t_b, ta + 250_000)
+        tau = t_b[lo:hi] - ta
+        np.add.at(hist, ((tau + 250_000) * 215) // 500_000, 1)
+    return hist
+
+
+def test_histogram_round_trip_equals_kernel_and_brute_force(tmp_path):
+    t_a, t_b = poisson_tags()
+    np.savez(tmp_path / "tags.npz", t_a=t_a, t_b=t_b)
+    code, _, err = run(["g2", "histogram", str(tmp_path / "tags.npz"), "-o", str(tmp_path / "h.npz")])
+    assert code == 0, err
+    z = np.load(tmp_path / "h.npz")
+    assert z["hist"].dtype == np.int64 and z["hist"].shape == (N_BINS,)
+    ref, n_a, n_b = histogram_tags(t_a, t_b, "allpairs")
+    np.testing.assert_array_equal(z["hist"], ref)
+    np.testing.assert_array_equal(z["hist"], brute_force(t_a, t_b))
+    assert z["hist"].sum() > 1000
+    assert int(z["n_a"]) == n_a == t_a.size and int(z["n_b"]) == n_b == t_b.size
+
+    code, _, err = run(["g2", "histogram", str(tmp_path / "tags.npz"), "-o", str(tmp_path / "s.npz"),
+                        "--mode", "startstop"])
+    assert code == 0, err
+    ref_ss, _, _ = histogram_tags(t_a, t_b, "startstop")
+    s = np.load(tmp_path / "s.npz")
+    np.testing.assert_array_equal(s["hist"], ref_ss)
+    assert str(s["mode"]) == "startstop"
+
+
+def test_histogram_bad_inputs(tmp_path):
+    t_a, t_b = poisson_tags(1, t=1e-4)
+    out = str(tmp_path / "o.npz")
+    cases = {
+        "missing.npz": (None, "no such file"),
+        "notnpz.npz": (b"not a zip", "not an .npz"),
+        "no_tb.npz": ({"t_a": t_a}, "`t_b`"),
+        "float.npz": ({"t_a": t_a.astype(float), "t_b": t_b}, "int64"),
+        "two_d.npz": ({"t_a": t_a[:10].reshape(2, 5), "t_b": t_b}, "1-D"),
+        "unsorted.npz": ({"t_a": t_a[::-1].copy(), "t_b": t_b}, "not sorted"),
+    }
+    for name, (content, words) in cases.items():
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        elif content is not None:
+            np.savez(path, **content)
+        code, _, err = run(["g2", "histogram", str(path), "-o", out])
+        one_line_error(code, err, "nvscope g2 histogram", name, words)
+    assert not (tmp_path / "o.npz").exists()
+    code, _, err = run(["g2", "histogram", str(tmp_path / "float.npz"), "-o", out, "--mode", "bogus"])
+    one_line_error(code, err, "bogus")
+
+
+# ---------------------------------------------------------------------------- estimate
+
+
+def simulated(seed=0, p=P, events=EVENTS):
+    """Poisson histograms of the model with g2(0) = G0, and the singles that give their base."""
+    n_single = np.round(np.sqrt(events / bin_integrals(SHAPE, G0).sum() / BIN_WIDTH_S))
+    base = float(singles_base(n_single, n_single, 1.0))
+    hist = np.random.default_rng(seed).poisson(expected_histogram(SHAPE, G0, base), (p, N_BINS))
+    return {"hist": hist.astype(np.int64), "n_a": np.full(p, n_single), "n_b": np.full(p, n_single),
+            "t_acq": np.ones(p)}
+
+
+@pytest.fixture(scope="module")
+def estimates(tmp_path_factory):
+    d = tmp_path_factory.mktemp("est")
+    np.savez(d / "in.npz", **simulated())
+    res = {}
+    for method in ("mle", "lm"):
+        code, _, err = run(["g2", "estimate", str(d / "in.npz"), "-o", str(d / f"{method}.npz"),
+                              "--method", method])
+        assert code == 0, err
+        res[method] = dict(np.load(d / f"{method}.npz"))
+    return res
+
+
+def test_mle_recovers_g0(estimates):
+    z = estimates["mle"]
+    g2, std = z["g2"], z["g2_std"]
+    assert g2.dtype == np.float64 and g2.shape == (P,) and std.shape == (P,)
+    assert np.isfinite(g2).all() and (std > 0).all()
+    assert str(z["method"]) == "mle" and (z["reason"] == "").all()
+    assert abs(g2.mean() - G0) < 3 * np.sqrt(np.sum(std**2)) / P
+    # the std is the Fisher (Cramer-Rao) std: the scatter agrees with it
+    assert 0.6 < np.std(g2) / np.mean(std) < 1.6
+
+
+def test_lm_finite_and_worse_than_mle(estimates):
+    lm, mle = estimates["lm"], estimates["mle"]
+    assert str(lm["method"]) == "lm"
+    assert np.isfinite(lm["g2"]).all() and np.isfinite(lm["g2_std"]).all()
+    rmse = {k: np.sqrt(np.mean((z["g2"] - G0) ** 2)) for k, z in (("lm", lm), ("mle", mle))}
+    assert rmse["lm"] > rmse["mle"], rmse
+
+
+@pytest.mark.parametrize("with_singles", [True, False])
+def test_empty_histograms_are_nan_with_reason(tmp_path, with_singles):
+    d = simulated(p=6)
+    d["hist"][[1, 4]] = 0
+    if not with_singles:
+        d = {"hist": d["hist"]}
+    np.savez(tmp_path / "in.npz", **d)
+    for method in ("mle", "lm"):
+        code, _, err = run(["g2", "estimate", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz"),
+                            "--method", method])
+        assert code == 0, err
+        z = np.load(tmp_path / "o.npz")
+        assert np.isnan(z["g2"][[1, 4]]).all() and np.isnan(z["g2_std"][[1, 4]]).all()
+        assert list(z["reason"][[1, 4]]) == ["no events", "no events"]
+        assert np.isfinite(z["g2"][[0, 2, 3, 5]]).all()
+        assert (z["reason"][[0, 2, 3, 5]] == "").all()
+        np.testing.assert_array_equal(z["n_events"], d["hist"].sum(1))
+
+
+def test_all_empty_is_nan_not_an_error(tmp_path):
+    np.savez(tmp_path / "in.npz", hist=np.zeros((3, N_BINS), np.int64))
+    code, _, err = run(["g2", "estimate", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz")])
+    assert code == 0, err
+    z = np.load(tmp_path / "o.npz")
+    assert np.isnan(z["g2"]).all() and (z["reason"] == "no events").all()
+
+
+def test_estimate_bad_inputs(tmp_path):
+    good = simulated(p=4, events=500)
+    h = good["hist"]
+    hf = h.astype(float)
+    hf_nan = hf.copy()
+    hf_nan[0, 3] = np.nan
+    hf_frac = hf.copy()
+    hf_frac[1, 2] += 0.5
+    neg = h.copy()
+    neg[2, 7] = -1
+    cases = {
+        "missing.npz": (None, "no such file"),
+        "notnpz.npz": (b"garbage", "not an .npz"),
+        "nohist.npz": ({"n_a": good["n_a"]}, "missing required array `hist`"),
+        "bins.npz": ({"hist": h[:, :200]}, "215"),
+        "neg.npz": ({"hist": neg}, "negative"),
+        "nan.npz": ({"hist": hf_nan}, "NaN"),
+        "frac.npz": ({"hist": hf_frac}, "non-integer"),
+        "len_na.npz": ({**good, "n_a": good["n_a"][:3]}, "`n_a`"),
+        "len_ne.npz": ({"hist": h, "n_events": np.ones(5)}, "`n_events`"),
+        "len_tacq.npz": ({**good, "t_acq": np.ones(7)}, "`t_acq`"),
+        "tacq0.npz": ({**good, "t_acq": np.array([1.0, 0.0, 1.0, 1.0])}, "t_acq"),
+        "partial.npz": ({"hist": h, "n_a": good["n_a"]}, "n_b"),
+    }
+    out = tmp_path / "o.npz"
+    for name, (content, words) in cases.items():
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        elif content is not None:
+            np.savez(path, **content)
+        code, _, err = run(["g2", "estimate", str(path), "-o", str(out)])
+        one_line_error(code, err, "nvscope g2 estimate", name, words)
+    assert not out.exists()
+
+
+def test_cnn_not_shipped(tmp_path):
+    np.savez(tmp_path / "in.npz", **simulated(p=2, events=100))
+    code, _, err = run(["g2", "estimate", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz"),
+                        "--method", "cnn"])
+    assert CNN_MISSING in one_line_error(code, err, "nvscope g2 estimate")
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_module_entry_point_and_host_does_not_import_rt(tmp_path):
+    t_a, t_b = poisson_tags(2, t=1e-4)
+    np.savez(tmp_path / "tags.npz", t_a=t_a, t_b=t_b)
+    probe = ("import sys; from nvscope.host.g2_cli import main; "
+             f"rc = main(['g2', 'histogram', {str(tmp_path / 'tags.npz')!r}, '-o', {str(tmp_path / 'h.npz')!r}]); "
+             "assert not [m for m in sys.modules if m.startswith('nvscope.rt')], 'host imported rt'; sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "nvscope.host.g2_cli", "g2", "histogram",
+                        str(tmp_path / "nope.npz"), "-o", str(tmp_path / "h2.npz")], capture_output=True, text=True, check=False)
+    one_line_error(r.returncode, r.stderr, "nope.npz", "no such file")
+    np.testing.assert_array_equal(np.load(tmp_path / "h.npz")["hist"], histogram_tags(t_a, t_b)[0])
