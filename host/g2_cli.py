@@ -17,13 +17,12 @@ written).
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
-import zipfile
-from pathlib import Path
 
 import numpy as np
+
+from .npz_files import InputError, check_out, load_npz, one_line, software_version, write_npz
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -34,8 +33,7 @@ MODES = ("allpairs", "startstop")
 CNN_MISSING = "no trained CNN model is shipped yet: use --method mle or lm"
 
 
-class G2InputError(ValueError):
-    """A problem a person can fix in the command or the input file; the message is one line."""
+G2InputError = InputError
 
 
 def add_g2_parser(subparsers) -> argparse.ArgumentParser:
@@ -109,7 +107,7 @@ def _estimate(args: argparse.Namespace) -> int:
     try:
         if args.method == "cnn":
             raise G2InputError(CNN_MISSING)
-        _check_out(args.out)
+        check_out(args.out)
         data = _read_estimate_input(args.input)
     except G2InputError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
@@ -117,12 +115,12 @@ def _estimate(args: argparse.Namespace) -> int:
     try:
         result = _run_method(args.method, data)
     except ValueError as exc:  # the estimators' own checks, should the ones above miss something
-        print(f"{prog}: {args.input}: {_one_line(exc)}", file=sys.stderr)
+        print(f"{prog}: {args.input}: {one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     result.update({"method": args.method, "n_events": data["n_events"], "input": str(args.input),
-                   "software_version": _version()})
+                   "software_version": software_version()})
     try:
-        _write_npz(args.out, result)
+        write_npz(args.out, result)
     except OSError as exc:
         print(f"{prog}: {args.out}: cannot write: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -178,7 +176,7 @@ def _run_method(method: str, d: dict) -> dict:
 
 
 def _read_estimate_input(path: str) -> dict:
-    arrays = _load_npz(path, ("hist", "n_events", "n_a", "n_b", "t_acq"))
+    arrays = load_npz(path, ("hist", "n_events", "n_a", "n_b", "t_acq"))
     if "hist" not in arrays:
         raise G2InputError(f"{path}: missing required array `hist`")
     h = arrays["hist"]
@@ -236,64 +234,6 @@ def _counts(a: np.ndarray, key: str, path: str) -> np.ndarray:
     if (a < 0).any():
         raise G2InputError(f"{path}: `{key}` has negative counts ({int((a < 0).sum())} bins, smallest {a.min()})")
     return a.astype(np.int64)
-
-
-def _load_npz(path: str, keys) -> dict:
-    if not Path(path).exists():
-        raise G2InputError(f"{path}: no such file")
-    try:
-        z = np.load(path, allow_pickle=False)
-    except OSError as exc:
-        raise G2InputError(f"{path}: cannot read: {exc.strerror or _one_line(exc)}") from None
-    except (ValueError, EOFError, zipfile.BadZipFile):
-        raise G2InputError(f"{path}: not an .npz archive") from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise G2InputError(f"{path}: not an .npz archive (a single .npy array)")
-    out = {}
-    with z:
-        for key in keys:
-            if key not in z.files:
-                continue
-            try:
-                out[key] = z[key]
-            except ValueError as exc:
-                raise G2InputError(f"{path}: `{key}` cannot be read without pickle ({_one_line(exc)})") from None
-            except (OSError, EOFError, zipfile.BadZipFile) as exc:
-                raise G2InputError(f"{path}: `{key}` cannot be read ({_one_line(exc)})") from None
-    return out
-
-
-def _check_out(out: str) -> None:
-    parent = Path(out).resolve().parent
-    if Path(out).is_dir():
-        raise G2InputError(f"{out}: is a folder, not an output file")
-    if not parent.is_dir():
-        raise G2InputError(f"{out}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise G2InputError(f"{out}: folder {parent} is not writable")
-
-
-def _write_npz(out: str, arrays: dict) -> None:
-    """Write atomically (a temporary file in the same folder, then renamed)."""
-    target = Path(out)
-    tmp = target.resolve().parent / f".{target.name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _version() -> str:
-    from nvscope.proto.version import software_version
-
-    return software_version()
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class _OneLineParser(argparse.ArgumentParser):

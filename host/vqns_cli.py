@@ -15,12 +15,11 @@ written); 3 no sum of Lorentzians fits (OUT still written, one line on stderr).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import zipfile
-from pathlib import Path
 
 import numpy as np
+
+from .npz_files import InputError, check_out, load_npz, software_version, write_npz
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -35,8 +34,7 @@ SENSITIVITY_ORDER = ("rows of `sensitivity` and entries of `scores` follow `cand
                      "order), not `next_n_pulses`")
 
 
-class VqnsInputError(ValueError):
-    """A problem a person can fix in the command or the input file; the message is one line."""
+VqnsInputError = InputError
 
 
 def add_vqns_parser(subparsers) -> argparse.ArgumentParser:
@@ -75,7 +73,7 @@ def _fit(args: argparse.Namespace) -> int:
 
     try:
         cfg = _config(args)
-        _check_out(args.out)
+        check_out(args.out)
         data, candidates = _read_input(args.input)
     except (VqnsInputError, CoherenceDataError) as exc:
         print(f"nvscope vqns fit: {exc}", file=sys.stderr)
@@ -95,10 +93,10 @@ def _fit(args: argparse.Namespace) -> int:
         "band_method": fit.band_method, "proposal_rule": proposal.rule, "message": fit.message,
         "ok": fit.ok, "dof": fit.dof, "sigma_given": data.sigma_given,
         "restarts": cfg.restarts, "lorentzians": cfg.lorentzians, "seed": cfg.seed,
-        "input": str(args.input), "software_version": _version(),
+        "input": str(args.input), "software_version": software_version(),
     }
     try:
-        _write_npz(args.out, result)
+        write_npz(args.out, result)
     except OSError as exc:
         print(f"nvscope vqns fit: {args.out}: cannot write: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -122,35 +120,12 @@ def _config(args: argparse.Namespace):
     return FitConfig(lorentzians=args.lorentzians, restarts=args.restarts, seed=args.seed)
 
 
-def _check_out(out: str) -> None:
-    """Refuse before the fit an output that cannot be written."""
-    parent = Path(out).resolve().parent
-    if Path(out).is_dir():
-        raise VqnsInputError(f"{out}: is a folder, not an output file")
-    if not parent.is_dir():
-        raise VqnsInputError(f"{out}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise VqnsInputError(f"{out}: folder {parent} is not writable")
-
-
 def _read_input(path: str):
     """The validated curves and the candidate pulse numbers from IN.npz."""
     from nvscope.models.vqns.data import CoherenceDataError, coherence_set
     from nvscope.models.vqns.proposal import DEFAULT_CANDIDATES
 
-    if not Path(path).exists():
-        raise VqnsInputError(f"{path}: no such file")
-    try:
-        z = np.load(path, allow_pickle=False)
-    except OSError as exc:  # a folder, no permission, ...
-        raise VqnsInputError(f"{path}: cannot read: {exc.strerror or _one_line(exc)}") from None
-    except (ValueError, EOFError, zipfile.BadZipFile):  # numpy says "pickled data" for any unknown format
-        raise VqnsInputError(f"{path}: not an .npz archive") from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise VqnsInputError(f"{path}: not an .npz archive (a single .npy array)")
-    with z:
-        arrays = {k: _member(z, k, path) for k in ("n_pulses", "t", "coherence", "sigma", "candidates")
-                  if k in z.files}
+    arrays = load_npz(path, ("n_pulses", "t", "coherence", "sigma", "candidates"))
     for key in ("n_pulses", "t", "coherence"):
         if key not in arrays:
             raise VqnsInputError(f"{path}: missing required array `{key}`")
@@ -172,15 +147,6 @@ def _read_input(path: str):
     return data, cands
 
 
-def _member(z, key: str, path: str) -> np.ndarray:
-    try:
-        return z[key]
-    except ValueError as exc:  # object arrays need pickle, which is refused
-        raise VqnsInputError(f"{path}: `{key}` cannot be read without pickle ({_one_line(exc)})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:  # a damaged member
-        raise VqnsInputError(f"{path}: `{key}` cannot be read ({_one_line(exc)})") from None
-
-
 def _integers(a: np.ndarray, key: str, path: str) -> np.ndarray:
     """Integer arrays as int64; floats only when every value is a whole number."""
     if a.dtype.kind in "iu":
@@ -195,29 +161,6 @@ def _reals(a: np.ndarray, key: str, path: str) -> np.ndarray:
     if a.dtype.kind not in "iuf":
         raise VqnsInputError(f"{path}: `{key}` must be real numbers, got dtype {a.dtype}")
     return a.astype(np.float64)
-
-
-def _write_npz(out: str, arrays: dict) -> None:
-    """Write atomically (a temporary file in the same folder, then renamed); the name is kept as given."""
-    target = Path(out)
-    tmp = target.resolve().parent / f".{target.name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _version() -> str:
-    from nvscope.proto.version import software_version
-
-    return software_version()
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
