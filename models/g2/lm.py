@@ -25,8 +25,7 @@ import numpy as np
 from nvscope.proto.histogram import N_BINS, bin_edges_s
 from scipy.optimize import least_squares
 
-from .mle import G0_BOUNDS, MIN_EVENTS_FREE_BASE, _as_histograms
-from .model import singles_base
+from .mle import G0_BOUNDS, _as_histograms, pixel_normalization
 
 _EDGES_S = bin_edges_s()
 TAU_CENTRES_S = 0.5 * (_EDGES_S[:-1] + _EDGES_S[1:])
@@ -98,19 +97,7 @@ def estimate_g2_lm(hist, n_a=None, n_b=None, t_acq=None) -> tuple[np.ndarray, np
     lead = h.shape[:-1]
     n = h.reshape(-1, N_BINS)
     P = n.shape[0]
-    given = [x is not None for x in (n_a, n_b, t_acq)]
-    if any(given) and not all(given):
-        raise ValueError("give all of n_a, n_b and t_acq (singles normalization) or none of them (base fitted)")
-    N = n.sum(axis=1)
-    if all(given):
-        arrs = [np.asarray(x, dtype=float) for x in (n_a, n_b, t_acq)]
-        if np.any(arrs[2] <= 0):
-            raise ValueError("t_acq must be > 0 (seconds)")
-        base = np.broadcast_to(singles_base(*arrs), lead).reshape(P).astype(float)
-        ok = (N >= 1) & np.isfinite(base) & (base > 0)
-    else:
-        base = None
-        ok = N >= MIN_EVENTS_FREE_BASE
+    base, ok = pixel_normalization(n.sum(axis=1), lead, n_a, n_b, t_acq)
     g2 = np.full(P, np.nan)
     std = np.full(P, np.nan)
     with np.errstate(all="ignore"):

@@ -170,6 +170,30 @@ def _fisher(g_info, v, w, base, profiled: bool):
     return base * (J - V * V / S)
 
 
+def pixel_normalization(N: np.ndarray, lead: tuple, n_a, n_b, t_acq) -> tuple[np.ndarray | None, np.ndarray]:
+    """Each pixel's histogram normalization and which pixels can be estimated.
+
+    With the singles n_a, n_b, t_acq (all three; scalars or shape `lead`) base = n_a n_b D / t_acq
+    and a pixel needs one event and base > 0; without them base is None (to be fitted) and a pixel
+    needs MIN_EVENTS_FREE_BASE events. Giving only some of the three is a ValueError.
+    """
+    given = [x is not None for x in (n_a, n_b, t_acq)]
+    if any(given) and not all(given):
+        raise ValueError("give all of n_a, n_b and t_acq (singles normalization) or none of them (base fitted)")
+    if not all(given):
+        return None, N >= MIN_EVENTS_FREE_BASE
+    arrs = [np.asarray(x, dtype=float) for x in (n_a, n_b, t_acq)]
+    for name, arr in zip(("n_a", "n_b", "t_acq"), arrs):
+        if arr.ndim and arr.shape != lead and arr.size != 1:
+            raise ValueError(f"{name} must be a scalar or have shape {lead}, got {arr.shape}")
+    if np.any(arrs[0] < 0) or np.any(arrs[1] < 0):
+        raise ValueError("singles counts n_a and n_b must be >= 0")
+    if np.any(arrs[2] <= 0):
+        raise ValueError("t_acq must be > 0 (seconds)")
+    base = np.broadcast_to(singles_base(*arrs), lead).reshape(len(N)).astype(float)
+    return base, (N >= 1) & np.isfinite(base) & (base > 0)
+
+
 def estimate_g2(hist, shape: EmitterShape, n_a=None, n_b=None, t_acq=None) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel Poisson MLE of g2(0) with the emitter shape fixed, and its Fisher std.
 
@@ -185,28 +209,11 @@ def estimate_g2(hist, shape: EmitterShape, n_a=None, n_b=None, t_acq=None) -> tu
     lead = h.shape[:-1]
     n = h.reshape(-1, N_BINS)
     P = n.shape[0]
-    given = [x is not None for x in (n_a, n_b, t_acq)]
-    if any(given) and not all(given):
-        raise ValueError("give all of n_a, n_b and t_acq (singles normalization) or none of them (base fitted)")
     v = kernel_bin_averages(shape)
     w = bin_widths()
     N = n.sum(axis=1)
-    profiled = not all(given)
-    if profiled:
-        base = None
-        ok = N >= MIN_EVENTS_FREE_BASE
-    else:
-        arrs = [np.asarray(x, dtype=float) for x in (n_a, n_b, t_acq)]
-        for name, arr in zip(("n_a", "n_b", "t_acq"), arrs):
-            if arr.ndim and arr.shape != lead and arr.size != 1:
-                raise ValueError(f"{name} must be a scalar or have shape {lead}, got {arr.shape}")
-        if np.any(arrs[0] < 0) or np.any(arrs[1] < 0):
-            raise ValueError("singles counts n_a and n_b must be >= 0")
-        if np.any(arrs[2] <= 0):
-            raise ValueError("t_acq must be > 0 (seconds)")
-        base = np.broadcast_to(singles_base(*arrs), lead).reshape(P).astype(float)
-        ok = (N >= 1) & np.isfinite(base) & (base > 0)
-
+    base, ok = pixel_normalization(N, lead, n_a, n_b, t_acq)
+    profiled = base is None
     g2 = np.full(P, np.nan)
     std = np.full(P, np.nan)
     if np.any(ok):
