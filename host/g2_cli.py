@@ -236,16 +236,11 @@ def _counts(a: np.ndarray, key: str, path: str) -> np.ndarray:
     return a.astype(np.int64)
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def main(argv: list[str] | None = None) -> int:
-    """`python -m nvscope.host.g2_cli g2 ...`: the same commands without the rest of the CLI."""
-    parser = _OneLineParser(prog="nvscope")
-    add_g2_parser(parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser))
-    return g2_command(parser.parse_args(argv))
+    """`python -m nvscope.host.g2_cli g2 ...`: the `nvscope` command line itself."""
+    from .cli import main as nvscope_main
+
+    return nvscope_main(argv)
 
 
 if __name__ == "__main__":

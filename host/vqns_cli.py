@@ -164,10 +164,10 @@ def _reals(a: np.ndarray, key: str, path: str) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m nvscope.host.vqns_cli vqns fit ...`: the same command without the rest of the CLI."""
-    parser = argparse.ArgumentParser(prog="nvscope")
-    add_vqns_parser(parser.add_subparsers(dest="command", required=True))
-    return vqns_command(parser.parse_args(argv))
+    """`python -m nvscope.host.vqns_cli vqns ...`: the `nvscope` command line itself."""
+    from .cli import main as nvscope_main
+
+    return nvscope_main(argv)
 
 
 if __name__ == "__main__":
