@@ -54,7 +54,7 @@ class OneOverFNoise:
 
 @dataclass(frozen=True)
 class OhmicNoise:
-    """Ohmic spectrum with an exponential cutoff: eta |w| exp(-|w| / w_c) (eta in rad^2/s^2... per rad/s)."""
+    """Ohmic spectrum with an exponential cutoff: eta |w| exp(-|w| / w_c) in rad^2/s (eta in rad^2, w_c in rad/s)."""
 
     eta: float
     w_c: float
