@@ -50,6 +50,11 @@ class EmitterShape:
             raise ValueError(f"EmitterShape.a must be finite, got {self.a!r}")
 
 
+NV_DEFAULT_SHAPE = EmitterShape(t1=12.94e-9, t2=148.6e-9, a=0.7475)
+"""The shape of physics.md's NV-like default rates (firmware_sim's ThreeLevelRates() defaults):
+the context an on-line estimate uses before the scan has enough events to fit its own."""
+
+
 def g2_model(tau: np.ndarray | float, shape: EmitterShape, g0: float) -> np.ndarray:
     """g2(tau) at delays tau (s) for an emitter of this shape with g2(0) = g0 (paper Eq. 3)."""
     t = np.abs(np.asarray(tau, dtype=float))
@@ -131,7 +136,7 @@ def expected_histogram(shape: EmitterShape, g0: float | np.ndarray, base: float 
 
 
 __all__ = [
-    "N_BINS", "EmitterShape", "g2_model", "exp_bin_integrals", "exp_bin_integrals_dt",
+    "N_BINS", "EmitterShape", "NV_DEFAULT_SHAPE", "g2_model", "exp_bin_integrals", "exp_bin_integrals_dt",
     "kernel_bin_averages", "bin_widths", "bin_integrals", "bin_integrals_dg0",
     "singles_base", "expected_histogram",
 ]
