@@ -8,7 +8,7 @@ is made by rt's Numba kernel; its exit code and its one stderr line are passed t
 `g2 estimate IN.npz -o OUT.npz [--method cnn|mle|lm]`: IN `hist` int (P, 215), optional
 `n_events` (P,), `n_a`, `n_b`, `t_acq` (P,) (all three fix the normalization). OUT `g2`, `g2_std`
 (P,) float64, `method`, `reason` (P,) strings (empty where g2 is a number, else why it is NaN),
-`n_events`, the fitted shape (mle), the input name and the software version.
+`n_events`, the fitted shape (mle, cnn), the input name and the software version.
 
 Exit codes: 0 written; 2 bad input (one line on stderr naming the file and the problem, nothing
 written).
@@ -30,7 +30,6 @@ N_BINS = 215  # proto.histogram.N_BINS, repeated so that building the parser sta
 METHODS = ("cnn", "mle", "lm")
 DEFAULT_METHOD = "mle"
 MODES = ("allpairs", "startstop")
-CNN_MISSING = "no trained CNN model is shipped yet: use --method mle or lm"
 
 
 G2InputError = InputError
@@ -51,7 +50,9 @@ def add_g2_parser(subparsers) -> argparse.ArgumentParser:
     e.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
                    help="mle: Poisson MLE with the shape fitted on the summed histograms (default); "
                         "lm: per-pixel least-squares fit of Eq. 3 (the paper's baseline, slow); "
-                        "cnn: not shipped yet")
+                        "cnn: the shipped CNN (onnxruntime) with the same fitted shape as context")
+    e.add_argument("--model", metavar="FILE.onnx", help="with --method cnn: this model file instead of the "
+                   "one shipped with nvscope")
     h = gsub.add_parser(
         "histogram", help="histogram two detectors' time tags (rt's Numba kernel)",
         description="Histogram ps time tags of detectors A and B into the 215-bin delay histogram. "
@@ -105,15 +106,13 @@ def _histogram(args: argparse.Namespace) -> int:
 def _estimate(args: argparse.Namespace) -> int:
     prog = "nvscope g2 estimate"
     try:
-        if args.method == "cnn":
-            raise G2InputError(CNN_MISSING)
         check_out(args.out)
         data = _read_estimate_input(args.input)
     except G2InputError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        result = _run_method(args.method, data)
+        result = _run_method(args.method, data, args.model)
     except ValueError as exc:  # the estimators' own checks, should the ones above miss something
         print(f"{prog}: {args.input}: {one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -131,7 +130,7 @@ def _estimate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run_method(method: str, d: dict) -> dict:
+def _run_method(method: str, d: dict, model: str | None = None) -> dict:
     hist = d["hist"]
     P = hist.shape[0]
     singles = d["n_a"] is not None
@@ -149,9 +148,15 @@ def _run_method(method: str, d: dict) -> dict:
     kw = {"n_a": d["n_a"], "n_b": d["n_b"], "t_acq": d["t_acq"]} if singles else {}
     extra: dict = {}
     with np.errstate(all="ignore"):
-        if method == "mle":
+        if method in ("mle", "cnn"):
             from nvscope.models.g2.mle import estimate_g2, fit_shape_full
 
+            estimator = None
+            if method == "cnn":
+                from .g2_cnn import CnnEstimator
+
+                # a model file that cannot be used fails here (ModelFileError), before any work
+                estimator = CnnEstimator() if model is None else CnnEstimator(model)
             total_base = None
             if singles:
                 total_base = float(base[np.isfinite(base)].sum())
@@ -160,10 +165,21 @@ def _run_method(method: str, d: dict) -> dict:
                 if N.sum() > 0:
                     reason[reason == ""] = "singles give no normalization (n_a n_b = 0)"
             else:
+                # The emitter shape from the summed histograms: the context of both estimators.
                 fit = fit_shape_full(hist.sum(axis=0), base=total_base)
-                g2, std = estimate_g2(hist, fit.shape, **kw)
                 extra = {"shape_t1": fit.shape.t1, "shape_t2": fit.shape.t2, "shape_a": fit.shape.a,
                          "shape_g0": fit.g0, "shape_base": fit.base}
+                if estimator is None:
+                    g2, std = estimate_g2(hist, fit.shape, **kw)
+                else:
+                    g2, std = np.full(P, np.nan), np.full(P, np.nan)
+                    few = (N > 0) & (N < estimator.min_events)
+                    reason[few & (reason == "")] = f"fewer than {estimator.min_events} events (the CNN's training range)"
+                    ok = reason == ""
+                    if ok.any():
+                        sel = {k: v[ok] for k, v in kw.items()}
+                        g2[ok], std[ok] = estimator.estimate(hist[ok], fit.shape, **sel)
+                    extra["model_git_commit"] = estimator.metadata.get("git_commit", "")
         else:
             from nvscope.models.g2.lm import estimate_g2_lm
 

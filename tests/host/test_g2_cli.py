@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from nvscope.host.g2_cli import CNN_MISSING, main
+from nvscope.host.g2_cli import main
 from nvscope.models.g2.model import (
     EmitterShape,
     bin_integrals,
@@ -132,7 +132,7 @@ def estimates(tmp_path_factory):
     d = tmp_path_factory.mktemp("est")
     np.savez(d / "in.npz", **simulated())
     res = {}
-    for method in ("mle", "lm"):
+    for method in ("mle", "lm", "cnn"):
         code, _, err = run(["g2", "estimate", str(d / "in.npz"), "-o", str(d / f"{method}.npz"),
                               "--method", method])
         assert code == 0, err
@@ -166,7 +166,7 @@ def test_empty_histograms_are_nan_with_reason(tmp_path, with_singles):
     if not with_singles:
         d = {"hist": d["hist"]}
     np.savez(tmp_path / "in.npz", **d)
-    for method in ("mle", "lm"):
+    for method in ("mle", "lm", "cnn"):
         code, _, err = run(["g2", "estimate", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz"),
                             "--method", method])
         assert code == 0, err
@@ -222,11 +222,46 @@ def test_estimate_bad_inputs(tmp_path):
     assert not out.exists()
 
 
-def test_cnn_not_shipped(tmp_path):
+def test_cnn_as_good_as_mle_and_honest(estimates):
+    cnn, mle = estimates["cnn"], estimates["mle"]
+    assert str(cnn["method"]) == "cnn" and np.isfinite(cnn["g2"]).all() and (cnn["g2_std"] > 0).all()
+    rmse = {k: np.sqrt(np.mean((z["g2"] - G0) ** 2)) for k, z in (("cnn", cnn), ("mle", mle))}
+    assert rmse["cnn"] < 1.25 * rmse["mle"], rmse
+    # its std means what it says: comparable to the scatter (and to the Fisher std of the MLE)
+    assert 0.6 < np.mean(cnn["g2_std"]) / rmse["cnn"] < 1.6
+    assert len(str(cnn["model_git_commit"])) >= 7
+
+
+def test_cnn_few_events_are_nan_with_reason(tmp_path):
+    d = simulated(p=4, events=500)
+    d["hist"][1] = 0
+    d["hist"][2] = 0
+    d["hist"][2, 100:105] = 2  # 10 events, below the CNN's training range
+    np.savez(tmp_path / "in.npz", **d)
+    code, _, err = run(["g2", "estimate", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz"), "--method", "cnn"])
+    assert code == 0, err
+    z = np.load(tmp_path / "o.npz")
+    assert z["reason"][1] == "no events" and "fewer than 20 events" in z["reason"][2]
+    assert np.isnan(z["g2"][[1, 2]]).all() and np.isfinite(z["g2"][[0, 3]]).all()
+
+
+def test_cnn_model_file_bad(tmp_path):
+    import onnx
+    from nvscope.models.g2.features import SHIPPED_MODEL
+
     np.savez(tmp_path / "in.npz", **simulated(p=2, events=100))
-    code, _, err = run(["g2", "estimate", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz"),
-                        "--method", "cnn"])
-    assert CNN_MISSING in one_line_error(code, err, "nvscope g2 estimate")
+    other = onnx.load(str(SHIPPED_MODEL))
+    for prop in other.metadata_props:
+        if prop.key == "features_version":
+            prop.value = "g2-cnn-features/0"
+    onnx.save(other, str(tmp_path / "old.onnx"))
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    cases = {"old.onnx": "another version", "junk.onnx": "not a model onnxruntime can run",
+             "missing.onnx": "not found"}
+    for name, words in cases.items():
+        code, _, err = run(["g2", "estimate", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz"),
+                            "--method", "cnn", "--model", str(tmp_path / name)])
+        one_line_error(code, err, "nvscope g2 estimate", name, words)
     assert not (tmp_path / "o.npz").exists()
 
 

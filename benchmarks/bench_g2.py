@@ -1,0 +1,176 @@
+"""g2(0) estimators: speed of the CNN (ONNX and torch, shipped and paper-size) against the `lm` fit,
+and accuracy of `mle`, `lm` and `cnn` on emitters never seen in training, next to the Cramer-Rao bound.
+
+    python benchmarks/bench_g2.py [--emitters 100] [--windows 20] [--sections speed,accuracy]
+
+Speed runs on one core (torch and onnxruntime with one thread): latency at batch 1 and throughput
+at batch 256, as ratios to the paper-size network in onnxruntime measured in the same run. The
+paper-size network is timed with random weights (its cost does not depend on them); its accuracy
+is reported when a trained reference file is given (--reference, written by
+`python -m nvscope.models.g2.train_cnn --arch paper`).
+
+Accuracy: fresh random emitters (seed 2026, the training used seed 0 through another seed stream),
+`--windows` histograms each at expected N = 50, 200, 1000, 5000 events, singles known. Context for
+mle and cnn: the shape fitted to the emitter's whole stream (as the host fits it to a scan).
+Columns: RMSE, bias, MAPE, coverage of +-g2_std (68 % is honest), and the RMS Cramer-Rao bound
+(known shape and normalization) at the true g2(0) and the histogram's N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from nvscope.host.g2_cnn import CnnEstimator  # noqa: E402
+from nvscope.models.g2.cnn import PAPER_ARCH, SHIPPED_ARCH, G2Net, forward_flops  # noqa: E402
+from nvscope.models.g2.features import N_CHANNELS, N_SCALARS, SHIPPED_MODEL  # noqa: E402
+from nvscope.models.g2.lm import estimate_g2_lm  # noqa: E402
+from nvscope.models.g2.mle import cramer_rao_std, estimate_g2  # noqa: E402
+from nvscope.models.g2.model import EmitterShape  # noqa: E402
+from nvscope.models.g2.train_cnn import export_onnx  # noqa: E402
+from nvscope.models.g2.training_data import simulate_dataset  # noqa: E402
+from nvscope.proto.histogram import N_BINS  # noqa: E402
+
+N_LIST = (50, 200, 1000, 5000)
+TEST_SEED = 2026
+
+
+def _time(fn, min_s: float = 1.0) -> float:
+    """Seconds per call of fn() (best of repeated blocks lasting about min_s)."""
+    fn()
+    n, best = 1, np.inf
+    t_end = time.perf_counter() + min_s
+    while time.perf_counter() < t_end or best == np.inf:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        dt = (time.perf_counter() - t0) / n
+        best = min(best, dt)
+        if dt * n < 0.05:
+            n *= 4
+    return best
+
+
+def _ort(path: Path):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def speed(tmp: Path) -> None:
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    paper_path = tmp / "paper_random.onnx"
+    torch.manual_seed(0)
+    paper = G2Net(PAPER_ARCH).eval()
+    export_onnx(paper, paper_path, {"format": "timing only"})
+    shipped_torch = G2Net(SHIPPED_ARCH).eval()
+    nets = {
+        "paper  onnxruntime": ("ort", _ort(paper_path), forward_flops(PAPER_ARCH)),
+        "paper  torch eager": ("torch", paper, forward_flops(PAPER_ARCH)),
+        "shipped onnxruntime": ("ort", _ort(SHIPPED_MODEL), forward_flops(SHIPPED_ARCH)),
+        "shipped torch eager": ("torch", shipped_torch, forward_flops(SHIPPED_ARCH)),
+    }
+    rows = []
+    for batch in (1, 256):
+        x = rng.poisson(2.0, (batch, N_CHANNELS, N_BINS)).astype(np.float32)
+        s = rng.uniform(size=(batch, N_SCALARS)).astype(np.float32)
+        xt, st = torch.from_numpy(x), torch.from_numpy(s)
+        for name, (kind, obj, flops) in nets.items():
+            if kind == "ort":
+                dt = _time(lambda o=obj: o.run(None, {"x": x, "s": s}))
+            else:
+                def call(net=obj):
+                    with torch.no_grad():
+                        net(xt, st)
+                dt = _time(call)
+            rows.append((name, batch, dt, flops))
+    # lm: the paper's baseline, one least-squares fit per histogram (batch makes no difference)
+    h = rng.poisson(5.0, (16, N_BINS))
+    dt_lm = _time(lambda: estimate_g2_lm(h, n_a=np.full(16, 5e4), n_b=np.full(16, 5e4), t_acq=np.ones(16)), 2.0) / 16
+    print(f"forward cost: paper {forward_flops(PAPER_ARCH) / 1e6:.1f} MFLOP, shipped "
+          f"{forward_flops(SHIPPED_ARCH) / 1e6:.2f} MFLOP per histogram "
+          f"({forward_flops(PAPER_ARCH) / forward_flops(SHIPPED_ARCH):.0f}x fewer)")
+    for batch in (1, 256):
+        ref = next(dt for n, b, dt, _ in rows if b == batch and n == "paper  onnxruntime")
+        print(f"\nbatch {batch}: {'network':22s} {'us/histogram':>13s} {'histograms/s':>13s} {'GFLOP/s':>8s} "
+              f"{'speed-up vs paper onnx':>23s}")
+        for name, b, dt, flops in rows:
+            if b != batch:
+                continue
+            per = dt / batch
+            print(f"         {name:22s} {per * 1e6:13.1f} {1 / per:13.0f} {flops / per / 1e9:8.1f} {ref / dt:23.1f}x")
+        print(f"         {'lm fit (scipy)':22s} {dt_lm * 1e6:13.1f} {1 / dt_lm:13.0f} {'':8s} "
+              f"{ref / batch / dt_lm:23.2f}x")
+
+
+def accuracy(emitters: int, windows: int, reference: Path | None) -> None:
+    estimators = {"cnn": CnnEstimator(SHIPPED_MODEL)}
+    if reference is not None:
+        estimators["cnn-paper"] = CnnEstimator(reference)
+    print(f"\naccuracy on {emitters} fresh emitters x {windows} histograms per N (singles known); "
+          f"RMSE/CRB is RMSE over the RMS Cramer-Rao bound")
+    print(f"{'N':>5s} {'method':10s} {'RMSE':>7s} {'bias':>7s} {'MAPE %':>7s} {'cover68':>7s} {'CRB':>7s} "
+          f"{'RMSE/CRB':>8s} {'NaN':>4s}")
+    for n in N_LIST:
+        t0 = time.perf_counter()
+        d = simulate_dataset(emitters, windows, seed=TEST_SEED, events=max(200_000, 4 * n * windows), n_target=n)
+        t_sim = time.perf_counter() - t0
+        N = d["hist"].sum(axis=1)
+        truth = d["g2_true"]
+        crb = np.array([cramer_rao_std(g, max(k, 1), EmitterShape(*st), base_known=True)
+                        for g, k, st in zip(truth, N, d["shape_true"])])
+        crb_rms = float(np.sqrt(np.nanmean(crb**2)))
+        results = {"mle": np.full((2, N.size), np.nan)}
+        for e in np.unique(d["emitter"]):
+            rows = d["emitter"] == e
+            shape = EmitterShape(*d["context"][rows][0])
+            kw = {"n_a": d["n_a"][rows], "n_b": d["n_b"][rows], "t_acq": d["t_acq"][rows]}
+            results["mle"][:, rows] = estimate_g2(d["hist"][rows], shape, **kw)
+            for name, est in estimators.items():
+                results.setdefault(name, np.full((2, N.size), np.nan))
+                ok = N[rows] >= est.min_events
+                sel = np.flatnonzero(rows)[ok]
+                if sel.size:
+                    results[name][:, sel] = est.estimate(d["hist"][sel], shape, d["n_a"][sel], d["n_b"][sel],
+                                                         d["t_acq"][sel])
+        results["lm"] = np.array(estimate_g2_lm(d["hist"], n_a=d["n_a"], n_b=d["n_b"], t_acq=d["t_acq"]))
+        for name in ("mle", "lm", *estimators):
+            g, sd = results[name]
+            ok = np.isfinite(g)
+            err = g[ok] - truth[ok]
+            rmse = float(np.sqrt(np.mean(err**2)))
+            cover = float(np.mean(np.abs(err) <= sd[ok])) if np.all(np.isfinite(sd[ok])) else np.nan
+            print(f"{n:5d} {name:10s} {rmse:7.4f} {err.mean():+7.4f} {100 * np.mean(np.abs(err) / truth[ok]):7.1f} "
+                  f"{cover:7.2f} {crb_rms:7.4f} {rmse / crb_rms:8.2f} {int((~ok).sum()):4d}")
+        print(f"      (mean N {N.mean():.0f}, simulation {t_sim:.0f} s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--emitters", type=int, default=100)
+    p.add_argument("--windows", type=int, default=20)
+    p.add_argument("--sections", default="speed,accuracy")
+    p.add_argument("--reference", type=Path, help="a trained paper-size ONNX file, for its accuracy")
+    a = p.parse_args(argv)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if "speed" in a.sections:
+            speed(Path(tmp))
+        if "accuracy" in a.sections:
+            accuracy(a.emitters, a.windows, a.reference)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

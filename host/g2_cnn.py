@@ -1,0 +1,77 @@
+"""The shipped g2 CNN run by onnxruntime: g2(0) and g2_std of histograms, in batches.
+
+The model file is checked when it is loaded (at host start, not at the first pixel): it must be an
+ONNX file that onnxruntime can run, written in MODEL_FORMAT with the features version this code
+computes (`models.g2.features`); anything else is a `ModelFileError` with one line that says why.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nvscope.models.g2.features import FEATURES_VERSION, MODEL_FORMAT, SHIPPED_MODEL, cnn_inputs
+from nvscope.models.g2.model import EmitterShape, kernel_bin_averages, singles_base
+
+
+class ModelFileError(ValueError):
+    """A g2 model file that cannot be used; the message says which file and why, in one line."""
+
+
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
+        raise ModelFileError(f"{path}: not a model onnxruntime can run ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+@dataclass
+class CnnEstimator:
+    """g2(0) and g2_std by the CNN in `path` (default: the model shipped with nvscope)."""
+
+    path: Path = SHIPPED_MODEL
+    threads: int = 1
+    name: str = "cnn"
+    metadata: dict[str, str] = field(init=False)
+    min_events: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        if not self.path.is_file():
+            raise ModelFileError(f"{self.path}: g2 model file not found")
+        self._sess = _session(self.path, self.threads)
+        self.metadata = dict(self._sess.get_modelmeta().custom_metadata_map)
+        fmt = self.metadata.get("format")
+        if fmt != MODEL_FORMAT:
+            raise ModelFileError(f"{self.path}: model format {fmt!r}, this nvscope reads {MODEL_FORMAT!r}")
+        feats = self.metadata.get("features_version")
+        if feats != FEATURES_VERSION:
+            raise ModelFileError(f"{self.path}: model trained on features {feats!r}, this nvscope computes "
+                                 f"{FEATURES_VERSION!r} (model from another version: retrain it)")
+        self.min_events = int(json.loads(self.metadata["n_events_range"])[0])
+
+    def run(self, x: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network on prepared inputs (`features.cnn_inputs`): (g2, g2_std) float64."""
+        g2, std = self._sess.run(["g2", "g2_std"], {"x": x, "s": s})
+        return g2.astype(np.float64), std.astype(np.float64)
+
+    def estimate(self, hist, shape: EmitterShape, n_a=None, n_b=None, t_acq=None) -> tuple[np.ndarray, np.ndarray]:
+        """(g2, g2_std) of (P, N_BINS) histograms; the singles (all three, or none) fix the normalization."""
+        given = [v is not None for v in (n_a, n_b, t_acq)]
+        if any(given) and not all(given):
+            raise ValueError("give all of n_a, n_b and t_acq (singles normalization) or none of them")
+        base = singles_base(n_a, n_b, t_acq) if all(given) else None
+        x, s = cnn_inputs(hist, kernel_bin_averages(shape), base)
+        return self.run(x, s)
+
+
+__all__ = ["ModelFileError", "CnnEstimator"]

@@ -1,0 +1,222 @@
+"""Train the g2 CNN on `firmware_sim` histograms and export it to ONNX.
+
+    python -m nvscope.models.g2.train_cnn --out models/g2/g2_cnn.onnx          # the shipped network
+    python -m nvscope.models.g2.train_cnn --arch paper --out ref.onnx           # the paper-size reference
+
+Simulates (or reads from --data) histograms of random emitters (`training_data`), splits them by
+emitter into train / validation / test (80 / 10 / 10 %), computes `features.cnn_inputs` with the
+singles dropped for a fraction of the rows (so the network also serves histograms without them),
+trains by Gaussian NLL with Adam, keeps the weights of the best validation loss, and writes the
+ONNX file with the training ranges, the architecture, the features version, the nvscope version
+and the git commit in its metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nvscope.proto.histogram import N_BINS
+from nvscope.proto.version import git_commit, software_version
+
+from .cnn import PAPER_ARCH, SHIPPED_ARCH, CnnArch, G2Net, forward_flops, gaussian_nll
+from .features import FEATURES_VERSION, MODEL_FORMAT, N_CHANNELS, N_SCALARS, cnn_inputs
+from .model import EmitterShape, kernel_bin_averages, singles_base
+from .training_data import EVENTS_PER_EMITTER, G2_RANGE, N_RANGE, T1_RANGE_S, simulate_dataset, split_by_emitter
+
+NO_SINGLES_FRACTION = 0.3
+"""Fraction of training rows whose singles are hidden (base unknown)."""
+MIN_TRAIN_EVENTS = 10
+"""Rows with fewer events are left out of training (the host does not estimate below 20)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training of one network: epochs, batch size, learning rate (Adam, cosine decay), seed."""
+
+    epochs: int = 30
+    batch: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    seed: int = 0
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (the tiny training of the tests)."""
+
+
+def dataset_inputs(data: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """Network inputs and targets of simulated rows (rows with too few events left out)."""
+    keep = data["hist"].sum(axis=1) >= MIN_TRAIN_EVENTS
+    d = {k: v[keep] for k, v in data.items()}
+    base = singles_base(d["n_a"], d["n_b"], d["t_acq"])
+    hide = np.random.default_rng(seed).uniform(size=base.size) < NO_SINGLES_FRACTION
+    base = np.where(hide, np.nan, base)
+    kernels = {}
+    rows = []
+    for ctx in d["context"]:
+        key = tuple(ctx)
+        if key not in kernels:
+            kernels[key] = kernel_bin_averages(EmitterShape(*key))
+        rows.append(kernels[key])
+    x, s = cnn_inputs(d["hist"], np.array(rows), base)
+    return {"x": x, "s": s, "y": d["g2_true"].astype(np.float32), "emitter": d["emitter"],
+            "n_events": d["hist"].sum(axis=1)}
+
+
+def _tensors(d: dict[str, np.ndarray], idx: np.ndarray) -> tuple[torch.Tensor, ...]:
+    return torch.from_numpy(d["x"][idx]), torch.from_numpy(d["s"][idx]), torch.from_numpy(d["y"][idx])
+
+
+def evaluate(net: G2Net, x: torch.Tensor, s: torch.Tensor, y: torch.Tensor, batch: int = 2048) -> float:
+    """Mean Gaussian NLL of a data set."""
+    net.eval()
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, len(y), batch):
+            m, sd = net(x[i:i + batch], s[i:i + batch])
+            total += float(gaussian_nll(m, sd, y[i:i + batch])) * len(m)
+    return total / max(len(y), 1)
+
+
+def train(net: G2Net, d: dict[str, np.ndarray], train_idx: np.ndarray, val_idx: np.ndarray,
+          cfg: TrainConfig, log=print) -> dict:
+    """Train `net` in place (best validation weights kept); returns the history."""
+    torch.manual_seed(cfg.seed)
+    xt, st, yt = _tensors(d, train_idx)
+    xv, sv, yv = _tensors(d, val_idx)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, int(np.ceil(len(yt) / cfg.batch)))
+    total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.1)
+    best, best_state, history, step = np.inf, None, [], 0
+    gen = torch.Generator().manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        net.train()
+        order = torch.randperm(len(yt), generator=gen)
+        for i in range(0, len(yt), cfg.batch):
+            b = order[i:i + cfg.batch]
+            m, sd = net(xt[b], st[b])
+            loss = gaussian_nll(m, sd, yt[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if step >= total_steps:
+                break
+        val = evaluate(net, xv, sv, yv)
+        history.append({"epoch": epoch, "val_nll": val, "s": time.perf_counter() - t0})
+        log(f"epoch {epoch:3d}  val NLL {val:+.4f}  {time.perf_counter() - t0:7.1f} s")
+        if val < best:
+            best, best_state = val, {k: v.clone() for k, v in net.state_dict().items()}
+        if step >= total_steps:
+            break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+    return {"history": history, "best_val_nll": best, "steps": step}
+
+
+def export_onnx(net: G2Net, path: Path, metadata: dict[str, str]) -> None:
+    """Write `net` (eval mode) as ONNX with a dynamic batch axis and `metadata` in its properties."""
+    import onnx
+
+    net.eval()
+    x = torch.zeros(2, N_CHANNELS, N_BINS)
+    s = torch.zeros(2, N_SCALARS)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.onnx")
+    with warnings.catch_warnings():  # the TorchScript exporter: no onnxscript needed, and exact for this net
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(net, (x, s), str(tmp), input_names=["x", "s"], output_names=["g2", "g2_std"],
+                          dynamic_axes={"x": {0: "P"}, "s": {0: "P"}, "g2": {0: "P"}, "g2_std": {0: "P"}},
+                          opset_version=17, dynamo=False)
+    model = onnx.load(str(tmp))
+    for k, v in metadata.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = k, str(v)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    tmp.unlink()
+
+
+def model_metadata(arch: CnnArch, extra: dict) -> dict[str, str]:
+    """What a model file records: format, features version, ranges, architecture, versions."""
+    return {
+        "format": MODEL_FORMAT,
+        "features_version": FEATURES_VERSION,
+        "g2_range": json.dumps(G2_RANGE),
+        "t1_range_s": json.dumps(T1_RANGE_S),
+        "n_events_range": json.dumps(N_RANGE),
+        "arch": json.dumps(arch.as_dict()),
+        "forward_flops": str(forward_flops(arch)),
+        "nvscope_version": software_version(),
+        "git_commit": git_commit() or "unknown",
+        **{k: (v if isinstance(v, str) else json.dumps(v)) for k, v in extra.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m nvscope.models.g2.train_cnn", description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, type=Path, help="the ONNX file to write")
+    p.add_argument("--arch", choices=("shipped", "paper"), default="shipped")
+    p.add_argument("--data", type=Path, help="npz of simulated histograms: read if it exists, else written")
+    p.add_argument("--emitters", type=int, default=800)
+    p.add_argument("--windows", type=int, default=80, help="histograms cut from each emitter's stream")
+    p.add_argument("--events", type=int, default=EVENTS_PER_EMITTER, help="all-pairs events simulated per emitter")
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--save-torch", type=Path, help="also save the trained state_dict here")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    t0 = time.perf_counter()
+    if a.data is not None and a.data.exists():
+        with np.load(a.data) as f:
+            data = {k: f[k] for k in f.files}
+        print(f"read {len(data['hist'])} histograms of {len(np.unique(data['emitter']))} emitters from {a.data}")
+    else:
+        data = simulate_dataset(a.emitters, a.windows, seed=a.seed, events=a.events)
+        if a.data is not None:
+            np.savez_compressed(a.data, **data)
+        print(f"simulated {len(data['hist'])} histograms of {a.emitters} emitters in {time.perf_counter() - t0:.0f} s")
+    t_sim = time.perf_counter() - t0
+    d = dataset_inputs(data, seed=a.seed)
+    train_idx, val_idx, test_idx = split_by_emitter(d["emitter"], (0.8, 0.1, 0.1), seed=a.seed)
+    arch = SHIPPED_ARCH if a.arch == "shipped" else PAPER_ARCH
+    torch.manual_seed(a.seed)
+    net = G2Net(arch)
+    cfg = TrainConfig(epochs=a.epochs, lr=a.lr, seed=a.seed, max_steps=a.max_steps)
+    result = train(net, d, train_idx, val_idx, cfg)
+    xs, ss, ys = _tensors(d, test_idx)
+    with torch.no_grad():
+        m, sd = net(xs, ss)
+    rmse = float(torch.sqrt(((m - ys) ** 2).mean()))
+    t_total = time.perf_counter() - t0
+    print(f"test (held-out emitters): NLL {evaluate(net, xs, ss, ys):+.4f}, RMSE {rmse:.4f} over all N; "
+          f"total {t_total:.0f} s (simulation {t_sim:.0f} s)")
+    meta = model_metadata(arch, {
+        "train_rows": int(train_idx.size), "train_emitters": int(np.unique(d["emitter"][train_idx]).size),
+        "epochs_run": len(result["history"]), "best_val_nll": result["best_val_nll"],
+        "test_nll": evaluate(net, xs, ss, ys), "seed": a.seed, "train_seconds": round(t_total),
+    })
+    export_onnx(net, a.out, meta)
+    if a.save_torch is not None:
+        torch.save(net.state_dict(), a.save_torch)
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
