@@ -78,6 +78,23 @@ class Pixel(Message):
 
 
 @dataclass(frozen=True)
+class PartialPixel(Message):
+    """A pixel still being acquired (adaptive dwell): its histogram after `dwell_s` s so far.
+
+    `seq` is the sequence number its `pixel` message will have. Not stored, not acknowledged:
+    the host answers it with a `partial_g2` and forgets it."""
+
+    kind: ClassVar[str] = "partial_pixel"
+    index: int = 0
+    dwell_s: float = 0.0
+    n_a: int = 0
+    n_b: int = 0
+    n_events: int = 0
+    hist: Annotated[np.ndarray, Array("<i8", (N_BINS,))] = field(
+        default_factory=lambda: np.zeros(N_BINS, dtype="<i8"))
+
+
+@dataclass(frozen=True)
 class Coherence(Message):
     """One coherence curve C(t) measured under CPMG-n (n_pulses = 0: FID, 1: spin echo)."""
 
@@ -159,6 +176,18 @@ class MeasureCoherence(Message):
 
 
 @dataclass(frozen=True)
+class PartialG2(Message):
+    """The host's g2(0) and its std for one `partial_pixel` (same run_id, seq, index and dwell_s);
+    NaN when the histogram cannot be estimated yet."""
+
+    kind: ClassVar[str] = "partial_g2"
+    index: int = 0
+    dwell_s: float = 0.0
+    g2: float = 0.0
+    g2_std: float = 0.0
+
+
+@dataclass(frozen=True)
 class Ack(Message):
     """The host has durably stored every message of `run_id` up to and including `seq`."""
 
@@ -167,6 +196,6 @@ class Ack(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.kind: cls
-    for cls in (RunStart, Pixel, Coherence, Lock, RunEnd, Heartbeat,
-                Hello, Start, Stop, MeasureCoherence, Ack)
+    for cls in (RunStart, Pixel, PartialPixel, Coherence, Lock, RunEnd, Heartbeat,
+                Hello, Start, Stop, MeasureCoherence, PartialG2, Ack)
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -75,7 +76,14 @@ def require(cond: bool, where: str, what: str) -> None:
 
 @dataclass(frozen=True)
 class ScanConfig:
-    """A 2D raster: nx x ny pixels of `step` m from (x0, y0) m at height z m, `dwell_s` s per pixel."""
+    """A 2D raster: nx x ny pixels of `step` m from (x0, y0) m at height z m, `dwell_s` s per pixel.
+
+    Adaptive dwell (`adaptive_g2_std` > 0): each pixel is acquired in slices of `slice_s` s; after
+    each slice the host is asked for the pixel's g2(0) error, and the pixel ends as soon as it is
+    below `adaptive_g2_std` or when `max_dwell_s` s are acquired. `dwell_s` is then not used (a
+    pixel gets at least one slice). The host's answer is awaited at most `reply_timeout_s` s per
+    slice; without one the pixel goes on acquiring.
+    """
 
     nx: int = 12
     ny: int = 12
@@ -87,6 +95,17 @@ class ScanConfig:
     slice_s: float = 0.05
     histogram_mode: str = "allpairs"
     tac_dead_s: float = 0.0
+    adaptive_g2_std: float = 0.0
+    """Target g2(0) error of adaptive dwell (0: off, every pixel gets `dwell_s`)."""
+    max_dwell_s: float = 0.0
+    """The longest a pixel is acquired with adaptive dwell on (s)."""
+    reply_timeout_s: float = 0.5
+    """How long rt waits for the host's g2 error after each slice, with adaptive dwell on (s)."""
+
+    @property
+    def adaptive(self) -> bool:
+        """True when adaptive dwell is on."""
+        return self.adaptive_g2_std > 0
 
     def check(self, where: str) -> None:
         """Validate ranges; raise ConfigError naming the field."""
@@ -98,6 +117,19 @@ class ScanConfig:
         require(self.histogram_mode in ("allpairs", "startstop"), f"{where}.histogram_mode",
                 f"must be 'allpairs' or 'startstop', got {self.histogram_mode!r}")
         require(self.tac_dead_s >= 0, f"{where}.tac_dead_s", f"must be >= 0 s, got {self.tac_dead_s}")
+        self.check_adaptive(where)
+
+    def check_adaptive(self, where: str) -> None:
+        """Validate the adaptive-dwell fields; raise ConfigError naming the field."""
+        require(math.isfinite(self.adaptive_g2_std) and self.adaptive_g2_std >= 0, f"{where}.adaptive_g2_std",
+                f"must be a finite g2(0) error >= 0 (0: off), got {self.adaptive_g2_std}")
+        require(math.isfinite(self.max_dwell_s) and self.max_dwell_s >= 0, f"{where}.max_dwell_s",
+                f"must be >= 0 s, got {self.max_dwell_s}")
+        require(math.isfinite(self.reply_timeout_s) and self.reply_timeout_s > 0, f"{where}.reply_timeout_s",
+                f"must be > 0 s, got {self.reply_timeout_s}")
+        if self.adaptive:
+            require(self.max_dwell_s >= self.slice_s, f"{where}.max_dwell_s",
+                    f"must be >= slice_s ({self.slice_s} s) with adaptive_g2_std on, got {self.max_dwell_s}")
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,13 @@ class RtLink:
         self.spool.put(msg.run_id, msg.seq, frames)
         self._transmit(frames)
 
+    def send_now(self, msg: Message) -> bool:
+        """Send a message that is not kept (not spooled, not acknowledged, never replayed); returns
+        False when no host took it (none connected, or its queue is full)."""
+        if msg.durable:
+            raise ValueError(f"{msg.kind} is durable: send it with send(), which keeps it until acknowledged")
+        return self._transmit(encode(msg))
+
     def _transmit(self, frames: list) -> bool:
         if self.peer is None:
             return False

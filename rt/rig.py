@@ -5,13 +5,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import signal
 import threading
+import time
 from collections import deque
 
 import numpy as np
 
-from nvscope.proto.messages import MeasureCoherence, Message, RunEnd, RunStart, Start, Stop
+from nvscope.proto.messages import (MeasureCoherence, Message, PartialG2, PartialPixel, RunEnd, RunStart, Start,
+                                    Stop)
 from nvscope.proto.version import software_version
 
 from .config import RigConfig
@@ -36,6 +39,7 @@ class Rig:
         self.measurements: list[MeasureCoherence] = []
         self.inbox: deque[Message] = deque()  # commands not yet applied (a run starts mid-batch)
         self.shutdown = threading.Event()
+        self.unanswered = 0  # partial pixels of this run the host did not answer in time
 
     def _handle(self, commands: list[Message]) -> None:
         """Apply the host's commands; one that does not fit the state is refused, naming the state.
@@ -59,6 +63,8 @@ class Rig:
                     if cmd.run_id != self.run_id:
                         raise StateError(f"run {cmd.run_id} is not the running run {self.run_id}")
                     self.measurements.append(cmd)
+                elif isinstance(cmd, PartialG2):
+                    log.debug("ignored a late partial_g2 for pixel %d of run %s", cmd.index, cmd.run_id)
                 else:
                     log.warning("ignored command %s (not for this rig)", cmd.kind)
             except StateError as exc:
@@ -71,6 +77,43 @@ class Rig:
             self.state = transition(self.state, "stop")
             self.stop_reason = "rig shut down (signal)"
         return self.state is RunState.RUNNING
+
+    def _enough(self, partial: PartialPixel) -> bool:
+        """Adaptive dwell: send the pixel so far to the host and wait (at most `reply_timeout_s`,
+        serving other commands) for its g2 error; True to move on: the error is below the target,
+        or the run is stopping. Without an answer the pixel goes on acquiring."""
+        scan = self.cfg.scan
+        if not self.link.send_now(partial):
+            return self._stopping()  # no host to ask: acquire on
+        deadline = time.monotonic() + scan.reply_timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            reply = self._reply_to(partial, self.link.poll(max(1, math.ceil(left * 1000))))
+            self.link.heartbeat(self.run_id, self.state.value)
+            if self._stopping():
+                return True
+            if reply is not None:
+                return reply.g2_std < scan.adaptive_g2_std  # a NaN error is not below the target
+        self.unanswered += 1
+        if self.unanswered == 1:
+            log.warning("run %s: the host did not answer pixel %d's g2 within %.2f s; acquiring on "
+                        "(said once per run)", self.run_id, partial.index, scan.reply_timeout_s)
+        return False
+
+    def _reply_to(self, partial: PartialPixel, messages: list[Message]) -> PartialG2 | None:
+        """The host's answer to `partial` among `messages` (answers to earlier slices or pixels are
+        dropped); the other commands are applied."""
+        reply, others = None, []
+        for m in messages:
+            if not isinstance(m, PartialG2):
+                others.append(m)
+            elif (m.run_id, m.index, m.dwell_s) == (partial.run_id, partial.index, partial.dwell_s):
+                reply = m
+        self._handle(others)
+        return reply
+
+    def _stopping(self) -> bool:
+        """True when the run should end at this pixel (a stop, or the rig shutting down)."""
+        return self.state is not RunState.RUNNING or self.shutdown.is_set()
 
     @property
     def _marker(self):
@@ -91,7 +134,7 @@ class Rig:
 
     def _run(self, cmd: Start) -> None:
         """One run: run_start, the scan, run_end (always sent, with the exit status and reason)."""
-        self.run_id, self.stop_reason = cmd.run_id, ""
+        self.run_id, self.stop_reason, self.unanswered = cmd.run_id, "", 0
         scan = self.cfg.scan
         sent = {"next_seq": 0}
 
@@ -108,7 +151,7 @@ class Rig:
         status, reason, done, seq = "completed", "", 0, 1
         try:
             if cmd.run_kind == "srm":
-                done, seq = srm_scan(cmd.run_id, scan, self.devices, 1, send, self._keep_going)
+                done, seq = srm_scan(cmd.run_id, scan, self.devices, 1, send, self._keep_going, self._enough)
             elif cmd.run_kind == "vqns":
                 done, seq = self._coherence_session(cmd.run_id, send)
             else:
@@ -123,6 +166,8 @@ class Rig:
         self._marker.unlink(missing_ok=True)
         self.state = transition(self.state, "end")
         log.info("run %s %s (%d pixels)%s", cmd.run_id, status, done, f": {reason}" if reason else "")
+        if self.unanswered:
+            log.warning("run %s: %d slices got no g2 answer from the host in time", cmd.run_id, self.unanswered)
 
     def _coherence_session(self, run_id: str, send) -> tuple[int, int]:
         """A VQNS run: measure each coherence curve the host asks for, until it says stop."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nvscope.proto.messages import Pixel
+from nvscope.proto.messages import PartialPixel, Pixel
 
 from .binning import HistogramBinner
 from .config import ScanConfig
@@ -34,16 +34,53 @@ def raster(scan: ScanConfig) -> Iterator[RasterPoint]:
                               scan.x0 + ix * scan.step, scan.y0 + iy * scan.step, scan.z)
 
 
+DWELL_TOLERANCE_S = 1e-9
+"""Dwell times closer than this (s) count as equal (sums of slices are not exact in floating point)."""
+
+
+def acquire_tags(tagger: TimeTagger, binner: HistogramBinner, duration_s: float) -> None:
+    """Acquire `duration_s` s of time tags in reads as long as the tagger allows, binning each on line."""
+    left = duration_s
+    while left > DWELL_TOLERANCE_S:
+        duration = min(left, tagger.constraints.max_read_s)
+        t_a, t_b, t_end = tagger.read_tags(duration)
+        binner.add(t_a, t_b, t_end)
+        left -= duration
+
+
 def acquire_pixel(tagger: TimeTagger, binner: HistogramBinner, dwell_s: float, slice_s: float) -> None:
     """Acquire `dwell_s` s of time tags in reads of at most `slice_s` s, binning each read on line."""
     binner.reset()
     left = dwell_s
-    while left > 1e-12:
-        duration = min(slice_s, left, tagger.constraints.max_read_s)
-        t_a, t_b, t_end = tagger.read_tags(duration)
-        binner.add(t_a, t_b, t_end)
+    while left > DWELL_TOLERANCE_S:
+        duration = min(slice_s, left)
+        acquire_tags(tagger, binner, duration)
         left -= duration
     binner.finish()
+
+
+def acquire_adaptive(tagger: TimeTagger, binner: HistogramBinner, slice_s: float, max_dwell_s: float,
+                     enough: Callable[[float], bool]) -> float:
+    """Acquire slices of `slice_s` s until `enough(dwell so far, s)` says so or `max_dwell_s` s are
+    acquired (the last slice is cut to fit); returns the dwell (s). `enough` is not asked after the
+    last slice."""
+    binner.reset()
+    elapsed = 0.0
+    while True:
+        duration = min(slice_s, max_dwell_s - elapsed)
+        acquire_tags(tagger, binner, duration)
+        elapsed += duration
+        if elapsed >= max_dwell_s - DWELL_TOLERANCE_S or enough(elapsed):
+            break
+    binner.finish()
+    return elapsed
+
+
+def partial_pixel(run_id: str, seq: int, index: int, dwell_s: float, binner: HistogramBinner) -> PartialPixel:
+    """The pixel acquired so far (`dwell_s` s), for the host to judge (adaptive dwell)."""
+    hist = binner.hist.astype(np.int64, copy=True)
+    return PartialPixel(run_id=run_id, seq=seq, index=index, dwell_s=dwell_s, n_a=int(binner.n_a),
+                        n_b=int(binner.n_b), n_events=int(hist.sum()), hist=hist)
 
 
 @dataclass
@@ -60,20 +97,30 @@ class RigDevices:
 
 
 def srm_scan(run_id: str, scan: ScanConfig, devices: RigDevices, first_seq: int,
-             send: Callable[[Pixel], None], keep_going: Callable[[], bool]) -> tuple[int, int]:
+             send: Callable[[Pixel], None], keep_going: Callable[[], bool],
+             enough: Callable[[PartialPixel], bool] | None = None) -> tuple[int, int]:
     """Scan every pixel, sending one `pixel` message each; returns (pixels done, next seq).
 
     `keep_going` is asked before every pixel (it serves the host's commands and says whether to go on).
+    With adaptive dwell on, `enough` is asked after every slice of a pixel but its last, with the
+    pixel so far, whether to move on (it asks the host).
     """
+    if scan.adaptive and enough is None:
+        raise ValueError("adaptive dwell needs a way to ask the host (enough=None)")
     binner = HistogramBinner(scan.histogram_mode, int(round(scan.tac_dead_s * 1e12)))
     seq, done = first_seq, 0
     for p in raster(scan):
         if not keep_going():
             break
         devices.scanner.move_to(p.x, p.y, p.z)
-        acquire_pixel(devices.tagger, binner, scan.dwell_s, scan.slice_s)
+        if scan.adaptive:
+            dwell = acquire_adaptive(devices.tagger, binner, scan.slice_s, scan.max_dwell_s,
+                                     lambda t: enough(partial_pixel(run_id, seq, p.index, t, binner)))
+        else:
+            acquire_pixel(devices.tagger, binner, scan.dwell_s, scan.slice_s)
+            dwell = scan.dwell_s
         send(Pixel(run_id=run_id, seq=seq, index=p.index, ix=p.ix, iy=p.iy,
-                   position=np.array([p.x, p.y, p.z]), dwell_s=scan.dwell_s,
+                   position=np.array([p.x, p.y, p.z]), dwell_s=dwell,
                    n_a=int(binner.n_a), n_b=int(binner.n_b), n_events=int(binner.hist.sum()),
                    hist=binner.hist.astype(np.int64, copy=True)))
         seq += 1

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from nvscope.proto import ProtocolError, decode, encode
 from nvscope.proto.codec import OUT_OF_BAND_BYTES, _field_specs
-from nvscope.proto.messages import MESSAGE_TYPES, Array, Coherence, Pixel
+from nvscope.proto.messages import MESSAGE_TYPES, Array, Coherence, PartialG2, PartialPixel, Pixel
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 
@@ -55,6 +55,15 @@ def test_round_trip_every_kind(msg):
     out = decode(encode(msg))
     assert type(out) is type(msg)
     assert _equal(out, msg)
+
+
+def test_partial_pixel_and_its_answer_round_trip_nan_included():
+    partial = PartialPixel(run_id="r", seq=5, index=4, dwell_s=0.15, n_a=30, n_b=41, n_events=2,
+                           hist=np.eye(1, 215, 107, dtype=np.int64)[0] * 2)
+    assert _equal(decode(encode(partial)), partial)
+    answer = decode(encode(PartialG2(run_id="r", seq=5, index=4, dwell_s=0.15, g2=np.nan, g2_std=np.nan)))
+    assert isinstance(answer, PartialG2) and np.isnan(answer.g2) and np.isnan(answer.g2_std)
+    assert not PartialPixel.durable and not PartialG2.durable  # neither stored nor acknowledged
 
 
 def test_arrays_travel_as_raw_bytes_not_lists():

@@ -21,6 +21,12 @@ from nvscope.rt.state import RunState, StateError, transition
     ("[link]\nwindow = 0\n", "link.window: must be >= 1"),
     ("scan = 3\n", "scan: expected a table"),
     ("[scan\n", "not valid TOML"),
+    ("[scan]\nadaptive_g2_std = -0.1\n", "scan.adaptive_g2_std: must be a finite g2\\(0\\) error >= 0"),
+    ("[scan]\nadaptive_g2_std = nan\nmax_dwell_s = 1.0\n", "scan.adaptive_g2_std: must be a finite"),
+    ("[scan]\nadaptive_g2_std = 0.1\n", "scan.max_dwell_s: must be >= slice_s \\(0.05 s\\) with adaptive"),
+    ("[scan]\nadaptive_g2_std = 0.1\nmax_dwell_s = 0.01\n", "scan.max_dwell_s: must be >= slice_s"),
+    ("[scan]\nmax_dwell_s = -1.0\n", "scan.max_dwell_s: must be >= 0 s"),
+    ("[scan]\nadaptive_g2_std = 0.1\nmax_dwell_s = 1.0\nreply_timeout_s = 0\n", "scan.reply_timeout_s: must be > 0"),
 ])
 def test_bad_config_names_the_field(tmp_path, text, words):
     path = tmp_path / "rig.toml"
@@ -36,6 +42,14 @@ def test_good_config_and_missing_file(tmp_path):
     assert (cfg.seed, cfg.scan.nx, cfg.scan.ny, cfg.scan.dwell_s) == (7, 3, 2, 0.5)
     with pytest.raises(ConfigError, match="cannot read"):
         load_rig_config(tmp_path / "nope.toml")
+
+
+def test_adaptive_dwell_config(tmp_path):
+    path = tmp_path / "rig.toml"
+    path.write_text("[scan]\nslice_s = 0.1\nadaptive_g2_std = 0.05\nmax_dwell_s = 2\n")
+    scan = load_rig_config(path).scan
+    assert scan.adaptive and (scan.adaptive_g2_std, scan.max_dwell_s, scan.reply_timeout_s) == (0.05, 2.0, 0.5)
+    assert not load_rig_config(None).scan.adaptive  # off by default: fixed dwell_s
 
 
 def test_state_table():
