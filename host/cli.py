@@ -56,10 +56,10 @@ def _host(args: argparse.Namespace) -> int:
     from nvscope.proto.messages import Start
 
     from .daemon import HostDaemon
-    from .runs import ANALYSES, new_run_id
+    from .runs import ANALYSES, default_g2_estimator, new_run_id
     from .vqns_loop import VqnsController
 
-    daemon = HostDaemon(args.connect, args.out, dict(ANALYSES))
+    daemon = HostDaemon(args.connect, args.out, dict(ANALYSES), g2_estimator=default_g2_estimator())
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -12,9 +12,11 @@ import zmq
 
 from nvscope.proto import ProtocolError, decode, encode
 from nvscope.proto.endpoints import host_socket
-from nvscope.proto.messages import Ack, Heartbeat, Hello, Message, RunEnd, RunStart
+from nvscope.proto.messages import Ack, Heartbeat, Hello, Message, PartialPixel, Pixel, RunEnd, RunStart
 from nvscope.proto.version import software_version
 
+from .g2_online import G2Estimator, MleEstimator
+from .pixel_g2 import RunG2, g2_attributes
 from .store import RunStore, run_path
 
 log = logging.getLogger(__name__)
@@ -38,16 +40,20 @@ class HostStats:
 
 
 class HostDaemon:
-    """Connects to a rig, stores every data message of every run, acks only what is stored."""
+    """Connects to a rig, stores every data message of every run, acks only what is stored; estimates
+    each SRM pixel's g2(0) as it is stored (`g2_estimator`, default the Poisson MLE) and answers
+    adaptive dwell's partial pixels."""
 
     def __init__(self, endpoint: str, out_dir: str | Path, analyses: dict[str, Analysis],
-                 ctx: zmq.Context | None = None, batch: int = 512):
+                 ctx: zmq.Context | None = None, batch: int = 512, g2_estimator: G2Estimator | None = None):
         self.ctx = ctx or zmq.Context.instance()
         self.sock = host_socket(self.ctx, endpoint)
         self.out_dir = Path(out_dir)
         self.analyses = analyses
         self.batch = batch
+        self.g2_estimator = g2_estimator or MleEstimator()
         self.runs: dict[str, RunStore] = {}
+        self.g2: dict[str, RunG2 | None] = {}  # per SRM run being stored; None: its on-line g2 failed
         self.stats = HostStats()
         self.last_heartbeat: Heartbeat | None = None
         self._cmd_seq = 0
@@ -82,12 +88,15 @@ class HostDaemon:
         touched: dict[str, RunStore] = {}
         ends: list[tuple[RunStore, RunEnd]] = []
         stored: list[Message] = []
+        arrived: dict[str, list[tuple[Pixel, float]]] = {}  # stored pixels and their arrival (monotonic s)
+        partials: list[PartialPixel] = []
         n = 0
         while n < self.batch:
             try:
                 frames = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
+            t_recv = time.monotonic()
             n += 1
             try:
                 msg = decode(frames)
@@ -97,6 +106,8 @@ class HostDaemon:
                 continue
             if isinstance(msg, Heartbeat):
                 self.last_heartbeat = msg
+            elif isinstance(msg, PartialPixel):
+                partials.append(msg)
             elif msg.durable:
                 store = self._store_for(msg)
                 if store is None:
@@ -110,17 +121,27 @@ class HostDaemon:
                 store.add(msg)
                 stored.append(msg)
                 self.stats.stored += 1
+                if isinstance(msg, Pixel):
+                    arrived.setdefault(msg.run_id, []).append((msg, t_recv))
                 if isinstance(msg, RunEnd):
                     ends.append((store, msg))
             else:
                 log.warning("ignored a %s message (not for the host)", msg.kind)
+        self._answer(partials)
         for store in touched.values():
             if not store.finished:
                 store.flush()
+        ending = {end.run_id for _, end in ends}
+        for run_id, store in touched.items():  # a run that ends is acked once its results are written
+            if run_id not in ending:
+                self.send(Ack(run_id=run_id, seq=store.last_seq))
+        for run_id, store in touched.items():
+            if not store.finished:
+                self._update_g2(run_id, store, arrived.get(run_id, []))
         for store, end in ends:
             self._finish(store, end)
-        for run_id, store in touched.items():
-            self.send(Ack(run_id=run_id, seq=store.last_seq))
+        for run_id in ending:
+            self.send(Ack(run_id=run_id, seq=touched[run_id].last_seq))
         for msg in stored:
             for observer in self.observers:
                 try:
@@ -131,17 +152,51 @@ class HostDaemon:
                               type(exc).__name__, exc)
         return n
 
+    def _update_g2(self, run_id: str, store: RunStore, arrived: list[tuple[Pixel, float]]) -> None:
+        """Estimate the g2(0) of the run's pixels stored in this batch (and any stored without one), write, flush."""
+        online = self.g2.get(run_id)
+        if online is None:
+            return
+        try:
+            if online.update(arrived):
+                store.flush()
+        except Exception as exc:  # the stored pixels stay; the maps at run end are computed anyway
+            self.g2[run_id] = None
+            log.error("run %s: on-line g2 failed, none from now on in this run: %s: %s",
+                      run_id, type(exc).__name__, exc)
+
+    def _answer(self, partials: list[PartialPixel]) -> None:
+        """Answer adaptive dwell's partial pixels with their g2(0) and its std (nothing is stored)."""
+        by_run: dict[str, list[PartialPixel]] = {}
+        for p in partials:
+            by_run.setdefault(p.run_id, []).append(p)
+        for run_id, batch in by_run.items():
+            if run_id not in self.runs and self._store_for(batch[0]) is None:
+                continue
+            online = self.g2.get(run_id)
+            if online is None:
+                log.debug("run %s: no on-line g2 to answer %d partial pixels", run_id, len(batch))
+                continue
+            try:
+                replies = online.answer(batch)
+            except Exception as exc:  # unanswered, rt acquires on to the pixel's maximum dwell
+                log.error("run %s: partial pixel g2 failed: %s: %s", run_id, type(exc).__name__, exc)
+                continue
+            for reply in replies:
+                self.send(reply)
+
     def _store_for(self, msg: Message) -> RunStore | None:
         """The open store of the message's run: created at run_start, reopened after a restart."""
         store = self.runs.get(msg.run_id)
         if store is not None:
             return store
         path = run_path(self.out_dir, msg.run_id)
+        attrs = g2_attributes(self.g2_estimator)
         if path.exists():
-            store = RunStore.reopen(path)
+            store = RunStore.reopen(path, attrs)
             log.info("resuming run %s from %s (stored up to seq %d)", msg.run_id, path, store.last_seq)
         elif isinstance(msg, RunStart):
-            store = RunStore.create(path, msg)
+            store = RunStore.create(path, msg, attrs)
             log.info("run %s (%s) -> %s", msg.run_id, msg.run_kind, path)
         else:
             self.stats.orphans += 1
@@ -151,7 +206,17 @@ class HostDaemon:
                           msg.kind, msg.seq, msg.run_id)
             return None
         self.runs[msg.run_id] = store
+        if str(store.f.attrs["run_kind"]) == "srm" and not store.finished:
+            self._start_g2(msg.run_id, store)
         return store
+
+    def _start_g2(self, run_id: str, store: RunStore) -> None:
+        """The on-line g2 of an SRM run (its context rebuilt from the file when reopened)."""
+        try:
+            self.g2[run_id] = RunG2(self.g2_estimator, store)
+        except Exception as exc:  # the pixels are stored anyway; the maps at run end are computed anyway
+            self.g2[run_id] = None
+            log.error("run %s: no on-line g2: %s: %s", run_id, type(exc).__name__, exc)
 
     def _finish(self, store: RunStore, end: RunEnd) -> None:
         """Analyse a run that ended and write its results; the data stay whatever the analysis does."""
@@ -167,6 +232,7 @@ class HostDaemon:
                 attrs = {"analysis_error": f"{type(exc).__name__}: {exc}"}
             attrs["analysis_s"] = time.perf_counter() - t0
         store.finalize(end, results, attrs)
+        self.g2.pop(end.run_id, None)
         self.stats.finished.append((end.run_id, end.exit_status))
         log.info("run %s %s: %s", end.run_id, end.exit_status, store.path)
 

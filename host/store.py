@@ -29,6 +29,12 @@ PIXEL_FIELDS: dict[str, tuple[str, tuple[int, ...]]] = {
 }
 """Per-pixel datasets under /pixels: name -> (dtype, shape of one row)."""
 
+PIXEL_G2_FIELDS: dict[str, str] = {"g2": "<f8", "g2_std": "<f8", "g2_reason": "|i1", "g2_latency_s": "<f8"}
+"""The host's on-line g2(0) under /pixels, row for row with the pixels: g2(0), its std, the reason
+code where they are NaN (table in the `g2_reasons` attribute) and the seconds from the pixel's
+arrival to its g2's writing (NaN: estimated by a later host after a restart). Written after the
+pixels are acknowledged, so they may lag /pixels/seq by the last batch until the next one."""
+
 COHERENCE_SCALARS = {"seq": "<i8", "n_pulses": "<i8", "repetitions": "<i8"}
 COHERENCE_CURVES = ("t", "coherence", "sigma")
 """Per-curve datasets under /coherence: scalars, and curves as rows padded with NaN (widened as needed)."""
@@ -49,8 +55,9 @@ class RunStore:
         self.finished = f.attrs["exit_status"] != "running"
 
     @classmethod
-    def create(cls, path: Path, start: RunStart) -> RunStore:
-        """A new run file from its run_start message (config, versions, seed as attributes)."""
+    def create(cls, path: Path, start: RunStart, g2_attrs: dict[str, object] | None = None) -> RunStore:
+        """A new run file from its run_start message (config, versions, seed as attributes);
+        `g2_attrs`: how the on-line g2 is computed (estimator, reason table), as attributes."""
         path.parent.mkdir(parents=True, exist_ok=True)
         f = h5py.File(path, "w", libver="latest")
         a = f.attrs
@@ -68,6 +75,7 @@ class RunStore:
             chunk_rows = max(1, min(256, 65536 // (np.dtype(dtype).itemsize * int(np.prod(row)))))
             g.create_dataset(name, shape=(0, *row), maxshape=(None, *row), dtype=dtype,
                              chunks=(chunk_rows, *row))
+        _prepare_pixel_g2(f, g2_attrs or {})
         c = f.create_group("coherence")
         for name, dtype in COHERENCE_SCALARS.items():
             c.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(64,))
@@ -79,8 +87,9 @@ class RunStore:
         return cls(path, f)
 
     @classmethod
-    def reopen(cls, path: Path) -> RunStore:
-        """Resume writing a run file after a host restart (recovering it if that host was killed)."""
+    def reopen(cls, path: Path, g2_attrs: dict[str, object] | None = None) -> RunStore:
+        """Resume writing a run file after a host restart (recovering it if that host was killed);
+        `g2_attrs` as in `create` (a file written by an older host gets the on-line g2 datasets)."""
         try:
             f = h5py.File(path, "r+", libver="latest")
         except OSError as exc:
@@ -90,8 +99,29 @@ class RunStore:
             f = h5py.File(path, "r+", libver="latest")
         store = cls(path, f)
         if not store.finished:
+            _prepare_pixel_g2(f, g2_attrs or {})  # SWMR allows no new dataset or attribute after this
             f.swmr_mode = True
         return store
+
+    @property
+    def n_pixels(self) -> int:
+        """Pixels stored so far."""
+        return int(self.f["pixels/seq"].shape[0])
+
+    @property
+    def n_g2(self) -> int:
+        """Pixels whose on-line g2 is stored (the first `n_g2` pixel rows)."""
+        return int(self.f["pixels/g2"].shape[0]) if "g2" in self.f["pixels"] else 0
+
+    def add_g2(self, g2: np.ndarray, g2_std: np.ndarray, reason: np.ndarray, latency_s: np.ndarray) -> None:
+        """Append the on-line g2 of the next pixel rows without one (flush follows)."""
+        n, k = self.n_g2, len(g2)
+        if n + k > self.n_pixels:
+            raise ValueError(f"{self.path.name}: g2 for pixel rows {n}..{n + k - 1}, but only {self.n_pixels} stored")
+        g = self.f["pixels"]
+        for name, values in (("g2", g2), ("g2_std", g2_std), ("g2_reason", reason), ("g2_latency_s", latency_s)):
+            g[name].resize(n + k, axis=0)
+            g[name][n:] = values
 
     def add(self, msg: Message) -> None:
         """Store one data message that follows `last_seq` (a jump is recorded as a gap and reported)."""
@@ -151,6 +181,24 @@ class RunStore:
             self.f.close()
 
 
+def _prepare_pixel_g2(f: h5py.File, attrs: dict[str, object]) -> None:
+    """Add the on-line g2 datasets that the file lacks and set `attrs` (before SWMR starts)."""
+    g = f["pixels"]
+    for name, dtype in PIXEL_G2_FIELDS.items():
+        if name not in g:
+            fill = 0 if np.dtype(dtype).kind == "i" else np.nan
+            g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1024,), fillvalue=fill)
+    for key, value in attrs.items():
+        old = f.attrs.get(key)
+        if isinstance(value, str) and isinstance(old, str) and old and old != value and g["g2"].shape[0]:
+            log.warning("%s: %s was %r for the first %d pixels, %r from now on",
+                        f.filename, key, old, g["g2"].shape[0], value)
+            value = f"{old} (pixel rows < {g['g2'].shape[0]}), then {value}"
+        if isinstance(value, (tuple, list)):  # a table of strings, e.g. the reason codes
+            value = np.array(value, dtype=h5py.string_dtype())
+        f.attrs[key] = value
+
+
 def recover(path: Path) -> None:
     """Rewrite a run file whose writer died (its SWMR flag still set): everything flushed is kept."""
     tmp = path.with_name(path.name + ".recovering")
@@ -168,6 +216,12 @@ def read_coherence(f: h5py.File) -> dict[str, np.ndarray]:
     return {name: f["coherence"][name][()] for name in (*COHERENCE_SCALARS, *COHERENCE_CURVES)}
 
 
-def read_pixels(f: h5py.File) -> dict[str, np.ndarray]:
-    """Every per-pixel dataset of an open run file, as arrays."""
-    return {name: f["pixels"][name][()] for name in PIXEL_FIELDS}
+def read_pixels(f: h5py.File, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+    """The per-pixel datasets of an open run file (pixel rows start..stop, default all), as arrays."""
+    return {name: f["pixels"][name][start:stop] for name in PIXEL_FIELDS}
+
+
+def read_pixel_g2(f: h5py.File) -> dict[str, np.ndarray]:
+    """The on-line g2 datasets of an open run file (as many rows as pixels estimated so far)."""
+    g = f["pixels"]
+    return {name: g[name][()] for name in PIXEL_G2_FIELDS if name in g}

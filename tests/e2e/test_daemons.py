@@ -79,6 +79,7 @@ def test_every_pixel_reaches_the_file_in_order(tmp_path):
         assert f["maps/g2"].shape == (3, 4)
         assert (f["pixels/n_a"][()] > 0).all()
         assert f.attrs["seed"] == 5 and "dwell_s" in f.attrs["config"]
+        assert f["pixels/g2"].shape == (12,) and f["pixels/g2_latency_s"][()].min() > 0  # on-line g2
     assert not list((tmp_path / "spool").glob("*.msg"))  # everything acknowledged
 
 
@@ -121,6 +122,7 @@ def test_host_killed_mid_scan_then_restarted_loses_nothing(tmp_path):
     with h5py.File(path, "r") as f:
         assert f["pixels/seq"][()].tolist() == list(range(1, 31))
         assert f["gaps"].shape[0] == 0 and f.attrs["exit_status"] == "completed"
+        assert f["pixels/g2_reason"].shape == (30,)  # every pixel's on-line g2, across the kill
 
 
 def test_rig_killed_mid_scan_then_restarted_ends_the_run_as_failed_losing_nothing(tmp_path):

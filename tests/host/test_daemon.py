@@ -1,4 +1,5 @@
-"""The host daemon against a hand-driven rig socket: store in order, ack, drop duplicates and junk."""
+"""The host daemon against a hand-driven rig socket: store in order, ack, drop duplicates and junk;
+per-pixel g2 as pixels arrive; answers to adaptive dwell's partial pixels."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import pytest
 import zmq
 
 from nvscope.host.daemon import HostDaemon
+from nvscope.host.g2_online import G2_REASONS, REASON_NO_EVENTS
 from nvscope.host.store import run_path
+from nvscope.models.g2.model import NV_DEFAULT_SHAPE, expected_histogram, singles_base
 from nvscope.proto import decode, encode
 from nvscope.proto.endpoints import rig_socket
-from nvscope.proto.messages import Ack, Hello, Pixel, RunEnd, RunStart
+from nvscope.proto.messages import Ack, Hello, PartialG2, PartialPixel, Pixel, RunEnd, RunStart
 
 
 @pytest.fixture
@@ -113,3 +116,94 @@ def test_host_restart_resumes_the_file(rig_and_host):
     host2.close()
     with h5py.File(run_path(out, run), "r", libver="latest", swmr=True) as f:
         assert f["pixels/seq"][()].tolist() == [1, 2]
+
+
+def antibunched(run_id: str, seq: int, g0: float = 0.3, singles: int = 50_000, dwell_s: float = 1.0,
+                kind=Pixel, rng=np.random.default_rng(7)):
+    """A pixel (or a partial pixel) whose histogram is drawn from the NV model with g2(0) = g0."""
+    hist = rng.poisson(expected_histogram(NV_DEFAULT_SHAPE, g0, singles_base(singles, singles, dwell_s)))
+    fields = dict(run_id=run_id, seq=seq, index=seq - 1, dwell_s=dwell_s, n_a=singles, n_b=singles,
+                  n_events=int(hist.sum()), hist=hist.astype(np.int64))
+    if kind is Pixel:
+        fields.update(ix=seq - 1, iy=0, position=np.array([seq * 1e-7, 0.0, 0.0]))
+    return kind(**fields)
+
+
+def empty_pixel(run_id: str, seq: int) -> Pixel:
+    return Pixel(run_id=run_id, seq=seq, index=seq - 1, ix=seq - 1, iy=0, dwell_s=1.0, n_a=0, n_b=0)
+
+
+def start_srm(rig, peer, run: str, n: int) -> None:
+    rig.send_multipart([peer, *encode(RunStart(run_id=run, seq=0, run_kind="srm", n_pixels=n,
+                                               grid_shape=np.array([1, n])))])
+
+
+def test_pixels_get_their_g2_in_the_file_as_they_arrive(rig_and_host):
+    rig, peer, host, out = rig_and_host
+    run = "srm-online"
+    start_srm(rig, peer, run, 4)
+    for seq in (1, 2):
+        rig.send_multipart([peer, *encode(antibunched(run, seq))])
+    rig.send_multipart([peer, *encode(empty_pixel(run, 3))])
+    assert pump(host, rig, 1)[-1].seq == 3
+    with h5py.File(run_path(out, run), "r", libver="latest", swmr=True) as f:  # the run is still going
+        assert f.attrs["exit_status"] == "running"
+        g = f["pixels"]
+        g2, std, reason, latency = (g[k][()] for k in ("g2", "g2_std", "g2_reason", "g2_latency_s"))
+        assert f.attrs["g2_online_estimator"] == "mle"
+        assert list(f.attrs["g2_reasons"]) == list(G2_REASONS)
+    assert len(g2) == 3
+    assert np.all(np.abs(g2[:2] - 0.3) < 4 * std[:2]) and np.all((std[:2] > 0) & (std[:2] < 0.3))
+    assert reason.tolist() == [0, 0, REASON_NO_EVENTS] and np.isnan(g2[2]) and np.isnan(std[2])
+    assert np.all((latency > 0) & (latency < 5.0))
+
+
+def test_partial_pixel_is_answered_not_stored(rig_and_host):
+    rig, peer, host, out = rig_and_host
+    run = "srm-partial"
+    start_srm(rig, peer, run, 2)
+    rig.send_multipart([peer, *encode(antibunched(run, 1))])
+    pump(host, rig, 1)
+    partial = antibunched(run, 2, g0=0.5, dwell_s=0.4, kind=PartialPixel)
+    rig.send_multipart([peer, *encode(partial)])
+    rig.send_multipart([peer, *encode(PartialPixel(run_id=run, seq=2, index=1, dwell_s=0.1))])  # empty so far
+    replies = pump(host, rig, 2)
+    assert all(isinstance(r, PartialG2) for r in replies) and len(replies) == 2
+    full, empty = replies
+    assert (full.run_id, full.seq, full.index, full.dwell_s) == (run, 2, 1, 0.4)
+    assert 0 < full.g2_std < 0.5 and abs(full.g2 - 0.5) < 4 * full.g2_std
+    assert np.isnan(empty.g2_std) and empty.dwell_s == 0.1
+    with h5py.File(run_path(out, run), "r", libver="latest", swmr=True) as f:
+        assert f["pixels/seq"][()].tolist() == [1] and f["pixels/g2"].shape == (1,)
+        assert f["stored_seq"][0] == 1
+
+
+class BrokenEstimator:
+    name, min_events = "broken", 1
+
+    def estimate(self, *args):
+        raise RuntimeError("no estimate today")
+
+
+def test_restarted_host_estimates_the_pixels_stored_without_g2(rig_and_host, caplog):
+    rig, peer, _, out = rig_and_host
+    endpoint = rig.getsockopt(zmq.LAST_ENDPOINT).decode()
+    broken = HostDaemon(endpoint, out, analyses={}, ctx=rig.context, g2_estimator=BrokenEstimator())
+    peer2 = rig.recv_multipart()[0]  # its hello
+    run = "srm-catch-up"
+    start_srm(rig, peer2, run, 3)
+    for seq in (1, 2):
+        rig.send_multipart([peer2, *encode(antibunched(run, seq))])
+    assert pump(broken, rig, 1)[-1].seq == 2  # stored and acknowledged, whatever the estimator does
+    assert "on-line g2 failed" in caplog.text
+    broken.close()
+    again = HostDaemon(endpoint, out, analyses={}, ctx=rig.context)
+    peer3 = rig.recv_multipart()[0]  # its hello
+    rig.send_multipart([peer3, *encode(antibunched(run, 3))])
+    pump(again, rig, 1)
+    again.close()
+    with h5py.File(run_path(out, run), "r", libver="latest", swmr=True) as f:
+        g2, latency = f["pixels/g2"][()], f["pixels/g2_latency_s"][()]
+        assert f.attrs["g2_online_estimator"] == "mle"
+    assert len(g2) == 3 and np.all(np.isfinite(g2))
+    assert np.isnan(latency[:2]).all() and latency[2] > 0  # arrival unknown to the new host
