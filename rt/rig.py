@@ -39,7 +39,8 @@ class Rig:
         self.measurements: list[MeasureCoherence] = []
         self.inbox: deque[Message] = deque()  # commands not yet applied (a run starts mid-batch)
         self.shutdown = threading.Event()
-        self.unanswered = 0  # partial pixels of this run the host did not answer in time
+        self.unanswered = 0  # pixels of this run whose g2 the host did not answer in time
+        self._slow_pixel: tuple[str, int] | None = None  # the last pixel it was too slow for
 
     def _handle(self, commands: list[Message]) -> None:
         """Apply the host's commands; one that does not fit the state is refused, naming the state.
@@ -81,32 +82,41 @@ class Rig:
     def _enough(self, partial: PartialPixel) -> bool:
         """Adaptive dwell: send the pixel so far to the host and wait (at most `reply_timeout_s`,
         serving other commands) for its g2 error; True to move on: the error is below the target,
-        or the run is stopping. Without an answer the pixel goes on acquiring."""
+        or the run is stopping. Without an answer the pixel goes on acquiring; once the host has
+        been too slow for a pixel, its later slices are not waited for (answers that come are used)."""
         scan = self.cfg.scan
         if not self.link.send_now(partial):
             return self._stopping()  # no host to ask: acquire on
-        deadline = time.monotonic() + scan.reply_timeout_s
-        while (left := deadline - time.monotonic()) > 0:
-            reply = self._reply_to(partial, self.link.poll(max(1, math.ceil(left * 1000))))
+        patient = self._slow_pixel != (partial.run_id, partial.index)
+        deadline = time.monotonic() + (scan.reply_timeout_s if patient else 0.0)
+        while True:
+            left = deadline - time.monotonic()
+            reply = self._reply_to(partial, self.link.poll(max(0, math.ceil(left * 1000))))
             self.link.heartbeat(self.run_id, self.state.value)
             if self._stopping():
                 return True
             if reply is not None:
                 return reply.g2_std < scan.adaptive_g2_std  # a NaN error is not below the target
-        self.unanswered += 1
-        if self.unanswered == 1:
-            log.warning("run %s: the host did not answer pixel %d's g2 within %.2f s; acquiring on "
-                        "(said once per run)", self.run_id, partial.index, scan.reply_timeout_s)
+            if left <= 0:
+                break
+        if patient:
+            self._slow_pixel = (partial.run_id, partial.index)
+            self.unanswered += 1
+            if self.unanswered == 1:
+                log.warning("run %s: the host did not answer pixel %d's g2 within %.2f s; acquiring on "
+                            "(said once per run)", self.run_id, partial.index, scan.reply_timeout_s)
         return False
 
     def _reply_to(self, partial: PartialPixel, messages: list[Message]) -> PartialG2 | None:
-        """The host's answer to `partial` among `messages` (answers to earlier slices or pixels are
-        dropped); the other commands are applied."""
+        """The host's latest answer for `partial`'s pixel among `messages` (to this slice or an
+        earlier one: with fewer photons, its error is only larger); answers for other pixels are
+        dropped; the other commands are applied."""
         reply, others = None, []
         for m in messages:
             if not isinstance(m, PartialG2):
                 others.append(m)
-            elif (m.run_id, m.index, m.dwell_s) == (partial.run_id, partial.index, partial.dwell_s):
+            elif ((m.run_id, m.index) == (partial.run_id, partial.index) and m.dwell_s <= partial.dwell_s
+                  and (reply is None or m.dwell_s > reply.dwell_s)):
                 reply = m
         self._handle(others)
         return reply
@@ -167,7 +177,7 @@ class Rig:
         self.state = transition(self.state, "end")
         log.info("run %s %s (%d pixels)%s", cmd.run_id, status, done, f": {reason}" if reason else "")
         if self.unanswered:
-            log.warning("run %s: %d slices got no g2 answer from the host in time", cmd.run_id, self.unanswered)
+            log.warning("run %s: %d pixels got no g2 answer from the host in time", cmd.run_id, self.unanswered)
 
     def _coherence_session(self, run_id: str, send) -> tuple[int, int]:
         """A VQNS run: measure each coherence curve the host asks for, until it says stop."""

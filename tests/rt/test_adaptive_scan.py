@@ -1,18 +1,22 @@
 """The rt side of adaptive dwell: slices until the host says enough or the maximum dwell, the pixel's
-real dwell in its message, and partial pixels sent without being kept."""
+real dwell in its message, partial pixels sent without being kept, and a slow host waited for once."""
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import pytest
 import zmq
 
-from nvscope.proto.messages import PartialPixel, Pixel
+from nvscope.proto.messages import PartialG2, PartialPixel, Pixel
 from nvscope.rt.config import LinkConfig, RigConfig, from_dict
 from nvscope.rt.link import RtLink
+from nvscope.rt.rig import Rig
 from nvscope.rt.scan import srm_scan
 from nvscope.rt.sim_rig import sim_devices
 from nvscope.rt.spool import Spool
+from nvscope.rt.state import RunState
 
 
 def scan_with(enough_after: dict[int, float], **scan) -> tuple[list[Pixel], list[PartialPixel]]:
@@ -61,3 +65,40 @@ def test_partial_pixels_are_sent_without_being_kept(tmp_path):
     finally:
         sock.close(linger=0)
         ctx.term()
+
+
+class QuietLink:
+    """A link with nothing to say: no host ever answers in time."""
+
+    def __init__(self, answers=()):
+        self.sent, self.answers = [], list(answers)
+
+    def send_now(self, msg) -> bool:
+        self.sent.append(msg)
+        return True
+
+    def poll(self, timeout_ms: int) -> list:
+        out, self.answers = self.answers, []
+        return out
+
+    def heartbeat(self, run_id: str, state: str) -> None:
+        pass
+
+
+def test_rig_takes_the_latest_answer_for_this_pixel_and_waits_once_for_a_slow_host():
+    cfg = from_dict(RigConfig, {"scan": {"adaptive_g2_std": 0.1, "max_dwell_s": 1.0, "reply_timeout_s": 0.05}}, "rig")
+    answer = lambda index, dwell, std: PartialG2(run_id="r", seq=1, index=index, dwell_s=dwell, g2=0.3, g2_std=std)  # noqa: E731
+    link = QuietLink([answer(3, 0.2, 0.01), answer(4, 0.3, 0.01), answer(4, 0.1, 0.05), answer(4, 0.2, 0.2)])
+    rig = Rig(cfg, devices=None, link=link)
+    rig.state, rig.run_id = RunState.RUNNING, "r"
+    partial = lambda dwell: PartialPixel(run_id="r", seq=1, index=4, dwell_s=dwell)  # noqa: E731
+    # for pixel 4 at 0.2 s: pixel 3's answer and the one for a later slice are ignored; of the
+    # answers to slices up to 0.2 s the latest counts (0.2 > target: acquire on)
+    assert rig._enough(partial(0.2)) is False
+    t0 = time.monotonic()
+    assert rig._enough(partial(0.3)) is False and time.monotonic() - t0 >= 0.05  # waited once, in vain
+    t0 = time.monotonic()
+    assert rig._enough(partial(0.4)) is False and time.monotonic() - t0 < 0.05  # not again for this pixel
+    link.answers = [answer(4, 0.3, 0.05)]  # a late answer still counts
+    assert rig._enough(partial(0.5)) is True
+    assert rig.unanswered == 1 and len(link.sent) == 4
