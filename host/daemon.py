@@ -30,13 +30,17 @@ Analysis = Callable[[RunStore], tuple[dict, dict]]
 
 @dataclass
 class HostStats:
-    """What the daemon has seen: stored messages, duplicates dropped, malformed frames dropped."""
+    """What the daemon has seen: stored messages, duplicates dropped, malformed frames dropped; and the
+    pixels whose on-line g2 it wrote, in how many batches and how many seconds."""
 
     stored: int = 0
     duplicates: int = 0
     malformed: int = 0
     orphans: int = 0
     finished: list[tuple[str, str]] = field(default_factory=list)  # (run_id, exit_status)
+    g2_pixels: int = 0
+    g2_batches: int = 0
+    g2_s: float = 0.0  # time spent estimating and writing the on-line g2 (s)
 
 
 class HostDaemon:
@@ -157,9 +161,15 @@ class HostDaemon:
         online = self.g2.get(run_id)
         if online is None:
             return
+        t0 = time.perf_counter()
         try:
-            if online.update(arrived):
+            n = online.update(arrived)
+            if n:
                 store.flush()
+                dt = time.perf_counter() - t0
+                self.stats.g2_pixels, self.stats.g2_batches = self.stats.g2_pixels + n, self.stats.g2_batches + 1
+                self.stats.g2_s += dt
+                log.debug("run %s: on-line g2 of %d pixels in %.3f s", run_id, n, dt)
         except Exception as exc:  # the stored pixels stay; the maps at run end are computed anyway
             self.g2[run_id] = None
             log.error("run %s: on-line g2 failed, none from now on in this run: %s: %s",

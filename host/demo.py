@@ -1,4 +1,8 @@
-"""`nvscope demo`: a simulated rig and a host on loopback, a scan end to end, files and figures."""
+"""`nvscope demo`: a simulated rig and a host on loopback, a scan end to end, files and figures.
+
+The antibunching field is scanned twice, with a fixed dwell and with adaptive dwell (a second rig
+process whose configuration differs only in the adaptive lines), to compare total time and g2 errors.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import logging
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -14,7 +20,9 @@ import numpy as np
 from nvscope.proto.messages import Start
 
 from .daemon import HostDaemon
-from .runs import ANALYSES, new_run_id
+from .dwell_figure import dwell_figure
+from .runs import ANALYSES, default_g2_estimator, new_run_id
+from .store import read_pixels
 from .vqns_loop import VqnsController, VqnsLoopConfig
 
 log = logging.getLogger(__name__)
@@ -32,7 +40,7 @@ step = 70e-9
 dwell_s = 1.0
 slice_s = 0.1
 histogram_mode = "allpairs"
-
+{adaptive}
 [link]
 spool_dir = "{spool}"
 
@@ -61,6 +69,23 @@ emitters = [
 ]
 """
 
+ADAPTIVE_TARGET = 0.2
+ADAPTIVE_MAX_DWELL_S = 1.0
+DEMO_ADAPTIVE_SCAN = f"""\
+# adaptive dwell: each pixel until its g2(0) error is below the target, at most the fixed scan's dwell
+adaptive_g2_std = {ADAPTIVE_TARGET}
+max_dwell_s = {ADAPTIVE_MAX_DWELL_S}
+reply_timeout_s = 0.25
+"""
+"""The adaptive scan's lines in [scan]: the bright pixels (above half the peak PL) reach an error of
+0.2 in about half the fixed dwell; the dark ones keep the fixed dwell as their maximum."""
+
+
+def write_rig_config(path: Path, spool: Path, adaptive: bool) -> Path:
+    """The demo's rig TOML (fixed or adaptive dwell) at `path`."""
+    path.write_text(DEMO_RIG_TOML.format(spool=spool.as_posix(), adaptive=DEMO_ADAPTIVE_SCAN if adaptive else ""))
+    return path
+
 
 def start_rig(config: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
     """Start `nvscope rig --sim` as its own process on an ephemeral loopback port; return it and its endpoint."""
@@ -72,6 +97,20 @@ def start_rig(config: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
         proc.wait(timeout=10)
         raise RuntimeError(f"the rig did not start (exit {proc.returncode}); see {log_path}")
     return proc, line.split(" ", 1)[1]
+
+
+@contextmanager
+def running_rig(config: Path, log_path: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    """A rig process for the duration of the block (terminated, or killed, at its end)."""
+    rig, endpoint = start_rig(config, log_path)
+    try:
+        yield rig, endpoint
+    finally:
+        rig.terminate()
+        try:
+            rig.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            rig.kill()
 
 
 def run_to_end(host: HostDaemon, run_id: str, kind: str, rig: subprocess.Popen, timeout_s: float,
@@ -106,6 +145,36 @@ def summarize_srm(path: Path) -> str:
                 f"  figure: {path.with_suffix('.png')}")
 
 
+def dwell_stats(path: Path) -> dict[str, float]:
+    """Photon time (s), and dwell and g2 errors of a finished SRM run over all pixels and over the
+    bright ones (above half the peak PL); how many pixels ended before the adaptive maximum dwell."""
+    with h5py.File(path, "r") as f:
+        px = read_pixels(f)
+        std, pl = f["maps/g2_std"][()], f["maps/pl_cps"][()]
+    std, pl = std[px["iy"], px["ix"]], pl[px["iy"], px["ix"]]  # in pixel order
+    bright = pl > 0.5 * np.nanmax(pl)
+    return {"photons_s": float(px["dwell_s"].sum()), "median_all": float(np.nanmedian(std)),
+            "max_all": float(np.nanmax(std)), "median_bright": float(np.nanmedian(std[bright])),
+            "max_bright": float(np.nanmax(std[bright])), "n_bright": int(bright.sum()),
+            "dwell_bright": float(px["dwell_s"][bright].mean()),
+            "early": int(np.sum(px["dwell_s"] < ADAPTIVE_MAX_DWELL_S - 1e-9))}
+
+
+def summarize_dwell(fixed: Path, adaptive: Path, wall_fixed: float, wall_adaptive: float, png: Path) -> str:
+    """Fixed versus adaptive dwell on the same field: total time and g2 errors of each, in a few lines."""
+    lines = [f"  the same field with fixed and with adaptive dwell (target g2 error {ADAPTIVE_TARGET}, "
+             f"at most {ADAPTIVE_MAX_DWELL_S} s per pixel):"]
+    for name, path, wall in (("fixed   ", fixed, wall_fixed), ("adaptive", adaptive, wall_adaptive)):
+        s = dwell_stats(path)
+        early = f"; {s['early']} pixels reached the target early" if path == adaptive else ""
+        lines.append(f"    {name} {s['photons_s']:5.1f} s of photons ({wall:4.1f} s wall); {s['n_bright']} pixels "
+                     f"above half the peak PL: mean dwell {s['dwell_bright']:.2f} s, g2 error median "
+                     f"{s['median_bright']:.3f}, max {s['max_bright']:.3f}; all pixels: g2 error median "
+                     f"{s['median_all']:.2f}, max {s['max_all']:.2f}{early}")
+    lines.append(f"  figure: {png}")
+    return "\n".join(lines)
+
+
 def summarize_vqns(path: Path, controller: VqnsController) -> str:
     """The VQNS run in a few lines: which sequences were measured, why it stopped, the figure."""
     with h5py.File(path, "r") as f:
@@ -120,33 +189,40 @@ def run_demo(out: Path, timeout_s: float = 600.0) -> int:
     """Run the demo into `out`; print a summary; 0 on success."""
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    config = out / "demo-rig.toml"
-    config.write_text(DEMO_RIG_TOML.format(spool=(out / "spool").as_posix()))
-    rig, endpoint = start_rig(config, out / "rig.log")
-    host = HostDaemon(endpoint, out, dict(ANALYSES))
-    try:
-        t_scan = time.perf_counter()
-        run_id = run_to_end(host, new_run_id("srm"), "srm", rig, timeout_s)
-        t_scan = time.perf_counter() - t_scan
-        t_vqns = time.perf_counter()
-        vqns_id = new_run_id("vqns")
-        controller = VqnsController(host, vqns_id, VqnsLoopConfig())
-        host.analyses["vqns"] = controller.analysis
-        run_to_end(host, vqns_id, "vqns", rig, timeout_s, then=controller.begin)
-        t_vqns = time.perf_counter() - t_vqns
-    finally:
-        host.close()
-        rig.terminate()
+    fixed_toml = write_rig_config(out / "demo-rig.toml", out / "spool", adaptive=False)
+    adaptive_toml = write_rig_config(out / "demo-rig-adaptive.toml", out / "spool-adaptive", adaptive=True)
+    estimator = default_g2_estimator()
+    with running_rig(fixed_toml, out / "rig.log") as (rig, endpoint):
+        host = HostDaemon(endpoint, out, dict(ANALYSES), g2_estimator=estimator)
         try:
-            rig.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            rig.kill()
-    path = out / f"{run_id}.h5"
+            t_scan = time.perf_counter()
+            run_id = run_to_end(host, new_run_id("srm"), "srm", rig, timeout_s)
+            t_scan = time.perf_counter() - t_scan
+            t_vqns = time.perf_counter()
+            vqns_id = new_run_id("vqns")
+            controller = VqnsController(host, vqns_id, VqnsLoopConfig())
+            host.analyses["vqns"] = controller.analysis
+            run_to_end(host, vqns_id, "vqns", rig, timeout_s, then=controller.begin)
+            t_vqns = time.perf_counter() - t_vqns
+        finally:
+            host.close()
+    with running_rig(adaptive_toml, out / "rig-adaptive.log") as (rig, endpoint):
+        host = HostDaemon(endpoint, out, dict(ANALYSES), g2_estimator=estimator)
+        try:
+            t_adaptive = time.perf_counter()
+            adaptive_id = run_to_end(host, new_run_id("srm"), "srm", rig, timeout_s)
+            t_adaptive = time.perf_counter() - t_adaptive
+        finally:
+            host.close()
+    path, adaptive_path = out / f"{run_id}.h5", out / f"{adaptive_id}.h5"
+    png = out / f"dwell-{adaptive_id}.png"
+    dwell_figure(path, adaptive_path, png, ADAPTIVE_TARGET)
     with h5py.File(path, "r") as f:
         n_pixels = f["pixels/index"].shape[0]
     print(f"nvscope demo: antibunching scan and adaptive noise spectroscopy on the simulated rig -> {out.resolve()}")
     print(summarize_srm(path))
     print(f"  scan + analysis {t_scan:.1f} s ({n_pixels / t_scan:.1f} pixels/s end to end)")
+    print(summarize_dwell(path, adaptive_path, t_scan, t_adaptive, png))
     print(summarize_vqns(out / f"{vqns_id}.h5", controller))
     print(f"  adaptive VQNS run {t_vqns:.1f} s; demo wall time {time.perf_counter() - t0:.1f} s")
     return 0

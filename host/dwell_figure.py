@@ -1,0 +1,50 @@
+"""The demo's fixed-versus-adaptive dwell figure: the g2(0) error map of each scan and the adaptive dwell map."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .figures import pixel_extent_um  # noqa: E402
+from .store import read_pixels  # noqa: E402
+
+ERROR_SHOWN_UP_TO = 0.5
+"""The error maps' colour scale ends here (the dark background's errors, of order 1, saturate it)."""
+
+
+def scan_maps(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A finished SRM run's g2 error and dwell maps (ny, nx) and its pixel positions (m)."""
+    with h5py.File(path, "r") as f:
+        px = read_pixels(f)
+        dwell = np.full(f["maps/g2_std"].shape, np.nan)
+        dwell[px["iy"], px["ix"]] = px["dwell_s"]
+        return {"g2_std": f["maps/g2_std"][()], "dwell_s": dwell}, px["position"]
+
+
+def dwell_figure(fixed: Path, adaptive: Path, png: Path, target: float) -> None:
+    """Three panels: the g2(0) error of the fixed-dwell and the adaptive-dwell scan on one colour
+    scale (the target marked on the colour bar), and the adaptive scan's dwell per pixel (s)."""
+    (f_maps, pos), (a_maps, _) = scan_maps(fixed), scan_maps(adaptive)
+    extent = pixel_extent_um(pos, f_maps["g2_std"].shape)
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.9), constrained_layout=True)
+    panels = ((f_maps["g2_std"], f"g$^{{(2)}}$(0) error, fixed dwell ({np.nansum(f_maps['dwell_s']):.0f} s)", "magma"),
+              (a_maps["g2_std"], f"g$^{{(2)}}$(0) error, adaptive ({np.nansum(a_maps['dwell_s']):.0f} s)", "magma"),
+              (a_maps["dwell_s"], "adaptive dwell (s)", "viridis"))
+    for i, (ax, (m, title, cmap)) in enumerate(zip(axes, panels)):
+        kw = {"vmin": 0.0, "vmax": ERROR_SHOWN_UP_TO} if i < 2 else {"vmin": 0.0}
+        im = ax.imshow(m, origin="lower", extent=extent, cmap=cmap, aspect="equal", **kw)
+        bar = fig.colorbar(im, ax=ax, shrink=0.85, extend="max" if i < 2 else "neither")
+        if i < 2:
+            bar.ax.axhline(target, color="c", lw=2)
+        ax.set_title(title)
+        ax.set_xlabel("x (µm)")
+        ax.set_ylabel("y (µm)")
+    fig.suptitle(f"the same field, fixed vs adaptive dwell (target g$^{{(2)}}$(0) error {target}, cyan)")
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
