@@ -43,6 +43,19 @@ class HostStats:
     g2_s: float = 0.0  # time spent estimating and writing the on-line g2 (s)
 
 
+@dataclass
+class _Batch:
+    """What one step received: runs touched, runs ended, new data messages, stored pixels with their
+    arrival time (monotonic s), partial pixels to answer, frames taken."""
+
+    touched: dict[str, RunStore] = field(default_factory=dict)
+    ends: list[tuple[RunStore, RunEnd]] = field(default_factory=list)
+    stored: list[Message] = field(default_factory=list)
+    arrived: dict[str, list[tuple[Pixel, float]]] = field(default_factory=dict)
+    partials: list[PartialPixel] = field(default_factory=list)
+    n: int = 0
+
+
 class HostDaemon:
     """Connects to a rig, stores every data message of every run, acks only what is stored; estimates
     each SRM pixel's g2(0) as it is stored (`g2_estimator`, default the Poisson MLE) and answers
@@ -89,19 +102,36 @@ class HostDaemon:
                 self._last_heard = time.monotonic()
             return 0
         self._last_heard = time.monotonic()
-        touched: dict[str, RunStore] = {}
-        ends: list[tuple[RunStore, RunEnd]] = []
-        stored: list[Message] = []
-        arrived: dict[str, list[tuple[Pixel, float]]] = {}  # stored pixels and their arrival (monotonic s)
-        partials: list[PartialPixel] = []
-        n = 0
-        while n < self.batch:
+        b = self._receive()
+        self._answer(b.partials)
+        for store in b.touched.values():
+            if not store.finished:
+                store.flush()
+        ending = {end.run_id for _, end in b.ends}
+        for run_id, store in b.touched.items():  # a run that ends is acked once its results are written
+            if run_id not in ending:
+                self.send(Ack(run_id=run_id, seq=store.last_seq))
+        for run_id, store in b.touched.items():
+            if not store.finished:
+                self._update_g2(run_id, store, b.arrived.get(run_id, []))
+        for store, end in b.ends:
+            self._finish(store, end)
+        for run_id in ending:
+            self.send(Ack(run_id=run_id, seq=b.touched[run_id].last_seq))
+        self._notify(b.stored)
+        return b.n
+
+    def _receive(self) -> _Batch:
+        """Take what is queued (up to `batch` frames): store each new data message (not yet flushed),
+        keep the partial pixels, drop duplicates and malformed frames."""
+        b = _Batch()
+        while b.n < self.batch:
             try:
                 frames = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
             t_recv = time.monotonic()
-            n += 1
+            b.n += 1
             try:
                 msg = decode(frames)
             except ProtocolError as exc:
@@ -111,41 +141,34 @@ class HostDaemon:
             if isinstance(msg, Heartbeat):
                 self.last_heartbeat = msg
             elif isinstance(msg, PartialPixel):
-                partials.append(msg)
+                b.partials.append(msg)
             elif msg.durable:
-                store = self._store_for(msg)
-                if store is None:
-                    continue
-                touched[msg.run_id] = store
-                if msg.seq <= store.last_seq or store.finished:
-                    self.stats.duplicates += 1
-                    if isinstance(msg, RunEnd) and not store.finished:
-                        ends.append((store, msg))  # stored, but a host died before finishing the run
-                    continue
-                store.add(msg)
-                stored.append(msg)
-                self.stats.stored += 1
-                if isinstance(msg, Pixel):
-                    arrived.setdefault(msg.run_id, []).append((msg, t_recv))
-                if isinstance(msg, RunEnd):
-                    ends.append((store, msg))
+                self._store(msg, t_recv, b)
             else:
                 log.warning("ignored a %s message (not for the host)", msg.kind)
-        self._answer(partials)
-        for store in touched.values():
-            if not store.finished:
-                store.flush()
-        ending = {end.run_id for _, end in ends}
-        for run_id, store in touched.items():  # a run that ends is acked once its results are written
-            if run_id not in ending:
-                self.send(Ack(run_id=run_id, seq=store.last_seq))
-        for run_id, store in touched.items():
-            if not store.finished:
-                self._update_g2(run_id, store, arrived.get(run_id, []))
-        for store, end in ends:
-            self._finish(store, end)
-        for run_id in ending:
-            self.send(Ack(run_id=run_id, seq=touched[run_id].last_seq))
+        return b
+
+    def _store(self, msg: Message, t_recv: float, b: _Batch) -> None:
+        """Add one data message to its run's file (a duplicate is counted and dropped)."""
+        store = self._store_for(msg)
+        if store is None:
+            return
+        b.touched[msg.run_id] = store
+        if msg.seq <= store.last_seq or store.finished:
+            self.stats.duplicates += 1
+            if isinstance(msg, RunEnd) and not store.finished:
+                b.ends.append((store, msg))  # stored, but a host died before finishing the run
+            return
+        store.add(msg)
+        b.stored.append(msg)
+        self.stats.stored += 1
+        if isinstance(msg, Pixel):
+            b.arrived.setdefault(msg.run_id, []).append((msg, t_recv))
+        if isinstance(msg, RunEnd):
+            b.ends.append((store, msg))
+
+    def _notify(self, stored: list[Message]) -> None:
+        """Hand every newly stored (and acknowledged) message to the observers."""
         for msg in stored:
             for observer in self.observers:
                 try:
@@ -154,7 +177,6 @@ class HostDaemon:
                     log.error("run %s: %s failed on %s seq %d: %s: %s", msg.run_id,
                               getattr(observer, "__qualname__", observer), msg.kind, msg.seq,
                               type(exc).__name__, exc)
-        return n
 
     def _update_g2(self, run_id: str, store: RunStore, arrived: list[tuple[Pixel, float]]) -> None:
         """Estimate the g2(0) of the run's pixels stored in this batch (and any stored without one), write, flush."""

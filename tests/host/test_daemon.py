@@ -167,12 +167,16 @@ def test_partial_pixel_is_answered_not_stored(rig_and_host):
     partial = antibunched(run, 2, g0=0.5, dwell_s=0.4, kind=PartialPixel)
     rig.send_multipart([peer, *encode(partial)])
     rig.send_multipart([peer, *encode(PartialPixel(run_id=run, seq=2, index=1, dwell_s=0.1))])  # empty so far
+    magic, kind, schema, body = msgpack.unpackb(encode(partial)[0])
+    body["hist"] = {"nd": ["<i8", [214]], "b": body["hist"]["b"][:-8]}  # a histogram one bin short
+    rig.send_multipart([peer, msgpack.packb([magic, kind, schema, body], use_bin_type=True)])
     replies = pump(host, rig, 2)
     assert all(isinstance(r, PartialG2) for r in replies) and len(replies) == 2
     full, empty = replies
     assert (full.run_id, full.seq, full.index, full.dwell_s) == (run, 2, 1, 0.4)
     assert 0 < full.g2_std < 0.5 and abs(full.g2 - 0.5) < 4 * full.g2_std
     assert np.isnan(empty.g2_std) and empty.dwell_s == 0.1
+    assert host.stats.malformed == 1  # dropped with a logged line, unanswered
     with h5py.File(run_path(out, run), "r", libver="latest", swmr=True) as f:
         assert f["pixels/seq"][()].tolist() == [1] and f["pixels/g2"].shape == (1,)
         assert f["stored_seq"][0] == 1
