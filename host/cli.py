@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
                         "spectroscopy) once connected; runs go one after another; repeatable")
     add_vqns_parser(sub)
     add_g2_parser(sub)
+    h.add_argument("--g2-model", metavar="FILE.onnx", help="the g2 CNN to use instead of the shipped one")
     h.add_argument("--exit-when-done", action="store_true",
                    help="exit once every run started with --run has ended and been stored")
     return p
@@ -56,10 +57,11 @@ def _host(args: argparse.Namespace) -> int:
     from nvscope.proto.messages import Start
 
     from .daemon import HostDaemon
-    from .runs import ANALYSES, default_g2_estimator, new_run_id
+    from .runs import default_g2_estimator, host_analyses, new_run_id
     from .vqns_loop import VqnsController
 
-    daemon = HostDaemon(args.connect, args.out, dict(ANALYSES), g2_estimator=default_g2_estimator())
+    estimator = default_g2_estimator(args.g2_model)  # checked before anything connects
+    daemon = HostDaemon(args.connect, args.out, host_analyses(estimator), g2_estimator=estimator)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -83,6 +85,13 @@ def _host(args: argparse.Namespace) -> int:
     print(f"host: {daemon.stats.stored} messages stored, {daemon.stats.duplicates} duplicates dropped, "
           f"{daemon.stats.malformed} malformed dropped; files in {Path(args.out).resolve()}")
     return 0
+
+
+def _model_file_error() -> type[Exception]:
+    """The g2 model-file error class, imported only when an exception is being handled (cheap start)."""
+    from .g2_cnn import ModelFileError
+
+    return ModelFileError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from .demo import run_demo
             return run_demo(Path(args.out), timeout_s=args.timeout)
+    except _model_file_error() as exc:  # the g2 model, checked when the host starts
+        print(f"nvscope {args.command}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except (RuntimeError, TimeoutError, OSError) as exc:
         print(f"nvscope {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ from nvscope.proto.messages import Start
 
 from .daemon import HostDaemon
 from .dwell_figure import dwell_figure
-from .runs import ANALYSES, default_g2_estimator, new_run_id
+from .runs import default_g2_estimator, host_analyses, new_run_id
 from .store import read_pixels
 from .vqns_loop import VqnsController, VqnsLoopConfig
 
@@ -193,7 +193,7 @@ def run_demo(out: Path, timeout_s: float = 600.0) -> int:
     adaptive_toml = write_rig_config(out / "demo-rig-adaptive.toml", out / "spool-adaptive", adaptive=True)
     estimator = default_g2_estimator()
     with running_rig(fixed_toml, out / "rig.log") as (rig, endpoint):
-        host = HostDaemon(endpoint, out, dict(ANALYSES), g2_estimator=estimator)
+        host = HostDaemon(endpoint, out, host_analyses(estimator), g2_estimator=estimator)
         try:
             t_scan = time.perf_counter()
             run_id = run_to_end(host, new_run_id("srm"), "srm", rig, timeout_s)
@@ -207,7 +207,7 @@ def run_demo(out: Path, timeout_s: float = 600.0) -> int:
         finally:
             host.close()
     with running_rig(adaptive_toml, out / "rig-adaptive.log") as (rig, endpoint):
-        host = HostDaemon(endpoint, out, dict(ANALYSES), g2_estimator=estimator)
+        host = HostDaemon(endpoint, out, host_analyses(estimator), g2_estimator=estimator)
         try:
             t_adaptive = time.perf_counter()
             adaptive_id = run_to_end(host, new_run_id("srm"), "srm", rig, timeout_s)

@@ -2,8 +2,9 @@
 
 Every estimator needs the emitter's shape (t1, t2, a) as context (physics.md section 1). On line
 it comes from the summed histogram of the pixels stored so far, normalized by their singles
-(`fit_shape`), refitted whenever the sum has grown by REFIT_GROWTH; until the sum holds
-MIN_CONTEXT_EVENTS events the NV default shape is used. The maps written at run end are
+(`fit_shape`), refitted whenever the sum has grown by REFIT_GROWTH (from the previous shape, one
+local refinement of ~0.1 s, so that the daemon never stalls on it); until the sum holds
+MIN_CONTEXT_EVENTS events the NV default shape is used, and the first fit searches from scratch. The maps written at run end are
 recomputed with the shape of the whole scan (`srm.srm_results`).
 
 A pixel gets g2 = g2_std = NaN, with a reason code, when it has no events or fewer than the
@@ -23,7 +24,7 @@ from nvscope.proto.histogram import N_BINS
 
 MIN_CONTEXT_EVENTS = 2000
 """Events the summed histogram needs before its fitted shape replaces the NV default."""
-REFIT_GROWTH = 1.25
+REFIT_GROWTH = 1.5
 """Refit the shape when the summed events have grown by this factor since the last fit."""
 
 REASON_OK, REASON_NO_EVENTS, REASON_FEW_EVENTS, REASON_NO_NORMALIZATION = 0, 1, 2, 3
@@ -102,7 +103,8 @@ class ScanG2:
         self.base_sum += float(singles_base(n_a[good], n_b[good], t_acq[good]).sum())
         n = self.hist_sum.sum()
         if n >= MIN_CONTEXT_EVENTS and n >= REFIT_GROWTH * self.shape_events and self.base_sum > 0:
-            self.shape = fit_shape(self.hist_sum, base=self.base_sum)
+            start = self.shape if self.shape_events > 0 else None
+            self.shape = fit_shape(self.hist_sum, base=self.base_sum, start=start)
             self.shape_events = n
         return self.query(h, n_a, n_b, t_acq)
 

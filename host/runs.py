@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import secrets
 import time
+from pathlib import Path
 
 from .daemon import Analysis
-from .g2_online import G2Estimator, MleEstimator
-from .srm import srm_analysis
+from .g2_cnn import CnnEstimator
+from .g2_online import G2Estimator
+from .srm import SrmAnalysis
 
-ANALYSES: dict[str, Analysis] = {"srm": srm_analysis}
+
+def default_g2_estimator(model: str | Path | None = None) -> G2Estimator:
+    """The per-pixel g2(0) estimator of the host daemons that `nvscope host` and `nvscope demo` start:
+    the CNN (shipped, or the file `model`), loaded now so that a missing or foreign model file stops
+    the host at start (`ModelFileError`), not at the first pixel."""
+    return CnnEstimator() if model is None else CnnEstimator(Path(model))
 
 
-def default_g2_estimator() -> G2Estimator:
-    """The per-pixel g2(0) estimator of the host daemons that `nvscope host` and `nvscope demo` start."""
-    return MleEstimator()
+def host_analyses(estimator: G2Estimator) -> dict[str, Analysis]:
+    """The analyses the host runs at run end, by run kind (vqns: added by its controller)."""
+    return {"srm": SrmAnalysis(estimator)}
 
 
 def new_run_id(kind: str) -> str:

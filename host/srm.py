@@ -58,7 +58,3 @@ class SrmAnalysis:
                  "shape_a": shape.a, "figure": png.name, "g2_reasons": list(G2_REASONS),
                  "total_dwell_s": float(px["dwell_s"].sum())}
         return results, attrs
-
-
-srm_analysis = SrmAnalysis()
-"""The SRM analysis with the Poisson MLE (the CLI and the demo give the CNN's)."""

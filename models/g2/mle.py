@@ -317,7 +317,7 @@ _STARTS = [(t1, t2, a) for t1 in (3.0, 15.0, 60.0, 150.0) for t2 in (30.0, 100.0
 _N_REFINED = 8
 
 
-def fit_shape_full(hist_sum, base: float | None = None) -> ShapeFit:
+def fit_shape_full(hist_sum, base: float | None = None, start: EmitterShape | None = None) -> ShapeFit:
     """Poisson MLE of (g0, t1, t2, a, base) on a summed, high-count histogram.
 
     hist_sum: (N_BINS,) counts, or (..., N_BINS) which is summed over the leading axes.
@@ -331,7 +331,8 @@ def fit_shape_full(hist_sum, base: float | None = None) -> ShapeFit:
     T2_BOUNDS_S, A_BOUNDS, from the _N_REFINED best (by likelihood) of a grid of starts
     (t1 in 3, 15, 60, 150 ns; t2 in 30, 100, 300, 1500 ns; a in 0.3, 1, 3), keeping the best. With g0 near 1 or a near 0
     some shape parameters are not determined by the data; the fit then returns whatever
-    the bounds allow. ValueError when there are no events or base is not positive.
+    the bounds allow. With `start` (a previous fit of a smaller sum, on line) the fit is refined
+    from that shape alone. ValueError when there are no events or base is not positive.
     """
     h = _as_histograms(hist_sum)
     n = h.reshape(-1, N_BINS).sum(axis=0)
@@ -349,10 +350,15 @@ def fit_shape_full(hist_sum, base: float | None = None) -> ShapeFit:
     g0_start = float(np.clip(c0 / level, 0.0, 0.95)) if level > 0 else 0.5
     bounds = [G0_FIT_BOUNDS, tuple(np.log(np.array(T1_BOUNDS_S) / _NS)),
               tuple(np.log(np.array(T2_BOUNDS_S) / _NS)), A_BOUNDS]
-    starts = [np.array([g0_start, np.log(t1), np.log(t2), a]) for t1, t2, a in _STARTS]
-    starts.sort(key=lambda x0: _nll_and_grad(x0, n, N, w, base)[0])
+    if start is None:
+        starts = [np.array([g0_start, np.log(t1), np.log(t2), a]) for t1, t2, a in _STARTS]
+        starts.sort(key=lambda x0: _nll_and_grad(x0, n, N, w, base)[0])
+        starts = starts[:_N_REFINED]
+    else:
+        a0 = float(np.clip(start.a, *A_BOUNDS))
+        starts = [np.array([g0_start, *np.clip(np.log([start.t1 / _NS, start.t2 / _NS]), *np.array(bounds[1:3]).T), a0])]
     best = None
-    for x0 in starts[:_N_REFINED]:
+    for x0 in starts:
         res = minimize(_nll_and_grad, x0, args=(n, N, w, base), jac=True, method="L-BFGS-B",
                        bounds=bounds, options={"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-10})
         if best is None or res.fun < best.fun:
@@ -365,9 +371,9 @@ def fit_shape_full(hist_sum, base: float | None = None) -> ShapeFit:
                     success=bool(best.success), message=str(best.message))
 
 
-def fit_shape(hist_sum, base: float | None = None) -> EmitterShape:
+def fit_shape(hist_sum, base: float | None = None, start: EmitterShape | None = None) -> EmitterShape:
     """The emitter shape (t1, t2 in s, a) from a summed, high-count histogram; see `fit_shape_full`."""
-    return fit_shape_full(hist_sum, base).shape
+    return fit_shape_full(hist_sum, base, start).shape
 
 
 __all__ = [

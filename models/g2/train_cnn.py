@@ -43,8 +43,10 @@ class TrainConfig:
 
     epochs: int = 30
     batch: int = 256
-    lr: float = 2e-3
+    lr: float = 1e-3
     weight_decay: float = 1e-5
+    clip: float = 1.0
+    """Largest gradient norm (the Gaussian NLL's gradient is large where the predicted std is small)."""
     seed: int = 0
     max_steps: int | None = None
     """Stop after this many optimizer steps (the tiny training of the tests)."""
@@ -106,6 +108,7 @@ def train(net: G2Net, d: dict[str, np.ndarray], train_idx: np.ndarray, val_idx: 
             loss = gaussian_nll(m, sd, yt[b])
             opt.zero_grad()
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
             opt.step()
             sched.step()
             step += 1

@@ -13,7 +13,8 @@ from pathlib import Path
 import h5py
 
 from nvscope.host.daemon import HostDaemon
-from nvscope.host.runs import ANALYSES
+from nvscope.host.g2_online import MleEstimator
+from nvscope.host.runs import host_analyses
 
 RIG_TOML = """\
 seed = 5
@@ -111,7 +112,7 @@ def test_host_killed_mid_scan_then_restarted_loses_nothing(tmp_path):
             stored = f["pixels/seq"][()].tolist()
         assert stored == list(range(1, len(stored) + 1))
         time.sleep(0.5)  # the rig goes on scanning into its spool meanwhile
-        again = HostDaemon(endpoint, out, ANALYSES)
+        again = HostDaemon(endpoint, out, host_analyses(MleEstimator()))
         deadline = time.monotonic() + 90
         while not again.stats.finished and time.monotonic() < deadline:
             again.step(100)
@@ -128,7 +129,7 @@ def test_host_killed_mid_scan_then_restarted_loses_nothing(tmp_path):
 def test_rig_killed_mid_scan_then_restarted_ends_the_run_as_failed_losing_nothing(tmp_path):
     out = tmp_path / "data"
     rig, endpoint = start_rig(tmp_path, nx=6, ny=5, dwell=0.05, pace=1.0)
-    host = HostDaemon(endpoint, out, ANALYSES)
+    host = HostDaemon(endpoint, out, host_analyses(MleEstimator()))
     run_id = "srm-killed-rig"
     try:
         from nvscope.proto.messages import Start

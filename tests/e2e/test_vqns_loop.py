@@ -12,7 +12,8 @@ import h5py
 import numpy as np
 
 from nvscope.host.daemon import HostDaemon
-from nvscope.host.runs import ANALYSES
+from nvscope.host.g2_online import MleEstimator
+from nvscope.host.runs import host_analyses
 from nvscope.host.vqns_loop import VqnsController, VqnsLoopConfig
 from nvscope.models.vqns.fit import FitConfig
 from nvscope.proto.messages import Start
@@ -37,7 +38,7 @@ def test_adaptive_loop_runs_to_its_budget_and_stores_everything(tmp_path):
     rig = subprocess.Popen([sys.executable, "-m", "nvscope.rt.rig_main", "--sim", "--bind", "tcp://127.0.0.1:*",
                             "--config", str(cfg_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     endpoint = rig.stdout.readline().split()[1]
-    host = HostDaemon(endpoint, tmp_path / "data", dict(ANALYSES))
+    host = HostDaemon(endpoint, tmp_path / "data", host_analyses(MleEstimator()))
     loop_cfg = VqnsLoopConfig(points=20, max_curves=3, min_curves=3, target_band=0.0,
                               candidates=(2, 4, 8), fit=FitConfig(restarts=20, seed=1))
     ctl = VqnsController(host, "vqns-test", loop_cfg)

@@ -18,3 +18,17 @@ def test_bad_option_is_one_line_and_exit_2(argv, words, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0]
+
+
+@pytest.mark.parametrize("content, words", [(None, "not found"), (b"junk", "not a model onnxruntime can run")])
+def test_host_with_an_unusable_g2_model_stops_at_start(tmp_path, capsys, content, words):
+    model = tmp_path / "g2.onnx"
+    if content is not None:
+        model.write_bytes(content)
+    # no rig listens at this endpoint: the host must stop on the model before it waits for one
+    code = main(["host", "--connect", "tcp://127.0.0.1:1", "--out", str(tmp_path / "data"),
+                 "--g2-model", str(model), "--run", "srm", "--exit-when-done"])
+    assert code == 2
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if "nvscope host" in ln]
+    assert len(err) == 1 and words in err[0] and "g2.onnx" in err[0]
+    assert not (tmp_path / "data").exists()

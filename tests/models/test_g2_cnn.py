@@ -46,10 +46,19 @@ def test_simulated_windows_carry_their_truth(tiny_data):
     d = tiny_data
     assert d["hist"].shape == (48, N_BINS)
     assert np.all((d["g2_true"] > 0.09) & (d["g2_true"] < 0.91))
-    # every emitter keeps one truth and one context; events and singles are consistent
+    # an emitter's windows share its shape context but not their g2(0), like the pixels of a scan
     for e in range(4):
         rows = d["emitter"] == e
-        assert np.ptp(d["g2_true"][rows]) == 0 and np.ptp(d["context"][rows], axis=0).max() == 0
+        assert np.ptp(d["context"][rows], axis=0).max() == 0 and np.ptp(d["g2_true"][rows]) > 0.2
+    # each window's truth is what its light gives: the MLE with the emitter's true shape finds it
+    from nvscope.models.g2.mle import estimate_g2
+    from nvscope.models.g2.model import EmitterShape
+
+    big = np.flatnonzero(d["hist"].sum(axis=1) > 3000)
+    g, sd = np.array([estimate_g2(d["hist"][i], EmitterShape(*d["shape_true"][i]), d["n_a"][i], d["n_b"][i],
+                                  d["t_acq"][i]) for i in big]).T
+    pulls = (g - d["g2_true"][big]) / sd
+    assert big.size > 10 and np.all(np.abs(pulls) < 5) and abs(pulls.mean()) < 1.0, pulls
     assert np.all(d["n_a"] > 0) and np.all(d["t_acq"] > 0)
     inputs = dataset_inputs(d, seed=0)
     assert set(inputs["emitter"]) <= set(range(4)) and inputs["x"].shape[1:] == (3, N_BINS)

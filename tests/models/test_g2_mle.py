@@ -347,3 +347,16 @@ def test_fit_shape_free_base_reaches_the_likelihood_maximum(t1, t2, a, g0):
     assert log_lik(fitted) >= log_lik(quad_bin_averages(t1, t2, a, g0)) - 1e-6
     assert abs(fit.shape.t1 / NS / t1 - 1) < 0.15
     assert abs(fit.g0 - g0) < 0.25
+
+
+def test_shape_refit_from_a_previous_shape_matches_the_full_search():
+    from nvscope.models.g2.mle import fit_shape_full
+    from nvscope.models.g2.model import EmitterShape, expected_histogram
+
+    true = EmitterShape(15e-9, 200e-9, 0.9)
+    rng = np.random.default_rng(4)
+    hist = rng.poisson(expected_histogram(true, 0.3, 400.0))
+    full = fit_shape_full(hist, base=400.0)
+    warm = fit_shape_full(hist, base=400.0, start=EmitterShape(12e-9, 150e-9, 0.7))
+    assert abs(warm.nll - full.nll) < 1e-9
+    assert abs(warm.shape.t1 / full.shape.t1 - 1) < 1e-3 and abs(warm.shape.a - full.shape.a) < 1e-2
