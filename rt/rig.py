@@ -6,10 +6,12 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import signal
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 
@@ -24,6 +26,13 @@ from .scan import RigDevices, srm_scan
 from .state import RunState, StateError, transition
 
 log = logging.getLogger(__name__)
+
+
+def write_marker(path: Path, info: dict) -> None:
+    """Replace the run-in-progress marker atomically: a rig killed while writing leaves the old one."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, path)
 
 
 class Rig:
@@ -134,7 +143,14 @@ class Rig:
         """If the previous rig process died during a run, end that run as failed (after its replay)."""
         if not self._marker.exists():
             return
-        info = json.loads(self._marker.read_text())
+        try:
+            info = json.loads(self._marker.read_text())
+            info["run_id"], info["next_seq"]
+        except (ValueError, KeyError, TypeError) as exc:  # written by an older rig, or damaged on disk
+            log.error("cannot tell which run was interrupted (%s unreadable: %s); it stays 'running' in "
+                      "the host's file", self._marker, exc)
+            self._marker.unlink()
+            return
         reason = "the rig process ended during the run; pixels up to the last one sent are kept"
         log.error("run %s was interrupted: ending it as failed", info["run_id"])
         seq = max(self.link.spool.last_seq(info["run_id"]) + 1, info["next_seq"])
@@ -151,7 +167,7 @@ class Rig:
         def send(msg) -> None:
             self.link.send(msg, self._handle)
             sent["next_seq"] = msg.seq + 1
-            self._marker.write_text(json.dumps({"run_id": cmd.run_id, **sent}))
+            write_marker(self._marker, {"run_id": cmd.run_id, **sent})
 
         send(RunStart(run_id=cmd.run_id, seq=0, run_kind=cmd.run_kind,
                       config={**dataclasses.asdict(self.cfg), "sim_truth": self.devices.truth},

@@ -38,8 +38,10 @@ from nvscope.proto.histogram import HALF_RANGE_PS, N_BINS
 from .mle import fit_shape
 from .model import singles_base
 
-G2_RANGE = (0.1, 0.9)
-"""True g2(0) of the training emitters (uniform), the paper's range."""
+G2_RANGE = (0.0, 1.0)
+"""True g2(0) of the training histograms (uniform): the whole physical range, wider than the paper's
+0.1-0.9, because the bright pixels of a good single emitter lie below 0.1 and a network trained on
+0.1-0.9 pulls them up towards its prior (a bias of about one std at a few hundred events)."""
 T1_RANGE_S = (3e-9, 60e-9)
 """Antibunching time t1 of the training emitters (log-uniform), the paper's range."""
 N_RANGE = (20, 100_000)

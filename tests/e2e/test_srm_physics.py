@@ -1,18 +1,23 @@
 """The rt loop on the simulated instrument, then the host's analysis: the per-pixel g2(0) estimates
-agree with the simulator's analytic g2(0) within their own error bars (pulls ~ N(0, 1))."""
+agree with the simulator's analytic g2(0) within their own error bars (pulls ~ N(0, 1)), for the
+Poisson MLE and for the shipped CNN."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from nvscope.firmware_sim import Emitter, Sample, SimScanner, SimTimeTagger
+from nvscope.host.g2_cnn import CnnEstimator
+from nvscope.host.g2_online import MleEstimator
 from nvscope.host.srm import srm_results
 from nvscope.host.store import PIXEL_FIELDS
 from nvscope.rt.config import ScanConfig
 from nvscope.rt.scan import RigDevices, srm_scan
 
 
-def test_scan_g2_estimates_match_the_analytic_truth():
+@pytest.mark.parametrize("estimator", [MleEstimator, CnnEstimator])
+def test_scan_g2_estimates_match_the_analytic_truth(estimator):
     sample = Sample(emitters=(Emitter(x=-0.12e-6, y=0.0), Emitter(x=0.2e-6, y=0.05e-6)), background_rate=4000.0)
     scanner = SimScanner()
     devices = RigDevices(scanner, SimTimeTagger(sample, scanner, seed=11))
@@ -21,7 +26,7 @@ def test_scan_g2_estimates_match_the_analytic_truth():
     done, _ = srm_scan("physics", scan, devices, 1, pixels.append, lambda: True)
     assert done == 35 and [p.index for p in pixels] == list(range(35))
     px = {name: np.array([getattr(p, name) for p in pixels]) for name in PIXEL_FIELDS}
-    results, _ = srm_results(px)
+    results, _ = srm_results(px, estimator())
     truth_tagger = SimTimeTagger(sample, scanner, seed=0)
     truth = []
     for p in pixels:

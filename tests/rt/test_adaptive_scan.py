@@ -3,6 +3,7 @@ real dwell in its message, partial pixels sent without being kept, and a slow ho
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -102,3 +103,20 @@ def test_rig_takes_the_latest_answer_for_this_pixel_and_waits_once_for_a_slow_ho
     link.answers = [answer(4, 0.3, 0.05)]  # a late answer still counts
     assert rig._enough(partial(0.5)) is True
     assert rig.unanswered == 1 and len(link.sent) == 4
+
+
+def test_a_damaged_run_marker_is_reported_and_removed_not_fatal(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from nvscope.rt.rig import write_marker
+
+    cfg = from_dict(RigConfig, {}, "rig")
+    link = SimpleNamespace(spool=SimpleNamespace(directory=tmp_path))
+    rig = Rig(cfg, devices=None, link=link)
+    marker = tmp_path / "run_in_progress.json"
+    marker.write_text("")  # what a rig killed inside a non-atomic write used to leave
+    rig.close_interrupted_run()
+    assert not marker.exists() and "unreadable" in caplog.text
+    write_marker(marker, {"run_id": "r", "next_seq": 3})
+    assert json.loads(marker.read_text()) == {"run_id": "r", "next_seq": 3}
+    assert not marker.with_suffix(".tmp").exists()
