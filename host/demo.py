@@ -136,12 +136,15 @@ def summarize_srm(path: Path) -> str:
         dwell = f["pixels/dwell_s"][()].sum()
         g2, std = f["maps/g2"][()], f["maps/g2_std"][()]
         pl = f["maps/pl_cps"][()]
+        latency = f["pixels/g2_latency_s"][()]
+        method = f.attrs.get("g2_method", "?")
         brightest = np.unravel_index(np.nanargmax(pl), pl.shape)
         bright = pl > 0.5 * np.nanmax(pl)
         return (f"  {path.name}: {n} pixels, {dwell:.1f} s of photons, status {f.attrs['exit_status']}\n"
                 f"  PL peak {np.nanmax(pl) / 1e3:.1f} kcps; g2(0) at the brightest pixel "
                 f"{g2[brightest]:.3f} +- {std[brightest]:.3f}; median g2 error over pixels above half "
-                f"the peak PL {np.nanmedian(std[bright]):.3f}\n"
+                f"the peak PL {np.nanmedian(std[bright]):.3f} (g2 by {method}); on line, arrival to stored g2: "
+                f"median {1e3 * np.nanmedian(latency):.0f} ms, max {1e3 * np.nanmax(latency):.0f} ms\n"
                 f"  figure: {path.with_suffix('.png')}")
 
 
