@@ -22,7 +22,7 @@ import sys
 
 import numpy as np
 
-from .npz_files import InputError, check_out, load_npz, one_line, software_version, write_npz
+from nvscope.proto.npz_files import InputError, check_out, load_npz, one_line, software_version, write_npz
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -30,9 +30,6 @@ N_BINS = 215  # proto.histogram.N_BINS, repeated so that building the parser sta
 METHODS = ("cnn", "mle", "lm")
 DEFAULT_METHOD = "mle"
 MODES = ("allpairs", "startstop")
-
-
-G2InputError = InputError
 
 
 def add_g2_parser(subparsers) -> argparse.ArgumentParser:
@@ -108,7 +105,7 @@ def _estimate(args: argparse.Namespace) -> int:
     try:
         check_out(args.out)
         data = _read_estimate_input(args.input)
-    except G2InputError as exc:
+    except InputError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
@@ -194,14 +191,14 @@ def _run_method(method: str, d: dict, model: str | None = None) -> dict:
 def _read_estimate_input(path: str) -> dict:
     arrays = load_npz(path, ("hist", "n_events", "n_a", "n_b", "t_acq"))
     if "hist" not in arrays:
-        raise G2InputError(f"{path}: missing required array `hist`")
+        raise InputError(f"{path}: missing required array `hist`")
     h = arrays["hist"]
     if h.ndim == 1:
         h = h[None, :]
     if h.ndim != 2 or h.shape[1] != N_BINS:
-        raise G2InputError(f"{path}: `hist` must have shape (P, {N_BINS}) (the physics.md bins), got {h.shape}")
+        raise InputError(f"{path}: `hist` must have shape (P, {N_BINS}) (the physics.md bins), got {h.shape}")
     if h.shape[0] == 0:
-        raise G2InputError(f"{path}: `hist` has no histograms (shape {h.shape})")
+        raise InputError(f"{path}: `hist` has no histograms (shape {h.shape})")
     hist = _counts(h, "hist", path)
     P = hist.shape[0]
     out: dict = {"hist": hist}
@@ -211,29 +208,29 @@ def _read_estimate_input(path: str) -> dict:
             continue
         a = arrays[key]
         if a.dtype.kind not in "iuf" or a.dtype.kind == "b":
-            raise G2InputError(f"{path}: `{key}` must be numbers, got dtype {a.dtype}")
+            raise InputError(f"{path}: `{key}` must be numbers, got dtype {a.dtype}")
         a = a.astype(np.float64).reshape(-1) if a.ndim <= 1 else a
         if a.ndim != 1 or a.shape[0] != P:
-            raise G2InputError(f"{path}: `{key}` must have shape ({P},) like the rows of `hist`, "
+            raise InputError(f"{path}: `{key}` must have shape ({P},) like the rows of `hist`, "
                                f"got {arrays[key].shape}")
         if not np.isfinite(a).all():
-            raise G2InputError(f"{path}: `{key}` has NaN or inf")
+            raise InputError(f"{path}: `{key}` has NaN or inf")
         if key == "t_acq":
             if (a <= 0).any():
-                raise G2InputError(f"{path}: `t_acq` must be > 0 s, got {a.min():g}")
+                raise InputError(f"{path}: `t_acq` must be > 0 s, got {a.min():g}")
         elif (a < 0).any():
-            raise G2InputError(f"{path}: `{key}` must be >= 0, got {a.min():g}")
+            raise InputError(f"{path}: `{key}` must be >= 0, got {a.min():g}")
         out[key] = a
     singles = [out[k] is not None for k in ("n_a", "n_b", "t_acq")]
     if any(singles) and not all(singles):
         missing = ", ".join(f"`{k}`" for k, s in zip(("n_a", "n_b", "t_acq"), singles) if not s)
-        raise G2InputError(f"{path}: give all of `n_a`, `n_b`, `t_acq` or none; missing {missing}")
+        raise InputError(f"{path}: give all of `n_a`, `n_b`, `t_acq` or none; missing {missing}")
     if out["n_events"] is None:
         out["n_events"] = hist.sum(axis=1)
     else:
         ne = out["n_events"]
         if (ne != np.round(ne)).any():
-            raise G2InputError(f"{path}: `n_events` must be whole numbers")
+            raise InputError(f"{path}: `n_events` must be whole numbers")
         out["n_events"] = ne.astype(np.int64)
     return out
 
@@ -241,14 +238,14 @@ def _read_estimate_input(path: str) -> dict:
 def _counts(a: np.ndarray, key: str, path: str) -> np.ndarray:
     """Histogram counts as int64: integers, or floats that are whole numbers; >= 0, finite."""
     if a.dtype.kind == "b" or a.dtype.kind not in "iuf":
-        raise G2InputError(f"{path}: `{key}` must be integer counts, got dtype {a.dtype}")
+        raise InputError(f"{path}: `{key}` must be integer counts, got dtype {a.dtype}")
     if a.dtype.kind == "f":
         if not np.isfinite(a).all():
-            raise G2InputError(f"{path}: `{key}` has NaN or inf")
+            raise InputError(f"{path}: `{key}` has NaN or inf")
         if (a != np.round(a)).any():
-            raise G2InputError(f"{path}: `{key}` must be integer counts, got non-integer values")
+            raise InputError(f"{path}: `{key}` must be integer counts, got non-integer values")
     if (a < 0).any():
-        raise G2InputError(f"{path}: `{key}` has negative counts ({int((a < 0).sum())} bins, smallest {a.min()})")
+        raise InputError(f"{path}: `{key}` has negative counts ({int((a < 0).sum())} bins, smallest {a.min()})")
     return a.astype(np.int64)
 
 

@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from .npz_files import InputError, check_out, load_npz, software_version, write_npz
+from nvscope.proto.npz_files import InputError, check_out, load_npz, software_version, write_npz
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -32,9 +32,6 @@ N_OMEGA = 256
 """Frequencies of the written band, log-spaced over the range the curves inform."""
 SENSITIVITY_ORDER = ("rows of `sensitivity` and entries of `scores` follow `candidates` (the input "
                      "order), not `next_n_pulses`")
-
-
-VqnsInputError = InputError
 
 
 def add_vqns_parser(subparsers) -> argparse.ArgumentParser:
@@ -75,7 +72,7 @@ def _fit(args: argparse.Namespace) -> int:
         cfg = _config(args)
         check_out(args.out)
         data, candidates = _read_input(args.input)
-    except (VqnsInputError, CoherenceDataError) as exc:
+    except (InputError, CoherenceDataError) as exc:
         print(f"nvscope vqns fit: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     with np.errstate(all="ignore"):  # the optimizer probes overflowing steps and rejects them itself
@@ -112,11 +109,11 @@ def _config(args: argparse.Namespace):
     from nvscope.models.vqns.fit import FitConfig
 
     if args.restarts < 1:
-        raise VqnsInputError(f"--restarts must be >= 1, got {args.restarts}")
+        raise InputError(f"--restarts must be >= 1, got {args.restarts}")
     if not 1 <= args.lorentzians <= MAX_LORENTZIANS:
-        raise VqnsInputError(f"--lorentzians must be 1..{MAX_LORENTZIANS}, got {args.lorentzians}")
+        raise InputError(f"--lorentzians must be 1..{MAX_LORENTZIANS}, got {args.lorentzians}")
     if args.seed < 0:
-        raise VqnsInputError(f"--seed must be >= 0, got {args.seed}")
+        raise InputError(f"--seed must be >= 0, got {args.seed}")
     return FitConfig(lorentzians=args.lorentzians, restarts=args.restarts, seed=args.seed)
 
 
@@ -128,10 +125,10 @@ def _read_input(path: str):
     arrays = load_npz(path, ("n_pulses", "t", "coherence", "sigma", "candidates"))
     for key in ("n_pulses", "t", "coherence"):
         if key not in arrays:
-            raise VqnsInputError(f"{path}: missing required array `{key}`")
+            raise InputError(f"{path}: missing required array `{key}`")
     n_pulses = _integers(arrays["n_pulses"], "n_pulses", path)
     if n_pulses.ndim != 1 or n_pulses.size == 0:
-        raise VqnsInputError(f"{path}: `n_pulses` must be a non-empty 1-D array, got shape {n_pulses.shape}")
+        raise InputError(f"{path}: `n_pulses` must be a non-empty 1-D array, got shape {n_pulses.shape}")
     t, c = _reals(arrays["t"], "t", path), _reals(arrays["coherence"], "coherence", path)
     sigma = _reals(arrays["sigma"], "sigma", path) if "sigma" in arrays else None
     try:
@@ -141,7 +138,7 @@ def _read_input(path: str):
     if "candidates" in arrays:
         cands = _integers(arrays["candidates"], "candidates", path)
         if cands.ndim != 1 or cands.size == 0 or (cands < 0).any():
-            raise VqnsInputError(f"{path}: `candidates` must be a non-empty 1-D array of pulse numbers >= 0")
+            raise InputError(f"{path}: `candidates` must be a non-empty 1-D array of pulse numbers >= 0")
     else:
         cands = np.asarray(DEFAULT_CANDIDATES, dtype=np.int64)
     return data, cands
@@ -153,13 +150,13 @@ def _integers(a: np.ndarray, key: str, path: str) -> np.ndarray:
         return a.astype(np.int64)
     if a.dtype.kind == "f" and np.isfinite(a).all() and (a == np.round(a)).all():
         return a.astype(np.int64)
-    raise VqnsInputError(f"{path}: `{key}` must be integers, got dtype {a.dtype}"
+    raise InputError(f"{path}: `{key}` must be integers, got dtype {a.dtype}"
                          + (" with non-integer values" if a.dtype.kind == "f" else ""))
 
 
 def _reals(a: np.ndarray, key: str, path: str) -> np.ndarray:
     if a.dtype.kind not in "iuf":
-        raise VqnsInputError(f"{path}: `{key}` must be real numbers, got dtype {a.dtype}")
+        raise InputError(f"{path}: `{key}` must be real numbers, got dtype {a.dtype}")
     return a.astype(np.float64)
 
 

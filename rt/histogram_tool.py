@@ -15,12 +15,11 @@ Exit codes: 0 written; 2 bad input or unwritable output (one line on stderr,
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import zipfile
-from pathlib import Path
 
 import numpy as np
+
+from nvscope.proto.npz_files import InputError, check_out, load_npz, one_line, software_version, write_npz
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -28,75 +27,29 @@ PROG = "nvscope g2 histogram"
 MODES = ("allpairs", "startstop")  # = binning.MODES, repeated so that --help does not load numba
 
 
-class HistogramInputError(ValueError):
-    """A problem a person can fix in the command or the input file; the message is one line."""
-
-
 class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(EXIT_BAD_INPUT, f"{PROG}: error: {message} (see --help)\n")
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _check_out(out: str) -> None:
-    parent = Path(out).resolve().parent
-    if Path(out).is_dir():
-        raise HistogramInputError(f"{out}: is a folder, not an output file")
-    if not parent.is_dir():
-        raise HistogramInputError(f"{out}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise HistogramInputError(f"{out}: folder {parent} is not writable")
-
-
 def read_tags(path: str) -> tuple[np.ndarray, np.ndarray]:
     """The validated (t_a, t_b) of TAGS.npz: 1-D int64 (sortedness is checked by the kernel's checker)."""
-    if not Path(path).exists():
-        raise HistogramInputError(f"{path}: no such file")
-    try:
-        z = np.load(path, allow_pickle=False)
-    except OSError as exc:
-        raise HistogramInputError(f"{path}: cannot read: {exc.strerror or _one_line(exc)}") from None
-    except (ValueError, EOFError, zipfile.BadZipFile):
-        raise HistogramInputError(f"{path}: not an .npz archive") from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise HistogramInputError(f"{path}: not an .npz archive (a single .npy array)")
-    out = {}
-    with z:
-        for key in ("t_a", "t_b"):
-            if key not in z.files:
-                raise HistogramInputError(f"{path}: missing required array `{key}`")
-            try:
-                a = z[key]
-            except ValueError as exc:
-                raise HistogramInputError(f"{path}: `{key}` cannot be read without pickle ({_one_line(exc)})") from None
-            except (OSError, EOFError, zipfile.BadZipFile) as exc:
-                raise HistogramInputError(f"{path}: `{key}` cannot be read ({_one_line(exc)})") from None
-            if a.ndim != 1:
-                raise HistogramInputError(f"{path}: `{key}` must be a 1-D array of ps tags, got shape {a.shape}")
-            if a.dtype != np.int64:
-                if a.dtype.kind in "iu" and a.dtype.itemsize <= 4 or a.dtype == np.uint64 and (
-                        a.size == 0 or a.max() < 2**62):
-                    a = a.astype(np.int64)  # lossless
-                else:
-                    raise HistogramInputError(f"{path}: `{key}` must be int64 picosecond tags, got dtype {a.dtype}")
-            out[key] = np.ascontiguousarray(a)
-    return out["t_a"], out["t_b"]
-
-
-def _write_npz(out: str, arrays: dict) -> None:
-    """Atomic: a temporary file in the same folder, then renamed."""
-    target = Path(out)
-    tmp = target.resolve().parent / f".{target.name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    arrays = load_npz(path, ("t_a", "t_b"))
+    out = []
+    for key in ("t_a", "t_b"):
+        if key not in arrays:
+            raise InputError(f"{path}: missing required array `{key}`")
+        a = arrays[key]
+        if a.ndim != 1:
+            raise InputError(f"{path}: `{key}` must be a 1-D array of ps tags, got shape {a.shape}")
+        if a.dtype != np.int64:
+            if a.dtype.kind in "iu" and a.dtype.itemsize <= 4 or a.dtype == np.uint64 and (
+                    a.size == 0 or a.max() < 2**62):
+                a = a.astype(np.int64)  # lossless
+            else:
+                raise InputError(f"{path}: `{key}` must be int64 picosecond tags, got dtype {a.dtype}")
+        out.append(np.ascontiguousarray(a))
+    return out[0], out[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,27 +61,25 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         if args.tac_dead_ps < 0:
-            raise HistogramInputError(f"--tac-dead-ps must be >= 0, got {args.tac_dead_ps}")
-        _check_out(args.out)
+            raise InputError(f"--tac-dead-ps must be >= 0, got {args.tac_dead_ps}")
+        check_out(args.out)
         t_a, t_b = read_tags(args.input)
         from nvscope.rt.binning import histogram_tags
 
         try:
             hist, n_a, n_b = histogram_tags(t_a, t_b, args.mode, args.tac_dead_ps)
         except ValueError as exc:  # unsorted or out-of-range tags: one line from the kernel's checker
-            raise HistogramInputError(f"{args.input}: {_one_line(exc)}") from None
-    except HistogramInputError as exc:
+            raise InputError(f"{args.input}: {one_line(exc)}") from None
+    except InputError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from nvscope.proto.version import software_version
-
     result = {"hist": hist.astype(np.int64), "n_a": np.int64(n_a), "n_b": np.int64(n_b),
               "mode": args.mode, "tac_dead_ps": np.int64(args.tac_dead_ps),
               "input": str(args.input), "software_version": software_version()}
     try:
-        _write_npz(args.out, result)
+        write_npz(args.out, result)
     except OSError as exc:
-        print(f"{PROG}: {args.out}: cannot write: {exc.strerror or _one_line(exc)}", file=sys.stderr)
+        print(f"{PROG}: {args.out}: cannot write: {exc.strerror or one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"{PROG}: {int(hist.sum())} pairs from {n_a} + {n_b} tags ({args.mode}); wrote {args.out}")
     return EXIT_OK

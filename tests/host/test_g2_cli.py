@@ -50,6 +50,15 @@ def one_line_error(code, err, *words):
 # ---------------------------------------------------------------------------- histogram
 
 
+def write_case(path, content):
+    """A bad-input file: raw bytes, an .npz of the given arrays, or nothing at all (content None)."""
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        np.savez(path, **content)
+    return path
+
+
 def poisson_tags(seed=0, rate=2e6, t=2e-3):
     rng = np.random.default_rng(seed)
     span = int(t * 1e12)
@@ -103,11 +112,7 @@ def test_histogram_bad_inputs(tmp_path):
         "unsorted.npz": ({"t_a": t_a[::-1].copy(), "t_b": t_b}, "not sorted"),
     }
     for name, (content, words) in cases.items():
-        path = tmp_path / name
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        elif content is not None:
-            np.savez(path, **content)
+        path = write_case(tmp_path / name, content)
         code, _, err = run(["g2", "histogram", str(path), "-o", out])
         one_line_error(code, err, "nvscope g2 histogram", name, words)
     assert not (tmp_path / "o.npz").exists()
@@ -212,11 +217,7 @@ def test_estimate_bad_inputs(tmp_path):
     }
     out = tmp_path / "o.npz"
     for name, (content, words) in cases.items():
-        path = tmp_path / name
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        elif content is not None:
-            np.savez(path, **content)
+        path = write_case(tmp_path / name, content)
         code, _, err = run(["g2", "estimate", str(path), "-o", str(out)])
         one_line_error(code, err, "nvscope g2 estimate", name, words)
     assert not out.exists()

@@ -1,4 +1,4 @@
-"""Reading and writing the .npz files of the off-line commands, with one-line errors."""
+"""Reading and writing the .npz files of the off-line commands (rt's and host's), with one-line errors."""
 
 from __future__ import annotations
 
@@ -70,6 +70,6 @@ def write_npz(out: str, arrays: dict) -> None:
 
 def software_version() -> str:
     """The version string written into every output (imported late: it may run git)."""
-    from nvscope.proto.version import software_version as version
+    from .version import software_version as version
 
     return version()
