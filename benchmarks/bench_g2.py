@@ -25,25 +25,21 @@ Columns: RMSE, bias, MAPE, coverage of +-g2_std (68 % is honest), and the RMS Cr
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from nvscope.host.g2_cnn import CnnEstimator  # noqa: E402
-from nvscope.models.g2.cnn import PAPER_ARCH, SHIPPED_ARCH, G2Net, forward_flops  # noqa: E402
-from nvscope.models.g2.features import N_CHANNELS, N_SCALARS, SHIPPED_MODEL  # noqa: E402
-from nvscope.models.g2.lm import estimate_g2_lm  # noqa: E402
-from nvscope.models.g2.mle import cramer_rao_std, estimate_g2  # noqa: E402
-from nvscope.models.g2.model import EmitterShape, expected_histogram, singles_base  # noqa: E402
-from nvscope.models.g2.train_cnn import export_onnx  # noqa: E402
-from nvscope.models.g2.training_data import simulate_dataset  # noqa: E402
-from nvscope.proto.histogram import N_BINS  # noqa: E402
+from nvscope.host.g2_cnn import CnnEstimator, onnx_session
+from nvscope.models.g2.cnn import PAPER_ARCH, SHIPPED_ARCH, G2Net, forward_flops
+from nvscope.models.g2.features import N_CHANNELS, N_SCALARS, SHIPPED_MODEL
+from nvscope.models.g2.lm import estimate_g2_lm
+from nvscope.models.g2.mle import cramer_rao_std, estimate_g2
+from nvscope.models.g2.model import EmitterShape, expected_histogram, singles_base
+from nvscope.models.g2.train_cnn import export_onnx
+from nvscope.models.g2.training_data import simulate_dataset
+from nvscope.proto.histogram import N_BINS
 
 N_LIST = (50, 200, 1000, 5000)
 CONTEXT_WINDOWS, CONTEXT_N = 10, 20_000
@@ -66,13 +62,6 @@ def _time(fn, min_s: float = 1.0) -> float:
     return best
 
 
-def _ort(path: Path):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-
 def speed(tmp: Path) -> None:
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -82,9 +71,9 @@ def speed(tmp: Path) -> None:
     export_onnx(paper, paper_path, {"format": "timing only"})
     shipped_torch = G2Net(SHIPPED_ARCH).eval()
     nets = {
-        "paper  onnxruntime": ("ort", _ort(paper_path), forward_flops(PAPER_ARCH)),
+        "paper  onnxruntime": ("ort", onnx_session(paper_path, 1), forward_flops(PAPER_ARCH)),
         "paper  torch eager": ("torch", paper, forward_flops(PAPER_ARCH)),
-        "shipped onnxruntime": ("ort", _ort(SHIPPED_MODEL), forward_flops(SHIPPED_ARCH)),
+        "shipped onnxruntime": ("ort", onnx_session(SHIPPED_MODEL, 1), forward_flops(SHIPPED_ARCH)),
         "shipped torch eager": ("torch", shipped_torch, forward_flops(SHIPPED_ARCH)),
     }
     rows = []
@@ -147,13 +136,17 @@ def accuracy(emitters: int, windows: int, reference: Path | None) -> None:
     results = {k: np.full((2, N.size), np.nan) for k in ("mle", "mle-true", "bayes-true")}
     for name in estimators:
         results[name] = np.full((2, N.size), np.nan)
+    scored = d["n_target"] != CONTEXT_N
+    truth = d["g2_true"]
+    crb = np.full(N.size, np.nan)
     for e in np.unique(d["emitter"]):
-        rows = np.flatnonzero(d["emitter"] == e)
+        rows = np.flatnonzero((d["emitter"] == e) & scored)
         shape = EmitterShape(*d["context"][rows[0]])  # the emitter's "scan" shape, as the host fits it
         results["mle"][:, rows] = estimate_g2(d["hist"][rows], shape, d["n_a"][rows], d["n_b"][rows], d["t_acq"][rows])
         true_shape = EmitterShape(*d["shape_true"][rows[0]])
         results["mle-true"][:, rows] = estimate_g2(d["hist"][rows], true_shape, d["n_a"][rows], d["n_b"][rows],
                                                    d["t_acq"][rows])
+        crb[rows] = cramer_rao_std(truth[rows], np.maximum(N[rows], 1), true_shape, base_known=True)
         base = singles_base(d["n_a"][rows], d["n_b"][rows], d["t_acq"][rows])
         results["bayes-true"][:, rows] = posterior_mean_g2(d["hist"][rows].astype(float), true_shape, base)
         for name, est in estimators.items():
@@ -161,14 +154,10 @@ def accuracy(emitters: int, windows: int, reference: Path | None) -> None:
             if sel.size:
                 results[name][:, sel] = est.estimate(d["hist"][sel], shape, d["n_a"][sel], d["n_b"][sel], d["t_acq"][sel])
     t_lm = time.perf_counter()
-    scored = d["n_target"] != CONTEXT_N
     results["lm"] = np.full((2, N.size), np.nan)
     results["lm"][:, scored] = estimate_g2_lm(d["hist"][scored], n_a=d["n_a"][scored], n_b=d["n_b"][scored],
                                               t_acq=d["t_acq"][scored])
     t_lm = (time.perf_counter() - t_lm) / scored.sum()
-    truth = d["g2_true"]
-    crb = np.array([cramer_rao_std(g, max(k, 1), EmitterShape(*st), base_known=True)
-                    for g, k, st in zip(truth, N, d["shape_true"])])
     print(f"{'N':>5s} {'method':10s} {'RMSE':>7s} {'bias':>7s} {'MAPE %':>7s} {'cover68':>7s} {'CRB':>7s} "
           f"{'RMSE/CRB':>8s} {'NaN':>4s}")
     for n in N_LIST:

@@ -21,7 +21,8 @@ class ModelFileError(ValueError):
     """A g2 model file that cannot be used; the message says which file and why, in one line."""
 
 
-def _session(path: Path, threads: int):
+def onnx_session(path: Path, threads: int):
+    """An onnxruntime CPU session on `threads` intra-op threads; ModelFileError if it cannot run the file."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -48,7 +49,7 @@ class CnnEstimator:
         self.path = Path(self.path)
         if not self.path.is_file():
             raise ModelFileError(f"{self.path}: g2 model file not found")
-        self._sess = _session(self.path, self.threads)
+        self._sess = onnx_session(self.path, self.threads)
         self.metadata = dict(self._sess.get_modelmeta().custom_metadata_map)
         fmt = self.metadata.get("format")
         if fmt != MODEL_FORMAT:

@@ -37,7 +37,7 @@ def cnn_inputs(hist: np.ndarray, kernel: np.ndarray, base: np.ndarray | None) ->
     N = h.sum(axis=1)
     b = np.full(P, np.nan) if base is None else np.broadcast_to(np.asarray(base, dtype=np.float64), (P,))
     known = np.isfinite(b) & (b > 0)
-    scale = np.where(known, np.where(known, b, 1.0), np.maximum(N, 1.0) / N_BINS)
+    scale = np.where(known, b, np.maximum(N, 1.0) / N_BINS)
     v = np.broadcast_to(np.asarray(kernel, dtype=np.float64), (P, N_BINS))
     x = np.empty((P, N_CHANNELS, N_BINS), dtype=np.float32)
     x[:, 0] = h / scale[:, None]
@@ -45,7 +45,7 @@ def cnn_inputs(hist: np.ndarray, kernel: np.ndarray, base: np.ndarray | None) ->
     x[:, 2] = x[:, 0] * v
     lg = np.log10(np.maximum(N, 1.0))
     s = np.stack([lg / 5.0, known.astype(np.float64),
-                  np.where(known, N / (N_BINS * np.where(known, b, 1.0)), 0.0), lg * lg / 25.0], axis=1)
+                  np.where(known, N / (N_BINS * scale), 0.0), lg * lg / 25.0], axis=1)
     return x, s.astype(np.float32)
 
 

@@ -25,13 +25,13 @@ import numpy as np
 from nvscope.proto.histogram import N_BINS, bin_edges_s
 from scipy.optimize import least_squares
 
-from .mle import G0_BOUNDS, _as_histograms, pixel_normalization
+from .mle import (A_BOUNDS, G0_BOUNDS, T1_BOUNDS_S, T2_BOUNDS_S, _as_histograms, g0_start_value,
+                  pixel_normalization, wing_level)
 
 _EDGES_S = bin_edges_s()
 TAU_CENTRES_S = 0.5 * (_EDGES_S[:-1] + _EDGES_S[1:])
-T1_BOUNDS_NS = (1.0, 200.0)
-T2_BOUNDS_NS = (20.0, 5000.0)
-A_BOUNDS = (0.0, 10.0)
+T1_BOUNDS_NS = (T1_BOUNDS_S[0] * 1e9, T1_BOUNDS_S[1] * 1e9)
+T2_BOUNDS_NS = (T2_BOUNDS_S[0] * 1e9, T2_BOUNDS_S[1] * 1e9)
 _START = (15.0, 250.0, 0.5)  # t1 ns, t2 ns, a
 _TAU_NS = np.abs(TAU_CENTRES_S) * 1e9
 
@@ -44,11 +44,8 @@ def _g2(x):
 
 def _fit_one(n: np.ndarray, base: float | None) -> tuple[float, float]:
     sigma = np.sqrt(np.maximum(n, 1.0))
-    wings = np.concatenate([n[:20], n[-20:]]).mean()
-    level = base if base is not None else max(wings, 1e-3)
-    c0 = n[N_BINS // 2 - 1:N_BINS // 2 + 2].mean()
-    g0_start = float(np.clip(c0 / level, 0.0, 0.95))
-    x0 = [g0_start, *_START]
+    level = base if base is not None else max(wing_level(n), 1e-3)
+    x0 = [g0_start_value(n, level), *_START]
     lo = [G0_BOUNDS[0], T1_BOUNDS_NS[0], T2_BOUNDS_NS[0], A_BOUNDS[0]]
     hi = [G0_BOUNDS[1], T1_BOUNDS_NS[1], T2_BOUNDS_NS[1], A_BOUNDS[1]]
     if base is None:

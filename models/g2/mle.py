@@ -256,6 +256,17 @@ def cramer_rao_std(g0, n_events, shape: EmitterShape, base_known: bool = False) 
 # ---------------------------------------------------------------------------- shape fit
 
 
+def wing_level(n: np.ndarray) -> float:
+    """Mean counts per bin in the 20 outermost bins on each side, where g2 ~ 1."""
+    return float(np.concatenate([n[:20], n[-20:]]).mean())
+
+
+def g0_start_value(n: np.ndarray, level: float) -> float:
+    """A rough g0 to start a fit from: the centre bins over the uncorrelated level, clipped to [0, 0.95]."""
+    c0 = n[N_BINS // 2 - 1:N_BINS // 2 + 2].mean()
+    return float(np.clip(c0 / level, 0.0, 0.95)) if level > 0 else 0.5
+
+
 @dataclass(frozen=True)
 class ShapeFit:
     """Result of `fit_shape_full`: the shape and the fitted g0, base (counts/bin) of the summed histogram."""
@@ -344,10 +355,8 @@ def fit_shape_full(hist_sum, base: float | None = None, start: EmitterShape | No
         if not (np.isfinite(base) and base > 0):
             raise ValueError(f"base must be a positive number of counts per bin, got {base!r}")
     w = bin_widths()
-    # g0 start: centre bins over the far-wing level (or base), where g2 ~ 1; rough, clipped.
-    c0 = n[N_BINS // 2 - 1:N_BINS // 2 + 2].mean()
-    level = base if base is not None else np.concatenate([n[:20], n[-20:]]).mean()
-    g0_start = float(np.clip(c0 / level, 0.0, 0.95)) if level > 0 else 0.5
+    level = base if base is not None else wing_level(n)
+    g0_start = g0_start_value(n, level)
     bounds = [G0_FIT_BOUNDS, tuple(np.log(np.array(T1_BOUNDS_S) / _NS)),
               tuple(np.log(np.array(T2_BOUNDS_S) / _NS)), A_BOUNDS]
     if start is None:

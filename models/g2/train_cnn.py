@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from nvscope.proto.histogram import N_BINS
+from nvscope.proto.npz_files import write_npz
 from nvscope.proto.version import git_commit, software_version
 
 from .cnn import PAPER_ARCH, SHIPPED_ARCH, CnnArch, G2Net, forward_flops, gaussian_nll
@@ -59,16 +60,10 @@ def dataset_inputs(data: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarr
     base = singles_base(d["n_a"], d["n_b"], d["t_acq"])
     hide = np.random.default_rng(seed).uniform(size=base.size) < NO_SINGLES_FRACTION
     base = np.where(hide, np.nan, base)
-    kernels = {}
-    rows = []
-    for ctx in d["context"]:
-        key = tuple(ctx)
-        if key not in kernels:
-            kernels[key] = kernel_bin_averages(EmitterShape(*key))
-        rows.append(kernels[key])
-    x, s = cnn_inputs(d["hist"], np.array(rows), base)
-    return {"x": x, "s": s, "y": d["g2_true"].astype(np.float32), "emitter": d["emitter"],
-            "n_events": d["hist"].sum(axis=1)}
+    contexts, which = np.unique(d["context"], axis=0, return_inverse=True)  # one per emitter
+    kernels = np.stack([kernel_bin_averages(EmitterShape(*c)) for c in contexts])
+    x, s = cnn_inputs(d["hist"], kernels[which.ravel()], base)
+    return {"x": x, "s": s, "y": d["g2_true"].astype(np.float32), "emitter": d["emitter"]}
 
 
 def _tensors(d: dict[str, np.ndarray], idx: np.ndarray) -> tuple[torch.Tensor, ...]:
@@ -192,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         data = simulate_dataset(a.emitters, a.windows, seed=a.seed, events=a.events)
         if a.data is not None:
-            np.savez_compressed(a.data, **data)
+            write_npz(str(a.data), data)  # atomic, and under the name given (np.savez would add .npz)
         print(f"simulated {len(data['hist'])} histograms of {a.emitters} emitters in {time.perf_counter() - t0:.0f} s")
     t_sim = time.perf_counter() - t0
     d = dataset_inputs(data, seed=a.seed)
@@ -206,13 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         m, sd = net(xs, ss)
     rmse = float(torch.sqrt(((m - ys) ** 2).mean()))
+    test_nll = evaluate(net, xs, ss, ys)
     t_total = time.perf_counter() - t0
-    print(f"test (held-out emitters): NLL {evaluate(net, xs, ss, ys):+.4f}, RMSE {rmse:.4f} over all N; "
+    print(f"test (held-out emitters): NLL {test_nll:+.4f}, RMSE {rmse:.4f} over all N; "
           f"total {t_total:.0f} s (simulation {t_sim:.0f} s)")
     meta = model_metadata(arch, {
         "train_rows": int(train_idx.size), "train_emitters": int(np.unique(d["emitter"][train_idx]).size),
         "epochs_run": len(result["history"]), "best_val_nll": result["best_val_nll"],
-        "test_nll": evaluate(net, xs, ss, ys), "seed": a.seed, "train_seconds": round(t_total),
+        "test_nll": test_nll, "seed": a.seed, "train_seconds": round(t_total),
     })
     export_onnx(net, a.out, meta)
     if a.save_torch is not None:
