@@ -10,19 +10,11 @@ import sys
 import threading
 from pathlib import Path
 
+from nvscope.proto.command_line import EXIT_BAD_INPUT, InputError, OneLineParser
 from nvscope.proto.endpoints import DEFAULT_RIG_ENDPOINT
 
 from .g2_cli import add_g2_parser
 from .vqns_cli import add_vqns_parser
-
-EXIT_BAD_INPUT = 2
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad option is one line on stderr (and exit code 2), not usage plus error."""
-
-    def error(self, message: str):
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -87,13 +79,6 @@ def _host(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_file_error() -> type[Exception]:
-    """The g2 model-file error class, imported only when an exception is being handled (cheap start)."""
-    from .g2_cnn import ModelFileError
-
-    return ModelFileError
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `nvscope` console script."""
     args = _parser().parse_args(argv)
@@ -118,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from .demo import run_demo
             return run_demo(Path(args.out), timeout_s=args.timeout)
-    except _model_file_error() as exc:  # the g2 model, checked when the host starts
+    except InputError as exc:  # e.g. the g2 model (ModelFileError), checked when the host starts
         print(f"nvscope {args.command}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (RuntimeError, TimeoutError, OSError) as exc:

@@ -38,9 +38,6 @@ class HostStats:
     malformed: int = 0
     orphans: int = 0
     finished: list[tuple[str, str]] = field(default_factory=list)  # (run_id, exit_status)
-    g2_pixels: int = 0
-    g2_batches: int = 0
-    g2_s: float = 0.0  # time spent estimating and writing the on-line g2 (s)
 
 
 @dataclass
@@ -188,10 +185,7 @@ class HostDaemon:
             n = online.update(arrived)
             if n:
                 store.flush()
-                dt = time.perf_counter() - t0
-                self.stats.g2_pixels, self.stats.g2_batches = self.stats.g2_pixels + n, self.stats.g2_batches + 1
-                self.stats.g2_s += dt
-                log.debug("run %s: on-line g2 of %d pixels in %.3f s", run_id, n, dt)
+                log.debug("run %s: on-line g2 of %d pixels in %.3f s", run_id, n, time.perf_counter() - t0)
         except Exception as exc:  # the stored pixels stay; the maps at run end are computed anyway
             self.g2[run_id] = None
             log.error("run %s: on-line g2 failed, none from now on in this run: %s: %s",
@@ -203,7 +197,8 @@ class HostDaemon:
         for p in partials:
             by_run.setdefault(p.run_id, []).append(p)
         for run_id, batch in by_run.items():
-            if run_id not in self.runs and self._store_for(batch[0]) is None:
+            known = run_id in self.runs or run_path(self.out_dir, run_id).exists()
+            if not known or self._store_for(batch[0]) is None:  # (re)opened: a restarted host answers too
                 continue
             online = self.g2.get(run_id)
             if online is None:

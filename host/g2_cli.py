@@ -22,11 +22,11 @@ import sys
 
 import numpy as np
 
-from nvscope.proto.npz_files import InputError, check_out, load_npz, one_line, software_version, write_npz
+from nvscope.proto.command_line import EXIT_BAD_INPUT, InputError, one_line
+from nvscope.proto.histogram import N_BINS
+from nvscope.proto.npz_files import check_out, load_npz, software_version, write_npz
 
 EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-N_BINS = 215  # proto.histogram.N_BINS, repeated so that building the parser stays cheap
 METHODS = ("cnn", "mle", "lm")
 DEFAULT_METHOD = "mle"
 MODES = ("allpairs", "startstop")

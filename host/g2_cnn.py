@@ -15,9 +15,10 @@ import numpy as np
 
 from nvscope.models.g2.features import FEATURES_VERSION, MODEL_FORMAT, SHIPPED_MODEL, cnn_inputs
 from nvscope.models.g2.model import EmitterShape, kernel_bin_averages, singles_base
+from nvscope.proto.command_line import InputError
 
 
-class ModelFileError(ValueError):
+class ModelFileError(InputError):
     """A g2 model file that cannot be used; the message says which file and why, in one line."""
 
 

@@ -221,7 +221,3 @@ def read_pixels(f: h5py.File, start: int = 0, stop: int | None = None) -> dict[s
     return {name: f["pixels"][name][start:stop] for name in PIXEL_FIELDS}
 
 
-def read_pixel_g2(f: h5py.File) -> dict[str, np.ndarray]:
-    """The on-line g2 datasets of an open run file (as many rows as pixels estimated so far)."""
-    g = f["pixels"]
-    return {name: g[name][()] for name in PIXEL_G2_FIELDS if name in g}

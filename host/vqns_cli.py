@@ -19,10 +19,10 @@ import sys
 
 import numpy as np
 
-from nvscope.proto.npz_files import InputError, check_out, load_npz, software_version, write_npz
+from nvscope.proto.command_line import EXIT_BAD_INPUT, InputError
+from nvscope.proto.npz_files import check_out, load_npz, software_version, write_npz
 
 EXIT_OK = 0
-EXIT_BAD_INPUT = 2
 EXIT_FIT_FAILED = 3
 DEFAULT_RESTARTS, DEFAULT_LORENTZIANS, DEFAULT_SEED = 100, 3, 0
 """FitConfig's defaults, repeated so that building the parser does not import the fit (numba)."""

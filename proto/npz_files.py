@@ -8,14 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-class InputError(ValueError):
-    """A problem a person can fix in the command or the input file; the message is one line."""
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+from .command_line import InputError, one_line
 
 
 def load_npz(path: str, keys) -> dict[str, np.ndarray]:

@@ -14,22 +14,16 @@ Exit codes: 0 written; 2 bad input or unwritable output (one line on stderr,
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
 
-from nvscope.proto.npz_files import InputError, check_out, load_npz, one_line, software_version, write_npz
+from nvscope.proto.command_line import EXIT_BAD_INPUT, InputError, OneLineParser, one_line
+from nvscope.proto.npz_files import check_out, load_npz, software_version, write_npz
 
 EXIT_OK = 0
-EXIT_BAD_INPUT = 2
 PROG = "nvscope g2 histogram"
 MODES = ("allpairs", "startstop")  # = binning.MODES, repeated so that --help does not load numba
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(EXIT_BAD_INPUT, f"{PROG}: error: {message} (see --help)\n")
 
 
 def read_tags(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +47,7 @@ def read_tags(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = _OneLineParser(prog=PROG, description="Histogram two detectors' ps time tags (rt's Numba kernel).")
+    p = OneLineParser(prog=PROG, description="Histogram two detectors' ps time tags (rt's Numba kernel).")
     p.add_argument("input", metavar="TAGS.npz")
     p.add_argument("-o", "--out", required=True, metavar="OUT.npz")
     p.add_argument("--mode", choices=MODES, default="allpairs")

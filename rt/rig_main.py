@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -10,14 +9,13 @@ from pathlib import Path
 
 import zmq
 
+from nvscope.proto.command_line import EXIT_BAD_INPUT, OneLineParser
 from nvscope.proto.endpoints import DEFAULT_RIG_ENDPOINT, rig_socket
 
 from .config import ConfigError, RigConfig, load_rig_config
 from .link import RtLink
 from .rig import Rig
 from .spool import Spool
-
-EXIT_BAD_INPUT = 2
 
 
 def default_spool_dir() -> Path:
@@ -39,8 +37,7 @@ def build_rig(cfg: RigConfig, sim: bool, sock: zmq.Socket) -> Rig:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the rig daemon until SIGINT/SIGTERM; print 'bound <endpoint>' on stdout once listening."""
-    p = argparse.ArgumentParser(prog="nvscope rig", description="The real-time rig daemon (rt).")
-    p.error = lambda message: p.exit(EXIT_BAD_INPUT, f"nvscope rig: error: {message} (see --help)\n")
+    p = OneLineParser(prog="nvscope rig", description="The real-time rig daemon (rt).")
     p.add_argument("--sim", action="store_true", help="drive the simulated instrument")
     p.add_argument("--bind", default=DEFAULT_RIG_ENDPOINT, help="ZeroMQ endpoint to bind ('*' port: any free)")
     p.add_argument("--config", help="rig configuration (TOML)")
