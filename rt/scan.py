@@ -48,32 +48,26 @@ def acquire_tags(tagger: TimeTagger, binner: HistogramBinner, duration_s: float)
         left -= duration
 
 
-def acquire_pixel(tagger: TimeTagger, binner: HistogramBinner, dwell_s: float, slice_s: float) -> None:
-    """Acquire `dwell_s` s of time tags in reads of at most `slice_s` s, binning each read on line."""
-    binner.reset()
-    left = dwell_s
-    while left > DWELL_TOLERANCE_S:
-        duration = min(slice_s, left)
-        acquire_tags(tagger, binner, duration)
-        left -= duration
-    binner.finish()
+def _never(_: float) -> bool:
+    return False
 
 
-def acquire_adaptive(tagger: TimeTagger, binner: HistogramBinner, slice_s: float, max_dwell_s: float,
-                     enough: Callable[[float], bool]) -> float:
-    """Acquire slices of `slice_s` s until `enough(dwell so far, s)` says so or `max_dwell_s` s are
-    acquired (the last slice is cut to fit); returns the dwell (s). `enough` is not asked after the
-    last slice."""
+def acquire_pixel(tagger: TimeTagger, binner: HistogramBinner, slice_s: float, max_dwell_s: float,
+                  enough: Callable[[float], bool] = _never) -> float:
+    """Acquire slices of `slice_s` s, binning each on line, until `enough(dwell so far, s)` says so or
+    `max_dwell_s` s are acquired (the last slice is cut to fit); returns the dwell (s), `max_dwell_s`
+    exactly when it ran to the end. `enough` is not asked after the last slice."""
     binner.reset()
     elapsed = 0.0
-    while True:
+    while max_dwell_s - elapsed > DWELL_TOLERANCE_S:
         duration = min(slice_s, max_dwell_s - elapsed)
         acquire_tags(tagger, binner, duration)
         elapsed += duration
-        if elapsed >= max_dwell_s - DWELL_TOLERANCE_S or enough(elapsed):
-            break
+        if max_dwell_s - elapsed > DWELL_TOLERANCE_S and enough(elapsed):
+            binner.finish()
+            return elapsed
     binner.finish()
-    return elapsed
+    return max_dwell_s
 
 
 def partial_pixel(run_id: str, seq: int, index: int, dwell_s: float, binner: HistogramBinner) -> PartialPixel:
@@ -114,11 +108,10 @@ def srm_scan(run_id: str, scan: ScanConfig, devices: RigDevices, first_seq: int,
             break
         devices.scanner.move_to(p.x, p.y, p.z)
         if scan.adaptive:
-            dwell = acquire_adaptive(devices.tagger, binner, scan.slice_s, scan.max_dwell_s,
-                                     lambda t: enough(partial_pixel(run_id, seq, p.index, t, binner)))
+            dwell = acquire_pixel(devices.tagger, binner, scan.slice_s, scan.max_dwell_s,
+                                  lambda t: enough(partial_pixel(run_id, seq, p.index, t, binner)))
         else:
-            acquire_pixel(devices.tagger, binner, scan.dwell_s, scan.slice_s)
-            dwell = scan.dwell_s
+            dwell = acquire_pixel(devices.tagger, binner, scan.slice_s, scan.dwell_s)
         send(Pixel(run_id=run_id, seq=seq, index=p.index, ix=p.ix, iy=p.iy,
                    position=np.array([p.x, p.y, p.z]), dwell_s=dwell,
                    n_a=int(binner.n_a), n_b=int(binner.n_b), n_events=int(binner.hist.sum()),
