@@ -22,7 +22,6 @@ from nvscope.proto.messages import Start
 from .daemon import HostDaemon
 from .dwell_figure import dwell_figure
 from .runs import default_g2_estimator, host_analyses, new_run_id
-from .store import read_pixels
 from .vqns_loop import VqnsController, VqnsLoopConfig
 
 log = logging.getLogger(__name__)
@@ -133,7 +132,7 @@ def summarize_srm(path: Path) -> str:
     """A few lines a person reads in the morning: what was scanned, how fast, what came out."""
     with h5py.File(path, "r") as f:
         n = f["pixels/index"].shape[0]
-        dwell = f["pixels/dwell_s"][()].sum()
+        dwell = f.attrs["total_dwell_s"]
         g2, std = f["maps/g2"][()], f["maps/g2_std"][()]
         pl = f["maps/pl_cps"][()]
         latency = f["pixels/g2_latency_s"][()]
@@ -152,15 +151,16 @@ def dwell_stats(path: Path) -> dict[str, float]:
     """Photon time (s), and dwell and g2 errors of a finished SRM run over all pixels and over the
     bright ones (above half the peak PL); how many pixels ended before the adaptive maximum dwell."""
     with h5py.File(path, "r") as f:
-        px = read_pixels(f)
-        std, pl = f["maps/g2_std"][()], f["maps/pl_cps"][()]
-    std, pl = std[px["iy"], px["ix"]], pl[px["iy"], px["ix"]]  # in pixel order
+        std, pl, dwell = (f[f"maps/{name}"][()] for name in ("g2_std", "pl_cps", "dwell_s"))
+        photons_s = float(f.attrs["total_dwell_s"])
+    scanned = np.isfinite(dwell)
+    std, pl, dwell = std[scanned], pl[scanned], dwell[scanned]
     bright = pl > 0.5 * np.nanmax(pl)
-    return {"photons_s": float(px["dwell_s"].sum()), "median_all": float(np.nanmedian(std)),
+    return {"photons_s": photons_s, "median_all": float(np.nanmedian(std)),
             "max_all": float(np.nanmax(std)), "median_bright": float(np.nanmedian(std[bright])),
             "max_bright": float(np.nanmax(std[bright])), "n_bright": int(bright.sum()),
-            "dwell_bright": float(px["dwell_s"][bright].mean()),
-            "early": int(np.sum(px["dwell_s"] < ADAPTIVE_MAX_DWELL_S - 1e-9))}
+            "dwell_bright": float(dwell[bright].mean()),
+            "early": int(np.sum(dwell < ADAPTIVE_MAX_DWELL_S - 1e-9))}
 
 
 def summarize_dwell(fixed: Path, adaptive: Path, wall_fixed: float, wall_adaptive: float, png: Path) -> str:

@@ -12,7 +12,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .figures import pixel_extent_um  # noqa: E402
-from .store import read_pixels  # noqa: E402
 
 ERROR_SHOWN_UP_TO = 0.5
 """The error maps' colour scale ends here (the dark background's errors, of order 1, saturate it)."""
@@ -21,10 +20,7 @@ ERROR_SHOWN_UP_TO = 0.5
 def scan_maps(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """A finished SRM run's g2 error and dwell maps (ny, nx) and its pixel positions (m)."""
     with h5py.File(path, "r") as f:
-        px = read_pixels(f)
-        dwell = np.full(f["maps/g2_std"].shape, np.nan)
-        dwell[px["iy"], px["ix"]] = px["dwell_s"]
-        return {"g2_std": f["maps/g2_std"][()], "dwell_s": dwell}, px["position"]
+        return {name: f[f"maps/{name}"][()] for name in ("g2_std", "dwell_s")}, f["pixels/position"][()]
 
 
 def dwell_figure(fixed: Path, adaptive: Path, png: Path, target: float) -> None:
