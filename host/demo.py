@@ -112,6 +112,17 @@ def running_rig(config: Path, log_path: Path) -> Iterator[tuple[subprocess.Popen
             rig.kill()
 
 
+@contextmanager
+def rig_and_host(config: Path, log_path: Path, out: Path, estimator) -> Iterator[tuple[HostDaemon, subprocess.Popen]]:
+    """A rig process and a host daemon connected to it, writing into `out`, for the duration of the block."""
+    with running_rig(config, log_path) as (rig, endpoint):
+        host = HostDaemon(endpoint, out, host_analyses(estimator), g2_estimator=estimator)
+        try:
+            yield host, rig
+        finally:
+            host.close()
+
+
 def run_to_end(host: HostDaemon, run_id: str, kind: str, rig: subprocess.Popen, timeout_s: float,
                then=None) -> str:
     """Start one run (and call `then()`), serve the host until it has ended and been analysed."""
@@ -195,28 +206,20 @@ def run_demo(out: Path, timeout_s: float = 600.0) -> int:
     fixed_toml = write_rig_config(out / "demo-rig.toml", out / "spool", adaptive=False)
     adaptive_toml = write_rig_config(out / "demo-rig-adaptive.toml", out / "spool-adaptive", adaptive=True)
     estimator = default_g2_estimator()
-    with running_rig(fixed_toml, out / "rig.log") as (rig, endpoint):
-        host = HostDaemon(endpoint, out, host_analyses(estimator), g2_estimator=estimator)
-        try:
-            t_scan = time.perf_counter()
-            run_id = run_to_end(host, new_run_id("srm"), "srm", rig, timeout_s)
-            t_scan = time.perf_counter() - t_scan
-            t_vqns = time.perf_counter()
-            vqns_id = new_run_id("vqns")
-            controller = VqnsController(host, vqns_id, VqnsLoopConfig())
-            host.analyses["vqns"] = controller.analysis
-            run_to_end(host, vqns_id, "vqns", rig, timeout_s, then=controller.begin)
-            t_vqns = time.perf_counter() - t_vqns
-        finally:
-            host.close()
-    with running_rig(adaptive_toml, out / "rig-adaptive.log") as (rig, endpoint):
-        host = HostDaemon(endpoint, out, host_analyses(estimator), g2_estimator=estimator)
-        try:
-            t_adaptive = time.perf_counter()
-            adaptive_id = run_to_end(host, new_run_id("srm"), "srm", rig, timeout_s)
-            t_adaptive = time.perf_counter() - t_adaptive
-        finally:
-            host.close()
+    with rig_and_host(fixed_toml, out / "rig.log", out, estimator) as (host, rig):
+        t_scan = time.perf_counter()
+        run_id = run_to_end(host, new_run_id("srm"), "srm", rig, timeout_s)
+        t_scan = time.perf_counter() - t_scan
+        t_vqns = time.perf_counter()
+        vqns_id = new_run_id("vqns")
+        controller = VqnsController(host, vqns_id, VqnsLoopConfig())
+        host.analyses["vqns"] = controller.analysis
+        run_to_end(host, vqns_id, "vqns", rig, timeout_s, then=controller.begin)
+        t_vqns = time.perf_counter() - t_vqns
+    with rig_and_host(adaptive_toml, out / "rig-adaptive.log", out, estimator) as (host, rig):
+        t_adaptive = time.perf_counter()
+        adaptive_id = run_to_end(host, new_run_id("srm"), "srm", rig, timeout_s)
+        t_adaptive = time.perf_counter() - t_adaptive
     path, adaptive_path = out / f"{run_id}.h5", out / f"{adaptive_id}.h5"
     png = out / f"dwell-{adaptive_id}.png"
     dwell_figure(path, adaptive_path, png, ADAPTIVE_TARGET)
