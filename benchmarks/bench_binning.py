@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit
 
 from nvscope.proto.histogram import FULL_RANGE_PS, HALF_RANGE_PS, N_BINS
-from nvscope.rt.binning import HistogramBinner, histogram_tags
+from nvscope.rt.kernels.binning import HistogramBinner, histogram_tags
 
 W = HALF_RANGE_PS
 

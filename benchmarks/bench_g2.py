@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nvscope.host.g2_cnn import CnnEstimator, onnx_session
+from nvscope.host.srm.cnn_estimator import CnnEstimator, onnx_session
 from nvscope.models.g2.cnn import PAPER_ARCH, SHIPPED_ARCH, G2Net, forward_flops
 from nvscope.models.g2.features import N_CHANNELS, N_SCALARS, SHIPPED_MODEL
-from nvscope.models.g2.lm import estimate_g2_lm
+from nvscope.models.g2.least_squares import estimate_g2_lm
 from nvscope.models.g2.mle import cramer_rao_std, estimate_g2
 from nvscope.models.g2.model import EmitterShape, expected_histogram, singles_base
 from nvscope.models.g2.train_cnn import export_onnx

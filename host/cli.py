@@ -13,8 +13,8 @@ from pathlib import Path
 from nvscope.proto.command_line import EXIT_BAD_INPUT, InputError, OneLineParser
 from nvscope.proto.endpoints import DEFAULT_RIG_ENDPOINT
 
-from .g2_cli import add_g2_parser
-from .vqns_cli import add_vqns_parser
+from .srm.g2_cli import add_g2_parser
+from .vqns.cli import add_vqns_parser
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,8 +49,8 @@ def _host(args: argparse.Namespace) -> int:
     from nvscope.proto.messages import Start
 
     from .daemon import HostDaemon
-    from .runs import default_g2_estimator, host_analyses, new_run_id
-    from .vqns_loop import VqnsController
+    from .run_kinds import default_g2_estimator, host_analyses, new_run_id
+    from .vqns.loop import VqnsController
 
     estimator = default_g2_estimator(args.g2_model)  # checked before anything connects
     daemon = HostDaemon(args.connect, args.out, host_analyses(estimator), g2_estimator=estimator)
@@ -95,10 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "host":
             return _host(args)
         if args.command == "g2":
-            from .g2_cli import g2_command
+            from .srm.g2_cli import g2_command
             return g2_command(args)
         if args.command == "vqns":
-            from .vqns_cli import vqns_command
+            from .vqns.cli import vqns_command
             return vqns_command(args)
         if args.command == "demo":
             from .demo import run_demo

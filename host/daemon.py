@@ -15,8 +15,8 @@ from nvscope.proto.endpoints import host_socket
 from nvscope.proto.messages import Ack, Heartbeat, Hello, Message, PartialPixel, Pixel, RunEnd, RunStart
 from nvscope.proto.version import software_version
 
-from .g2_online import G2Estimator, MleEstimator
-from .pixel_g2 import RunG2, g2_attributes
+from .srm.online_g2 import G2Estimator, MleEstimator
+from .srm.run_g2 import RunG2, g2_attributes
 from .store import RunStore, run_path
 
 log = logging.getLogger(__name__)

@@ -20,9 +20,9 @@ import numpy as np
 from nvscope.proto.messages import Start
 
 from .daemon import HostDaemon
-from .dwell_figure import dwell_figure
-from .runs import default_g2_estimator, host_analyses, new_run_id
-from .vqns_loop import VqnsController, VqnsLoopConfig
+from .srm.dwell_figure import dwell_figure
+from .run_kinds import default_g2_estimator, host_analyses, new_run_id
+from .vqns.loop import VqnsController, VqnsLoopConfig
 
 log = logging.getLogger(__name__)
 

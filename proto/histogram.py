@@ -28,3 +28,7 @@ def bin_edges_s() -> np.ndarray:
     # on a continuous delay axis its edges are exactly these (the ps grid is finer than any physics).
     k = np.arange(N_BINS + 1)
     return (k * FULL_RANGE_PS / N_BINS - HALF_RANGE_PS) * 1e-12
+
+HISTOGRAM_MODES: tuple[str, ...] = ("allpairs", "startstop")
+"""How a histogram is acquired: every A-B pair within the window (`allpairs`) or a time-to-amplitude
+converter's first stop after each start (`startstop`); named so in configs, messages and files."""

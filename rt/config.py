@@ -9,6 +9,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nvscope.proto.histogram import HISTOGRAM_MODES
+
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the field (e.g. 'scan.dwell_s')."""
@@ -114,8 +116,8 @@ class ScanConfig:
         require(self.step > 0, f"{where}.step", f"must be > 0 m, got {self.step}")
         require(self.dwell_s > 0, f"{where}.dwell_s", f"must be > 0 s, got {self.dwell_s}")
         require(0 < self.slice_s, f"{where}.slice_s", f"must be > 0 s, got {self.slice_s}")
-        require(self.histogram_mode in ("allpairs", "startstop"), f"{where}.histogram_mode",
-                f"must be 'allpairs' or 'startstop', got {self.histogram_mode!r}")
+        require(self.histogram_mode in HISTOGRAM_MODES, f"{where}.histogram_mode",
+                f"must be one of {', '.join(HISTOGRAM_MODES)}, got {self.histogram_mode!r}")
         require(self.tac_dead_s >= 0, f"{where}.tac_dead_s", f"must be >= 0 s, got {self.tac_dead_s}")
         self.check_adaptive(where)
 

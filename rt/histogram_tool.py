@@ -19,11 +19,11 @@ import sys
 import numpy as np
 
 from nvscope.proto.command_line import EXIT_BAD_INPUT, InputError, OneLineParser, one_line
+from nvscope.proto.histogram import HISTOGRAM_MODES as MODES
 from nvscope.proto.npz_files import check_out, load_npz, software_version, write_npz
 
 EXIT_OK = 0
 PROG = "nvscope g2 histogram"
-MODES = ("allpairs", "startstop")  # = binning.MODES, repeated so that --help does not load numba
 
 
 def read_tags(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"--tac-dead-ps must be >= 0, got {args.tac_dead_ps}")
         check_out(args.out)
         t_a, t_b = read_tags(args.input)
-        from nvscope.rt.binning import histogram_tags
+        from nvscope.rt.kernels.binning import histogram_tags
 
         try:
             hist, n_a, n_b = histogram_tags(t_a, t_b, args.mode, args.tac_dead_ps)

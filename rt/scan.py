@@ -9,7 +9,7 @@ import numpy as np
 
 from nvscope.proto.messages import PartialPixel, Pixel
 
-from .binning import HistogramBinner
+from .kernels.binning import HistogramBinner
 from .config import ScanConfig
 from .hal import PulsedQubit, Scanner, TimeTagger
 

@@ -22,7 +22,7 @@ FEATURES_VERSION = "g2-cnn-features/1"
 """Changes whenever the inputs above change; a model file records the version it was trained with."""
 MODEL_FORMAT = "nvscope-g2-cnn/1"
 """The model file's format: inputs x, s (`cnn_inputs`), outputs g2, g2_std; written by `train_cnn`,
-read by host/g2_cnn.py."""
+read by host/srm/cnn_estimator.py."""
 SHIPPED_MODEL = Path(__file__).with_name("g2_cnn.onnx")
 """The trained network shipped with nvscope (written by `train_cnn`)."""
 N_CHANNELS = 3

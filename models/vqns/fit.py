@@ -26,7 +26,7 @@ import numpy as np
 
 from .data import CoherenceSet
 from .kernel import chi_and_grads
-from .lm import levenberg_marquardt
+from .batched_lm import levenberg_marquardt
 from .spectrum import lorentzian_spectrum, sensitive_band
 from .varpro import varpro_fit
 

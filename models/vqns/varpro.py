@@ -14,7 +14,7 @@ import numpy as np
 
 from .data import CoherenceSet
 from .kernel import chi_and_grads
-from .lm import levenberg_marquardt
+from .batched_lm import levenberg_marquardt
 
 
 def log_coherence_data(data: CoherenceSet) -> tuple[np.ndarray, np.ndarray]:

@@ -13,8 +13,8 @@ from pathlib import Path
 import h5py
 
 from nvscope.host.daemon import HostDaemon
-from nvscope.host.g2_online import MleEstimator
-from nvscope.host.runs import host_analyses
+from nvscope.host.srm.online_g2 import MleEstimator
+from nvscope.host.run_kinds import host_analyses
 
 RIG_TOML = """\
 seed = 5

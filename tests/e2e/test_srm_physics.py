@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from nvscope.firmware_sim import Emitter, Sample, SimScanner, SimTimeTagger
-from nvscope.host.g2_cnn import CnnEstimator
-from nvscope.host.g2_online import MleEstimator
-from nvscope.host.srm import srm_results
+from nvscope.host.srm.cnn_estimator import CnnEstimator
+from nvscope.host.srm.online_g2 import MleEstimator
+from nvscope.host.srm.analysis import srm_results
 from nvscope.host.store import PIXEL_FIELDS
 from nvscope.rt.config import ScanConfig
 from nvscope.rt.scan import RigDevices, srm_scan

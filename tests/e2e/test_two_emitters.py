@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 from nvscope.firmware_sim.sample import Emitter, Sample, SimScanner, SimTimeTagger
-from nvscope.host.g2_cnn import CnnEstimator
-from nvscope.host.srm import srm_results
-from nvscope.rt.binning import histogram_tags
+from nvscope.host.srm.cnn_estimator import CnnEstimator
+from nvscope.host.srm.analysis import srm_results
+from nvscope.rt.kernels.binning import histogram_tags
 
 X_NM = np.arange(-225, 226, 45)  # a line scan through both emitters, centre pixel at 0
 

@@ -12,9 +12,9 @@ import h5py
 import numpy as np
 
 from nvscope.host.daemon import HostDaemon
-from nvscope.host.g2_online import MleEstimator
-from nvscope.host.runs import host_analyses
-from nvscope.host.vqns_loop import VqnsController, VqnsLoopConfig
+from nvscope.host.srm.online_g2 import MleEstimator
+from nvscope.host.run_kinds import host_analyses
+from nvscope.host.vqns.loop import VqnsController, VqnsLoopConfig
 from nvscope.models.vqns.fit import FitConfig
 from nvscope.proto.messages import Start
 

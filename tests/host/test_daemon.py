@@ -10,7 +10,7 @@ import pytest
 import zmq
 
 from nvscope.host.daemon import HostDaemon
-from nvscope.host.g2_online import G2_REASONS, REASON_NO_EVENTS
+from nvscope.host.srm.online_g2 import G2_REASONS, REASON_NO_EVENTS
 from nvscope.host.store import run_path
 from nvscope.models.g2.model import NV_DEFAULT_SHAPE, expected_histogram, singles_base
 from nvscope.proto import decode, encode

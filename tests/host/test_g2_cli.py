@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from nvscope.host.g2_cli import main
+from nvscope.host.srm.g2_cli import main
 from nvscope.models.g2.model import (
     EmitterShape,
     bin_integrals,
@@ -18,7 +18,7 @@ from nvscope.models.g2.model import (
     singles_base,
 )
 from nvscope.proto.histogram import BIN_WIDTH_S, N_BINS
-from nvscope.rt.binning import histogram_tags
+from nvscope.rt.kernels.binning import histogram_tags
 
 SHAPE = EmitterShape(20e-9, 250e-9, 0.7)
 G0 = 0.5
@@ -269,12 +269,12 @@ def test_cnn_model_file_bad(tmp_path):
 def test_module_entry_point_and_host_does_not_import_rt(tmp_path):
     t_a, t_b = poisson_tags(2, t=1e-4)
     np.savez(tmp_path / "tags.npz", t_a=t_a, t_b=t_b)
-    probe = ("import sys; from nvscope.host.g2_cli import main; "
+    probe = ("import sys; from nvscope.host.srm.g2_cli import main; "
              f"rc = main(['g2', 'histogram', {str(tmp_path / 'tags.npz')!r}, '-o', {str(tmp_path / 'h.npz')!r}]); "
              "assert not [m for m in sys.modules if m.startswith('nvscope.rt')], 'host imported rt'; sys.exit(rc)")
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
-    r = subprocess.run([sys.executable, "-m", "nvscope.host.g2_cli", "g2", "histogram",
+    r = subprocess.run([sys.executable, "-m", "nvscope.host.srm.g2_cli", "g2", "histogram",
                         str(tmp_path / "nope.npz"), "-o", str(tmp_path / "h2.npz")], capture_output=True, text=True, check=False)
     one_line_error(r.returncode, r.stderr, "nope.npz", "no such file")
     np.testing.assert_array_equal(np.load(tmp_path / "h.npz")["hist"], histogram_tags(t_a, t_b)[0])

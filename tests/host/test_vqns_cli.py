@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from nvscope.host import vqns_cli
-from nvscope.host.vqns_cli import main
+from nvscope.host.vqns import cli as vqns_cli
+from nvscope.host.vqns.cli import main
 from nvscope.models.vqns.attenuation import attenuation
 from nvscope.models.vqns.fit import FitConfig
 from nvscope.models.vqns.proposal import DEFAULT_CANDIDATES
@@ -94,7 +94,7 @@ def test_subprocess_default_candidates_padded_rows_float_n_pulses(tmp_path):
         d[key][0, 15:] = np.nan          # a shorter first curve
     d["n_pulses"] = d["n_pulses"].astype(float)
     np.savez(tmp_path / "in.npz", **d)
-    p = subprocess.run([sys.executable, "-m", "nvscope.host.vqns_cli", "vqns", "fit", str(tmp_path / "in.npz"),
+    p = subprocess.run([sys.executable, "-m", "nvscope.host.vqns.cli", "vqns", "fit", str(tmp_path / "in.npz"),
                         "-o", str(tmp_path / "result"), *FAST], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "result").exists() and not (tmp_path / "result.npz").exists()  # name kept as given
@@ -203,7 +203,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, name, make, extra, words):
 
 def test_bad_input_through_the_script_has_no_traceback(tmp_path):
     _write(tmp_path / "in.npz", coherence=None)
-    p = subprocess.run([sys.executable, "-m", "nvscope.host.vqns_cli", "vqns", "fit", str(tmp_path / "in.npz"),
+    p = subprocess.run([sys.executable, "-m", "nvscope.host.vqns.cli", "vqns", "fit", str(tmp_path / "in.npz"),
                         "-o", str(tmp_path / "out.npz")], capture_output=True, text=True, timeout=60)
     assert p.returncode == 2
     assert p.stdout == "" and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr

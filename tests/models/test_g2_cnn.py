@@ -8,14 +8,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from nvscope.host.g2_cnn import CnnEstimator
+from nvscope.host.srm.cnn_estimator import CnnEstimator
 from nvscope.models.g2.cnn import PAPER_ARCH, CnnArch, G2Net, forward_flops
 from nvscope.models.g2.features import FEATURES_VERSION, MODEL_FORMAT, SHIPPED_MODEL, cnn_inputs
 from nvscope.models.g2.model import NV_DEFAULT_SHAPE, kernel_bin_averages
 from nvscope.models.g2.train_cnn import dataset_inputs, main as train_main
 from nvscope.models.g2.training_data import all_pairs, simulate_dataset, split_by_emitter
 from nvscope.proto.histogram import N_BINS
-from nvscope.rt.binning import histogram_tags
+from nvscope.rt.kernels.binning import histogram_tags
 
 
 def test_all_pairs_is_rt_kernel():

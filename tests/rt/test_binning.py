@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nvscope.proto.histogram import FULL_RANGE_PS, HALF_RANGE_PS, N_BINS, bin_of_delay
-from nvscope.rt.binning import HistogramBinner, histogram_tags
+from nvscope.rt.kernels.binning import HistogramBinner, histogram_tags
 
 W = HALF_RANGE_PS
 HYP = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

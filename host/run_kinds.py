@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 from .daemon import Analysis
-from .g2_cnn import CnnEstimator
-from .g2_online import G2Estimator
-from .srm import SrmAnalysis
+from .srm.cnn_estimator import CnnEstimator
+from .srm.online_g2 import G2Estimator
+from .srm.analysis import SrmAnalysis
 
 
 def default_g2_estimator(model: str | Path | None = None) -> G2Estimator:

@@ -10,8 +10,8 @@ from nvscope.models.g2.mle import fit_shape
 from nvscope.models.g2.model import EmitterShape, singles_base
 
 from .figures import srm_figure
-from .g2_online import G2_REASONS, G2Estimator, MleEstimator, estimate_pixels
-from .store import RunStore, read_pixels
+from .online_g2 import G2_REASONS, G2Estimator, MleEstimator, estimate_pixels
+from ..store import RunStore, read_pixels
 
 
 def pixel_maps(grid_shape: tuple[int, int], ix: np.ndarray, iy: np.ndarray,

@@ -16,7 +16,7 @@ from nvscope.models.vqns.proposal import DEFAULT_CANDIDATES, PROPOSAL_RULE, Prop
 from nvscope.proto.messages import Coherence, MeasureCoherence, Message, Stop
 
 from .figures import vqns_figure
-from .store import RunStore, read_coherence
+from ..store import RunStore, read_coherence
 
 log = logging.getLogger(__name__)
 

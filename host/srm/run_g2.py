@@ -1,7 +1,7 @@
 """The daemon's on-line g2(0) of one SRM run: every stored pixel estimated and written beside /pixels,
 and the answers to adaptive dwell's partial pixels.
 
-The shape context (`g2_online.ScanG2`) holds every pixel of the run whose g2 is stored; a host that
+The shape context (`online_g2.ScanG2`) holds every pixel of the run whose g2 is stored; a host that
 reopens a run after a restart rebuilds it from the file, then estimates the pixels that have none.
 """
 
@@ -13,8 +13,8 @@ import numpy as np
 
 from nvscope.proto.messages import PartialG2, PartialPixel, Pixel
 
-from .g2_online import G2_REASONS, G2Estimator, ScanG2
-from .store import RunStore, read_pixels
+from .online_g2 import G2_REASONS, G2Estimator, ScanG2
+from ..store import RunStore, read_pixels
 
 
 def g2_attributes(estimator: G2Estimator) -> dict[str, object]:

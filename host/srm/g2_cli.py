@@ -23,13 +23,12 @@ import sys
 import numpy as np
 
 from nvscope.proto.command_line import EXIT_BAD_INPUT, InputError, one_line
-from nvscope.proto.histogram import N_BINS
+from nvscope.proto.histogram import HISTOGRAM_MODES as MODES, N_BINS
 from nvscope.proto.npz_files import check_out, load_npz, software_version, write_npz
 
 EXIT_OK = 0
 METHODS = ("cnn", "mle", "lm")
 DEFAULT_METHOD = "mle"
-MODES = ("allpairs", "startstop")
 
 
 def add_g2_parser(subparsers) -> argparse.ArgumentParser:
@@ -150,7 +149,7 @@ def _run_method(method: str, d: dict, model: str | None = None) -> dict:
 
             estimator = None
             if method == "cnn":
-                from .g2_cnn import CnnEstimator
+                from .cnn_estimator import CnnEstimator
 
                 # a model file that cannot be used fails here (ModelFileError), before any work
                 estimator = CnnEstimator() if model is None else CnnEstimator(model)
@@ -178,7 +177,7 @@ def _run_method(method: str, d: dict, model: str | None = None) -> dict:
                         g2[ok], std[ok] = estimator.estimate(hist[ok], fit.shape, **sel)
                     extra["model_git_commit"] = estimator.metadata.get("git_commit", "")
         else:
-            from nvscope.models.g2.lm import estimate_g2_lm
+            from nvscope.models.g2.least_squares import estimate_g2_lm
 
             g2, std = estimate_g2_lm(hist, **kw)
     g2 = np.asarray(g2, dtype=np.float64)
@@ -250,8 +249,8 @@ def _counts(a: np.ndarray, key: str, path: str) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m nvscope.host.g2_cli g2 ...`: the `nvscope` command line itself."""
-    from .cli import main as nvscope_main
+    """`python -m nvscope.host.srm.g2_cli g2 ...`: the `nvscope` command line itself."""
+    from ..cli import main as nvscope_main
 
     return nvscope_main(argv)
 

@@ -50,10 +50,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from nvscope.proto.histogram import FULL_RANGE_PS, HALF_RANGE_PS, N_BINS
-
-MODES: tuple[str, ...] = ("allpairs", "startstop")
-"""The acquisition modes, as named in configs and files."""
+from nvscope.proto.histogram import FULL_RANGE_PS, HALF_RANGE_PS, HISTOGRAM_MODES as MODES, N_BINS
 
 TAG_LIMIT_PS: int = 2**62
 """Tags must lie in [-TAG_LIMIT_PS, TAG_LIMIT_PS) ps (about +-53 days) so that t +- 500 ns cannot overflow."""

@@ -161,8 +161,8 @@ def _reals(a: np.ndarray, key: str, path: str) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m nvscope.host.vqns_cli vqns ...`: the `nvscope` command line itself."""
-    from .cli import main as nvscope_main
+    """`python -m nvscope.host.vqns.cli vqns ...`: the `nvscope` command line itself."""
+    from ..cli import main as nvscope_main
 
     return nvscope_main(argv)
 
