@@ -84,7 +84,7 @@ def estimate_pixels(estimator: G2Estimator, hist, shape: EmitterShape, n_a, n_b,
     return G2Estimate(g2, std, reason)
 
 
-class ScanG2:
+class ScanEstimator:
     """g2(0) of one scan's pixels as they arrive; the shape context grows with the scan."""
 
     def __init__(self, estimator: G2Estimator):
@@ -113,6 +113,6 @@ class ScanG2:
         return estimate_pixels(self.estimator, hist, self.shape, n_a, n_b, t_acq)
 
 
-__all__ = ["G2Estimator", "MleEstimator", "G2Estimate", "ScanG2", "estimate_pixels", "G2_REASONS",
+__all__ = ["G2Estimator", "MleEstimator", "G2Estimate", "ScanEstimator", "estimate_pixels", "G2_REASONS",
            "REASON_OK", "REASON_NO_EVENTS", "REASON_FEW_EVENTS", "REASON_NO_NORMALIZATION",
            "MIN_CONTEXT_EVENTS", "REFIT_GROWTH"]

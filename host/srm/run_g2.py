@@ -1,7 +1,7 @@
 """The daemon's on-line g2(0) of one SRM run: every stored pixel estimated and written beside /pixels,
 and the answers to adaptive dwell's partial pixels.
 
-The shape context (`online_g2.ScanG2`) holds every pixel of the run whose g2 is stored; a host that
+The shape context (`online_g2.ScanEstimator`) holds every pixel of the run whose g2 is stored; a host that
 reopens a run after a restart rebuilds it from the file, then estimates the pixels that have none.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from nvscope.proto.messages import PartialG2, PartialPixel, Pixel
 
-from .online_g2 import G2_REASONS, G2Estimator, ScanG2
+from .online_g2 import G2_REASONS, G2Estimator, ScanEstimator
 from ..store import RunStore, read_pixels
 
 
@@ -27,7 +27,7 @@ class RunG2:
 
     def __init__(self, estimator: G2Estimator, store: RunStore):
         self.store = store
-        self.scan = ScanG2(estimator)
+        self.scan = ScanEstimator(estimator)
         done = store.n_g2
         if done:  # a reopened run: the context of the pixels estimated before the restart
             px = read_pixels(store.f, 0, done)
