@@ -12,22 +12,19 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import h5py
 import numpy as np
 
-from nvscope.proto.histogram import N_BINS
 from nvscope.proto.messages import Coherence, Message, Pixel, RunEnd, RunStart
+from nvscope.proto.records import record_fields
 from nvscope.proto.version import software_version
 
 log = logging.getLogger(__name__)
 
-PIXEL_FIELDS: dict[str, tuple[str, tuple[int, ...]]] = {
-    "seq": ("<i8", ()), "index": ("<i8", ()), "ix": ("<i8", ()), "iy": ("<i8", ()),
-    "position": ("<f8", (3,)), "dwell_s": ("<f8", ()), "n_a": ("<i8", ()), "n_b": ("<i8", ()),
-    "n_events": ("<i8", ()), "hist": ("<i8", (N_BINS,)),
-}
-"""Per-pixel datasets under /pixels: name -> (dtype, shape of one row)."""
+PIXEL_FIELDS: dict[str, tuple[str, tuple[int, ...]]] = record_fields(Pixel)
+"""Per-pixel datasets under /pixels: name -> (dtype, shape of one row), derived from `Pixel`."""
 
 PIXEL_G2_FIELDS: dict[str, str] = {"g2": "<f8", "g2_std": "<f8", "g2_reason": "|i1", "g2_latency_s": "<f8"}
 """The host's on-line g2(0) under /pixels, row for row with the pixels: g2(0), its std, the reason
@@ -35,9 +32,12 @@ code where they are NaN (table in the `g2_reasons` attribute) and the seconds fr
 arrival to its g2's writing (NaN: estimated by a later host after a restart). Written after the
 pixels are acknowledged, so they may lag /pixels/seq by the last batch until the next one."""
 
-COHERENCE_SCALARS = {"seq": "<i8", "n_pulses": "<i8", "repetitions": "<i8"}
-COHERENCE_CURVES = ("t", "coherence", "sigma")
-"""Per-curve datasets under /coherence: scalars, and curves as rows padded with NaN (widened as needed)."""
+COHERENCE_FIELDS: dict[str, tuple[str, tuple[int, ...]]] = record_fields(Coherence)
+"""Per-curve datasets under /coherence, derived from `Coherence`: scalars, and the curves (t, C, sigma)
+as rows padded with NaN (widened as needed)."""
+
+CURVE_CHUNK = (16, 64)
+"""Chunk (rows, columns) of a NaN-padded row dataset; also its initial width."""
 
 
 def run_path(out_dir: Path, run_id: str) -> Path:
@@ -47,6 +47,9 @@ def run_path(out_dir: Path, run_id: str) -> Path:
 
 class RunStore:
     """The open file of one run: append messages in sequence, flush, finalize."""
+
+    tables: ClassVar[dict[str, type[Message]]] = {"pixels": Pixel, "coherence": Coherence}
+    """The stored message kinds: group name -> message class, one dataset per `record_fields` column."""
 
     def __init__(self, path: Path, f: h5py.File):
         self.path = path
@@ -70,18 +73,9 @@ class RunStore:
         a["exit_status"], a["reason"] = "running", ""
         f.create_dataset("stored_seq", data=np.array([start.seq - 1], dtype="<i8"))  # run_start is added next
         f.create_dataset("gaps", shape=(0, 2), maxshape=(None, 2), dtype="<i8", chunks=(64, 2))
-        g = f.create_group("pixels")
-        for name, (dtype, row) in PIXEL_FIELDS.items():
-            chunk_rows = max(1, min(256, 65536 // (np.dtype(dtype).itemsize * int(np.prod(row)))))
-            g.create_dataset(name, shape=(0, *row), maxshape=(None, *row), dtype=dtype,
-                             chunks=(chunk_rows, *row))
+        for group, kind in cls.tables.items():
+            _create_table(f.create_group(group), kind)
         _prepare_pixel_g2(f, g2_attrs or {})
-        c = f.create_group("coherence")
-        for name, dtype in COHERENCE_SCALARS.items():
-            c.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(64,))
-        for name in COHERENCE_CURVES:
-            c.create_dataset(name, shape=(0, 64), maxshape=(None, None), dtype="<f8", chunks=(16, 64),
-                             fillvalue=np.nan)
         f.swmr_mode = True
         f.flush()
         return cls(path, f)
@@ -131,25 +125,9 @@ class RunStore:
             gaps[-1] = (self.last_seq + 1, msg.seq - 1)
             log.error("run %s: messages %d..%d never arrived (gap recorded in %s)",
                       msg.run_id, self.last_seq + 1, msg.seq - 1, self.path.name)
-        if isinstance(msg, Pixel):
-            g = self.f["pixels"]
-            n = g["seq"].shape[0]
-            for name in PIXEL_FIELDS:
-                ds = g[name]
-                ds.resize(n + 1, axis=0)
-                ds[n] = getattr(msg, name)
-        elif isinstance(msg, Coherence):
-            g = self.f["coherence"]
-            n = g["seq"].shape[0]
-            for name in COHERENCE_SCALARS:
-                g[name].resize(n + 1, axis=0)
-                g[name][n] = getattr(msg, name)
-            width = max(g["t"].shape[1], len(msg.t))
-            for name in COHERENCE_CURVES:
-                g[name].resize((n + 1, width))
-                row = np.full(width, np.nan)
-                row[: len(msg.t)] = getattr(msg, name)
-                g[name][n] = row
+        group = next((g for g, kind in self.tables.items() if isinstance(msg, kind)), None)
+        if group is not None:
+            _append_row(self.f[group], self.tables[group], msg)
         elif not isinstance(msg, (RunStart, RunEnd)):  # their content lives in the attributes
             log.warning("run %s: no storage for message kind %s (seq %d)", msg.run_id, msg.kind, msg.seq)
         self.last_seq = msg.seq
@@ -179,6 +157,34 @@ class RunStore:
         """Close the file (safe to call twice)."""
         if self.f.id.valid:
             self.f.close()
+
+
+def _create_table(g: h5py.Group, kind: type[Message]) -> None:
+    """One empty, growable dataset per column of `kind`'s rows (`record_fields`)."""
+    for name, (dtype, row) in record_fields(kind).items():
+        if row == (-1,):  # a row of any width, NaN-padded
+            g.create_dataset(name, shape=(0, CURVE_CHUNK[1]), maxshape=(None, None), dtype=dtype,
+                             chunks=CURVE_CHUNK, fillvalue=np.nan)
+        else:
+            chunk_rows = max(1, min(256, 65536 // (np.dtype(dtype).itemsize * int(np.prod(row)))))
+            g.create_dataset(name, shape=(0, *row), maxshape=(None, *row), dtype=dtype,
+                             chunks=(chunk_rows, *row))
+
+
+def _append_row(g: h5py.Group, kind: type[Message], msg: Message) -> None:
+    """Append `msg` as the next row of `kind`'s table (a variable-length row widens its dataset as needed)."""
+    n = g["seq"].shape[0]
+    for name, (_, row) in record_fields(kind).items():
+        ds, value = g[name], getattr(msg, name)
+        if row == (-1,):
+            width = max(ds.shape[1], len(value))
+            ds.resize((n + 1, width))
+            padded = np.full(width, np.nan)
+            padded[: len(value)] = value
+            ds[n] = padded
+        else:
+            ds.resize(n + 1, axis=0)
+            ds[n] = value
 
 
 def _prepare_pixel_g2(f: h5py.File, attrs: dict[str, object]) -> None:
@@ -213,7 +219,7 @@ def recover(path: Path) -> None:
 
 def read_coherence(f: h5py.File) -> dict[str, np.ndarray]:
     """Every stored coherence curve of an open run file: scalars (N,) and NaN-padded rows (N, T)."""
-    return {name: f["coherence"][name][()] for name in (*COHERENCE_SCALARS, *COHERENCE_CURVES)}
+    return {name: f["coherence"][name][()] for name in COHERENCE_FIELDS}
 
 
 def read_pixels(f: h5py.File, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:

@@ -4,20 +4,19 @@ Wire format: a multipart ZeroMQ message. Frame 0 is msgpack of
 `["nvscope", kind, schema, {field: value}]`; an array field is a map `{"nd": [dtype, shape], "b": bytes}`
 when it is small (inside the message: fastest below ~64 kB) or `{"nd": [dtype, shape], "f": i}` with its
 bytes in frame i >= 1 (zero-copy, pays from ~64 kB up). Decoding validates everything against the
-dataclass declaration and raises `ProtocolError` for anything else.
+dataclass declaration, then asks the message to `check()` its values, and raises `ProtocolError` for
+anything else.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import typing
 from functools import cache
 
 import msgpack
 import numpy as np
 
-from .messages import MESSAGE_TYPES, Array, Message
+from .messages import MESSAGE_TYPES, Array, Message, ProtocolError, field_specs
 
 MAGIC = "nvscope"
 OUT_OF_BAND_BYTES = 64 * 1024
@@ -25,36 +24,16 @@ OUT_OF_BAND_BYTES = 64 * 1024
 MAX_FRAME0_BYTES = 16 * 1024 * 1024
 
 
-class ProtocolError(ValueError):
-    """A frame that is not a valid nvscope message: malformed, foreign, unknown kind, wrong version,
-    wrong field type, dtype or shape, truncated array."""
-
-
-@cache
-def _field_specs(cls: type[Message]) -> dict[str, object]:
-    """Field name -> expected type (a Python type or an `Array` spec), from the dataclass declaration."""
-    hints = typing.get_type_hints(cls, include_extras=True)
-    specs: dict[str, object] = {}
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        if typing.get_origin(hint) is typing.Annotated:
-            spec = hint.__metadata__[0]
-            specs[f.name] = Array(np.dtype(spec.dtype).str, spec.shape)  # canonical dtype string
-        else:
-            specs[f.name] = hint
-    return specs
-
-
 @cache
 def _field_names(cls: type[Message]) -> frozenset[str]:
-    return frozenset(_field_specs(cls))
+    return frozenset(field_specs(cls))
 
 
 def encode(msg: Message) -> list:
     """Pack a message into ZeroMQ frames (frame 0 msgpack, then any out-of-band array buffers)."""
     extra: list = []
     body = {}
-    for name, spec in _field_specs(type(msg)).items():
+    for name, spec in field_specs(type(msg)).items():
         value = getattr(msg, name)
         if isinstance(spec, Array):
             arr = np.ascontiguousarray(value, dtype=spec.dtype)
@@ -144,7 +123,7 @@ def decode(frames: list) -> Message:
         raise ProtocolError(f"{kind}: schema version {schema!r}, this software speaks {cls.schema}")
     if not isinstance(body, dict):
         raise ProtocolError(f"{kind}: body is not a map")
-    specs = _field_specs(cls)
+    specs = field_specs(cls)
     if body.keys() != _field_names(cls):
         missing, unknown = sorted(set(specs) - set(body)), sorted(set(body) - set(specs))
         raise ProtocolError(f"{kind}: missing fields {missing}, unknown fields {unknown}")
@@ -159,4 +138,6 @@ def decode(frames: list) -> Message:
             values[name] = _check_scalar(kind, name, spec, value)
     if len(frames) != 1 + out_of_band:
         raise ProtocolError(f"{kind}: {len(frames)} frames, not what the message refers to")
-    return cls(**values)
+    msg = cls(**values)
+    msg.check()
+    return msg

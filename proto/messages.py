@@ -8,12 +8,21 @@ per run from 0; commands (host -> rt) by the host's own counter.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import typing
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Annotated, ClassVar
 
 import numpy as np
 
 from .histogram import N_BINS
+
+
+class ProtocolError(ValueError):
+    """A frame that is not a valid nvscope message: malformed, foreign, unknown kind, wrong version,
+    wrong field type, dtype or shape, truncated array, or values that contradict each other."""
 
 
 @dataclass(frozen=True)
@@ -22,6 +31,21 @@ class Array:
 
     dtype: str
     shape: tuple[int, ...]
+
+
+@cache
+def field_specs(cls: type) -> dict[str, object]:
+    """Field name -> declared type of a message kind: a Python type, or an `Array` (canonical dtype)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    specs: dict[str, object] = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if typing.get_origin(hint) is typing.Annotated:
+            spec = hint.__metadata__[0]
+            specs[f.name] = Array(np.dtype(spec.dtype).str, spec.shape)
+        else:
+            specs[f.name] = hint
+    return specs
 
 
 def _default_array(dtype: str, n: int = 0):
@@ -38,6 +62,10 @@ class Message:
 
     run_id: str
     seq: int
+
+    def check(self) -> None:
+        """Raise ProtocolError, naming the field, where values contradict each other or the physics
+        (types, dtypes and shapes are the codec's job); the host calls it once, on decoding."""
 
 
 # ---------------------------------------------------------------- rt -> host (data)
@@ -76,6 +104,10 @@ class Pixel(Message):
     hist: Annotated[np.ndarray, Array("<i8", (N_BINS,))] = field(
         default_factory=lambda: np.zeros(N_BINS, dtype="<i8"))
 
+    def check(self) -> None:
+        """Dwell > 0 s, singles and bins non-negative, `n_events` the sum of `hist`."""
+        _check_counts(self)
+
 
 @dataclass(frozen=True)
 class PartialPixel(Message):
@@ -93,6 +125,26 @@ class PartialPixel(Message):
     hist: Annotated[np.ndarray, Array("<i8", (N_BINS,))] = field(
         default_factory=lambda: np.zeros(N_BINS, dtype="<i8"))
 
+    def check(self) -> None:
+        """As `Pixel.check`: dwell > 0 s, counts non-negative, `n_events` the sum of `hist`."""
+        _check_counts(self)
+
+
+def _check_counts(msg: Pixel | PartialPixel) -> None:
+    """The checks of a (partial) pixel's dwell (s) and counts."""
+    if not (math.isfinite(msg.dwell_s) and msg.dwell_s > 0):
+        raise ProtocolError(f"{msg.kind}.dwell_s: {msg.dwell_s!r} s, expected finite and > 0")
+    for name in ("n_a", "n_b"):
+        if getattr(msg, name) < 0:
+            raise ProtocolError(f"{msg.kind}.{name}: {getattr(msg, name)} singles, expected >= 0")
+    hist = msg.hist
+    if hist.size and hist.min() < 0:
+        raise ProtocolError(f"{msg.kind}.hist: negative counts (smallest {hist.min()})")
+    # the int64 sum cannot overflow while every bin is below 2**63 / bins; beyond, sum Python ints
+    total = int(hist.sum()) if not hist.size or hist.max() < 2**63 // hist.size else sum(hist.tolist())
+    if msg.n_events != total:
+        raise ProtocolError(f"{msg.kind}.n_events: {msg.n_events}, but the histogram holds {total} events")
+
 
 @dataclass(frozen=True)
 class Coherence(Message):
@@ -105,6 +157,12 @@ class Coherence(Message):
     coherence: Annotated[np.ndarray, Array("<f8", (-1,))] = _default_array("<f8")
     sigma: Annotated[np.ndarray, Array("<f8", (-1,))] = _default_array("<f8")
     repetitions: int = 0
+
+    def check(self) -> None:
+        """`coherence` and `sigma` have one value per time in `t`."""
+        for name in ("coherence", "sigma"):
+            if len(getattr(self, name)) != len(self.t):
+                raise ProtocolError(f"coherence.{name}: {len(getattr(self, name))} values for {len(self.t)} times")
 
 
 @dataclass(frozen=True)

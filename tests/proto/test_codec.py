@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nvscope.proto import ProtocolError, decode, encode
-from nvscope.proto.codec import OUT_OF_BAND_BYTES, _field_specs
-from nvscope.proto.messages import MESSAGE_TYPES, Array, Coherence, PartialG2, PartialPixel, Pixel
+from nvscope.proto import codec
+from nvscope.proto.messages import MESSAGE_TYPES, Array, Coherence, PartialG2, PartialPixel, Pixel, field_specs
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 
@@ -34,8 +34,20 @@ def _value(spec):
             dict: st.dictionaries(st.text(max_size=8), st.integers(-2**63, 2**63 - 1) | st.text(max_size=8), max_size=4)}[spec]
 
 
+COUNTS = {"dwell_s": st.floats(1e-9, 1e6), "n_a": st.integers(0, 2**62), "n_b": st.integers(0, 2**62),
+          "hist": st.lists(st.integers(0, 2**50), min_size=215, max_size=215).map(lambda v: np.array(v, dtype="<i8"))}
+"""Fields whose values `Pixel.check` and `PartialPixel.check` constrain (n_events follows from hist)."""
+
+
 def _message(cls):
-    return st.builds(cls, **{name: _value(spec) for name, spec in _field_specs(cls).items()})
+    fields = {name: _value(spec) for name, spec in field_specs(cls).items()}
+    if cls in (Pixel, PartialPixel):
+        built = st.builds(cls, **{**fields, **COUNTS})
+        return built.map(lambda m: dataclasses.replace(m, n_events=int(m.hist.sum())))
+    if cls is Coherence:  # one coherence and one sigma per time
+        return st.builds(cls, **fields).map(lambda m: dataclasses.replace(
+            m, coherence=np.resize(m.coherence, len(m.t)), sigma=np.resize(m.sigma, len(m.t))))
+    return st.builds(cls, **fields)
 
 
 def _equal(a, b) -> bool:
@@ -74,14 +86,20 @@ def test_arrays_travel_as_raw_bytes_not_lists():
     assert len(frames) == 1  # a small array stays inside the message
 
 
-def test_large_array_goes_in_its_own_frame_and_decodes_without_copy():
-    n = OUT_OF_BAND_BYTES // 8 + 1
-    msg = Coherence(run_id="r", seq=2, t=np.linspace(0, 1, n), coherence=np.ones(n), sigma=np.zeros(3))
+def test_large_array_goes_in_its_own_frame_and_decodes_without_copy(monkeypatch):
+    n = codec.OUT_OF_BAND_BYTES // 8 + 1
+    msg = Coherence(run_id="r", seq=2, t=np.linspace(0, 1, n), coherence=np.ones(n), sigma=np.zeros(n))
     frames = encode(msg)
-    assert len(frames) == 3  # t and coherence out of band, sigma inline
+    assert len(frames) == 4  # t, coherence and sigma out of band
     out = decode([frames[0], *[bytes(f) for f in frames[1:]]])
-    assert np.array_equal(out.t, msg.t)
+    assert np.array_equal(out.t, msg.t) and np.array_equal(out.sigma, msg.sigma)
     assert not out.t.flags.owndata  # a view on the frame's buffer
+    monkeypatch.setattr(codec, "OUT_OF_BAND_BYTES", 1000)  # the histogram (1720 B) goes out, position (24 B) stays
+    pixel = Pixel(run_id="r", seq=3, dwell_s=0.1, n_events=215, hist=np.ones(215, dtype=np.int64))
+    frames = encode(pixel)
+    assert len(frames) == 2
+    out = decode([frames[0], bytes(frames[1])])
+    assert np.array_equal(out.hist, pixel.hist) and np.array_equal(out.position, pixel.position)
 
 
 def _body(msg):
@@ -143,3 +161,46 @@ def test_extra_frames_are_rejected():
     frames = encode(Pixel(run_id="r", seq=1))
     with pytest.raises(ProtocolError, match="frames"):
         decode([*frames, b"stray"])
+
+
+def _pixel(kind=Pixel, **changes):
+    hist = np.zeros(215, dtype=np.int64)
+    hist[100:110] = 3
+    return dataclasses.replace(kind(run_id="r", seq=4, index=3, dwell_s=0.2, n_a=40, n_b=50, n_events=30, hist=hist),
+                               **changes)
+
+
+@pytest.mark.parametrize("kind", [Pixel, PartialPixel])
+@pytest.mark.parametrize("changes, words", [
+    ({"n_events": 31}, r"\.n_events: 31, but the histogram holds 30 events"),
+    ({"n_events": 0}, r"\.n_events: 0, but the histogram holds 30"),
+    ({"hist": np.r_[-1, np.ones(214, dtype=np.int64)], "n_events": 213}, r"\.hist: negative counts \(smallest -1\)"),
+    ({"n_a": -1}, r"\.n_a: -1 singles"),
+    ({"n_b": -5}, r"\.n_b: -5 singles"),
+    ({"dwell_s": 0.0}, r"\.dwell_s: 0.0 s, expected finite and > 0"),
+    ({"dwell_s": -0.1}, r"\.dwell_s"),
+    ({"dwell_s": float("nan")}, r"\.dwell_s: nan"),
+    ({"dwell_s": float("inf")}, r"\.dwell_s: inf"),
+])
+def test_pixel_whose_values_contradict_is_rejected_naming_the_field(kind, changes, words):
+    good = _pixel(kind)
+    assert _equal(decode(encode(good)), good)
+    with pytest.raises(ProtocolError, match=f"^{kind.kind}{words}"):
+        decode(encode(_pixel(kind, **changes)))
+
+
+def test_histogram_sum_does_not_overflow_in_the_check():
+    hist = np.zeros(215, dtype=np.int64)
+    hist[:2] = 2**62  # the int64 sum wraps to -2**63
+    with pytest.raises(ProtocolError, match="n_events"):
+        decode(encode(_pixel(hist=hist, n_events=int(hist.sum()))))
+
+
+def test_coherence_needs_one_value_and_sigma_per_time():
+    t = np.linspace(1e-6, 1e-5, 5)
+    ok = Coherence(run_id="r", seq=2, t=t, coherence=np.ones(5), sigma=np.full(5, 0.01))
+    assert _equal(decode(encode(ok)), ok)
+    with pytest.raises(ProtocolError, match="coherence.sigma: 4 values for 5 times"):
+        decode(encode(dataclasses.replace(ok, sigma=np.ones(4))))
+    with pytest.raises(ProtocolError, match="coherence.coherence: 6 values for 5 times"):
+        decode(encode(dataclasses.replace(ok, coherence=np.ones(6))))

@@ -1,0 +1,119 @@
+"""The run file's layout follows the message declarations: every field of a stored message kind is a
+dataset with its dtype and row shape, and a field added to a message gets its dataset."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Annotated, ClassVar
+
+import h5py
+import numpy as np
+import pytest
+
+from nvscope.host.store import RunStore, read_coherence, read_pixels, run_path
+from nvscope.proto.messages import Array, Coherence, Pixel, RunStart
+
+
+def _pixel(seq: int, kind=Pixel, **extra) -> Pixel:
+    hist = np.arange(215, dtype=np.int64) % (seq + 2)
+    return kind(run_id="run", seq=seq, index=seq - 1, ix=seq - 1, iy=2, position=np.array([seq * 1e-7, 2e-7, -3e-9]),
+                dwell_s=0.25 * seq, n_a=100 + seq, n_b=200 + seq, n_events=int(hist.sum()), hist=hist, **extra)
+
+
+@pytest.fixture
+def new_store(tmp_path):
+    stores = []
+
+    def make(cls=RunStore) -> RunStore:
+        start = RunStart(run_id="run", seq=0, n_pixels=3, grid_shape=np.array([1, 3]))
+        stores.append(cls.create(run_path(tmp_path, "run"), start))
+        stores[-1].add(start)  # as the daemon does: run_start is message 0
+        return stores[-1]
+    yield make
+    for s in stores:
+        s.close()
+
+
+def test_every_pixel_field_lands_in_the_file_with_its_dtype(new_store):
+    store = new_store()
+    msgs = [_pixel(1), _pixel(2)]
+    for msg in msgs:
+        store.add(msg)
+    store.flush()
+    assert store.n_pixels == 2
+    with h5py.File(store.path, "r", libver="latest", swmr=True) as f:
+        stored = set(f["pixels"]) - {"g2", "g2_std", "g2_reason", "g2_latency_s"}
+        names = [fl.name for fl in dataclasses.fields(Pixel) if fl.name != "run_id"]
+        assert stored == set(names)
+        for name in names:
+            values = [np.asarray(getattr(m, name)) for m in msgs]
+            ds = f["pixels"][name]
+            assert ds.dtype == values[0].dtype, name  # int -> int64, float -> float64, arrays as declared
+            assert ds.shape == (2, *values[0].shape), name
+            assert np.array_equal(ds[()], np.stack(values)), name
+        px = read_pixels(f, 1)
+    assert set(px) == set(names) and px["n_events"].tolist() == [msgs[1].n_events]
+
+
+def test_coherence_curves_are_nan_padded_rows_widened_as_needed(new_store):
+    store = new_store()
+    short = Coherence(run_id="run", seq=1, n_pulses=2, t=np.array([1e-6, 2e-6, 3e-6]), coherence=np.array([0.9, 0.8, 0.7]),
+                      sigma=np.full(3, 0.01), repetitions=100)
+    long = Coherence(run_id="run", seq=2, n_pulses=0, t=np.linspace(1e-7, 1e-5, 70), coherence=np.linspace(1, 0, 70),
+                     sigma=np.full(70, 0.02), repetitions=50)
+    store.add(short)
+    store.add(long)
+    store.flush()
+    with h5py.File(store.path, "r", libver="latest", swmr=True) as f:
+        c = read_coherence(f)
+        assert f["coherence/t"].dtype == np.float64 and f["coherence/n_pulses"].dtype == np.int64
+    assert set(c) == {"seq", "n_pulses", "t", "coherence", "sigma", "repetitions"}
+    assert c["seq"].tolist() == [1, 2] and c["n_pulses"].tolist() == [2, 0] and c["repetitions"].tolist() == [100, 50]
+    for name in ("t", "coherence", "sigma"):
+        assert c[name].shape == (2, 70)
+        assert np.array_equal(c[name][0, :3], getattr(short, name)) and np.all(np.isnan(c[name][0, 3:]))
+        assert np.array_equal(c[name][1], getattr(long, name))
+
+
+@dataclass(frozen=True)
+class _TaggedPixel(Pixel):
+    """A pixel that a future schema might send: two fields more."""
+
+    kind: ClassVar[str] = "tagged_pixel"
+    temperature_k: float = 0.0
+    trace: Annotated[np.ndarray, Array("<f8", (-1,))] = field(default_factory=lambda: np.zeros(0))
+
+
+class _TaggedStore(RunStore):
+    tables = {**RunStore.tables, "pixels": _TaggedPixel}
+
+
+def test_a_field_added_to_a_message_gets_its_dataset(new_store):
+    store = new_store(_TaggedStore)
+    store.add(_pixel(1, _TaggedPixel, temperature_k=4.2, trace=np.array([1.0, 2.0])))
+    store.add(_pixel(2, _TaggedPixel, temperature_k=300.0, trace=np.arange(80.0)))
+    store.flush()
+    with h5py.File(store.path, "r", libver="latest", swmr=True) as f:
+        g = f["pixels"]
+        assert g["temperature_k"].dtype == np.float64 and g["temperature_k"][()].tolist() == [4.2, 300.0]
+        trace = g["trace"][()]
+        assert g["hist"].shape == (2, 215) and g["n_events"][1] == _pixel(2).n_events
+    assert trace.shape == (2, 80) and trace[0, :2].tolist() == [1.0, 2.0] and np.all(np.isnan(trace[0, 2:]))
+    assert np.array_equal(trace[1], np.arange(80.0))
+
+
+def test_reopened_store_appends_after_the_last_flushed_row(new_store):
+    store = new_store()
+    store.add(_pixel(1))
+    store.flush()
+    store.close()
+    again = RunStore.reopen(store.path)
+    try:
+        assert again.last_seq == 1 and again.n_pixels == 1 and again.n_g2 == 0
+        again.add(_pixel(3))  # seq 2 never came: recorded as a gap
+        again.flush()
+        assert again.f["gaps"][()].tolist() == [[2, 2]]
+        assert again.f["pixels/seq"][()].tolist() == [1, 3]
+    finally:
+        again.close()
