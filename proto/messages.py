@@ -1,7 +1,9 @@
 """Every message between rt and host, each declared once as a frozen dataclass with its schema version.
 
 Arrays are declared with `Array(dtype, shape)`, where -1 in the shape is any length; the codec
-(`nvscope.proto.codec`) derives packing and validation from these declarations alone.
+(`nvscope.proto.codec`) derives packing and validation from these declarations, and calls each
+message's `check()` for what a declaration cannot say (a pixel's `n_events` is its histogram's sum);
+`nvscope.proto.records` derives the run file's rows from them.
 Every message carries the run id and a sequence number: data messages (rt -> host) are numbered
 per run from 0; commands (host -> rt) by the host's own counter.
 """
