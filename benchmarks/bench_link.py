@@ -64,8 +64,9 @@ def _decode_raw(frames):
 
 def main() -> None:
     rng = np.random.default_rng(0)
-    msgs = [Pixel(run_id="bench", seq=i, index=i, position=rng.random(3),
-                  hist=rng.poisson(2000, 215).astype(np.int64)) for i in range(N)]
+    hists = rng.poisson(2000, (N, 215)).astype(np.int64)
+    msgs = [Pixel(run_id="bench", seq=i, index=i, position=rng.random(3), dwell_s=0.1,
+                  n_events=int(h.sum()), hist=h) for i, h in enumerate(hists)]
     print(f"pixel message: {len(encode(msgs[0])[0])} bytes")
     ours = _pump(encode, decode, msgs)
     raw = _pump(_encode_raw, _decode_raw, msgs)

@@ -65,7 +65,7 @@ def test_state_table():
 def test_spool_keeps_until_ack_survives_restart_and_is_bounded(tmp_path):
     spool = Spool(tmp_path, capacity=3)
     for seq in (1, 2, 3):
-        spool.put("run", seq, encode(Pixel(run_id="run", seq=seq, hist=np.full(215, seq))))
+        spool.put("run", seq, encode(Pixel(run_id="run", seq=seq, dwell_s=0.1, n_events=215 * seq, hist=np.full(215, seq))))
     assert spool.full
     with pytest.raises(OverflowError, match="spool full"):
         spool.put("run", 4, encode(Pixel(run_id="run", seq=4)))
