@@ -117,7 +117,7 @@ class ScanConfig:
         require(self.dwell_s > 0, f"{where}.dwell_s", f"must be > 0 s, got {self.dwell_s}")
         require(0 < self.slice_s, f"{where}.slice_s", f"must be > 0 s, got {self.slice_s}")
         require(self.histogram_mode in HISTOGRAM_MODES, f"{where}.histogram_mode",
-                f"must be one of {', '.join(HISTOGRAM_MODES)}, got {self.histogram_mode!r}")
+                f"must be {' or '.join(map(repr, HISTOGRAM_MODES))}, got {self.histogram_mode!r}")
         require(self.tac_dead_s >= 0, f"{where}.tac_dead_s", f"must be >= 0 s, got {self.tac_dead_s}")
         self.check_adaptive(where)
 
