@@ -1,8 +1,18 @@
-"""The host daemon: receive, validate, store, acknowledge, and analyse each run when it ends."""
+"""The host daemon: receive, validate, store, flush and acknowledge on one I/O path that never waits
+for analysis; per-pixel g2, answers to partial pixels, shape refits and run-end analyses run beside
+it on worker threads (docs/architecture.md).
+
+The thread that calls `step` is the I/O thread: it alone uses the ZeroMQ socket (ZeroMQ sockets are
+not thread-safe) and writes the run files while runs stream. Other threads send commands to the rig
+with `post`, which queues them and wakes the I/O thread.
+"""
 
 from __future__ import annotations
 
 import logging
+import queue
+import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,51 +22,54 @@ import zmq
 
 from nvscope.proto import ProtocolError, decode, encode
 from nvscope.proto.endpoints import host_socket
-from nvscope.proto.messages import Ack, Heartbeat, Hello, Message, PartialPixel, Pixel, RunEnd, RunStart
+from nvscope.proto.messages import Ack, Heartbeat, Hello, Message, PartialPixel, Pixel, RunEnd, RunStart, Start
 from nvscope.proto.version import software_version
 
+from .session import Analysis, Lanes, RunPhase, RunSession
 from .srm.online_g2 import G2Estimator, MleEstimator
-from .srm.run_g2 import RunG2, g2_attributes
+from .srm.run_g2 import g2_attributes
 from .store import RunStore, run_path
+from .workers import Worker
 
 log = logging.getLogger(__name__)
 
 HELLO_AFTER_SILENCE_S = 3.0
 """Say hello again when the rig has been silent this long (it heartbeats every second)."""
+CLOSE_WAIT_S = 60.0
+"""How long `close` waits for running analyses before it abandons them (their files stay valid)."""
 
-Analysis = Callable[[RunStore], tuple[dict, dict]]
-"""Given a run's open store at run end: (result datasets, result attributes)."""
+__all__ = ["Analysis", "HostDaemon", "HostStats", "HELLO_AFTER_SILENCE_S"]
 
 
 @dataclass
 class HostStats:
-    """What the daemon has seen: stored messages, duplicates dropped, malformed frames dropped; and the
-    pixels whose on-line g2 it wrote, in how many batches and how many seconds."""
+    """What the daemon has seen: stored messages, duplicates dropped, malformed frames dropped,
+    messages of runs whose run_start never arrived; and the runs it finished, in order
+    (run_id, exit_status)."""
 
     stored: int = 0
     duplicates: int = 0
     malformed: int = 0
     orphans: int = 0
-    finished: list[tuple[str, str]] = field(default_factory=list)  # (run_id, exit_status)
+    finished: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
 class _Batch:
-    """What one step received: runs touched, runs ended, new data messages, stored pixels with their
-    arrival time (monotonic s), partial pixels to answer, frames taken."""
+    """What one step received: runs touched, newly stored messages, stored pixels with their arrival
+    time (monotonic s) by run, run_ends, frames taken."""
 
-    touched: dict[str, RunStore] = field(default_factory=dict)
-    ends: list[tuple[RunStore, RunEnd]] = field(default_factory=list)
+    touched: dict[str, RunSession] = field(default_factory=dict)
     stored: list[Message] = field(default_factory=list)
     arrived: dict[str, list[tuple[Pixel, float]]] = field(default_factory=dict)
-    partials: list[PartialPixel] = field(default_factory=list)
+    ends: list[tuple[RunSession, RunEnd]] = field(default_factory=list)
     n: int = 0
 
 
 class HostDaemon:
     """Connects to a rig, stores every data message of every run, acks only what is stored; estimates
-    each SRM pixel's g2(0) as it is stored (`g2_estimator`, default the Poisson MLE) and answers
-    adaptive dwell's partial pixels."""
+    each SRM pixel's g2(0) as it is stored (`g2_estimator`, default the Poisson MLE), answers adaptive
+    dwell's partial pixels and analyses each run at its end (`analyses`, by run kind), beside the I/O."""
 
     def __init__(self, endpoint: str, out_dir: str | Path, analyses: dict[str, Analysis],
                  ctx: zmq.Context | None = None, batch: int = 512, g2_estimator: G2Estimator | None = None):
@@ -64,63 +77,122 @@ class HostDaemon:
         self.sock = host_socket(self.ctx, endpoint)
         self.out_dir = Path(out_dir)
         self.analyses = analyses
+        """Run-end analysis by run kind; run on the analysis worker (may be changed while runs go)."""
         self.batch = batch
         self.g2_estimator = g2_estimator or MleEstimator()
-        self.runs: dict[str, RunStore] = {}
-        self.g2: dict[str, RunG2 | None] = {}  # per SRM run being stored; None: its on-line g2 failed
+        self.sessions: dict[str, RunSession] = {}
         self.stats = HostStats()
         self.last_heartbeat: Heartbeat | None = None
+        self.observers: list[Callable[[Message], None]] = []
+        """Called on the I/O thread with every newly stored data message, after it has been
+        acknowledged; they must return quickly (a fit goes to the observer's own worker)."""
+        self.run_attributes: dict[str, dict[str, object]] = {}
+        """Host-side settings to record in a run's file, by run id (see `start_run`)."""
         self._cmd_seq = 0
+        self._cmd_lock = threading.Lock()
+        self._outbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self._on_io: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._poller = zmq.Poller()
+        self._poller.register(self.sock, zmq.POLLIN)
+        self._poller.register(self._wake_r, zmq.POLLIN)
+        self._io_thread = threading.get_ident()
         self._orphans_logged: set[str] = set()
         self._last_heard = time.monotonic()
-        self.observers: list[Callable[[Message], None]] = []
-        """Called with every newly stored data message, after it has been acknowledged."""
+        self._closed = False
+        self.lanes = Lanes(fast=Worker("nvscope-g2"), context=Worker("nvscope-shape"),
+                           analysis=Worker("nvscope-analysis"), on_io=self._call_on_io, send=self.post)
+        self._host_attrs = g2_attributes(self.g2_estimator)
         self.hello()
 
+    # ------------------------------------------------------------------ commands
     def hello(self) -> None:
         """Tell the rig this host is here: it replays everything not yet acknowledged."""
         self.send(Hello(run_id="", seq=0, version=software_version()))
 
     def send(self, msg: Message) -> None:
-        """Send a command to the rig."""
-        self.sock.send_multipart(encode(msg))
+        """Send a command to the rig: now on the I/O thread, through `post` from any other."""
+        if threading.get_ident() == self._io_thread:
+            self.sock.send_multipart(encode(msg))
+        else:
+            self.post(msg)
+
+    def post(self, msg: Message) -> None:
+        """Send a command to the rig from any thread: queued, and sent by the I/O thread as soon as it
+        wakes (within about a millisecond when it is waiting on the socket)."""
+        self._outbox.put(msg)
+        self._wake()
 
     def command(self, cls: type[Message], run_id: str, **fields) -> None:
-        """Send a command of kind `cls`, numbered by the host's own counter."""
-        self._cmd_seq += 1
-        self.send(cls(run_id=run_id, seq=self._cmd_seq, **fields))
+        """Send a command of kind `cls`, numbered by the host's own counter (any thread)."""
+        with self._cmd_lock:
+            self._cmd_seq += 1
+            seq = self._cmd_seq
+        self.send(cls(run_id=run_id, seq=seq, **fields))
 
-    # ------------------------------------------------------------------ the loop
+    def start_run(self, run_id: str, kind: str, attrs: dict[str, object] | None = None) -> None:
+        """Ask the rig to start a run; `attrs` (str, numbers, lists of str) are recorded in its file
+        beside the host's own settings (the g2 estimator and model file)."""
+        self.run_attributes[run_id] = dict(attrs or {})
+        self.command(Start, run_id, run_kind=kind)
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):  # full: the I/O thread has a wake-up waiting anyway; closed
+            pass
+
+    def _call_on_io(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on the I/O thread (from a worker: a result to write, a run finished)."""
+        self._on_io.put(fn)
+        self._wake()
+
+    # ------------------------------------------------------------------ the I/O loop
     def step(self, timeout_ms: int = 100) -> int:
-        """Receive one batch (what is queued, up to `batch`), store it, flush, ack; returns its size."""
-        if not self.sock.poll(timeout_ms, zmq.POLLIN):
-            if time.monotonic() - self._last_heard > HELLO_AFTER_SILENCE_S:
-                self.hello()  # a rig that restarted does not know this host until it speaks
-                self._last_heard = time.monotonic()
-            return 0
-        self._last_heard = time.monotonic()
+        """Wait up to `timeout_ms` for frames or work from the workers; receive a batch (what is
+        queued, up to `batch`), store it, flush, ack; hand the analysis to the workers; write what
+        they returned; send posted commands. Returns the number of frames received."""
+        self._io_thread = threading.get_ident()
+        events = dict(self._poller.poll(timeout_ms)) if self._outbox.empty() and self._on_io.empty() else {}
+        if self._wake_r in events or self._wake_r.fileno() in events:
+            self._drain_wake()
+        n = 0
+        if self.sock in events or self.sock.poll(0, zmq.POLLIN):
+            self._last_heard = time.monotonic()
+            n = self._io_batch()
+        elif time.monotonic() - self._last_heard > HELLO_AFTER_SILENCE_S:
+            self.hello()  # a rig that restarted does not know this host until it speaks
+            self._last_heard = time.monotonic()
+        self._run_on_io()
+        self._send_posted()
+        return n
+
+    def _io_batch(self) -> int:
+        """Receive, store, flush, ack one batch; hand its pixels to the on-line g2 and its ended runs
+        to their analysis; tell the observers."""
         b = self._receive()
-        self._answer(b.partials)
-        for store in b.touched.values():
-            if not store.finished:
-                store.flush()
-        ending = {end.run_id for _, end in b.ends}
-        for run_id, store in b.touched.items():  # a run that ends is acked once its results are written
-            if run_id not in ending:
-                self.send(Ack(run_id=run_id, seq=store.last_seq))
-        for run_id, store in b.touched.items():
-            if not store.finished:
-                self._update_g2(run_id, store, b.arrived.get(run_id, []))
-        for store, end in b.ends:
-            self._finish(store, end)
-        for run_id in ending:
-            self.send(Ack(run_id=run_id, seq=b.touched[run_id].last_seq))
+        for session, end in b.ends:
+            session.ended(end)
+        for session in b.touched.values():
+            if session.phase in (RunPhase.STREAMING, RunPhase.ENDING):  # the file is still the I/O thread's
+                session.store.flush()
+        for run_id, session in b.touched.items():  # a run_end is acked once its results are written
+            seq = session.store.last_seq
+            if session.phase in (RunPhase.ENDING, RunPhase.ANALYSING):
+                seq = session.end.seq - 1
+            self.send(Ack(run_id=run_id, seq=seq))
+        for run_id, arrived in b.arrived.items():
+            self.sessions[run_id].pixels_stored(arrived)
+        for session, _ in b.ends:
+            self._analyse_when_ready(session)
         self._notify(b.stored)
         return b.n
 
     def _receive(self) -> _Batch:
-        """Take what is queued (up to `batch` frames): store each new data message (not yet flushed),
-        keep the partial pixels, drop duplicates and malformed frames."""
+        """Take what is queued (up to `batch` frames): hand partial pixels to the fast worker at once,
+        store each new data message (not yet flushed), drop duplicates and malformed frames."""
         b = _Batch()
         while b.n < self.batch:
             try:
@@ -138,7 +210,7 @@ class HostDaemon:
             if isinstance(msg, Heartbeat):
                 self.last_heartbeat = msg
             elif isinstance(msg, PartialPixel):
-                b.partials.append(msg)
+                self._answer(msg)
             elif msg.durable:
                 self._store(msg, t_recv, b)
             else:
@@ -147,14 +219,15 @@ class HostDaemon:
 
     def _store(self, msg: Message, t_recv: float, b: _Batch) -> None:
         """Add one data message to its run's file (a duplicate is counted and dropped)."""
-        store = self._store_for(msg)
-        if store is None:
+        session = self._session_for(msg)
+        if session is None:
             return
-        b.touched[msg.run_id] = store
-        if msg.seq <= store.last_seq or store.finished:
+        b.touched[msg.run_id] = session
+        store = session.store
+        if msg.seq <= store.last_seq or session.phase is not RunPhase.STREAMING:
             self.stats.duplicates += 1
-            if isinstance(msg, RunEnd) and not store.finished:
-                b.ends.append((store, msg))  # stored, but a host died before finishing the run
+            if isinstance(msg, RunEnd) and session.phase is RunPhase.STREAMING:
+                b.ends.append((session, msg))  # stored, but a host died before finishing the run
             return
         store.add(msg)
         b.stored.append(msg)
@@ -162,7 +235,15 @@ class HostDaemon:
         if isinstance(msg, Pixel):
             b.arrived.setdefault(msg.run_id, []).append((msg, t_recv))
         if isinstance(msg, RunEnd):
-            b.ends.append((store, msg))
+            b.ends.append((session, msg))
+
+    def _answer(self, partial: PartialPixel) -> None:
+        """Hand a partial pixel (adaptive dwell) to its run's on-line g2: answered on the fast worker
+        ahead of any per-pixel g2; nothing is stored."""
+        known = partial.run_id in self.sessions or run_path(self.out_dir, partial.run_id).exists()
+        session = self._session_for(partial) if known else None  # (re)opened: a restarted host answers too
+        if session is not None:
+            session.answer([partial])
 
     def _notify(self, stored: list[Message]) -> None:
         """Hand every newly stored (and acknowledged) message to the observers."""
@@ -175,50 +256,13 @@ class HostDaemon:
                               getattr(observer, "__qualname__", observer), msg.kind, msg.seq,
                               type(exc).__name__, exc)
 
-    def _update_g2(self, run_id: str, store: RunStore, arrived: list[tuple[Pixel, float]]) -> None:
-        """Estimate the g2(0) of the run's pixels stored in this batch (and any stored without one), write, flush."""
-        online = self.g2.get(run_id)
-        if online is None:
-            return
-        t0 = time.perf_counter()
-        try:
-            n = online.update(arrived)
-            if n:
-                store.flush()
-                log.debug("run %s: on-line g2 of %d pixels in %.3f s", run_id, n, time.perf_counter() - t0)
-        except Exception as exc:  # the stored pixels stay; the maps at run end are computed anyway
-            self.g2[run_id] = None
-            log.error("run %s: on-line g2 failed, none from now on in this run: %s: %s",
-                      run_id, type(exc).__name__, exc)
-
-    def _answer(self, partials: list[PartialPixel]) -> None:
-        """Answer adaptive dwell's partial pixels with their g2(0) and its std (nothing is stored)."""
-        by_run: dict[str, list[PartialPixel]] = {}
-        for p in partials:
-            by_run.setdefault(p.run_id, []).append(p)
-        for run_id, batch in by_run.items():
-            known = run_id in self.runs or run_path(self.out_dir, run_id).exists()
-            if not known or self._store_for(batch[0]) is None:  # (re)opened: a restarted host answers too
-                continue
-            online = self.g2.get(run_id)
-            if online is None:
-                log.debug("run %s: no on-line g2 to answer %d partial pixels", run_id, len(batch))
-                continue
-            try:
-                replies = online.answer(batch)
-            except Exception as exc:  # unanswered, rt acquires on to the pixel's maximum dwell
-                log.error("run %s: partial pixel g2 failed: %s: %s", run_id, type(exc).__name__, exc)
-                continue
-            for reply in replies:
-                self.send(reply)
-
-    def _store_for(self, msg: Message) -> RunStore | None:
-        """The open store of the message's run: created at run_start, reopened after a restart."""
-        store = self.runs.get(msg.run_id)
-        if store is not None:
-            return store
+    def _session_for(self, msg: Message) -> RunSession | None:
+        """The session of the message's run: created at run_start, reopened after a restart."""
+        session = self.sessions.get(msg.run_id)
+        if session is not None:
+            return session
         path = run_path(self.out_dir, msg.run_id)
-        attrs = g2_attributes(self.g2_estimator)
+        attrs = {**self._host_attrs, **self.run_attributes.get(msg.run_id, {})}
         if path.exists():
             store = RunStore.reopen(path, attrs)
             log.info("resuming run %s from %s (stored up to seq %d)", msg.run_id, path, store.last_seq)
@@ -232,39 +276,81 @@ class HostDaemon:
                 log.error("message %s seq %d of run %s, whose run_start never arrived: not stored",
                           msg.kind, msg.seq, msg.run_id)
             return None
-        self.runs[msg.run_id] = store
-        if str(store.f.attrs["run_kind"]) == "srm" and not store.finished:
-            self._start_g2(msg.run_id, store)
-        return store
+        session = RunSession(msg.run_id, store, self.lanes, self.g2_estimator)
+        self.sessions[msg.run_id] = session
+        return session
 
-    def _start_g2(self, run_id: str, store: RunStore) -> None:
-        """The on-line g2 of an SRM run (its context rebuilt from the file when reopened)."""
-        try:
-            self.g2[run_id] = RunG2(self.g2_estimator, store)
-        except Exception as exc:  # the pixels are stored anyway; the maps at run end are computed anyway
-            self.g2[run_id] = None
-            log.error("run %s: no on-line g2: %s: %s", run_id, type(exc).__name__, exc)
+    def _analyse_when_ready(self, session: RunSession) -> None:
+        session.analyse_when_ready(self.analyses.get(session.kind), self._finished)
 
-    def _finish(self, store: RunStore, end: RunEnd) -> None:
-        """Analyse a run that ended and write its results; the data stay whatever the analysis does."""
-        kind = str(store.f.attrs["run_kind"])
-        results, attrs = {}, {}
-        analysis = self.analyses.get(kind)
-        if analysis is not None:
-            t0 = time.perf_counter()
+    def _finished(self, session: RunSession) -> None:
+        """(I/O thread) A run's results and exit status are durable: acknowledge its run_end."""
+        self.stats.finished.append((session.run_id, session.exit_status))
+        self.send(Ack(run_id=session.run_id, seq=session.end.seq))
+
+    def _run_on_io(self) -> None:
+        """Run what the workers handed back (g2 rows to write, runs finished), then start the analysis
+        of ended runs whose last g2 rows are now written."""
+        ran = False
+        while True:
             try:
-                results, attrs = analysis(store)
-            except Exception as exc:  # the analysis must never lose the acquired data
-                log.error("run %s: analysis failed: %s: %s", end.run_id, type(exc).__name__, exc)
-                attrs = {"analysis_error": f"{type(exc).__name__}: {exc}"}
-            attrs["analysis_s"] = time.perf_counter() - t0
-        store.finalize(end, results, attrs)
-        self.g2.pop(end.run_id, None)
-        self.stats.finished.append((end.run_id, end.exit_status))
-        log.info("run %s %s: %s", end.run_id, end.exit_status, store.path)
+                fn = self._on_io.get_nowait()
+            except queue.Empty:
+                break
+            fn()
+            ran = True
+        if ran:
+            for session in list(self.sessions.values()):
+                if session.phase is RunPhase.ENDING:
+                    self._analyse_when_ready(session)
 
-    def close(self) -> None:
-        """Close every file and the socket."""
-        for store in self.runs.values():
-            store.close()
+    def _send_posted(self) -> None:
+        while True:
+            try:
+                msg = self._outbox.get_nowait()
+            except queue.Empty:
+                return
+            self.sock.send_multipart(encode(msg))
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    # ------------------------------------------------------------------ state and shutdown
+    @property
+    def busy(self) -> bool:
+        """True while a worker has work, or the I/O thread has results of theirs to write."""
+        return (self.lanes.fast.busy or self.lanes.context.busy or self.lanes.analysis.busy
+                or not self._on_io.empty() or not self._outbox.empty())
+
+    def settle(self, timeout_s: float = 30.0) -> bool:
+        """Serve (on this thread, as the I/O thread) until the workers are idle and their results are
+        written and sent; False if that takes longer than `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while self.busy or any(s.phase is RunPhase.ENDING for s in self.sessions.values()):
+            if time.monotonic() > deadline:
+                return False
+            self.step(5)
+        return True
+
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        """Finish the work in hand (per-pixel g2, run-end analyses: at most `wait_s` s), then close
+        every file and the socket. An analysis still running then is abandoned: its run's file stays
+        valid with every stored message, and the next host analyses the run when the rig replays its
+        unacknowledged run_end."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self.settle(wait_s):
+            log.error("closing with analysis still running after %.0f s: abandoned (the files keep their data)",
+                      wait_s)
+        for lane in (self.lanes.fast, self.lanes.context, self.lanes.analysis):
+            lane.close(0.5)
+        for session in self.sessions.values():
+            session.close()
         self.sock.close()
+        self._wake_r.close()
+        self._wake_w.close()

@@ -6,7 +6,7 @@ import secrets
 import time
 from pathlib import Path
 
-from .daemon import Analysis
+from .session import Analysis
 from .srm.cnn_estimator import CnnEstimator
 from .srm.online_g2 import G2Estimator
 from .srm.analysis import SrmAnalysis

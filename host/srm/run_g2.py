@@ -1,62 +1,98 @@
-"""The daemon's on-line g2(0) of one SRM run: every stored pixel estimated and written beside /pixels,
-and the answers to adaptive dwell's partial pixels.
+"""The on-line g2(0) pipeline of one SRM run: the scan's shape context, the estimates of stored pixel
+rows, and the answers to adaptive dwell's partial pixels.
 
-The shape context (`online_g2.ScanEstimator`) holds every pixel of the run whose g2 is stored; a host that
-reopens a run after a restart rebuilds it from the file, then estimates the pixels that have none.
+The pieces run on the host's worker threads (`host.session` schedules them): `estimate` and `answer`
+use the shape known now (fast, on the latency-critical worker); `learn` adds pixels to the context
+and refits the shape when due (slow, on its own worker), and the new shape is used from the next
+estimate on. Nothing here touches the run file: the rows are read and written on the I/O thread.
 """
 
 from __future__ import annotations
 
-import time
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
 
+import h5py
 import numpy as np
 
 from nvscope.proto.messages import PartialG2, PartialPixel, Pixel
 
-from .online_g2 import G2_REASONS, G2Estimator, ScanEstimator
-from ..store import RunStore, read_pixels
+from .online_g2 import G2_REASONS, G2Estimate, G2Estimator, ScanEstimator
+from ..store import read_pixels
 
 
 def g2_attributes(estimator: G2Estimator) -> dict[str, object]:
-    """The run-file attributes that say how the on-line g2 is computed."""
-    return {"g2_online_estimator": estimator.name, "g2_reasons": G2_REASONS}
+    """The run-file attributes that say how the on-line g2 is computed: the estimator, the reason
+    table and, for a model file (the CNN), its path, sha256 and the git commit it was trained at."""
+    attrs: dict[str, object] = {"g2_online_estimator": estimator.name, "g2_reasons": G2_REASONS}
+    path = getattr(estimator, "path", None)
+    if path is not None and Path(path).is_file():
+        attrs["g2_model_file"] = str(Path(path).resolve())
+        attrs["g2_model_sha256"] = file_sha256(Path(path))
+        attrs["g2_model_commit"] = str(getattr(estimator, "metadata", {}).get("git_commit", ""))
+    return attrs
 
 
-class RunG2:
-    """On-line g2(0) of one run's pixels, in the order they are stored."""
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, hex."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
-    def __init__(self, estimator: G2Estimator, store: RunStore):
-        self.store = store
+
+@dataclass
+class PixelRows:
+    """Consecutive pixel rows start..start + len of a run: histograms, singles, dwell (s) and the
+    monotonic time (s) each arrived at the host (NaN: before this host, e.g. a restart)."""
+
+    start: int
+    hist: np.ndarray
+    n_a: np.ndarray
+    n_b: np.ndarray
+    dwell_s: np.ndarray
+    t_recv: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.hist)
+
+    @classmethod
+    def from_messages(cls, start: int, arrived: list[tuple[Pixel, float]]) -> PixelRows:
+        """Rows from stored pixel messages with their arrival times (s, monotonic)."""
+        return cls(start, np.stack([m.hist for m, _ in arrived]), np.array([m.n_a for m, _ in arrived]),
+                   np.array([m.n_b for m, _ in arrived]), np.array([m.dwell_s for m, _ in arrived]),
+                   np.array([t for _, t in arrived]))
+
+    @classmethod
+    def from_file(cls, f: h5py.File, start: int, stop: int) -> PixelRows:
+        """Rows start..stop read from an open run file (arrival unknown: NaN)."""
+        px = read_pixels(f, start, stop)
+        return cls(start, px["hist"], px["n_a"], px["n_b"], px["dwell_s"], np.full(stop - start, np.nan))
+
+
+class RunG2Pipeline:
+    """The shape context of one SRM run and the g2(0) estimates of its pixels and partial pixels."""
+
+    def __init__(self, estimator: G2Estimator):
         self.scan = ScanEstimator(estimator)
-        done = store.n_g2
-        if done:  # a reopened run: the context of the pixels estimated before the restart
-            px = read_pixels(store.f, 0, done)
-            self.scan.add(px["hist"], px["n_a"], px["n_b"], px["dwell_s"])
 
-    def update(self, arrived: list[tuple[Pixel, float]]) -> int:
-        """Estimate and write every stored pixel without a g2: `arrived` holds the pixels stored last
-        (message, monotonic arrival time s); older ones are read from the file. Returns how many."""
-        start, stop = self.store.n_g2, self.store.n_pixels
-        if stop <= start:
-            return 0
-        arrived = arrived[max(0, len(arrived) - (stop - start)):]
-        older = stop - start - len(arrived)
-        parts = []
-        if older:
-            px = read_pixels(self.store.f, start, start + older)
-            parts.append((px["hist"], px["n_a"], px["n_b"], px["dwell_s"], np.full(older, np.nan)))
-        if arrived:
-            parts.append((np.stack([m.hist for m, _ in arrived]), np.array([m.n_a for m, _ in arrived]),
-                          np.array([m.n_b for m, _ in arrived]), np.array([m.dwell_s for m, _ in arrived]),
-                          np.array([t for _, t in arrived])))
-        hist, n_a, n_b, t_acq, t_recv = (np.concatenate(cols) for cols in zip(*parts))
-        est = self.scan.add(hist, n_a, n_b, t_acq)
-        self.store.add_g2(est.g2, est.g2_std, est.reason, time.monotonic() - t_recv)
-        return len(hist)
+    def estimate(self, rows: PixelRows) -> G2Estimate:
+        """g2(0) of stored rows with the shape known now (the context is not changed)."""
+        return self.scan.query(rows.hist, rows.n_a, rows.n_b, rows.dwell_s)
+
+    def learn(self, rows: PixelRows) -> G2Estimate:
+        """Add stored rows to the shape context, refitting the shape when due (slow: ~0.1 s per
+        refit); their g2(0) with the shape after it."""
+        return self.scan.add(rows.hist, rows.n_a, rows.n_b, rows.dwell_s)
 
     def answer(self, partials: list[PartialPixel]) -> list[PartialG2]:
-        """g2(0) and its std of partial pixels with the current context (neither added nor stored)."""
+        """g2(0) and its std of partial pixels with the shape known now (neither added nor stored)."""
         est = self.scan.query(np.stack([p.hist for p in partials]), np.array([p.n_a for p in partials]),
                               np.array([p.n_b for p in partials]), np.array([p.dwell_s for p in partials]))
         return [PartialG2(run_id=p.run_id, seq=p.seq, index=p.index, dwell_s=p.dwell_s,
                           g2=float(g), g2_std=float(s)) for p, g, s in zip(partials, est.g2, est.g2_std)]
+
+
+__all__ = ["g2_attributes", "file_sha256", "PixelRows", "RunG2Pipeline"]

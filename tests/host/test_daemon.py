@@ -39,14 +39,16 @@ def pixel(run_id: str, seq: int) -> Pixel:
                  n_events=215 * seq, hist=hist)
 
 
-def pump(host: HostDaemon, rig, want_acks: int) -> list[Ack]:
+def pump(host: HostDaemon, rig, want_acks: int, until_seq: int | None = None) -> list[Ack]:
+    """Serve the host until the rig has `want_acks` replies (and, with `until_seq`, an ack of that seq:
+    a run_end is acknowledged only once its analysis is written, after the acks of what came before)."""
     acks = []
-    for _ in range(100):
+    for _ in range(200):
         host.step(20)
         while rig.poll(0):
             _, *frames = rig.recv_multipart()
             acks.append(decode(frames))
-        if len(acks) >= want_acks:
+        if len(acks) >= want_acks and (until_seq is None or any(a.seq == until_seq for a in acks)):
             break
     return acks
 
@@ -74,8 +76,9 @@ def test_pixels_stored_in_order_with_duplicates_and_junk_dropped(rig_and_host):
         assert f.attrs["exit_status"] == "running"
     send(encode(pixel(run, 3)))
     send(encode(RunEnd(run_id=run, seq=4, exit_status="completed", n_pixels=3)))
-    acks = pump(host, rig, 1)
-    assert acks[-1].seq == 4
+    acks = pump(host, rig, 1, until_seq=4)
+    assert [a.seq for a in acks] == [3, 4]  # the pixel at once, the run_end once the file is final
+    assert host.stats.finished == [(run, "completed")]
     with h5py.File(run_path(out, run), "r") as f:
         assert f["pixels/seq"][()].tolist() == [1, 2, 3]
         assert f["pixels/hist"][2].tolist() == [3] * 215
@@ -146,6 +149,7 @@ def test_pixels_get_their_g2_in_the_file_as_they_arrive(rig_and_host):
         rig.send_multipart([peer, *encode(antibunched(run, seq))])
     rig.send_multipart([peer, *encode(empty_pixel(run, 3))])
     assert pump(host, rig, 1)[-1].seq == 3
+    assert host.settle(10)  # the g2 rows follow the ack, from the g2 worker
     with h5py.File(run_path(out, run), "r", libver="latest", swmr=True) as f:  # the run is still going
         assert f.attrs["exit_status"] == "running"
         g = f["pixels"]
@@ -199,8 +203,8 @@ def test_restarted_host_estimates_the_pixels_stored_without_g2(rig_and_host, cap
     for seq in (1, 2):
         rig.send_multipart([peer2, *encode(antibunched(run, seq))])
     assert pump(broken, rig, 1)[-1].seq == 2  # stored and acknowledged, whatever the estimator does
+    broken.close()  # waits for the g2 worker
     assert "on-line g2 failed" in caplog.text
-    broken.close()
     again = HostDaemon(endpoint, out, analyses={}, ctx=rig.context)
     peer3 = rig.recv_multipart()[0]  # its hello
     rig.send_multipart([peer3, *encode(antibunched(run, 3))])

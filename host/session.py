@@ -1,0 +1,220 @@
+"""One run as the host sees it: its file, its kind, its on-line g2 pipeline (SRM), its run-end
+analysis and its exit status (docs/architecture.md, "analysis beside the I/O path").
+
+A `RunSession`'s methods are called on the daemon's I/O thread, which alone writes the run's file
+while the run streams; the work they start runs on the daemon's workers (`Lanes`) and comes back to
+the I/O thread through `Lanes.on_io`. At run end the file passes to the analysis worker, which
+writes the results and the exit status; the daemon acknowledges the run_end once that is durable.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nvscope.proto.messages import Message, PartialPixel, Pixel, RunEnd
+
+from .srm.online_g2 import G2Estimate, G2Estimator
+from .srm.run_g2 import PixelRows, RunG2Pipeline
+from .store import RunStore
+from .workers import Worker
+
+log = logging.getLogger(__name__)
+
+Analysis = Callable[[RunStore], tuple[dict, dict]]
+"""Given a run's open store at run end: (result datasets, result attributes)."""
+
+PRIORITY_ANSWER, PRIORITY_G2 = 0, 1
+"""On the latency-critical worker, answers to partial pixels go before per-pixel g2."""
+
+
+@dataclass
+class Lanes:
+    """The daemon's workers and its way back to the I/O thread: `fast` answers partial pixels and
+    estimates stored pixels, `context` refits shapes, `analysis` runs run-end analyses;
+    `on_io(fn)` runs fn on the I/O thread; `send(msg)` sends a command to the rig from any thread."""
+
+    fast: Worker
+    context: Worker
+    analysis: Worker
+    on_io: Callable[[Callable[[], None]], None]
+    send: Callable[[Message], None]
+
+
+class RunPhase(enum.Enum):
+    """Where a run is on the host: streaming into its file, ended (its last per-pixel g2 still being
+    written), being analysed (the file belongs to the analysis), finished (final file)."""
+
+    STREAMING = "streaming"
+    ENDING = "ending"
+    ANALYSING = "analysing"
+    FINISHED = "finished"
+
+
+class RunSession:
+    """One run's store, kind, on-line g2 pipeline (SRM), analysis state and exit status."""
+
+    def __init__(self, run_id: str, store: RunStore, lanes: Lanes, estimator: G2Estimator | None):
+        self.run_id = run_id
+        self.store = store
+        self.kind = str(store.f.attrs["run_kind"])
+        self.lanes = lanes
+        self.phase = RunPhase.FINISHED if store.finished else RunPhase.STREAMING
+        self.exit_status = str(store.f.attrs["exit_status"])
+        self.end: RunEnd | None = None
+        self.analysis_s = float("nan")
+        self.g2: RunG2Pipeline | None = None
+        self._submitted = store.n_g2  # pixel rows handed to the g2 pipeline
+        self._estimates: dict[int, tuple[PixelRows, G2Estimate]] = {}  # by first row, waiting to be written
+        self._lock = threading.Lock()  # finalize against abandon
+        self._abandoned = False
+        if self.kind == "srm" and self.phase is RunPhase.STREAMING and estimator is not None:
+            self._start_g2(estimator)
+
+    # ------------------------------------------------------------------ on-line g2 (SRM)
+    def _start_g2(self, estimator: G2Estimator) -> None:
+        """The pipeline; a reopened run's context rebuilt from the file, and the rows stored without
+        a g2 (a host died before writing it) estimated, on the context worker."""
+        self.g2 = pipeline = RunG2Pipeline(estimator)
+        done, stored = self.store.n_g2, self.store.n_pixels
+        if not stored:
+            return
+        context = PixelRows.from_file(self.store.f, 0, done) if done else None
+        missing = PixelRows.from_file(self.store.f, done, stored) if stored > done else None
+        self._submitted = stored
+
+        def rebuild() -> None:
+            try:
+                if context is not None:
+                    pipeline.learn(context)
+                if missing is not None:
+                    est = pipeline.learn(missing)
+                    self.lanes.on_io(lambda: self._deliver(pipeline, missing, est))
+            except Exception as exc:
+                self.lanes.on_io(lambda: self._fail(pipeline, exc))
+        self.lanes.context.submit(rebuild)
+
+    def pixels_stored(self, arrived: list[tuple[Pixel, float]]) -> None:
+        """Pixels just stored (and flushed), with their arrival times (s, monotonic): estimate them
+        on the fast worker, add them to the shape context on the context worker."""
+        pipeline = self.g2
+        if pipeline is None or not arrived:
+            return
+        rows = PixelRows.from_messages(self._submitted, arrived)
+        self._submitted += len(rows)
+
+        def estimate() -> None:
+            try:
+                est = pipeline.estimate(rows)
+            except Exception as exc:
+                self.lanes.on_io(lambda: self._fail(pipeline, exc))
+                return
+            self.lanes.on_io(lambda: self._deliver(pipeline, rows, est))
+
+        def learn() -> None:
+            try:
+                pipeline.learn(rows)
+            except Exception as exc:
+                self.lanes.on_io(lambda: self._fail(pipeline, exc))
+        self.lanes.fast.submit(estimate, PRIORITY_G2)
+        self.lanes.context.submit(learn)
+
+    def answer(self, partials: list[PartialPixel]) -> None:
+        """Answer partial pixels (adaptive dwell) on the fast worker, before any per-pixel g2."""
+        pipeline = self.g2
+        if pipeline is None:
+            log.debug("run %s: no on-line g2 to answer %d partial pixels", self.run_id, len(partials))
+            return
+
+        def reply() -> None:
+            try:
+                replies = pipeline.answer(partials)
+            except Exception as exc:  # unanswered, rt acquires on to the pixel's maximum dwell
+                log.error("run %s: partial pixel g2 failed: %s: %s", self.run_id, type(exc).__name__, exc)
+                return
+            for r in replies:
+                self.lanes.send(r)
+        self.lanes.fast.submit(reply, PRIORITY_ANSWER)
+
+    def _deliver(self, pipeline: RunG2Pipeline, rows: PixelRows, est: G2Estimate) -> None:
+        """(I/O thread) Write the estimates that follow the rows written so far, in row order; flush."""
+        if pipeline is not self.g2 or self.phase not in (RunPhase.STREAMING, RunPhase.ENDING):
+            return
+        self._estimates[rows.start] = (rows, est)
+        wrote = 0
+        while (n := self.store.n_g2) in self._estimates:
+            rows, est = self._estimates.pop(n)
+            self.store.add_g2(est.g2, est.g2_std, est.reason, time.monotonic() - rows.t_recv)
+            wrote += len(rows)
+        if wrote:
+            self.store.flush()
+
+    def _fail(self, pipeline: RunG2Pipeline, exc: Exception) -> None:
+        """(I/O thread) The on-line g2 failed: none from now on in this run (the maps at run end are
+        computed anyway, and the pixels are stored)."""
+        if pipeline is not self.g2:
+            return
+        self.g2 = None
+        self._estimates.clear()
+        log.error("run %s: on-line g2 failed, none from now on in this run: %s: %s",
+                  self.run_id, type(exc).__name__, exc)
+
+    @property
+    def g2_written(self) -> bool:
+        """True when every stored pixel handed to the on-line g2 has its row written (or it failed)."""
+        return self.g2 is None or self.store.n_g2 >= self._submitted
+
+    # ------------------------------------------------------------------ run end
+    def ended(self, end: RunEnd) -> None:
+        """(I/O thread) The run_end is stored: analyse once the last per-pixel g2 is written."""
+        if self.phase is RunPhase.STREAMING:
+            self.phase, self.end = RunPhase.ENDING, end
+
+    def analyse_when_ready(self, analysis: Analysis | None, finished: Callable[[RunSession], None]) -> None:
+        """(I/O thread) An ended run whose on-line g2 is written goes to the analysis worker, which
+        finalizes the file; `finished(self)` is then called on the I/O thread."""
+        if self.phase is not RunPhase.ENDING or not self.g2_written:
+            return
+        self.phase, self.g2 = RunPhase.ANALYSING, None
+        store, end = self.store, self.end
+
+        def analyse() -> None:
+            results, attrs = {}, {}
+            t0 = time.perf_counter()
+            if analysis is not None:
+                try:
+                    results, attrs = analysis(store)
+                except Exception as exc:  # the analysis must never lose the acquired data
+                    log.error("run %s: analysis failed: %s: %s", self.run_id, type(exc).__name__, exc)
+                    attrs = {"analysis_error": f"{type(exc).__name__}: {exc}"}
+                attrs["analysis_s"] = time.perf_counter() - t0
+            with self._lock:
+                if self._abandoned:
+                    return
+                try:
+                    store.finalize(end, results, attrs)
+                except Exception as exc:  # unacknowledged: the rig replays the run_end to the next host
+                    log.error("run %s: results not written: %s: %s", self.run_id, type(exc).__name__, exc)
+                    return
+            self.analysis_s = attrs.get("analysis_s", float("nan"))
+            self.lanes.on_io(lambda: self._finished(finished))
+        self.lanes.analysis.submit(analyse)
+
+    def _finished(self, finished: Callable[[RunSession], None]) -> None:
+        self.phase, self.exit_status = RunPhase.FINISHED, self.end.exit_status
+        log.info("run %s %s: %s", self.run_id, self.exit_status, self.store.path)
+        finished(self)
+
+    def close(self) -> None:
+        """(I/O thread) Close the file; an analysis still running is abandoned (its results are not
+        written; the file stays valid with the data, and the next host analyses the run again)."""
+        with self._lock:
+            self._abandoned = self.phase is not RunPhase.FINISHED
+            self.store.close()
+
+
+__all__ = ["Analysis", "Lanes", "RunPhase", "RunSession", "PRIORITY_ANSWER", "PRIORITY_G2"]
