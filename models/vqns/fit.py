@@ -12,7 +12,12 @@ How the spectrum and its band are made (also written into every output file, `BA
 2. Band: the paper's spread of successful restarts ignores the measurement noise. So the
    successful restarts are refitted to noise-resampled copies of the data (parametric bootstrap
    around the best fit: C_best + N(0, sigma)), and each success adds draws from its Laplace
-   (Gauss-Newton) posterior, which carries the directions the data hardly constrain. The band is
+   (Gauss-Newton) posterior, which carries the directions the data hardly constrain. A Laplace
+   draw is kept only when it still fits the data as well as an accepted bootstrap refit: the
+   Gaussian is the linearization, and far along a weakly constrained direction (log-std up to 2)
+   about half the draws contradict the measured curves; kept, they dominated the spread of the
+   predictions even where the data pin the spectrum down, and made the proposal's ranking hang
+   on the last bits of the optimizer (it flipped between CPUs). The band is
    the 16th-84th percentile of that population's spectra at each frequency; `S_mean` its mean.
 Parameters are logarithms (a = e^u / tau^2, g = e^v / tau, w0 = e^w / tau with tau the longest
 time), so every step stays physical (a, g, w0 > 0).
@@ -25,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .data import CoherenceSet
-from .kernel import chi_and_grads
+from .kernel import chi_and_grads, chi_values
 from .batched_lm import levenberg_marquardt
 from .spectrum import lorentzian_spectrum, sensitive_band
 from .varpro import varpro_fit
@@ -33,7 +38,8 @@ from .varpro import varpro_fit
 BAND_METHOD = ("16th-84th percentile over frequency of the spectra of (a) the successful restarts "
                "refitted by Levenberg-Marquardt to noise-resampled copies of the data (parametric "
                "bootstrap around the best fit) and (b) Laplace (Gauss-Newton) draws around each "
-               "successful restart; success: chi^2 within P + 3 sqrt(2P) of the best restart")
+               "successful restart that still fit the data (chi^2 <= dof + 4 sqrt(2 dof) + P + 3 sqrt(2P), "
+               "the bootstrap refits' acceptance); success: chi^2 within P + 3 sqrt(2P) of the best restart")
 CHI2_RED_FAIL = 3.0
 """With sigma given: a best reduced chi^2 above this means no sum of Lorentzians fits the data."""
 
@@ -98,8 +104,8 @@ def lorentzians(theta: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray, 
 def model_coherence(theta: np.ndarray, tau: float, t: np.ndarray, n: np.ndarray) -> np.ndarray:
     """C = exp(-sum_j chi_j) (B, S, T) for log-parameters theta (B, 3M) at times t (S, T) s, pulses n (S,)."""
     a, g, w0 = lorentzians(theta, tau)
-    chi = chi_and_grads(a[:, :, None, None], w0[:, :, None, None], g[:, :, None, None],
-                        t[None, None], n[None, None, :, None])[0]
+    chi = chi_values(a[:, :, None, None], w0[:, :, None, None], g[:, :, None, None],
+                     t[None, None], n[None, None, :, None])
     return np.exp(-chi.sum(1))
 
 
@@ -113,8 +119,11 @@ def _residual_fn(data: CoherenceSet, targets: np.ndarray, tau: float):
 
     def fun(theta: np.ndarray, rows: np.ndarray, jac: bool):
         a, g, w0 = lorentzians(theta, tau)
-        chi, d_a, d_g, d_w0 = chi_and_grads(a[:, :, None, None], w0[:, :, None, None], g[:, :, None, None],
-                                            t[None, None], n[None, None, :, None])
+        args = (a[:, :, None, None], w0[:, :, None, None], g[:, :, None, None], t[None, None], n[None, None, :, None])
+        if jac:
+            chi, d_a, d_g, d_w0 = chi_and_grads(*args)
+        else:  # LM's trial steps and first costs: the values-only kernel
+            chi = chi_values(*args)
         c = np.exp(-chi.sum(1))
         r = ((c - targets[rows % targets.shape[0]]) * w).reshape(len(theta), -1)
         if not jac:
@@ -141,8 +150,8 @@ def dead_lorentzians(theta: np.ndarray, data: CoherenceSet, tau: float, threshol
     a parameter the fit no longer uses (its gradient vanishes, so no optimizer step revives it)."""
     a, g, w0 = lorentzians(theta, tau)
     t = np.where(data.mask, data.t, tau)
-    chi = chi_and_grads(a[:, :, None, None], w0[:, :, None, None], g[:, :, None, None],
-                        t[None, None], data.n_pulses[None, None, :, None])[0]
+    chi = chi_values(a[:, :, None, None], w0[:, :, None, None], g[:, :, None, None],
+                     t[None, None], data.n_pulses[None, None, :, None])
     c = np.exp(-chi.sum(1))[:, None]
     effect = np.where(data.mask, c * np.minimum(chi, 50.0) / np.where(data.mask, data.sigma, 1.0), 0.0)
     return effect.reshape(*effect.shape[:2], -1).max(-1) < threshold
@@ -235,12 +244,17 @@ def fit_spectrum(data: CoherenceSet, cfg: FitConfig = FitConfig(), warm: Spectru
     noise = rng.standard_normal((n_boot, *data.t.shape)) * np.nan_to_num(band_data.sigma)
     targets = c_best[None] + noise
     b_theta, b_chi2, _ = _lm(band_data, targets, starts, tau, cfg.max_iter)
-    b_ok = np.isfinite(b_chi2) & (b_chi2 <= dof + 4.0 * np.sqrt(2.0 * dof) + P + 3.0 * np.sqrt(2.0 * P))
+    fits_data = dof + 4.0 * np.sqrt(2.0 * dof) + P + 3.0 * np.sqrt(2.0 * P)
+    b_ok = np.isfinite(b_chi2) & (b_chi2 <= fits_data)
     if not b_ok.any():
         b_ok = np.isfinite(b_chi2)
     timings["bootstrap_s"] = time.perf_counter() - t1
     a, g, w0 = lorentzians(theta, tau)
-    population = np.concatenate([b_theta[b_ok], laplace_samples(band_data, theta[success], tau, rng)])
+    draws = laplace_samples(band_data, theta[success], tau, rng)
+    draws = draws[draw_chi2(draws, band_data, tau) <= fits_data]  # (b) of BAND_METHOD: only draws that fit
+    population = np.concatenate([b_theta[b_ok], draws])
+    if not len(population):  # nothing refitted and no draw fits: the successes themselves
+        population = theta[success]
     ba, bg, bw0 = lorentzians(population, tau)
     return SpectrumFit(a=a, w0=w0, g=g, chi2=chi2, success=success, iterations=iters,
                        boot_a=ba, boot_w0=bw0, boot_g=bg, boot_chi2=b_chi2[b_ok],
@@ -282,6 +296,13 @@ def laplace_samples(data: CoherenceSet, thetas: np.ndarray, tau: float, rng: np.
     z = rng.standard_normal((len(thetas), LAPLACE_SAMPLES, p)) * np.sqrt(w)[:, None, :]
     draws = thetas[:, None, :] + np.einsum("bpq,bsq->bsp", v, z)
     return draws.reshape(-1, p)
+
+
+def draw_chi2(thetas: np.ndarray, data: CoherenceSet, tau: float) -> np.ndarray:
+    """chi^2 (B,) of parameter sets theta (B, 3M) against the measured curves (values-only kernel)."""
+    r, _ = _residual_fn(data, np.nan_to_num(data.coherence)[None], tau)(thetas, np.zeros(len(thetas), dtype=int), False)
+    chi2 = np.einsum("bn,bn->b", r, r)
+    return np.where(np.isfinite(chi2), chi2, np.inf)
 
 
 def _rough_sigma(data: CoherenceSet) -> float:

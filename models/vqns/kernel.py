@@ -55,7 +55,10 @@ Speed (2-core AMD EPYC VM, 1e5..1e6 elements, g t in 1e-3..1e2, w0 t in 0..1e3, 
 `attenuation_torch` forward + backward (two threads): 15-19x.
 
 API: `lorentzian_j(w0, g, t, n) -> (J, dJ_dk)` on flat arrays; `chi_and_grads(a, w0, g, t, n)
--> (chi, dchi_da, dchi_dg, dchi_dw0)` with numpy broadcasting. Units: a rad^2/s^2, w0 and g
+-> (chi, dchi_da, dchi_dg, dchi_dw0)` with numpy broadcasting; `lorentzian_j_values` and
+`chi_values` the same without the derivatives (a second kernel built from the same source with
+the derivative's stores switched off at compile time, where nobody asks for gradients: LM trial
+steps, predictions; benchmarks/bench_vqns.py prints the speed-up). Units: a rad^2/s^2, w0 and g
 rad/s, t s; J in s^2, dJ/dk in s^3.
 """
 
@@ -75,7 +78,7 @@ from numpy.typing import ArrayLike
 
 from nvscope.models.vqns.attenuation import _M, _PHI, _PSI, _SMALL
 
-__all__ = ["lorentzian_j", "chi_and_grads"]
+__all__ = ["lorentzian_j", "lorentzian_j_values", "chi_and_grads", "chi_values"]
 
 # ------------------------------------------------------------------------ series tables
 # Taylor coefficients (ascending powers) from attenuation.py's tuples (one source of truth) and
@@ -345,10 +348,15 @@ def _element(
 # ----------------------------------------------------------------------------- the kernel
 
 
-def _build_kernel(c_x: np.ndarray, c_z: np.ndarray):  # type: ignore[no-untyped-def]
+def _build_kernel(c_x: np.ndarray, c_z: np.ndarray, grads: bool):  # type: ignore[no-untyped-def]
     """The kernel, with the series tables frozen in as constants so that LLVM unrolls the series
     and vectorizes the loops. The tables are closure variables, which numba's cache key hashes:
-    a change of attenuation.py's coefficients recompiles rather than reusing a stale cache."""
+    a change of attenuation.py's coefficients recompiles rather than reusing a stale cache.
+
+    grads=False builds the values-only kernel: J alone (out_dj is not touched and may be empty).
+    `grads` is a compile-time constant, so the derivative's arithmetic, whose results are then
+    never stored, is removed by LLVM from the inlined helpers (dead code), not computed and dropped.
+    """
     ntx = c_x.shape[1]
     ntz = c_z.shape[1]
 
@@ -419,7 +427,10 @@ def _build_kernel(c_x: np.ndarray, c_z: np.ndarray):  # type: ignore[no-untyped-
                     bn[c, k] = n[i]
             for k in range(cnt[4]):  # the scalar path
                 i = bi[4, k]
-                out_j[i], out_dj[i] = _element(w0[i], g[i], t[i], n[i], c_x, c_z, ntx, ntz)
+                jj, dj = _element(w0[i], g[i], t[i], n[i], c_x, c_z, ntx, ntz)
+                out_j[i] = jj
+                if grads:
+                    out_dj[i] = dj
 
             aw, ag, at = bw[0], bg[0], bt[0]
             for k in range(cnt[0]):  # A
@@ -430,11 +441,13 @@ def _build_kernel(c_x: np.ndarray, c_z: np.ndarray):  # type: ignore[no-untyped-
                 dj = (tk * tk * tk) * dph
                 o0[k] = jj.real
                 o1[k] = jj.imag
-                o2[k] = dj.real
-                o3[k] = dj.imag
+                if grads:
+                    o2[k] = dj.real
+                    o3[k] = dj.imag
             for k in range(cnt[0]):
                 out_j[bi[0, k]] = complex(o0[k], o1[k])
-                out_dj[bi[0, k]] = complex(o2[k], o3[k])
+                if grads:
+                    out_dj[bi[0, k]] = complex(o2[k], o3[k])
 
             cw, cg, ct, cn = bw[1], bg[1], bt[1], bn[1]
             for k in range(cnt[1]):  # B
@@ -454,11 +467,13 @@ def _build_kernel(c_x: np.ndarray, c_z: np.ndarray):  # type: ignore[no-untyped-
                 dj = (h * h * h) * dcells
                 o0[k] = jj.real
                 o1[k] = jj.imag
-                o2[k] = dj.real
-                o3[k] = dj.imag
+                if grads:
+                    o2[k] = dj.real
+                    o3[k] = dj.imag
             for k in range(cnt[1]):
                 out_j[bi[1, k]] = complex(o0[k], o1[k])
-                out_dj[bi[1, k]] = complex(o2[k], o3[k])
+                if grads:
+                    out_dj[bi[1, k]] = complex(o2[k], o3[k])
 
             cw, cg, ct, cn = bw[2], bg[2], bt[2], bn[2]
             for k in range(cnt[2]):  # C
@@ -478,11 +493,13 @@ def _build_kernel(c_x: np.ndarray, c_z: np.ndarray):  # type: ignore[no-untyped-
                 dj = (h * h * h) * dcells
                 o0[k] = jj.real
                 o1[k] = jj.imag
-                o2[k] = dj.real
-                o3[k] = dj.imag
+                if grads:
+                    o2[k] = dj.real
+                    o3[k] = dj.imag
             for k in range(cnt[2]):
                 out_j[bi[2, k]] = complex(o0[k], o1[k])
-                out_dj[bi[2, k]] = complex(o2[k], o3[k])
+                if grads:
+                    out_dj[bi[2, k]] = complex(o2[k], o3[k])
 
             cw, cg, ct, cn = bw[3], bg[3], bt[3], bn[3]
             for k in range(cnt[3]):  # D, first G_n near the resonance (into o0..o3)
@@ -494,29 +511,33 @@ def _build_kernel(c_x: np.ndarray, c_z: np.ndarray):  # type: ignore[no-untyped-
                 gn, dgn = _g_near(nf, z, ph_nz, dph_nz, c_z, ntz)
                 o0[k] = gn.real
                 o1[k] = gn.imag
-                o2[k] = dgn.real
-                o3[k] = dgn.imag
+                if grads:
+                    o2[k] = dgn.real
+                    o3[k] = dgn.imag
             for k in range(cnt[3]):  # D, then the cells
                 nf = cn[k]
                 h = ct[k] / (2.0 * nf)
                 x = complex(cg[k] * h, -cw[k] * h)
                 gn = complex(o0[k], o1[k])
-                dgn = complex(o2[k], o3[k])
+                dgn = complex(o2[k], o3[k]) if grads else 0j
                 cells, dcells = _cells_direct(x, _exp_neg_v(x), nf, gn, dgn)
                 jj = (h * h) * cells
                 dj = (h * h * h) * dcells
                 o0[k] = jj.real
                 o1[k] = jj.imag
-                o2[k] = dj.real
-                o3[k] = dj.imag
+                if grads:
+                    o2[k] = dj.real
+                    o3[k] = dj.imag
             for k in range(cnt[3]):
                 out_j[bi[3, k]] = complex(o0[k], o1[k])
-                out_dj[bi[3, k]] = complex(o2[k], o3[k])
+                if grads:
+                    out_dj[bi[3, k]] = complex(o2[k], o3[k])
 
     return kernel
 
 
-_j_kernel = _build_kernel(_C_X, _C_Z)
+_j_kernel = _build_kernel(_C_X, _C_Z, True)
+_j_values_kernel = _build_kernel(_C_X, _C_Z, False)
 
 
 _PAR_MIN = 1 << 15  # elements per thread below which one thread does it all
@@ -533,12 +554,14 @@ def _n_cpus() -> int:
 
 
 def _run(w0, g, t, n, out_j, out_dj, workers: int | None) -> None:  # type: ignore[no-untyped-def]
+    """J (and J' unless out_dj is empty: the values-only kernel) into out_j, out_dj, in threads."""
     global _pool, _pool_pid
+    kernel = _j_kernel if out_dj.shape[0] else _j_values_kernel
     size = w0.shape[0]
     workers = _n_cpus() if workers is None else int(workers)
     workers = max(1, min(workers, size // _PAR_MIN))
     if workers == 1:
-        _j_kernel(w0, g, t, n, out_j, out_dj)
+        kernel(w0, g, t, n, out_j, out_dj)
         return
     with _pool_lock:
         if _pool is None or _pool_pid != os.getpid() or _pool._max_workers < workers:
@@ -549,23 +572,16 @@ def _run(w0, g, t, n, out_j, out_dj, workers: int | None) -> None:  # type: igno
         pool = _pool
     cuts = [size * i // workers for i in range(workers + 1)]
     jobs = [
-        pool.submit(_j_kernel, w0[a:b], g[a:b], t[a:b], n[a:b], out_j[a:b], out_dj[a:b])
+        pool.submit(kernel, w0[a:b], g[a:b], t[a:b], n[a:b], out_j[a:b], out_dj[a:b] if out_dj.shape[0] else out_dj)
         for a, b in zip(cuts[:-1], cuts[1:])
     ]
     for job in jobs:
         job.result()
 
 
-def lorentzian_j(
-    w0: ArrayLike, g: ArrayLike, t: ArrayLike, n: ArrayLike, *, workers: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """J (s^2) and dJ/dk (s^3), complex128, per element of flat arrays of one length.
-
-    w0: centre (rad/s); g: half width (rad/s, >= 0 physically; J is analytic in k, so g < 0 is
-    evaluated as well); t: sequence length (s); n: pulses (integers >= 0: 0 = FID, 1 = echo,
-    CPMG-n). chi = a Re J, dchi/dg = a Re J', dchi/dw0 = a Im J' (k = g - i w0).
-    workers: threads (default: the CPUs available; at least 32768 elements per thread).
-    """
+def _j(w0: ArrayLike, g: ArrayLike, t: ArrayLike, n: ArrayLike, workers: int | None,
+       grads: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Checked flat arrays through the kernel: (J, dJ/dk), dJ/dk None unless `grads`."""
     w0, g, t = (np.ascontiguousarray(v, dtype=np.float64) for v in (w0, g, t))
     n_arr = np.asarray(n)
     if n_arr.dtype.kind not in "iub" and np.any(n_arr != np.round(n_arr)):
@@ -578,9 +594,43 @@ def lorentzian_j(
     if n_arr.size and n_arr.min() < 0:
         raise ValueError("n must be >= 0")
     out_j = np.empty(w0.shape, dtype=np.complex128)
-    out_dj = np.empty(w0.shape, dtype=np.complex128)
-    _run(w0, g, t, n_arr, out_j, out_dj, workers)
-    return out_j, out_dj
+    out_dj = np.empty(w0.shape if grads else (0,), dtype=np.complex128)
+    if out_j.size:
+        _run(w0, g, t, n_arr, out_j, out_dj, workers)
+    return out_j, (out_dj if grads else None)
+
+
+def lorentzian_j(
+    w0: ArrayLike, g: ArrayLike, t: ArrayLike, n: ArrayLike, *, workers: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """J (s^2) and dJ/dk (s^3), complex128, per element of flat arrays of one length.
+
+    w0: centre (rad/s); g: half width (rad/s, >= 0 physically; J is analytic in k, so g < 0 is
+    evaluated as well); t: sequence length (s); n: pulses (integers >= 0: 0 = FID, 1 = echo,
+    CPMG-n). chi = a Re J, dchi/dg = a Re J', dchi/dw0 = a Im J' (k = g - i w0).
+    workers: threads (default: the CPUs available; at least 32768 elements per thread).
+    """
+    j, dj = _j(w0, g, t, n, workers, True)
+    assert dj is not None
+    return j, dj
+
+
+def lorentzian_j_values(
+    w0: ArrayLike, g: ArrayLike, t: ArrayLike, n: ArrayLike, *, workers: int | None = None
+) -> np.ndarray:
+    """J (s^2), complex128, as `lorentzian_j` but without the derivative (the values-only kernel:
+    bit-identical J, about half the work)."""
+    return _j(w0, g, t, n, workers, False)[0]
+
+
+def _broadcast(a: ArrayLike, w0: ArrayLike, g: ArrayLike, t: ArrayLike, n: ArrayLike):  # type: ignore[no-untyped-def]
+    return np.broadcast_arrays(
+        np.asarray(a, dtype=np.float64),
+        np.asarray(w0, dtype=np.float64),
+        np.asarray(g, dtype=np.float64),
+        np.asarray(t, dtype=np.float64),
+        np.asarray(n),
+    )
 
 
 def chi_and_grads(
@@ -597,14 +647,9 @@ def chi_and_grads(
     Units as `attenuation.attenuation`: a rad^2/s^2, w0 and g rad/s, t s, n integer pulses; e.g.
     a, w0, g of shape (restarts, lorentzians, 1, 1) against t, n of shape (1, 1, sequences,
     times), then sum over the lorentzian axis for the total chi (C = exp(-sum chi)).
+    `chi_values` gives chi alone, at about half the cost, where nobody needs the gradients.
     """
-    a_b, w0_b, g_b, t_b, n_b = np.broadcast_arrays(
-        np.asarray(a, dtype=np.float64),
-        np.asarray(w0, dtype=np.float64),
-        np.asarray(g, dtype=np.float64),
-        np.asarray(t, dtype=np.float64),
-        np.asarray(n),
-    )
+    a_b, w0_b, g_b, t_b, n_b = _broadcast(a, w0, g, t, n)
     shape = a_b.shape
     j, dj = lorentzian_j(
         w0_b.ravel(), g_b.ravel(), t_b.ravel(), n_b.ravel(), workers=workers
@@ -612,3 +657,13 @@ def chi_and_grads(
     re_j = j.real.reshape(shape)
     dj = dj.reshape(shape)
     return a_b * re_j, re_j.copy(), a_b * dj.real, a_b * dj.imag
+
+
+def chi_values(
+    a: ArrayLike, w0: ArrayLike, g: ArrayLike, t: ArrayLike, n: ArrayLike, *, workers: int | None = None
+) -> np.ndarray:
+    """chi = a Re J (float64, the broadcast shape of the arguments), units as `chi_and_grads`, without
+    its gradients (LM trial steps, predictions): identical to `chi_and_grads(...)[0]`."""
+    a_b, w0_b, g_b, t_b, n_b = _broadcast(a, w0, g, t, n)
+    j = lorentzian_j_values(w0_b.ravel(), g_b.ravel(), t_b.ravel(), n_b.ravel(), workers=workers)
+    return a_b * j.real.reshape(a_b.shape)

@@ -18,7 +18,7 @@ import numpy as np
 from .data import CoherenceSet
 from .filters import filter_function
 from .fit import SpectrumFit
-from .kernel import chi_and_grads
+from .kernel import chi_values
 
 PROPOSAL_RULE = ("rank candidates by the std across the band population of their predicted coherence, "
                  "in units of the measurement noise, averaged over their times; highest first")
@@ -40,7 +40,7 @@ class Proposal:
 def predict_coherence(fit: SpectrumFit, n_pulses: int, t: np.ndarray) -> np.ndarray:
     """C(t) (B, T) that CPMG-n would show at times t (s) under each spectrum of the band population."""
     a, w0, g = fit.boot_a, fit.boot_w0, fit.boot_g
-    chi = chi_and_grads(a[:, :, None], w0[:, :, None], g[:, :, None], np.asarray(t)[None, None], n_pulses)[0]
+    chi = chi_values(a[:, :, None], w0[:, :, None], g[:, :, None], np.asarray(t)[None, None], n_pulses)
     return np.exp(-chi.sum(1))
 
 

@@ -13,7 +13,7 @@ import itertools
 import numpy as np
 
 from .data import CoherenceSet
-from .kernel import chi_and_grads
+from .kernel import chi_and_grads, chi_values
 from .batched_lm import levenberg_marquardt
 
 
@@ -74,15 +74,18 @@ def varpro_fit(data: CoherenceSet, phi0: np.ndarray, tau: float, max_iter: int =
     n = data.n_pulses
     yw = (y * w).ravel()
 
-    def kernels(phi):
+    def kernels(phi, jac: bool):
+        """g, w0 (B, M) and the weighted unit-amplitude chi, with its g and w0 derivatives if `jac`."""
         p = np.exp(phi.reshape(len(phi), -1, 2))
         g, w0 = p[..., 0] / tau, p[..., 1] / tau
-        k, _, dk_g, dk_w0 = chi_and_grads(1.0, w0[:, :, None, None], g[:, :, None, None],
-                                          t[None, None], n[None, None, :, None])
+        args = (1.0, w0[:, :, None, None], g[:, :, None, None], t[None, None], n[None, None, :, None])
+        if not jac:  # trial steps and amplitudes: the values-only kernel
+            return g, w0, chi_values(*args) * w, None, None
+        k, _, dk_g, dk_w0 = chi_and_grads(*args)
         return g, w0, k * w, dk_g * w, dk_w0 * w
 
     def fun(phi, rows, jac):
-        g, w0, kw, dg, dw0 = kernels(phi)
+        g, w0, kw, dg, dw0 = kernels(phi, jac)
         bsz, m = g.shape
         kw = kw.reshape(bsz, m, -1)
         a, _ = nonneg_amplitudes(kw, np.broadcast_to(yw, (bsz, yw.size)))
@@ -94,7 +97,7 @@ def varpro_fit(data: CoherenceSet, phi0: np.ndarray, tau: float, max_iter: int =
         return r, np.stack([jg, jw], axis=2).reshape(bsz, 2 * m, -1).transpose(0, 2, 1)
 
     def amplitudes(phi):
-        g, w0, kw, _, _ = kernels(phi)
+        g, w0, kw, _, _ = kernels(phi, False)
         a, cost = nonneg_amplitudes(kw.reshape(len(g), g.shape[1], -1), np.broadcast_to(yw, (len(g), yw.size)))
         return a, g, w0, cost
 

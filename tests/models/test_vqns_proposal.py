@@ -1,14 +1,14 @@
-"""The proposal and the incremental update, on curves from the simulator (quadrature, shot noise)."""
+"""The proposal and the incremental update, on curves from the simulator's quadrature of the filter
+integral (firmware_sim's `chi_quadrature`) with photon shot noise."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from nvscope.firmware_sim.qubit import LorentzianNoise, NoiseSpectrum, SimQubit
+from nvscope.firmware_sim.qubit import LorentzianNoise, NoiseSpectrum, chi_quadrature
 from nvscope.models.vqns.data import coherence_set
 from nvscope.models.vqns.fit import FitConfig, fit_spectrum
 from nvscope.models.vqns.proposal import rank_candidates
-from nvscope.rt.coherence import cpmg_pulse_times
 
 # a broad bath plus a narrow line at 1.2 MHz that FID and echo do not see (the demo's spectrum)
 BATH = LorentzianNoise(a=6e10, w0=0.0, g=2 * np.pi * 2e5)
@@ -16,14 +16,33 @@ LINE = LorentzianNoise(a=1.5e10, w0=2 * np.pi * 1.2e6, g=2 * np.pi * 3e4)
 T = np.geomspace(0.1e-6, 40e-6, 30)
 
 
-def measure(qubit: SimQubit, ns):
-    rows = [qubit.measure_coherence([cpmg_pulse_times(t, n) for t in T], T, 10_000_000) for n in ns]
+PHOTONS_PER_SHOT, CONTRAST = 0.03, 0.25  # pulsed readout: ms=0 photons per shot, ms=-1 contrast
+
+
+class ShotNoiseQubit:
+    """C(t) = exp(-chi) of CPMG-n by quadrature, read out with photon shot noise: each shot ends in
+    ms=0 with probability (1 + C)/2 (binomial) and yields Poisson photons; C and its sigma from the
+    mean counts. (The first pass's `SimQubit.measure_coherence`, kept here: same draws, same data.)"""
+
+    def __init__(self, spectrum: NoiseSpectrum, seed: int):
+        self.spectrum, self.rng = spectrum, np.random.default_rng(seed)
+
+    def measure(self, n_pulses: int, t: np.ndarray, repetitions: int) -> tuple[np.ndarray, np.ndarray]:
+        c = np.exp(-chi_quadrature(self.spectrum, t, n_pulses))
+        r0, r1 = PHOTONS_PER_SHOT, PHOTONS_PER_SHOT * (1.0 - CONTRAST)
+        p0 = self.rng.binomial(repetitions, np.clip((1.0 + c) / 2.0, 0.0, 1.0))
+        mean = self.rng.poisson(p0 * r0 + (repetitions - p0) * r1) / repetitions
+        return 2.0 * (mean - r1) / (r0 - r1) - 1.0, 2.0 * np.sqrt(np.maximum(mean, r1) / repetitions) / (r0 - r1)
+
+
+def measure(qubit: ShotNoiseQubit, ns):
+    rows = [qubit.measure(n, T, 10_000_000) for n in ns]
     return coherence_set(np.array(ns), np.array([T] * len(ns)), np.array([r[0] for r in rows]),
                          np.array([r[1] for r in rows]))
 
 
 def test_proposal_prefers_the_sequence_that_sits_on_the_unseen_line():
-    qubit = SimQubit(NoiseSpectrum((BATH, LINE)), seed=3)
+    qubit = ShotNoiseQubit(NoiseSpectrum((BATH, LINE)), seed=3)
     data = measure(qubit, [0, 1])
     fit = fit_spectrum(data, FitConfig(restarts=40, seed=1))
     omega = np.geomspace(*fit.omega_range, 128)
@@ -36,9 +55,9 @@ def test_proposal_prefers_the_sequence_that_sits_on_the_unseen_line():
 
 
 def test_incremental_update_matches_the_cold_band():
-    qubit = SimQubit(NoiseSpectrum((BATH,)), seed=5)
+    qubit = ShotNoiseQubit(NoiseSpectrum((BATH,)), seed=5)
     data3 = measure(qubit, [0, 1, 2])
-    c, sigma = qubit.measure_coherence([cpmg_pulse_times(t, 4) for t in T], T, 10_000_000)
+    c, sigma = qubit.measure(4, T, 10_000_000)
     data4 = data3.append(4, T, c, sigma)
     cfg = FitConfig(restarts=40, seed=2)
     cold = fit_spectrum(data4, cfg)
