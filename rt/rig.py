@@ -1,31 +1,42 @@
-"""The rig daemon: serves the host's commands, runs scans, streams every result, ends cleanly."""
+"""The rig daemon: serves the host's commands, runs one run at a time, streams every result, ends cleanly.
+
+Control flow, all of it in this file and in order:
+- `serve_forever`, the idle loop, polls the command queue and applies each command against the
+  state table (rt/state.py); a `start` that is accepted runs the run (`_run`) from there.
+- `_run`, the run loop: `run_start`; then, until the run's plan (rt/run_loop.py) is done, apply the
+  commands that have arrived (`_serve`) and take the plan's next step; `run_end` with the exit status.
+  With adaptive dwell the commands are also applied between a pixel's slices, without waiting.
+Commands that arrive while a message waits for room in the spool are queued, not applied.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
-import math
 import os
 import signal
 import threading
-import time
 from collections import deque
 from pathlib import Path
 
 import numpy as np
 
-from nvscope.proto.messages import (MeasureCoherence, Message, PartialG2, PartialPixel, RunEnd, RunStart, Start,
-                                    Stop)
+from nvscope.proto.messages import MeasureCoherence, Message, PartialG2, RunEnd, RunStart, Start, Stop
 from nvscope.proto.version import software_version
 
 from .config import RigConfig
+from .hal import RigDevices
 from .link import RtLink
-from .coherence import acquire_coherence
-from .scan import RigDevices, srm_scan
-from .state import RunState, StateError, transition
+from .run_loop import AdaptiveDwell, CoherencePlan, Plan, SrmPlan
+from .state import Event, ExitStatus, RunState, StateError, transition
 
 log = logging.getLogger(__name__)
+
+COMMAND_EVENTS: dict[type[Message], Event] = {Start: Event.START, Stop: Event.STOP, MeasureCoherence: Event.MEASURE}
+"""The event each command of the host is, checked against the state table."""
+
+SHUTDOWN_REASON = "rig shut down (signal)"
 
 
 def write_marker(path: Path, info: dict) -> None:
@@ -43,99 +54,139 @@ class Rig:
         self.devices = devices
         self.link = link
         self.state = RunState.IDLE
+        self.commands: deque[Message] = deque()
+        """The command queue: the host's commands as they arrived, not yet applied."""
+        self.shutdown = threading.Event()
         self.run_id = ""
         self.stop_reason = ""
-        self.measurements: list[MeasureCoherence] = []
-        self.inbox: deque[Message] = deque()  # commands not yet applied (a run starts mid-batch)
-        self.shutdown = threading.Event()
-        self.unanswered = 0  # pixels of this run whose g2 the host did not answer in time
-        self._slow_pixel: tuple[str, int] | None = None  # the last pixel it was too slow for
+        self.next_seq = 0  # of the run's next data message
+        self.plan: Plan | None = None  # of the run in progress
+        self.adaptive: AdaptiveDwell | None = None  # of the scan in progress, with adaptive dwell on
 
-    def _handle(self, commands: list[Message]) -> None:
-        """Apply the host's commands; one that does not fit the state is refused, naming the state.
-
-        A start runs the whole run from here; the commands queued behind it are applied by the
-        run's own calls to this method, in order."""
-        self.inbox.extend(commands)
-        while self.inbox:
-            cmd = self.inbox.popleft()
-            try:
-                if isinstance(cmd, Start):
-                    self.state = transition(self.state, "start")
-                    self._run(cmd)
-                elif isinstance(cmd, Stop):
-                    if cmd.run_id != self.run_id and self.state is not RunState.IDLE:
-                        raise StateError(f"run {cmd.run_id} is not the running run {self.run_id}")
-                    self.state = transition(self.state, "stop")
-                    self.stop_reason = cmd.reason or "stopped by the host"
-                elif isinstance(cmd, MeasureCoherence):
-                    self.state = transition(self.state, "measure")
-                    if cmd.run_id != self.run_id:
-                        raise StateError(f"run {cmd.run_id} is not the running run {self.run_id}")
-                    self.measurements.append(cmd)
-                elif isinstance(cmd, PartialG2):
-                    log.debug("ignored a late partial_g2 for pixel %d of run %s", cmd.index, cmd.run_id)
-                else:
-                    log.warning("ignored command %s (not for this rig)", cmd.kind)
-            except StateError as exc:
-                log.warning("refused %s for run %s: %s", cmd.kind, cmd.run_id, exc)
-
-    def _keep_going(self) -> bool:
-        self._handle(self.link.poll(0))
-        self.link.heartbeat(self.run_id, self.state.value)
-        if self.shutdown.is_set() and self.state is RunState.RUNNING:
-            self.state = transition(self.state, "stop")
-            self.stop_reason = "rig shut down (signal)"
-        return self.state is RunState.RUNNING
-
-    def _enough(self, partial: PartialPixel) -> bool:
-        """Adaptive dwell: send the pixel so far to the host and wait (at most `reply_timeout_s`,
-        serving other commands) for its g2 error; True to move on: the error is below the target,
-        or the run is stopping. Without an answer the pixel goes on acquiring; once the host has
-        been too slow for a pixel, its later slices are not waited for (answers that come are used)."""
-        scan = self.cfg.scan
-        if not self.link.send_now(partial):
-            return self._stopping()  # no host to ask: acquire on
-        patient = self._slow_pixel != (partial.run_id, partial.index)
-        deadline = time.monotonic() + (scan.reply_timeout_s if patient else 0.0)
-        while True:
-            left = deadline - time.monotonic()
-            reply = self._reply_to(partial, self.link.poll(max(0, math.ceil(left * 1000))))
+    # ------------------------------------------------------------------ the idle loop
+    def serve_forever(self) -> None:
+        """Serve commands until `shutdown` is set; then wait briefly for the last acknowledgements."""
+        self.close_interrupted_run()
+        while not self.shutdown.is_set():
+            self.commands.extend(self.link.poll(100))
+            while self.commands and not self.shutdown.is_set():
+                start = self._apply(self.commands.popleft())
+                if start is not None:
+                    self._run(start)  # the commands queued behind the start are applied by the run loop
             self.link.heartbeat(self.run_id, self.state.value)
-            if self._stopping():
-                return True
-            if reply is not None:
-                return reply.g2_std < scan.adaptive_g2_std  # a NaN error is not below the target
-            if left <= 0:
+        for _ in range(20):  # up to ~2 s for the host to ack what is in flight; the rest stays spooled
+            if not len(self.link.spool):
                 break
-        if patient:
-            self._slow_pixel = (partial.run_id, partial.index)
-            self.unanswered += 1
-            if self.unanswered == 1:
-                log.warning("run %s: the host did not answer pixel %d's g2 within %.2f s; acquiring on "
-                            "(said once per run)", self.run_id, partial.index, scan.reply_timeout_s)
-        return False
+            self.link.poll(100)
+        if len(self.link.spool):
+            log.warning("%d messages not acknowledged; kept in %s for replay",
+                        len(self.link.spool), self.link.spool.directory)
 
-    def _reply_to(self, partial: PartialPixel, messages: list[Message]) -> PartialG2 | None:
-        """The host's latest answer for `partial`'s pixel among `messages` (to this slice or an
-        earlier one: with fewer photons, its error is only larger); answers for other pixels are
-        dropped; the other commands are applied."""
-        reply, others = None, []
-        for m in messages:
-            if not isinstance(m, PartialG2):
-                others.append(m)
-            elif ((m.run_id, m.index) == (partial.run_id, partial.index) and m.dwell_s <= partial.dwell_s
-                  and (reply is None or m.dwell_s > reply.dwell_s)):
-                reply = m
-        self._handle(others)
-        return reply
+    def _apply(self, cmd: Message) -> Start | None:
+        """Apply one command against the state table; returns a `start` it accepted (its run is the
+        caller's to run). A command that does not fit is refused and logged with the state named."""
+        if isinstance(cmd, PartialG2):
+            if self.adaptive is None or not self.adaptive.take(cmd):
+                log.debug("ignored a late partial_g2 for pixel %d of run %s", cmd.index, cmd.run_id)
+            return None
+        event = COMMAND_EVENTS.get(type(cmd))
+        if event is None:
+            log.warning("ignored command %s (not for this rig)", cmd.kind)
+            return None
+        try:
+            if event is not Event.START and self.state is not RunState.IDLE and cmd.run_id != self.run_id:
+                raise StateError(f"run {cmd.run_id} is not the running run {self.run_id}")
+            state = transition(self.state, event)
+            if event is Event.MEASURE:
+                self.plan.add(cmd)
+        except StateError as exc:
+            log.warning("refused %s for run %s: %s", cmd.kind, cmd.run_id, exc)
+            return None
+        self.state = state
+        if event is Event.STOP:
+            self.stop_reason = cmd.reason or "stopped by the host"
+        return cmd if event is Event.START else None
 
-    def _stopping(self) -> bool:
-        """True when the run should end at this pixel (a stop, or the rig shutting down)."""
-        return self.state is not RunState.RUNNING or self.shutdown.is_set()
+    # ------------------------------------------------------------------ the run loop
+    def _run(self, start: Start) -> None:
+        """One run: run_start; the plan's steps, the commands that arrived applied before each;
+        run_end with the exit status and reason (always sent)."""
+        self.run_id, self.stop_reason, self.next_seq = start.run_id, "", 0
+        scan = self.cfg.scan
+        self._send(RunStart(run_id=start.run_id, seq=0, run_kind=start.run_kind,
+                            config={**dataclasses.asdict(self.cfg), "sim_truth": self.devices.truth},
+                            version=software_version(), seed=self.cfg.seed, n_pixels=scan.nx * scan.ny,
+                            grid_shape=np.array([scan.ny, scan.nx])))
+        status, reason, done = ExitStatus.COMPLETED, "", 0
+        try:
+            self.plan = self._plan(start)
+            while not self.plan.done:
+                if self._serve(0 if self.plan.ready else 100):
+                    break
+                if self.plan.ready:
+                    self._send(self.plan.step(self.next_seq))
+                    done += 1
+            if self.state is RunState.STOPPING:
+                status, reason = ExitStatus.STOPPED, self.stop_reason
+        except Exception as exc:  # a device error ends the run, never silently
+            status, reason = ExitStatus.FAILED, f"{type(exc).__name__}: {exc}"
+            log.error("run %s failed: %s", start.run_id, reason)
+        self.link.send(RunEnd(run_id=start.run_id, seq=self.next_seq, exit_status=status.value, reason=reason,
+                              n_pixels=done), self._queue)
+        self._marker.unlink(missing_ok=True)
+        self.state = transition(self.state, Event.END)
+        self._report(status, reason, done)
+        self.plan, self.adaptive = None, None
 
+    def _plan(self, start: Start) -> Plan:
+        """The run's plan for its kind."""
+        scan = self.cfg.scan
+        if start.run_kind == "srm":
+            if scan.adaptive:
+                self.adaptive = AdaptiveDwell(scan.adaptive_g2_std, scan.reply_timeout_s, self.link.send_now,
+                                              lambda: self._serve(0))
+            return SrmPlan(start.run_id, scan, self.devices, self.adaptive)
+        if start.run_kind == "vqns":
+            return CoherencePlan(start.run_id, self.devices, self.cfg.coherence.repetitions)
+        raise ValueError(f"run kind {start.run_kind!r} is not supported by this rig")
+
+    def _serve(self, timeout_ms: int) -> bool:
+        """Apply every command that arrives within `timeout_ms` (a start is refused while running);
+        a shutdown stops the run; heartbeat. True when the run is to stop at this step."""
+        self.commands.extend(self.link.poll(timeout_ms))
+        while self.commands:
+            self._apply(self.commands.popleft())
+        if self.shutdown.is_set() and self.state is RunState.RUNNING:
+            self.state = transition(self.state, Event.STOP)
+            self.stop_reason = SHUTDOWN_REASON
+        self.link.heartbeat(self.run_id, self.state.value)
+        return self.state is not RunState.RUNNING
+
+    def _send(self, msg: Message) -> None:
+        """Send a run's data message (kept until acknowledged) and record it in the marker."""
+        self.link.send(msg, self._queue)
+        self.next_seq = msg.seq + 1
+        write_marker(self._marker, {"run_id": msg.run_id, "next_seq": self.next_seq})
+
+    def _queue(self, commands: list[Message]) -> None:
+        """While a message waits for room in the spool: queue what arrives (applied at the next
+        step), and heartbeat (the host sees how many wait)."""
+        self.commands.extend(commands)
+        self.link.heartbeat(self.run_id, self.state.value)
+
+    def _report(self, status: ExitStatus, reason: str, done: int) -> None:
+        """Log how the run ended, the steps it did not take, and pixels the host left unanswered."""
+        log.info("run %s %s (%d steps)%s", self.run_id, status.value, done, f": {reason}" if reason else "")
+        left = self.plan.drop() if self.plan is not None else []
+        if left and status is not ExitStatus.COMPLETED:
+            log.warning("run %s: %d planned steps not taken (the run %s)", self.run_id, len(left), status.value)
+        if self.adaptive is not None and self.adaptive.unanswered:
+            log.warning("run %s: %d pixels got no g2 answer from the host within %.3g s", self.run_id,
+                        self.adaptive.unanswered, self.adaptive.reply_timeout_s)
+
+    # ------------------------------------------------------------------ start-up and shut-down
     @property
-    def _marker(self):
+    def _marker(self) -> Path:
         """A file in the spool folder naming the run in progress, so a restarted rig can close it."""
         return self.link.spool.directory / "run_in_progress.json"
 
@@ -154,79 +205,9 @@ class Rig:
         reason = "the rig process ended during the run; pixels up to the last one sent are kept"
         log.error("run %s was interrupted: ending it as failed", info["run_id"])
         seq = max(self.link.spool.last_seq(info["run_id"]) + 1, info["next_seq"])
-        self.link.send(RunEnd(run_id=info["run_id"], seq=seq, exit_status="failed", reason=reason,
-                              n_pixels=seq - 1), self._handle)
+        self.link.send(RunEnd(run_id=info["run_id"], seq=seq, exit_status=ExitStatus.FAILED.value, reason=reason,
+                              n_pixels=seq - 1), self._queue)
         self._marker.unlink()
-
-    def _run(self, cmd: Start) -> None:
-        """One run: run_start, the scan, run_end (always sent, with the exit status and reason)."""
-        self.run_id, self.stop_reason, self.unanswered = cmd.run_id, "", 0
-        scan = self.cfg.scan
-        sent = {"next_seq": 0}
-
-        def send(msg) -> None:
-            self.link.send(msg, self._handle)
-            sent["next_seq"] = msg.seq + 1
-            write_marker(self._marker, {"run_id": cmd.run_id, **sent})
-
-        send(RunStart(run_id=cmd.run_id, seq=0, run_kind=cmd.run_kind,
-                      config={**dataclasses.asdict(self.cfg), "sim_truth": self.devices.truth},
-                      version=software_version(),
-                      seed=self.cfg.seed, n_pixels=scan.nx * scan.ny,
-                      grid_shape=np.array([scan.ny, scan.nx])))
-        status, reason, done, seq = "completed", "", 0, 1
-        try:
-            if cmd.run_kind == "srm":
-                done, seq = srm_scan(cmd.run_id, scan, self.devices, 1, send, self._keep_going, self._enough)
-            elif cmd.run_kind == "vqns":
-                done, seq = self._coherence_session(cmd.run_id, send)
-            else:
-                raise ValueError(f"run kind {cmd.run_kind!r} is not supported by this rig")
-            if self.state is RunState.STOPPING:
-                status, reason = "stopped", self.stop_reason
-        except Exception as exc:  # a device error ends the run, never silently
-            status, reason = "failed", f"{type(exc).__name__}: {exc}"
-            log.error("run %s failed: %s", cmd.run_id, reason)
-        self.link.send(RunEnd(run_id=cmd.run_id, seq=seq, exit_status=status, reason=reason, n_pixels=done),
-                       self._handle)
-        self._marker.unlink(missing_ok=True)
-        self.state = transition(self.state, "end")
-        log.info("run %s %s (%d pixels)%s", cmd.run_id, status, done, f": {reason}" if reason else "")
-        if self.unanswered:
-            log.warning("run %s: %d pixels got no g2 answer from the host in time", cmd.run_id, self.unanswered)
-
-    def _coherence_session(self, run_id: str, send) -> tuple[int, int]:
-        """A VQNS run: measure each coherence curve the host asks for, until it says stop."""
-        if self.devices.qubit is None:
-            raise ValueError("this rig has no pulsed qubit readout for coherence curves")
-        self.measurements.clear()
-        seq, done = 1, 0
-        while self._keep_going() or self.measurements:
-            if not self.measurements:
-                self._handle(self.link.poll(100))
-                continue
-            cmd = self.measurements.pop(0)
-            if self.state is not RunState.RUNNING:
-                log.warning("dropped measure_coherence CPMG-%d: the run is stopping", cmd.n_pulses)
-                continue
-            send(acquire_coherence(self.devices.qubit, run_id, seq, cmd.n_pulses, cmd.t,
-                                   self.cfg.coherence.repetitions))
-            seq, done = seq + 1, done + 1
-        return done, seq
-
-    def serve_forever(self) -> None:
-        """Serve commands until `shutdown` is set; then wait briefly for the last acknowledgements."""
-        self.close_interrupted_run()
-        while not self.shutdown.is_set():
-            self._handle(self.link.poll(100))
-            self.link.heartbeat(self.run_id, self.state.value)
-        for _ in range(20):  # up to ~2 s for the host to ack what is in flight; the rest stays spooled
-            if not len(self.link.spool):
-                break
-            self.link.poll(100)
-        if len(self.link.spool):
-            log.warning("%d messages not acknowledged; kept in %s for replay",
-                        len(self.link.spool), self.link.spool.directory)
 
     def install_signal_handlers(self) -> None:
         """SIGINT/SIGTERM end the rig cleanly (the current pixel finishes, run_end is sent)."""

@@ -1,10 +1,10 @@
 """The rt side of adaptive dwell: slices until the host says enough or the maximum dwell, the pixel's
-real dwell in its message, partial pixels sent without being kept, and a slow host waited for once."""
+real dwell in its message, partial pixels sent without being kept, and answers taken as they come,
+never waited for."""
 
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -14,25 +14,43 @@ from nvscope.proto.messages import PartialG2, PartialPixel, Pixel
 from nvscope.rt.config import LinkConfig, RigConfig, from_dict
 from nvscope.rt.link import RtLink
 from nvscope.rt.rig import Rig
-from nvscope.rt.scan import srm_scan
-from nvscope.rt.sim_rig import sim_devices
+from nvscope.rt.run_loop import AdaptiveDwell, SrmPlan
+from nvscope.rt.devices import compose_devices
 from nvscope.rt.spool import Spool
 from nvscope.rt.state import RunState
 
 
-def scan_with(enough_after: dict[int, float], **scan) -> tuple[list[Pixel], list[PartialPixel]]:
-    """A 3-pixel adaptive scan where pixel i is judged enough from `enough_after[i]` s of dwell on."""
+def scan_with(enough_after: dict[int, float], lag: int = 0, **scan) -> tuple[list[Pixel], list[PartialPixel]]:
+    """A 3-pixel adaptive scan where the host answers pixel i's partial pixels with an error below the
+    target from `enough_after[i]` s of dwell on (above it before); its answers reach the rig `lag`
+    slice boundaries after the partial pixel was sent (0: at once)."""
     cfg = from_dict(RigConfig, {"scan": {"nx": 3, "ny": 1, "slice_s": 0.04, "adaptive_g2_std": 0.1,
                                          "max_dwell_s": 0.3, **scan},
                                 "sim": {"sample": {"emitters": [{"x": -0.6e-6, "y": -0.6e-6}]}}}, "rig")
-    sent, asked = [], []
+    asked, in_flight = [], []
 
-    def enough(p: PartialPixel) -> bool:
+    def send(p: PartialPixel) -> bool:
         asked.append(p)
-        return p.dwell_s >= enough_after.get(p.index, np.inf) - 1e-9
+        std = 0.05 if p.dwell_s >= enough_after.get(p.index, np.inf) - 1e-9 else 0.2
+        in_flight.append([lag, PartialG2(run_id=p.run_id, seq=p.seq, index=p.index, dwell_s=p.dwell_s,
+                                         g2=0.3, g2_std=std)])
+        return True
 
-    done, seq = srm_scan("run", cfg.scan, sim_devices(cfg), 1, sent.append, lambda: True, enough)
-    assert (done, seq) == (3, 4)
+    def serve() -> bool:  # what the rig's run loop does between slices: apply what has arrived
+        for item in list(in_flight):
+            if item[0] == 0:
+                adaptive.take(item[1])
+                in_flight.remove(item)
+            else:
+                item[0] -= 1
+        return False
+
+    adaptive = AdaptiveDwell(cfg.scan.adaptive_g2_std, cfg.scan.reply_timeout_s, send, serve)
+    plan = SrmPlan("run", cfg.scan, compose_devices(cfg, sim=True), adaptive)
+    sent = []
+    while not plan.done:
+        sent.append(plan.step(len(sent) + 1))
+    assert len(sent) == 3 and adaptive.unanswered == 0
     return sent, asked
 
 
@@ -48,10 +66,19 @@ def test_pixel_ends_when_host_says_enough_or_at_max_dwell():
     assert all(p.n_events == p.hist.sum() for p in asked)
 
 
+def test_answers_that_lag_end_the_pixel_later_never_hold_it_up():
+    # the answer to a slice arrives during the next one: the pixel ends one slice after it had enough;
+    # an answer to pixel 0 that arrives while pixel 1 is acquired is dropped
+    sent, asked = scan_with({0: 0.08, 2: 0.04}, lag=1)
+    assert [p.dwell_s for p in sent] == pytest.approx([0.12, 0.3, 0.08])
+    sent, _ = scan_with({0: 0.04, 1: 0.28}, lag=2)  # pixel 1's answer would come after its last slice
+    assert [p.dwell_s for p in sent] == pytest.approx([0.12, 0.3, 0.3])
+
+
 def test_adaptive_scan_needs_a_host_to_ask():
     cfg = from_dict(RigConfig, {"scan": {"adaptive_g2_std": 0.1, "max_dwell_s": 0.3}}, "rig")
     with pytest.raises(ValueError, match="adaptive dwell needs"):
-        srm_scan("run", cfg.scan, sim_devices(cfg), 1, print, lambda: True)
+        SrmPlan("run", cfg.scan, compose_devices(cfg, sim=True))
 
 
 def test_partial_pixels_are_sent_without_being_kept(tmp_path):
@@ -69,16 +96,17 @@ def test_partial_pixels_are_sent_without_being_kept(tmp_path):
 
 
 class QuietLink:
-    """A link with nothing to say: no host ever answers in time."""
+    """A link whose host says only what the test puts in `answers`; it records the poll timeouts."""
 
     def __init__(self, answers=()):
-        self.sent, self.answers = [], list(answers)
+        self.sent, self.answers, self.timeouts_ms = [], list(answers), []
 
     def send_now(self, msg) -> bool:
         self.sent.append(msg)
         return True
 
     def poll(self, timeout_ms: int) -> list:
+        self.timeouts_ms.append(timeout_ms)
         out, self.answers = self.answers, []
         return out
 
@@ -86,23 +114,40 @@ class QuietLink:
         pass
 
 
-def test_rig_takes_the_latest_answer_for_this_pixel_and_waits_once_for_a_slow_host():
+def test_rig_takes_any_answer_for_this_pixel_never_waits_and_counts_unanswered_pixels(caplog):
     cfg = from_dict(RigConfig, {"scan": {"adaptive_g2_std": 0.1, "max_dwell_s": 1.0, "reply_timeout_s": 0.05}}, "rig")
     answer = lambda index, dwell, std: PartialG2(run_id="r", seq=1, index=index, dwell_s=dwell, g2=0.3, g2_std=std)  # noqa: E731
-    link = QuietLink([answer(3, 0.2, 0.01), answer(4, 0.3, 0.01), answer(4, 0.1, 0.05), answer(4, 0.2, 0.2)])
+    partial = lambda index, dwell: PartialPixel(run_id="r", seq=1, index=index, dwell_s=dwell)  # noqa: E731
+    link = QuietLink([answer(3, 0.2, 0.01), answer(4, 0.3, 0.01), answer(4, 0.2, 0.2)])
+    now = [0.0]
     rig = Rig(cfg, devices=None, link=link)
     rig.state, rig.run_id = RunState.RUNNING, "r"
-    partial = lambda dwell: PartialPixel(run_id="r", seq=1, index=4, dwell_s=dwell)  # noqa: E731
-    # for pixel 4 at 0.2 s: pixel 3's answer and the one for a later slice are ignored; of the
-    # answers to slices up to 0.2 s the latest counts (0.2 > target: acquire on)
-    assert rig._enough(partial(0.2)) is False
-    t0 = time.monotonic()
-    assert rig._enough(partial(0.3)) is False and time.monotonic() - t0 >= 0.05  # waited once, in vain
-    t0 = time.monotonic()
-    assert rig._enough(partial(0.4)) is False and time.monotonic() - t0 < 0.05  # not again for this pixel
-    link.answers = [answer(4, 0.3, 0.05)]  # a late answer still counts
-    assert rig._enough(partial(0.5)) is True
-    assert rig.unanswered == 1 and len(link.sent) == 4
+    rig.adaptive = dwell = AdaptiveDwell(0.1, 0.05, link.send_now, lambda: rig._serve(0), clock=lambda: now[0])
+    dwell.begin("r", 4)
+    # pixel 3's answer and the one for a later slice are dropped; 0.2 is above the target: acquire on
+    assert dwell.between_slices(partial(4, 0.2)) is False
+    link.answers = [answer(4, 0.1, 0.05)]  # an answer to an earlier slice below the target counts
+    assert dwell.between_slices(partial(4, 0.3)) is True
+    dwell.end()
+    assert set(link.timeouts_ms) == {0} and len(link.sent) == 2  # never waited for the host
+    dwell.begin("r", 5)
+    link.answers = [answer(4, 0.3, 0.01)]  # late, for the pixel before: dropped
+    assert dwell.between_slices(partial(5, 0.1)) is False
+    now[0] = 0.04
+    dwell.end()
+    assert dwell.unanswered == 0  # ended before reply_timeout_s: not counted
+    dwell.begin("r", 6)
+    link.answers = [answer(6, 0.1, float("nan"))]  # asked at 0.04 s: a NaN error is not below the target
+    assert dwell.between_slices(partial(6, 0.1)) is False
+    now[0] = 1.0
+    dwell.end()
+    dwell.begin("r", 7)
+    dwell.between_slices(partial(7, 0.1))
+    now[0] = 2.0
+    dwell.end()
+    assert dwell.unanswered == 1 and "did not answer pixel 7" in caplog.text  # 6 was answered
+    rig._apply(answer(7, 0.1, 0.01))  # after the pixel ended: ignored
+    assert not dwell.enough
 
 
 def test_a_damaged_run_marker_is_reported_and_removed_not_fatal(tmp_path, caplog):
