@@ -1,7 +1,9 @@
-"""nvscope.firmware_sim: the simulated instrument (physics.md).
+"""nvscope.firmware_sim: the simulated instrument, one device per `rt.hal` interface (docs/physics.md).
 
 Antibunching SRM: three-level emitters (`emitter`), the beam splitter and detectors
 (`detectors`), and the sample, scanner and time tagger that the rt loop is handed (`sample`).
+Noise spectroscopy: the NV spin under a noise spectrum (`qubit`) and the microwave source, pulse
+generator and photon counter around it (`pulsed`).
 """
 
 from .detectors import DetectorParams
@@ -13,9 +15,9 @@ from .emitter import (
     g2_parameters,
     photon_intervals,
 )
-from .sample import Emitter, Sample, SimScanner, SimTimeTagger
+from .sample import Emitter, Sample, SimScanner, SimTimeTagger, warm_up
 
 __all__ = [
     "ThreeLevelRates", "g2_parameters", "g2_emitter", "g2_measured", "emission_rate",
-    "photon_intervals", "DetectorParams", "Emitter", "Sample", "SimScanner", "SimTimeTagger",
+    "photon_intervals", "DetectorParams", "Emitter", "Sample", "SimScanner", "SimTimeTagger", "warm_up",
 ]

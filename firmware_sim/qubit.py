@@ -1,9 +1,14 @@
-"""A qubit (the NV's ms=0/-1 transition) dephasing under Gaussian noise of any spectrum, read out
-with photon shot noise (physics.md section 3).
+"""A qubit (the NV's ms=0/-1 transition) dephasing under Gaussian noise of any spectrum, driven by
+the pulse sequence it is played and read out with photon shot noise (docs/physics.md, noise
+spectroscopy).
 
 chi(t) is computed by numerical quadrature of the filter-function integral
 chi(t) = (1/pi) int_0^inf S(w) F(w t) / w^2 dw for whatever spectrum is given, never by the
 Lorentzian closed form of the fitting model: the simulator must not share the model's assumptions.
+The filter function is that of the pi-pulse times actually played (read from the microwave
+pulses of the sequence): a brute-force sum over the switching times, or the CPMG closed form when
+the times are those of CPMG-n. Pulses act at their centres (the zero-length limit; finite pulses
+are not simulated), and RF pulses act on no dark spin (none are simulated yet).
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nvscope.rt.hal import DeviceError
+from nvscope.rt.hal import GateCounts
+from nvscope.rt.kernels.pulses import Sequence, cpmg_pulse_times, microwave_pi_times
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,7 @@ class NoiseSpectrum:
 
 
 def filter_function_cpmg(wt: np.ndarray, n_pulses: int) -> np.ndarray:
-    """F(w t) of CPMG-n (0: FID, 1: echo), physics.md; written as 8 sin^4(wt/4n) U^2 with
+    """F(w t) of CPMG-n (0: FID, 1: echo), docs/physics.md; written as 8 sin^4(wt/4n) U^2 with
     U = sin(n phi)/sin(phi), phi = pi/2 - wt/2n, so the 0/0 at cos(wt/2n) = 0 never occurs."""
     if n_pulses == 0:
         return 2.0 * np.sin(wt / 2.0) ** 2
@@ -107,12 +113,28 @@ def mean_filter(n_pulses: int) -> float:
     return float(filter_function_cpmg(x, n_pulses).mean())
 
 
-def quadrature_grid(spectrum, t: float, n_pulses: int, per_period: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def filter_function_times(w: np.ndarray, t: float, pi_times: np.ndarray) -> np.ndarray:
+    """F(w t) of ideal pi pulses at `pi_times` (s) inside (0, t), w in rad/s, by brute force:
+    (w^2/2) |int_0^t y(s) exp(i w s) ds|^2 = (1/2) |sum_j c_j exp(i w s_j)|^2 over the switching
+    times s_j = 0, pi_times, t with c = -1, 2 (-1)^(j-1) (j = 1..n), (-1)^n."""
+    s = np.concatenate([[0.0], np.sort(np.asarray(pi_times, dtype=np.float64)), [t]])
+    n = s.size - 2
+    c = np.concatenate([[-1.0], 2.0 * (-1.0) ** np.arange(n), [(-1.0) ** n]])
+    re = np.zeros_like(w, dtype=np.float64)
+    im = np.zeros_like(w, dtype=np.float64)
+    for cj, sj in zip(c, s):
+        re += cj * np.cos(w * sj)
+        im += cj * np.sin(w * sj)
+    return 0.5 * (re * re + im * im)
+
+
+def quadrature_grid(spectrum, t: float, n_pulses: float, per_period: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Angular frequencies (rad/s) and a mask of where the filter must be evaluated exactly.
 
     Uniform with `per_period` points per filter period 2 pi / t up to 80 pi max(n, 1) / t; around
     every spectral feature (centre +- 60 widths) at a sixth of its width; above that, a log grid
     where the fast filter oscillation is replaced by its mean (exact inside feature windows).
+    n is the number of pi pulses of CPMG-n, or t / (2 x the shortest switching interval).
     """
     dw = 2.0 * np.pi / (per_period * t)
     w_f = 80.0 * np.pi * max(n_pulses, 1) / t
@@ -133,29 +155,71 @@ def quadrature_grid(spectrum, t: float, n_pulses: int, per_period: int = 32) -> 
     return w, exact
 
 
+def _chi(spectrum, t: float, n_grid: float, filt, f_mean: float) -> float:
+    w, exact = quadrature_grid(spectrum, t, n_grid)
+    w[0] = max(w[0], 1e-9 / t)  # the integrand is finite as w -> 0
+    f = np.full_like(w, f_mean)
+    f[exact] = filt(w[exact])
+    return float(np.trapezoid(spectrum(w) * f / w**2, w) / np.pi)
+
+
 def chi_quadrature(spectrum, t: np.ndarray, n_pulses: int) -> np.ndarray:
-    """chi(t) = (1/pi) int_0^inf S(w) F(w t)/w^2 dw by trapezoidal quadrature on `quadrature_grid`."""
+    """chi(t) of CPMG-n = (1/pi) int_0^inf S(w) F(w t)/w^2 dw by trapezoidal quadrature on `quadrature_grid`,
+    with the CPMG closed form of F (t in s)."""
     t = np.atleast_1d(np.asarray(t, dtype=float))
     f_mean = mean_filter(n_pulses)
-    out = np.empty_like(t)
-    for i, ti in enumerate(t):
-        w, exact = quadrature_grid(spectrum, ti, n_pulses)
-        w[0] = max(w[0], 1e-9 / ti)  # the integrand is finite as w -> 0
-        filt = np.where(exact, filter_function_cpmg(w * ti, n_pulses), f_mean)
-        out[i] = np.trapezoid(spectrum(w) * filt / w**2, w) / np.pi
-    return out
+    return np.array([_chi(spectrum, ti, n_pulses, lambda w, ti=ti: filter_function_cpmg(w * ti, n_pulses), f_mean)
+                     for ti in t])
+
+
+def chi_pulse_times(spectrum, t: float, pi_times: np.ndarray) -> float:
+    """chi(t) of ideal pi pulses at `pi_times` (s) over total time t (s), by the same quadrature with the
+    brute-force filter function of those times (its mean far above the peaks is 2 n + 1)."""
+    pi_times = np.sort(np.asarray(pi_times, dtype=np.float64))
+    gaps = np.diff(np.concatenate([[0.0], pi_times, [t]]))
+    if gaps.min() <= 0:
+        raise ValueError(f"pi pulses at {pi_times} s do not lie strictly inside (0, {t}) s")
+    n_grid = t / (2.0 * gaps.min())  # CPMG-n: n
+    return _chi(spectrum, t, n_grid, lambda w: filter_function_times(w, t, pi_times), 2.0 * pi_times.size + 1.0)
+
+
+def is_cpmg(t: float, pi_times: np.ndarray) -> bool:
+    """True when `pi_times` (s) are those of CPMG-n over t (s), n = their number (FID and echo included)."""
+    pi_times = np.sort(np.asarray(pi_times, dtype=np.float64))
+    return bool(np.allclose(pi_times, cpmg_pulse_times(t, pi_times.size), rtol=0.0, atol=1e-9 * t))
 
 
 @dataclass(frozen=True)
 class ReadoutParams:
-    """Pulsed optical readout: photons per shot in ms=0 and the contrast of ms=-1 (physics.md)."""
+    """Optical readout: photons per shot in a readout gate of `gate_s` s in ms=0, the contrast of
+    ms=-1 in that first `gate_s` of the laser pulse (after it the spin is back in ms=0), and the CW
+    count rate (counts/s) of ungated counting (docs/physics.md)."""
 
     photons_per_shot: float = 0.03
     contrast: float = 0.25
+    gate_s: float = 300e-9
+    cw_rate: float = 150e3
+
+    def __post_init__(self) -> None:
+        if not (self.photons_per_shot >= 0 and 0 <= self.contrast <= 1 and self.gate_s > 0 and self.cw_rate >= 0):
+            raise ValueError("readout: photons_per_shot >= 0, 0 <= contrast <= 1, gate_s > 0 s and cw_rate >= 0 "
+                             f"counts/s, got {self}")
+
+
+def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    return max(0.0, min(a1, b1) - max(a0, b0))
 
 
 class SimQubit:
-    """Measures coherence curves of the simulated NV under CPMG-n with photon shot noise."""
+    """The simulated NV spin: plays sequences of channel pulses and returns the photons of its gates.
+
+    The spin starts every shot in ms=0 (the previous shot's laser re-polarized it). No microwave
+    pulse leaves it there; one is a pi pulse (ms=-1); with two or more, the first and the last are
+    the pi/2 pulses of a coherence measurement and those between are pi pulses, and the final
+    projection gives ms=0 with probability (1 + C)/2, C = exp(-chi) of the played pi-pulse times.
+    The laser pulse after the microwave reads the spin out: during its first `readout.gate_s` an
+    ms=-1 spin fluoresces `contrast` less; each gate counts Poisson photons of what it overlaps.
+    """
 
     def __init__(self, spectrum, readout: ReadoutParams = ReadoutParams(), seed: int = 0):
         self.spectrum = spectrum
@@ -163,27 +227,48 @@ class SimQubit:
         self.rng = np.random.default_rng(seed)
 
     def true_coherence(self, t: np.ndarray, n_pulses: int) -> np.ndarray:
-        """C(t) = exp(-chi(t)) without noise."""
+        """C(t) = exp(-chi(t)) of CPMG-n (t in s) without noise."""
         return np.exp(-chi_quadrature(self.spectrum, t, n_pulses))
 
-    def measure_coherence(self, pulse_times: list[np.ndarray], t: np.ndarray,
-                          repetitions: int) -> tuple[np.ndarray, np.ndarray]:
-        """Coherence and its one-sigma error at total times t (s), given each point's pi-pulse times.
+    def coherence(self, t: float, pi_times: np.ndarray) -> float:
+        """C = exp(-chi) of ideal pi pulses at `pi_times` (s) over t (s): the CPMG closed form of the
+        filter when the times are CPMG's, else the brute-force sum over the switching times."""
+        if is_cpmg(t, pi_times):
+            return float(self.true_coherence(np.array([t]), len(pi_times))[0])
+        return float(np.exp(-chi_pulse_times(self.spectrum, t, pi_times)))
 
-        The projection of the final pi/2 gives ms=0 with probability (1 + C)/2; each shot yields
-        Poisson photons (rate r0 in ms=0, r0 (1 - contrast) in ms=-1); C is estimated from the counts.
-        """
-        t = np.asarray(t, dtype=float)
-        n = len(pulse_times[0])
-        for ti, p in zip(t, pulse_times):  # CPMG-n: n pulses, equally spaced by t/n, half a space from 0
-            if len(p) != n or not np.allclose(p, (np.arange(n) + 0.5) * ti / max(n, 1), rtol=1e-9, atol=1e-15):
-                raise DeviceError(f"the simulated qubit plays CPMG-n sequences only (t = {ti:.3g} s)")
-        c = self.true_coherence(t, n)
-        r0 = self.readout.photons_per_shot
-        r1 = r0 * (1.0 - self.readout.contrast)
-        p0 = self.rng.binomial(repetitions, np.clip((1.0 + c) / 2.0, 0.0, 1.0))  # shots ending in ms=0
-        counts = self.rng.poisson(p0 * r0 + (repetitions - p0) * r1)
-        mean = counts / repetitions
-        c_est = 2.0 * (mean - r1) / (r0 - r1) - 1.0
-        sigma = 2.0 * np.sqrt(np.maximum(mean, r1) / repetitions) / (r0 - r1)
-        return c_est, sigma
+    def ms0_probability(self, sequence: Sequence) -> float:
+        """Probability (0-1) that a shot of `sequence` ends in ms=0 before its readout."""
+        mw = sequence.on("mw")
+        if len(mw) < 2:
+            return 1.0 - len(mw)
+        t, pi_times = microwave_pi_times(sequence)
+        return float(np.clip(0.5 * (1.0 + self.coherence(t, pi_times)), 0.0, 1.0))
+
+    def gate_means(self, sequence: Sequence) -> tuple[np.ndarray, np.ndarray]:
+        """Mean photons per shot in the signal and reference gates: (in ms=0, less in ms=-1)."""
+        r0 = self.readout.photons_per_shot / self.readout.gate_s  # photons/s under the laser in ms=0
+        mw_end = max([p.end_s for p in sequence.on("mw")], default=-np.inf)
+        lasers = sequence.on("laser")
+        readout = next((p for p in lasers if p.start_s >= mw_end), None)
+        bright, deficit = np.zeros(2), np.zeros(2)
+        for k, channel in enumerate(("gate", "gate_ref")):
+            for g in sequence.on(channel):
+                bright[k] += r0 * sum(_overlap(g.start_s, g.end_s, p.start_s, p.end_s) for p in lasers)
+                if readout is not None:
+                    deficit[k] += r0 * self.readout.contrast * _overlap(
+                        g.start_s, g.end_s, readout.start_s, min(readout.end_s, readout.start_s + self.readout.gate_s))
+        return bright, deficit
+
+    def play(self, sequence: Sequence, repetitions: int) -> GateCounts:
+        """Photons counted in the signal and reference gates over `repetitions` shots of `sequence`."""
+        bright, deficit = self.gate_means(sequence)
+        in_ms0 = self.rng.binomial(repetitions, self.ms0_probability(sequence))
+        lam = repetitions * bright - (repetitions - in_ms0) * deficit
+        signal, reference = self.rng.poisson(np.maximum(lam, 0.0))
+        return GateCounts(int(signal), int(reference))
+
+
+__all__ = ["LorentzianNoise", "OneOverFNoise", "OhmicNoise", "NoiseSpectrum", "filter_function_cpmg",
+           "filter_function_times", "mean_filter", "quadrature_grid", "chi_quadrature", "chi_pulse_times",
+           "is_cpmg", "ReadoutParams", "SimQubit"]

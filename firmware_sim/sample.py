@@ -4,7 +4,7 @@ Each emitter sees the excitation PSF at its offset from the spot (its pump k12 s
 local intensity) and is collected through the collection PSF (its collection efficiency scales
 with it); both PSFs are Gaussians given by their FWHM. The emitters are independent renewal
 streams, mixed with an uncorrelated Poisson background, split 50/50 and detected by two
-`Detector`s. The tagger's clock is continuous: read k covers [t_end(k-1), t_end(k)) ps. While
+`Detector`s. The tagger is a stream whose clock is continuous: read k covers [t_end(k-1), t_end(k)) ps. While
 the scanner stays put every stream continues exactly (its pending photon is carried, and its
 random numbers do not depend on how the time was cut into reads); after a move (any, even away
 and back, between two reads) each emitter starts afresh from its stationary state at the new
@@ -14,11 +14,12 @@ ignored by the optics (the emitters lie in the focal plane).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from nvscope.rt.hal import DeviceError, ScannerConstraints, TimeTaggerConstraints
+from nvscope.rt.hal import DeviceError, ScannerConstraints, TagBlock, TimeTaggerConstraints
 
 from .detectors import Detector, DetectorParams, beam_splitter
 from .emitter import (
@@ -94,20 +95,22 @@ class Sample:
 
 
 class SimScanner:
-    """A scanner that moves instantly to any position (m) inside its travel range.
+    """A 3D scanner that moves to any position (m) inside its travel range and then settles.
 
-    `moves` counts the moves that changed the position (a move to where it is does nothing).
+    `moves` counts the moves that changed the position (a move to where it is does nothing). A move
+    sleeps `pace` x its settle time of wall time (0: not at all), like hardware on a paced rig.
     """
 
     def __init__(self, constraints: ScannerConstraints | None = None,
-                 position: tuple[float, float, float] = (0.0, 0.0, 0.0)):
+                 position: tuple[float, float, float] = (0.0, 0.0, 0.0), pace: float = 0.0):
         self.constraints = constraints or ScannerConstraints((-50e-6, 50e-6), (-50e-6, 50e-6), (-10e-6, 10e-6))
+        self.pace = pace
         self.position = (0.0, 0.0, 0.0)
         self.moves = 0
         self.move_to(*position)
 
     def move_to(self, x: float, y: float, z: float) -> None:
-        """Move to (x, y, z) in m; raises DeviceError outside `constraints`."""
+        """Move to (x, y, z) in m and settle; raises DeviceError outside `constraints`."""
         c = self.constraints
         for name, v, (lo, hi) in (("x", x, c.x_range), ("y", y, c.y_range), ("z", z, c.z_range)):
             if not (np.isfinite(v) and lo <= v <= hi):
@@ -116,27 +119,35 @@ class SimScanner:
         if new != self.position:
             self.position = new
             self.moves += 1
+            if self.pace > 0 and c.settle_s > 0:
+                time.sleep(self.pace * c.settle_s)
 
 
 class SimTimeTagger:
-    """Time tags of the sample's light behind a 50/50 beam splitter and two detectors (A: 0, B: 1).
+    """Time tags of the sample's light behind a 50/50 beam splitter and two detectors (A: 0, B: 1),
+    as a stream: `start()`, `read(duration_s)` as often as wanted, `stop()`.
 
     detectors: the parameters of both detectors, or a pair (A, B). Reproducible from `seed`:
-    the same seed and the same sequence of moves and reads give the same tags.
+    the same seed and the same sequence of moves and reads give the same tags, however the time is
+    cut into reads. A read holding more than `constraints.buffer_tags` tags keeps the earliest
+    ones and reports the rest as overflows (lost). A read sleeps `pace` x its duration of wall
+    time (0: returns as fast as it computes).
     """
-
-    constraints = TimeTaggerConstraints(resolution_ps=1, max_read_s=10.0)
 
     def __init__(self, sample: Sample, scanner: SimScanner,
                  detectors: DetectorParams | tuple[DetectorParams, DetectorParams] = DetectorParams(),
-                 seed: int = 0, splitting_ratio: float = 0.5):
+                 seed: int = 0, splitting_ratio: float = 0.5,
+                 constraints: TimeTaggerConstraints | None = None, pace: float = 0.0):
         if not 0.0 <= splitting_ratio <= 1.0:
             raise ValueError(f"splitting_ratio must be in [0, 1], got {splitting_ratio!r}")
+        self.constraints = constraints or TimeTaggerConstraints(resolution_ps=1, max_read_s=10.0)
+        self.pace = pace
         self.sample = sample
         self.scanner = scanner
         self.detector_params = (detectors, detectors) if isinstance(detectors, DetectorParams) else tuple(detectors)
         self.splitting_ratio = splitting_ratio
         self.clock_ps = 0
+        self.streaming = False
         rng_split, rng_bg, rng_a, rng_b, *rng_em = np.random.default_rng(seed).spawn(4 + len(sample.emitters))
         self._split = uniform_draws(rng_split)
         self._background = RenewalStream(rng_bg, poisson_intervals(sample.background_rate), 0)
@@ -163,10 +174,22 @@ class SimTimeTagger:
 
     # --- the TimeTagger capability ----------------------------------------------------------------
 
-    def read_tags(self, duration_s: float) -> tuple[np.ndarray, np.ndarray, int]:
-        """Acquire for `duration_s` s; return (t_a, t_b, t_end): sorted int64 ps tags and the clock at the end."""
+    def start(self) -> int:
+        """Start streaming; returns the clock (ps) from which the first read covers."""
+        self.streaming = True
+        return self.clock_ps
+
+    def stop(self) -> None:
+        """Stop streaming (the clock stays where the last read ended)."""
+        self.streaming = False
+
+    def read(self, duration_s: float) -> TagBlock:
+        """Advance the clock by `duration_s` s and return the tags of [previous end, new end) (ps)."""
+        if not self.streaming:
+            raise DeviceError("time tagger: read() before start()")
         if not (np.isfinite(duration_s) and 0 < duration_s <= self.constraints.max_read_s):
             raise DeviceError(f"time tagger: read of {duration_s!r} s is outside (0, {self.constraints.max_read_s}] s")
+        wall = time.monotonic()
         t0 = self.clock_ps
         t1 = t0 + int(round(duration_s * _PS_PER_S))
         if self.scanner.moves != self._moves_seen:
@@ -178,7 +201,20 @@ class SimTimeTagger:
         t_a = self._detectors[0].tags(to_a, t1)
         t_b = self._detectors[1].tags(to_b, t1)
         self.clock_ps = t1
-        return t_a, t_b, t1
+        t_a, t_b, lost = self._buffer(t_a, t_b)
+        if self.pace > 0:
+            time.sleep(max(0.0, self.pace * duration_s - (time.monotonic() - wall)))
+        return TagBlock(t_a, t_b, t1, lost)
+
+    def _buffer(self, t_a: np.ndarray, t_b: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """The tags that fit the buffer (the earliest) and the number lost."""
+        limit = self.constraints.buffer_tags
+        n = t_a.size + t_b.size
+        if n <= limit:
+            return t_a, t_b, 0
+        cut = np.partition(np.concatenate([t_a, t_b]), limit)[limit]  # the first tag that does not fit
+        t_a, t_b = t_a[:np.searchsorted(t_a, cut)], t_b[:np.searchsorted(t_b, cut)]
+        return t_a, t_b, n - t_a.size - t_b.size
 
     def _relocate(self, t0_ps: int) -> None:
         """Redraw every emitter's stream from its stationary state at the scanner's position."""
@@ -189,4 +225,14 @@ class SimTimeTagger:
             stream.restart(law, t0_ps)
 
 
-__all__ = ["gaussian_psf", "Emitter", "Sample", "SimScanner", "SimTimeTagger"]
+def warm_up() -> None:
+    """Compile (or load from the Numba cache) the simulator's kernels on a throwaway tagger, so that
+    the first pixel of a fresh rig does not pay for it (no tagger in use is touched)."""
+    scanner = SimScanner()
+    tagger = SimTimeTagger(Sample((Emitter(0.0, 0.0),), background_rate=1e5), scanner,
+                           DetectorParams(afterpulse_probability=0.01), seed=0)
+    tagger.start()
+    tagger.read(1e-4)
+
+
+__all__ = ["gaussian_psf", "Emitter", "Sample", "SimScanner", "SimTimeTagger", "warm_up"]

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from nvscope.proto.histogram import HISTOGRAM_MODES
 
+from .kernels.pulses import ShotTiming
+
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the field (e.g. 'scan.dwell_s')."""
@@ -156,20 +158,58 @@ class CoherenceConfig:
     25 % contrast, 1e7 shots give a coherence error of about 0.014)."""
 
     repetitions: int = 10_000_000
+    timing: ShotTiming = field(default_factory=ShotTiming)
+    """`[coherence.timing]`: pulse durations of a shot in s (pi_s, pi_half_s: 0 is the ideal pulse)."""
 
     def check(self, where: str) -> None:
         """Validate ranges; raise ConfigError naming the field."""
         require(self.repetitions >= 1, f"{where}.repetitions", f"must be >= 1, got {self.repetitions}")
 
 
+DEVICE_KINDS: tuple[str, ...] = ("sim",)
+"""The drivers a `[devices]` entry may name (`kind`); VISA drivers come with the headless rig."""
+
+
+@dataclass(frozen=True)
+class DevicesConfig:
+    """`[devices]`: one table per instrument, e.g. `tagger = {kind = "sim"}`; an absent (empty) entry
+    means the rig has no such device (scanner and tagger are required)."""
+
+    scanner: dict = field(default_factory=dict)
+    tagger: dict = field(default_factory=dict)
+    microwave: dict = field(default_factory=dict)
+    counter: dict = field(default_factory=dict)
+    pulser: dict = field(default_factory=dict)
+
+    def check(self, where: str) -> None:
+        """Every entry names a known driver and nothing else; raise ConfigError naming the field."""
+        for name in ("scanner", "tagger", "microwave", "counter", "pulser"):
+            table = getattr(self, name)
+            if not table:
+                continue
+            kind = table.get("kind")
+            require(kind is not None, f"{where}.{name}.kind", f"missing (known: {', '.join(DEVICE_KINDS)})")
+            require(kind in DEVICE_KINDS, f"{where}.{name}.kind",
+                    f"no driver {kind!r} yet (known: {', '.join(DEVICE_KINDS)})")
+            extra = sorted(set(table) - {"kind"})
+            require(not extra, f"{where}.{name}.{extra[0] if extra else ''}",
+                    f"unknown field (a {kind!r} device takes only kind; the simulation is set in [sim])")
+
+    @property
+    def configured(self) -> bool:
+        """True when the table names at least one device."""
+        return any(getattr(self, f.name) for f in dataclasses.fields(self))
+
+
 @dataclass(frozen=True)
 class RigConfig:
-    """Everything the rig needs: the scan, the link, the seed and the simulated sample (`sim`)."""
+    """Everything the rig needs: the scan, the link, the seed, its devices and the simulated sample (`sim`)."""
 
     seed: int = 1
     scan: ScanConfig = field(default_factory=ScanConfig)
     link: LinkConfig = field(default_factory=LinkConfig)
     coherence: CoherenceConfig = field(default_factory=CoherenceConfig)
+    devices: DevicesConfig = field(default_factory=DevicesConfig)
     sim: dict = field(default_factory=dict)
 
 

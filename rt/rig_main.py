@@ -13,6 +13,7 @@ from nvscope.proto.command_line import EXIT_BAD_INPUT, OneLineParser
 from nvscope.proto.endpoints import DEFAULT_RIG_ENDPOINT, rig_socket
 
 from .config import ConfigError, RigConfig, load_rig_config
+from .kernels import warm_up
 from .link import RtLink
 from .rig import Rig
 from .spool import Spool
@@ -25,12 +26,12 @@ def default_spool_dir() -> Path:
 
 
 def build_rig(cfg: RigConfig, sim: bool, sock: zmq.Socket) -> Rig:
-    """Compose the rig: devices (simulated or hardware), the spool and the link."""
-    if not sim:
-        raise ConfigError("no hardware drivers are configured on this rig yet: use --sim")
-    from .sim_rig import sim_devices  # the one place rt composes firmware_sim
+    """Compose the rig: devices (all simulated with `sim`, else from `[devices]`, conformance-checked),
+    the kernels compiled or loaded from the cache, the spool and the link."""
+    from .devices import compose_devices  # the one place rt composes devices (and firmware_sim)
 
-    devices = sim_devices(cfg)
+    devices = compose_devices(cfg, sim)
+    warm_up()
     spool = Spool(cfg.link.spool_dir or default_spool_dir(), cfg.link.window)
     return Rig(cfg, devices, RtLink(sock, spool, cfg.link))
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -11,7 +12,9 @@ from nvscope.proto.messages import PartialPixel, Pixel
 
 from .kernels.binning import HistogramBinner
 from .config import ScanConfig
-from .hal import PulsedQubit, Scanner, TimeTagger
+from .hal import RigDevices, TimeTagger
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,37 +40,46 @@ def raster(scan: ScanConfig) -> Iterator[RasterPoint]:
 DWELL_TOLERANCE_S = 1e-9
 """Dwell times closer than this (s) count as equal (sums of slices are not exact in floating point)."""
 
-
-def acquire_tags(tagger: TimeTagger, binner: HistogramBinner, duration_s: float) -> None:
-    """Acquire `duration_s` s of time tags in reads as long as the tagger allows, binning each on line."""
-    left = duration_s
-    while left > DWELL_TOLERANCE_S:
-        duration = min(left, tagger.constraints.max_read_s)
-        t_a, t_b, t_end = tagger.read_tags(duration)
-        binner.add(t_a, t_b, t_end)
-        left -= duration
+_PS_PER_S = 1e12
 
 
 def _never(_: float) -> bool:
     return False
 
 
+def _log_overflows(lost: int) -> None:
+    log.warning("time tagger overflow: %d tags of this pixel were lost (its histogram lacks them)", lost)
+
+
 def acquire_pixel(tagger: TimeTagger, binner: HistogramBinner, slice_s: float, max_dwell_s: float,
-                  enough: Callable[[float], bool] = _never) -> float:
-    """Acquire slices of `slice_s` s, binning each on line, until `enough(dwell so far, s)` says so or
-    `max_dwell_s` s are acquired (the last slice is cut to fit); returns the dwell (s), `max_dwell_s`
-    exactly when it ran to the end. `enough` is not asked after the last slice."""
+                  enough: Callable[[float], bool] = _never,
+                  on_overflow: Callable[[int], None] = _log_overflows) -> float:
+    """Stream the tagger in slices of `slice_s` s, binning each read on line, until `enough(dwell so
+    far, s)` says so or `max_dwell_s` s are acquired (the last slice is cut to fit); returns the dwell
+    (s) from the tagger's clock (t_end of the last read - the stream's start). `enough` is not asked
+    after the last slice. Reads are at most the tagger's `max_read_s`; tags lost to a full buffer are
+    reported once, with their number, to `on_overflow` (default: a warning in the log)."""
     binner.reset()
-    elapsed = 0.0
-    while max_dwell_s - elapsed > DWELL_TOLERANCE_S:
-        duration = min(slice_s, max_dwell_s - elapsed)
-        acquire_tags(tagger, binner, duration)
-        elapsed += duration
-        if max_dwell_s - elapsed > DWELL_TOLERANCE_S and enough(elapsed):
-            binner.finish()
-            return elapsed
-    binner.finish()
-    return max_dwell_s
+    max_read_ps = int(tagger.constraints.max_read_s * _PS_PER_S)
+    slice_ps = max(int(round(slice_s * _PS_PER_S)), 1)
+    t_start = tagger.start()
+    target = t_start + int(round(max_dwell_s * _PS_PER_S))
+    t_now, lost = t_start, 0
+    try:
+        while t_now < target:
+            slice_end = min(t_now + slice_ps, target)
+            while t_now < slice_end:
+                block = tagger.read(min(slice_end - t_now, max_read_ps) / _PS_PER_S)
+                binner.add(block.t_a, block.t_b, block.t_end)
+                t_now, lost = int(block.t_end), lost + int(block.overflows)
+            if t_now < target and enough((t_now - t_start) / _PS_PER_S):
+                break
+    finally:
+        tagger.stop()
+        binner.finish()
+    if lost:
+        on_overflow(lost)
+    return (t_now - t_start) / _PS_PER_S
 
 
 def partial_pixel(run_id: str, seq: int, index: int, dwell_s: float, binner: HistogramBinner) -> PartialPixel:
@@ -75,19 +87,6 @@ def partial_pixel(run_id: str, seq: int, index: int, dwell_s: float, binner: His
     hist = binner.hist.astype(np.int64, copy=True)
     return PartialPixel(run_id=run_id, seq=seq, index=index, dwell_s=dwell_s, n_a=int(binner.n_a),
                         n_b=int(binner.n_b), n_events=int(hist.sum()), hist=hist)
-
-
-@dataclass
-class RigDevices:
-    """The rig's instruments: a scanner and a two-channel time tagger (antibunching scans) and a
-    pulsed qubit readout (coherence curves; None when the rig has none)."""
-
-    scanner: Scanner
-    tagger: TimeTagger
-    qubit: PulsedQubit | None = None
-    truth: dict = field(default_factory=dict)
-    """What a simulated rig knows that a real one cannot (e.g. the true noise spectrum), recorded
-    in each run's configuration so the analysis can compare; empty on hardware."""
 
 
 def srm_scan(run_id: str, scan: ScanConfig, devices: RigDevices, first_seq: int,

@@ -1,6 +1,6 @@
 """Simulated HBT acquisitions histogrammed by brute force and compared with the expected g2 histogram.
 
-physics.md section 1: the all-pairs count in bin k is base * (1/D) * integral over bin k of g2,
+docs/physics.md (photon correlations): the all-pairs count in bin k is base * (1/D) * integral over bin k of g2,
 base = n_A n_B D / T, with g2 = 1 + sum_i w_i (g2_i - 1), w_i = (S_i / (sum_j S_j + B))^2.
 """
 
@@ -26,10 +26,11 @@ CENTRE = slice(105, 110)  # bins within +-5.8 ns of tau = 0
 
 def acquire(tagger: SimTimeTagger, total_s: float, read_s: float):
     """Tags of consecutive reads, joined, and the acquisition time in s."""
-    t_start = tagger.clock_ps
+    t_start = tagger.start()
     t_a, t_b = [], []
     for _ in range(round(total_s / read_s)):
-        a, b, t_end = tagger.read_tags(read_s)
+        a, b, t_end, lost = tagger.read(read_s)
+        assert lost == 0
         t_a.append(a)
         t_b.append(b)
     return np.concatenate(t_a), np.concatenate(t_b), (t_end - t_start) * 1e-12

@@ -1,4 +1,5 @@
-"""SimTimeTagger and SimScanner: the hal Protocols, seeds, continuation across reads, moves, dead time, speed."""
+"""SimTimeTagger and SimScanner: the hal Protocols, the stream (start, read, stop; overflows), seeds,
+continuation across reads, moves, settling, dead time, speed."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from nvscope.firmware_sim import DetectorParams, Emitter, Sample, SimScanner, SimTimeTagger, ThreeLevelRates
-from nvscope.rt.hal import DeviceError, Scanner, TimeTagger
+from nvscope.rt.hal import DeviceError, Scanner, ScannerConstraints, TimeTagger, TimeTaggerConstraints
 
 BRIGHT = Sample([Emitter(0.0, 0.0, collection_efficiency=0.1), Emitter(200e-9, 0.0, collection_efficiency=0.1)],
                 background_rate=2e5)  # ~1.2 Mcps: dead time matters
@@ -16,18 +17,20 @@ AFTERPULSING = DetectorParams(afterpulse_probability=0.05)
 
 
 def reads(tagger: SimTimeTagger, durations: list[float]):
-    """Consecutive reads, each checked against the clock contract; their tags joined."""
+    """Consecutive reads of a started stream, each checked against the clock contract; their tags joined."""
     t_a, t_b = [], []
+    t0 = tagger.start()
     for d in durations:
-        t0 = tagger.clock_ps
-        a, b, t_end = tagger.read_tags(d)
-        assert t_end == t0 + round(d * 1e12) == tagger.clock_ps
+        a, b, t_end, lost = tagger.read(d)
+        assert t_end == t0 + round(d * 1e12) == tagger.clock_ps and lost == 0
         for tags in (a, b):
             assert tags.dtype == np.int64
             assert np.all(np.diff(tags) >= 0)
             assert tags.size == 0 or (tags[0] >= t0 and tags[-1] < t_end)
         t_a.append(a)
         t_b.append(b)
+        t0 = t_end
+    tagger.stop()
     return np.concatenate(t_a), np.concatenate(t_b)
 
 
@@ -45,9 +48,54 @@ def test_out_of_range_requests_are_device_errors():
     with pytest.raises(DeviceError, match="z"):
         scanner.move_to(0.0, 0.0, float("nan"))
     tagger = SimTimeTagger(Sample(), scanner)
+    with pytest.raises(DeviceError, match="read\\(\\) before start\\(\\)"):
+        tagger.read(0.01)
+    tagger.start()
     for bad in (0.0, -1.0, 1e3, float("inf")):
         with pytest.raises(DeviceError, match="read"):
-            tagger.read_tags(bad)
+            tagger.read(bad)
+    tagger.stop()
+    with pytest.raises(DeviceError, match="before start"):
+        tagger.read(0.01)
+
+
+def test_a_full_buffer_loses_the_latest_tags_and_reports_them():
+    def stream(buffer_tags):
+        tagger = SimTimeTagger(BRIGHT, SimScanner(), seed=3,
+                               constraints=TimeTaggerConstraints(1, 10.0, buffer_tags=buffer_tags))
+        tagger.start()
+        return [tagger.read(0.01) for _ in range(3)]
+
+    whole = stream(10**9)
+    small = stream(5000)
+    for w, s in zip(whole, small):
+        n = w.t_a.size + w.t_b.size
+        assert n > 10_000 and w.overflows == 0
+        assert s.t_a.size + s.t_b.size + s.overflows == n and s.t_a.size + s.t_b.size == 5000
+        assert s.t_end == w.t_end  # the clock is not cut short: the dwell stays true
+        last = max(s.t_a[-1], s.t_b[-1])  # what is kept is the earliest part, exactly as without a limit
+        np.testing.assert_array_equal(s.t_a, w.t_a[w.t_a <= last])
+        np.testing.assert_array_equal(s.t_b, w.t_b[w.t_b <= last])
+
+
+def test_a_paced_scanner_settles_and_a_paced_tagger_takes_its_time():
+    box = ((-1e-6, 1e-6),) * 3
+    scanner = SimScanner(ScannerConstraints(*box, settle_s=0.05), pace=1.0)
+    t = time.monotonic()
+    scanner.move_to(0.5e-6, 0.0, 0.0)
+    assert time.monotonic() - t >= 0.05
+    t = time.monotonic()
+    scanner.move_to(0.5e-6, 0.0, 0.0)  # no move: no settling
+    assert time.monotonic() - t < 0.05
+    unpaced = SimScanner(ScannerConstraints(*box, settle_s=10.0))
+    t = time.monotonic()
+    unpaced.move_to(0.5e-6, 0.0, 0.0)
+    assert time.monotonic() - t < 5.0
+    tagger = SimTimeTagger(Sample([Emitter(0.0, 0.0)]), scanner, pace=2.0)
+    tagger.start()
+    t = time.monotonic()
+    tagger.read(0.02)
+    assert time.monotonic() - t >= 0.04
 
 
 def test_same_seed_same_tags_other_seed_other_tags():
@@ -136,10 +184,11 @@ def test_at_least_a_million_photons_per_second():
                      Emitter(150e-9, 100e-9, rates=ThreeLevelRates(k12=5e7), collection_efficiency=0.1)],
                     background_rate=1e5)
     tagger = SimTimeTagger(sample, SimScanner(), seed=9)
-    tagger.read_tags(0.01)  # compile / load the kernels
+    tagger.start()
+    tagger.read(0.01)  # compile / load the kernels
     best = 0.0
     for _ in range(3):  # CPU time of this process: other jobs on the machine do not count
         t = time.process_time()
-        a, b, _ = tagger.read_tags(0.5)
+        a, b, _, _ = tagger.read(0.5)
         best = max(best, (a.size + b.size) / (time.process_time() - t))
     assert best > 1e6, f"{best:.3g} detected photons per CPU second"

@@ -1,0 +1,122 @@
+"""The rig's devices, composed in one place from the `[devices]` table of the rig's configuration.
+
+`kind = "sim"` is the only driver today: every simulated device is part of one simulated
+instrument (`firmware_sim`), set up by the `[sim]` tables (sample, detectors, noise, readout,
+pace) and seeded from the rig's seed. `nvscope rig --sim` simulates every device. The
+conformance check (`rt.hal.check_devices`) runs on what is composed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nvscope.firmware_sim import DetectorParams, Sample, SimScanner, SimTimeTagger, warm_up
+from nvscope.firmware_sim.pulsed import SimMicrowaveSource, SimPhotonCounter, SimPulseGenerator
+from nvscope.firmware_sim.qubit import (LorentzianNoise, NoiseSpectrum, OhmicNoise, OneOverFNoise, ReadoutParams,
+                                        SimQubit)
+
+from .config import ConfigError, RigConfig, from_dict
+from .hal import DeviceError, RigDevices, check_devices
+
+DEFAULT_SIM: dict = {
+    "sample": {"emitters": [{"x": 0.0, "y": 0.0}, {"x": 0.3e-6, "y": 0.1e-6}], "background_rate": 3000.0},
+    "noise": [{"kind": "lorentzian", "a": 6e10, "w0": 0.0, "g": 1.2566e6},
+              {"kind": "lorentzian", "a": 1.5e10, "w0": 7.5398e6, "g": 1.885e5}],
+}
+"""What `nvscope rig --sim` simulates when the config has no [sim] table: two NV-like emitters and a
+qubit bath with a narrow line at 1.2 MHz."""
+
+SIM_ALL: dict = {name: {"kind": "sim"} for name in ("scanner", "tagger", "microwave", "counter", "pulser")}
+"""The `[devices]` table that `--sim` stands for (the counter and pulser need a simulated qubit)."""
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """`[sim]`: the sample (`[sim.sample]`: emitters, background, PSFs), both detectors, the qubit's
+    noise and readout, and the pace."""
+
+    sample: Sample = field(default_factory=Sample)
+    detectors: DetectorParams = field(default_factory=DetectorParams)
+    pace: float = 0.0
+    """Wall seconds per simulated second of acquisition (1: real time; 0: as fast as it computes)."""
+    noise: list[dict] = field(default_factory=list)
+    """The qubit's noise spectrum: tables with `kind` = lorentzian (a, w0, g), one_over_f
+    (amplitude, alpha, w_lo, w_hi) or ohmic (eta, w_c); SI units (rad/s, rad^2/s^2)."""
+    readout: ReadoutParams = field(default_factory=ReadoutParams)
+
+    def check(self, where: str) -> None:
+        """Validate ranges; raise ConfigError naming the field."""
+        if not (np.isfinite(self.pace) and self.pace >= 0):
+            raise ConfigError(f"{where}.pace: must be >= 0 wall s per simulated s, got {self.pace!r}")
+
+
+NOISE_KINDS = {"lorentzian": LorentzianNoise, "one_over_f": OneOverFNoise, "ohmic": OhmicNoise}
+
+
+def noise_spectrum(tables: list[dict], where: str) -> NoiseSpectrum:
+    """The simulated noise spectrum from the `[[sim.noise]]` tables."""
+    kinds = NOISE_KINDS
+    parts = []
+    for i, table in enumerate(tables):
+        here = f"{where}[{i}]"
+        kind = table.get("kind") if isinstance(table, dict) else None
+        if kind not in kinds:
+            raise ConfigError(f"{here}.kind: must be one of {', '.join(kinds)}, got {kind!r}")
+        parts.append(from_dict(kinds[kind], {k: v for k, v in table.items() if k != "kind"}, here))
+    return NoiseSpectrum(tuple(parts))
+
+
+def sim_instrument(cfg: RigConfig) -> tuple[dict, dict]:
+    """Every device of the simulated instrument, by RigDevices field, and the truth it records."""
+    sim = from_dict(SimConfig, cfg.sim or DEFAULT_SIM, "sim")
+    warm_up()  # the simulator's own kernels, before the rig says bound
+    scanner = SimScanner(pace=sim.pace)
+    devices = {"scanner": scanner, "tagger": SimTimeTagger(sim.sample, scanner, sim.detectors, seed=cfg.seed,
+                                                          pace=sim.pace),
+               "microwave": SimMicrowaveSource()}
+    truth: dict = {}
+    if sim.noise:
+        spectrum = noise_spectrum(sim.noise, "sim.noise")
+        qubit = SimQubit(spectrum, sim.readout, seed=cfg.seed)
+        counter = SimPhotonCounter(qubit, seed=cfg.seed + 1)
+        devices.update(counter=counter, pulser=SimPulseGenerator(qubit, counter))
+        omega = np.geomspace(2 * np.pi * 1e2, 2 * np.pi * 1e9, 600)
+        truth = {"noise_omega": omega.tolist(), "noise_S": spectrum(omega).tolist()}
+    return devices, truth
+
+
+def compose_devices(cfg: RigConfig, sim: bool = False) -> RigDevices:
+    """The rig's devices from `cfg.devices` (`sim`: every device simulated), conformance-checked.
+
+    ConfigError (one line, naming the field) when no device is configured, a required one is
+    missing or does not fit its interface.
+    """
+    table = {name: getattr(cfg.devices, name) for name in SIM_ALL}
+    if not sim and not any(table.values()):
+        raise ConfigError("devices: no hardware drivers are configured on this rig yet: use --sim "
+                          "(or a [devices] table with kind = \"sim\")")
+    chosen: dict = {}
+    truth: dict = {}
+    if sim or any(t.get("kind") == "sim" for t in table.values()):
+        simulated, truth = sim_instrument(cfg)
+        for name, t in table.items():
+            if sim and name in simulated:
+                chosen[name] = simulated[name]
+            elif t.get("kind") == "sim":
+                if name not in simulated:
+                    raise ConfigError(f"devices.{name}: the simulated {name} needs a qubit: add [[sim.noise]] tables")
+                chosen[name] = simulated[name]
+    devices = RigDevices(**chosen, truth=truth) if {"scanner", "tagger"} <= set(chosen) else None
+    if devices is None:
+        missing = next(n for n in ("scanner", "tagger") if n not in chosen)
+        raise ConfigError(f"devices.{missing}: missing (the rig needs one)")
+    try:
+        check_devices(devices)
+    except DeviceError as exc:
+        raise ConfigError(str(exc)) from None
+    return devices
+
+
+__all__ = ["DEFAULT_SIM", "SIM_ALL", "noise_spectrum", "sim_instrument", "compose_devices"]
