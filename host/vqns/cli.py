@@ -28,8 +28,6 @@ DEFAULT_RESTARTS, DEFAULT_LORENTZIANS, DEFAULT_SEED = 100, 3, 0
 """FitConfig's defaults, repeated so that building the parser does not import the fit (numba)."""
 MAX_LORENTZIANS = 12  # beyond 4 the amplitudes are solved row by row (slower)
 """The amplitude projection enumerates the supports of M amplitudes (2^M): keep M small."""
-N_OMEGA = 256
-"""Frequencies of the written band, log-spaced over the range the curves inform."""
 SENSITIVITY_ORDER = ("rows of `sensitivity` and entries of `scores` follow `candidates` (the input "
                      "order), not `next_n_pulses`")
 
@@ -64,9 +62,8 @@ def vqns_command(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    from nvscope.models.vqns.analysis import analyse_curves
     from nvscope.models.vqns.data import CoherenceDataError
-    from nvscope.models.vqns.fit import fit_spectrum
-    from nvscope.models.vqns.proposal import rank_candidates
 
     try:
         cfg = _config(args)
@@ -75,13 +72,11 @@ def _fit(args: argparse.Namespace) -> int:
     except (InputError, CoherenceDataError) as exc:
         print(f"nvscope vqns fit: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    with np.errstate(all="ignore"):  # the optimizer probes overflowing steps and rejects them itself
-        fit = fit_spectrum(data, cfg)
-        omega = np.geomspace(*fit.omega_range, N_OMEGA)
-        s_mean, s_lo, s_hi = fit.band(omega)
-        proposal = rank_candidates(fit, data, candidates, omega)
+    step = analyse_curves(data, cfg, candidates)
+    fit, proposal = step.fit, step.proposal
+    s_mean, s_lo, s_hi = step.band
     result = {
-        "omega": omega, "S_mean": s_mean, "S_lo": s_lo, "S_hi": s_hi,
+        "omega": step.omega, "S_mean": s_mean, "S_lo": s_lo, "S_hi": s_hi,
         "loss": fit.chi2 / fit.dof, "success": np.asarray(fit.success, dtype=bool),
         "a": fit.a, "w0": fit.w0, "g": fit.g,
         "next_n_pulses": proposal.ranked.astype(np.int64),

@@ -3,22 +3,28 @@ until the band is narrow enough over the probed frequencies or the budget of cur
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import time
+import threading
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from nvscope.models.vqns.analysis import BAND_WIDTH_PERCENTILE, N_FREQUENCIES, SpectrumAnalysis, analyse_curves
 from nvscope.models.vqns.data import CoherenceSet, coherence_set
-from nvscope.models.vqns.fit import FitConfig, SpectrumFit, fit_spectrum
-from nvscope.models.vqns.proposal import DEFAULT_CANDIDATES, PROPOSAL_RULE, Proposal, predict_coherence, rank_candidates
-from nvscope.proto.messages import Coherence, MeasureCoherence, Message, Stop
+from nvscope.models.vqns.fit import FitConfig, SpectrumFit
+from nvscope.models.vqns.proposal import DEFAULT_CANDIDATES, PROPOSAL_RULE, Proposal, predict_coherence
+from nvscope.proto.messages import Coherence, MeasureCoherence, Message, RunEnd, Stop
 
 from .figures import vqns_figure
 from ..store import RunStore, read_coherence
 
 log = logging.getLogger(__name__)
+
+ANALYSIS_WAIT_S = 600.0
+"""How long the run-end analysis waits for a fit still running (s); then it writes what it has."""
 
 
 @dataclass(frozen=True)
@@ -35,12 +41,20 @@ class VqnsLoopConfig:
     target_band: float = 0.5
     """Stop when the 90th percentile of ln(S_hi / S_lo) over the probed band falls below this."""
     fit: FitConfig = field(default_factory=FitConfig)
-    frequencies: int = 256
+    frequencies: int = N_FREQUENCIES
 
     @property
     def times(self) -> np.ndarray:
         """The total times (s) of every requested curve."""
         return np.geomspace(self.t_min, self.t_max, self.points)
+
+    @property
+    def stopping_rule(self) -> str:
+        """The rule that ends the loop, in words (recorded in the run's file)."""
+        return (f"after each fit: stop when the {BAND_WIDTH_PERCENTILE}th percentile of ln(S_hi / S_lo) over "
+                f"the band's {self.frequencies} frequencies is below {self.target_band} and at least "
+                f"{self.min_curves} curves are measured, or when {self.max_curves} curves are measured; "
+                f"else request the best-ranked candidate not yet measured")
 
 
 @dataclass
@@ -55,9 +69,21 @@ class VqnsStep:
     band_width: float
     fit_s: float
 
+    @classmethod
+    def of(cls, n_curves: int, a: SpectrumAnalysis) -> VqnsStep:
+        """The step made of one analysis of `n_curves` curves."""
+        return cls(n_curves, a.fit, a.omega, a.band, a.proposal, a.band_width, a.seconds)
+
 
 class VqnsController:
-    """Drives one VQNS run through a HostDaemon: requests curves, fits as they arrive, stops."""
+    """Drives one VQNS run through a HostDaemon: requests curves, fits as they arrive, stops.
+
+    The daemon calls `on_message` on its I/O thread with every stored message; it only queues the
+    run's coherence curves (microseconds). The controller's own worker thread fits, ranks, and sends
+    the next `measure_coherence` or `stop` with `host.command`, which posts from any thread (the
+    daemon's I/O thread alone touches the socket). `analysis`, the run-end analysis, may be called from
+    any thread: it waits for a fit in flight, then writes every step's band and proposal.
+    """
 
     def __init__(self, host, run_id: str, cfg: VqnsLoopConfig = VqnsLoopConfig()):
         self.host = host
@@ -68,11 +94,24 @@ class VqnsController:
         self.pending = 0
         self.done = False
         self.stop_reason = ""
+        self._inbox: deque[Message] = deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._ended = False  # the run ended (its analysis began): nothing more is requested
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name=f"vqns-{run_id}", daemon=True)
+        self._thread.start()
         host.observers.append(self.on_message)
 
+    def run_attributes(self) -> dict[str, str]:
+        """The loop's settings and stopping rule, for the run's file (JSON and words)."""
+        return {"vqns_loop_config": json.dumps(dataclasses.asdict(self.cfg), sort_keys=True, default=str),
+                "vqns_stopping_rule": self.cfg.stopping_rule}
+
     def request(self, n_pulses: int) -> None:
-        """Ask the rig for one CPMG-n curve."""
-        self.pending += 1
+        """Ask the rig for one CPMG-n curve (from any thread)."""
+        with self._cond:
+            self.pending += 1
         self.host.command(MeasureCoherence, self.run_id, n_pulses=int(n_pulses), t=self.cfg.times)
 
     def begin(self) -> None:
@@ -81,42 +120,92 @@ class VqnsController:
             self.request(n)
 
     def on_message(self, msg: Message) -> None:
-        """A stored message: a coherence curve of this run updates the fit when none is pending."""
-        if not isinstance(msg, Coherence) or msg.run_id != self.run_id or self.done:
+        """(daemon's I/O thread) A stored message: this run's coherence curves are queued for the worker."""
+        if msg.run_id != self.run_id or not isinstance(msg, (Coherence, RunEnd)):
             return
-        self.pending -= 1
+        with self._cond:
+            if isinstance(msg, RunEnd):
+                self._ended = True
+            elif not self._ended and not self.done:
+                self._inbox.append(msg)
+                self._cond.notify_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until every queued curve is fitted; False when `timeout` (s) ran out first."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._inbox and not self._busy, timeout)
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Stop listening and end the worker thread (a fit in flight is finished first)."""
+        if self.on_message in self.host.observers:
+            self.host.observers.remove(self.on_message)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def _work(self) -> None:
+        """The worker: take the queued curves, fit when none is pending any more, repeat."""
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._inbox or self._closed)
+                if not self._inbox:
+                    return  # closed
+                curves = list(self._inbox)
+                self._inbox.clear()
+                self._busy = True
+            try:
+                for msg in curves:
+                    self._take(msg)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _take(self, msg: Coherence) -> None:
+        """(worker) One curve: append it; fit once no requested curve is outstanding."""
+        if self.done:
+            return
+        with self._cond:
+            self.pending -= 1
+            pending = self.pending
         try:
             if self.data is None:
                 self.data = coherence_set(np.array([msg.n_pulses]), msg.t[None], msg.coherence[None], msg.sigma[None])
             else:
                 self.data = self.data.append(msg.n_pulses, msg.t, msg.coherence, msg.sigma)
-            if self.pending == 0:
+            if pending == 0:
                 self.update()
         except ValueError as exc:  # curves that cannot be fitted end the run, saying why; data are stored
             log.error("VQNS run %s: %s", self.run_id, exc)
             self.finish(f"failed: CPMG-{msg.n_pulses} curve seq {msg.seq}: {exc}")
+        except Exception as exc:  # the worker must not die silently: the run would never end
+            log.exception("VQNS run %s: fit failed", self.run_id)
+            self.finish(f"failed: fit of {len(self.data.n_pulses) if self.data else 0} curves: "
+                        f"{type(exc).__name__}: {exc}")
 
     def update(self) -> None:
-        """Fit (warm after the first), rank the candidates, then request the best or stop."""
-        t0 = time.perf_counter()
+        """(worker) Fit (warm after the first), rank the candidates, then request the best or stop."""
         warm = self.steps[-1].fit if self.steps else None
-        fit = fit_spectrum(self.data, self.cfg.fit, warm=warm)
-        omega = np.geomspace(*fit.omega_range, self.cfg.frequencies)
-        band = fit.band(omega)
         measured = set(int(n) for n in self.data.n_pulses)
         candidates = [n for n in self.cfg.candidates if n not in measured] or list(self.cfg.candidates)
-        proposal = rank_candidates(fit, self.data, candidates, omega)
-        width = float(np.percentile(np.log(band[2] / band[1]), 90))
-        step = VqnsStep(len(self.data.n_pulses), fit, omega, band, proposal, width, time.perf_counter() - t0)
-        self.steps.append(step)
-        log.info("VQNS %d curves: %s; band width %.3f; next %s (fit %.1f s)", step.n_curves, fit.message,
-                 width, proposal.ranked[:3].tolist(), step.fit_s)
+        a = analyse_curves(self.data, self.cfg.fit, candidates, warm=warm, points=self.cfg.frequencies)
+        step = VqnsStep.of(len(self.data.n_pulses), a)
+        with self._cond:
+            self.steps.append(step)
+            ended = self._ended
+        log.info("VQNS %d curves: %s; band width %.3f; next %s (fit %.1f s)", step.n_curves, a.fit.message,
+                 step.band_width, step.proposal.ranked[:3].tolist(), step.fit_s)
+        width = step.band_width
+        if ended:  # the run ended meanwhile (stopped by someone else, or failed): nothing to ask
+            return
         if width < self.cfg.target_band and step.n_curves >= self.cfg.min_curves:
             self.finish(f"band narrower than {self.cfg.target_band} (90th percentile of ln S_hi/S_lo = {width:.3f})")
         elif step.n_curves >= self.cfg.max_curves:
             self.finish(f"budget of {self.cfg.max_curves} curves spent (band width {width:.3f})")
         else:
-            self.request(int(proposal.ranked[0]))
+            self.request(int(step.proposal.ranked[0]))
 
     def finish(self, reason: str) -> None:
         """Stop the run (the rig answers with run_end; the analysis then writes the results)."""
@@ -124,22 +213,31 @@ class VqnsController:
         self.host.command(Stop, self.run_id, reason=reason)
 
     def analysis(self, store: RunStore) -> tuple[dict, dict]:
-        """At run end: every step's band and proposal into the file, and the PNG."""
-        if not self.steps:
-            return {}, {"analysis_note": "no coherence curve was fitted"}
-        last = self.steps[-1]
+        """At run end (any thread; the daemon's analysis worker): wait for a fit in flight, then every
+        step's band and proposal into the file, and the PNG."""
+        with self._cond:
+            self._ended = True  # a fit still running records its step but requests nothing more
+        settled = self.wait_idle(ANALYSIS_WAIT_S)
+        with self._cond:
+            steps = list(self.steps)
+        attrs = {**self.run_attributes(), "stop_reason": self.stop_reason}
+        if not settled:
+            attrs["analysis_note"] = f"a fit was still running after {ANALYSIS_WAIT_S:.0f} s; not included"
+        if not steps:
+            return {}, {**attrs, "analysis_note": attrs.get("analysis_note", "no coherence curve was fitted")}
+        last = steps[-1]
         res = {
             "vqns/omega": last.omega,
             "vqns/S_mean": last.band[0], "vqns/S_lo": last.band[1], "vqns/S_hi": last.band[2],
-            "vqns/steps/n_curves": np.array([s.n_curves for s in self.steps]),
-            "vqns/steps/band_width": np.array([s.band_width for s in self.steps]),
-            "vqns/steps/fit_s": np.array([s.fit_s for s in self.steps]),
-            "vqns/steps/chi2_red_best": np.array([s.fit.chi2[s.fit.best] / s.fit.dof for s in self.steps]),
-            "vqns/steps/successes": np.array([int(s.fit.success.sum()) for s in self.steps]),
+            "vqns/steps/n_curves": np.array([s.n_curves for s in steps]),
+            "vqns/steps/band_width": np.array([s.band_width for s in steps]),
+            "vqns/steps/fit_s": np.array([s.fit_s for s in steps]),
+            "vqns/steps/chi2_red_best": np.array([s.fit.chi2[s.fit.best] / s.fit.dof for s in steps]),
+            "vqns/steps/successes": np.array([int(s.fit.success.sum()) for s in steps]),
             "vqns/restarts/a": last.fit.a, "vqns/restarts/w0": last.fit.w0, "vqns/restarts/g": last.fit.g,
             "vqns/restarts/chi2": last.fit.chi2, "vqns/restarts/success": last.fit.success,
         }
-        for i, s in enumerate(self.steps):
+        for i, s in enumerate(steps):
             res[f"vqns/steps/{i}/omega"] = s.omega
             res[f"vqns/steps/{i}/S_mean"], res[f"vqns/steps/{i}/S_lo"], res[f"vqns/steps/{i}/S_hi"] = s.band
             res[f"vqns/steps/{i}/candidates"] = s.proposal.candidates
@@ -151,8 +249,8 @@ class VqnsController:
                 for n, t in zip(curves["n_pulses"], curves["t"])]
         truth = json.loads(store.f.attrs["config"]).get("sim_truth", {})
         png = store.path.with_suffix(".png")
-        vqns_figure(png, self.steps, curves, fits, truth)
-        attrs = {"band_method": last.fit.band_method, "proposal_rule": PROPOSAL_RULE,
-                 "stop_reason": self.stop_reason, "fit_message": last.fit.message, "figure": png.name,
-                 "fit_config": json.dumps(self.cfg.fit.__dict__)}
+        vqns_figure(png, steps, curves, fits, truth)
+        attrs.update({"band_method": last.fit.band_method, "proposal_rule": PROPOSAL_RULE,
+                      "fit_message": last.fit.message, "figure": png.name,
+                      "fit_config": json.dumps(self.cfg.fit.__dict__)})
         return res, attrs

@@ -6,7 +6,8 @@ The attenuation of a sequence of total length t is
     F(w t) = (w^2 / 2) |integral_0^t y(s) exp(i w s) ds|^2,
 
 with y(s) = +-1 the switching function, flipped by each ideal pi pulse. For CPMG-n the pulses
-sit at t (2k - 1) / (2n), k = 1..n; n_pulses = 0 is the FID, n_pulses = 1 the spin echo:
+sit at t (2k - 1) / (2n), k = 1..n (`nvscope.rt.kernels.pulses.cpmg_pulse_times`, the pulse
+timing the rig plays, defined there once); n_pulses = 0 is the FID, n_pulses = 1 the spin echo:
 
     FID:     F = 2 sin^2(wt/2)
     echo:    F = 8 sin^4(wt/4)
@@ -26,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["filter_function", "switching_times"]
+__all__ = ["filter_function"]
 
 
 def _as_pulse_numbers(n_pulses: ArrayLike) -> np.ndarray:
@@ -61,17 +62,3 @@ def filter_function(wt: ArrayLike, n_pulses: ArrayLike) -> np.ndarray:
     cpmg = 8.0 * s**4 * dirichlet**2
     fid = 2.0 * np.sin(0.5 * u) ** 2
     return np.where(n == 0, fid, cpmg)
-
-
-def switching_times(t: ArrayLike, n_pulses: int) -> np.ndarray:
-    """Times (s) of the n_pulses ideal pi pulses of CPMG-n over a sequence of length t (s).
-
-    Pulse k (k = 1..n) is at t (2k - 1) / (2n). Returns an array of shape shape(t) + (n,),
-    empty along the last axis for the FID (n_pulses = 0).
-    """
-    n = int(_as_pulse_numbers(n_pulses))
-    t = np.asarray(t, dtype=np.float64)
-    if n == 0:
-        return np.zeros(t.shape + (0,))
-    k = np.arange(1, n + 1, dtype=np.float64)
-    return t[..., None] * ((2.0 * k - 1.0) / (2.0 * n))

@@ -13,6 +13,7 @@ import pytest
 
 from nvscope.host.vqns import cli as vqns_cli
 from nvscope.host.vqns.cli import main
+from nvscope.models.vqns.analysis import N_FREQUENCIES
 from nvscope.models.vqns.attenuation import attenuation
 from nvscope.models.vqns.fit import FitConfig
 from nvscope.models.vqns.proposal import DEFAULT_CANDIDATES
@@ -57,7 +58,7 @@ def test_contract_keys_shapes_dtypes(fitted):
     rc, out, err, z = fitted
     assert rc == 0, err
     assert err == ""
-    F = vqns_cli.N_OMEGA
+    F = N_FREQUENCIES
     for key in ("omega", "S_mean", "S_lo", "S_hi"):
         assert z[key].shape == (F,) and z[key].dtype == np.float64, key
         assert np.isfinite(z[key]).all(), key
@@ -100,7 +101,7 @@ def test_subprocess_default_candidates_padded_rows_float_n_pulses(tmp_path):
     assert (tmp_path / "result").exists() and not (tmp_path / "result.npz").exists()  # name kept as given
     with np.load(tmp_path / "result", allow_pickle=False) as z:
         assert sorted(z["next_n_pulses"]) == sorted(DEFAULT_CANDIDATES)
-        assert z["sensitivity"].shape == (len(DEFAULT_CANDIDATES), vqns_cli.N_OMEGA)
+        assert z["sensitivity"].shape == (len(DEFAULT_CANDIDATES), N_FREQUENCIES)
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -119,7 +120,7 @@ def test_fit_that_never_succeeds_still_writes_out(tmp_path):
     with np.load(tmp_path / "out.npz", allow_pickle=False) as z:
         assert not bool(z["ok"])
         assert np.nanmin(z["loss"]) > 3.0
-        assert z["loss"].shape == (20,) and z["S_mean"].shape == (vqns_cli.N_OMEGA,)
+        assert z["loss"].shape == (20,) and z["S_mean"].shape == (N_FREQUENCIES,)
         assert "no sum of 1 Lorentzians" in str(z["message"])
 
 

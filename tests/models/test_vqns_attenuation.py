@@ -10,7 +10,7 @@ Two references, each independent of the closed form's algebra and of its floatin
   It agrees with the 60-digit reference to ~1e-12 relative.
 * `_chi_time_mpmath`: the time-domain double integral in 60-digit mpmath, as
   int_0^t R(tau) exp(-k tau) dtau with R the autocorrelation of the switching function built
-  from `switching_times` (piecewise linear between multiples of t/2n), integrated exactly
+  from `cpmg_pulse_times` (piecewise linear between multiples of t/2n), integrated exactly
   piece by piece. No geometric series, no cancellation (60 digits).
 
 Measured (float64), over g t in [1e-6, 1e3], w0 t in [0, 1e3] and at/near the CPMG
@@ -38,7 +38,8 @@ from nvscope.models.vqns.attenuation import (
     attenuation_textbook,
     attenuation_torch,
 )
-from nvscope.models.vqns.filters import filter_function, switching_times
+from nvscope.models.vqns.filters import filter_function
+from nvscope.rt.kernels.pulses import cpmg_pulse_times
 
 N_PULSES = (0, 1, 2, 3, 8, 32, 255, 256)
 T = 20e-6  # s: the grids below are in w0 t, g t; the functions are called in SI units
@@ -110,7 +111,7 @@ def _switching_signs(n: int) -> np.ndarray:
     if n == 0:
         return np.ones(1, dtype=np.int64)
     mid = (np.arange(2 * n) + 0.5) / (2 * n)
-    flips = np.searchsorted(switching_times(1.0, n), mid)
+    flips = np.searchsorted(cpmg_pulse_times(1.0, n), mid)
     return np.where(flips % 2 == 0, 1, -1)
 
 
@@ -335,7 +336,7 @@ def test_torch_gradient_finite_at_special_points():
 
 def _filter_direct(u: np.ndarray, n: int) -> np.ndarray:
     """(w^2/2) |int_0^t y(s) e^{iws} ds|^2 from the pulse times (t = 1): y jumps at 0, pulses, 1."""
-    s = np.concatenate([[0.0], switching_times(1.0, n), [1.0]])
+    s = np.concatenate([[0.0], cpmg_pulse_times(1.0, n), [1.0]])
     y = (-1.0) ** np.arange(n + 1)  # sign on [s_j, s_{j+1}]
     phase = np.exp(1j * u[:, None] * s[None, :])
     amp = (y[None, :] * (phase[:, 1:] - phase[:, :-1])).sum(axis=1)  # = i w int y e^{iws} ds
@@ -384,8 +385,9 @@ def test_filter_function_small_argument_and_symmetry():
     assert filter_function(np.zeros((2, 3)), np.array([0, 1, 2])).shape == (2, 3)
 
 
-def test_switching_times():
-    np.testing.assert_allclose(switching_times(2.0, 1), [1.0])
-    np.testing.assert_allclose(switching_times(1.0, 4), [1 / 8, 3 / 8, 5 / 8, 7 / 8])
-    assert switching_times(np.ones((2, 3)), 3).shape == (2, 3, 3)
-    assert switching_times(1.0, 0).shape == (0,)
+def test_cpmg_pulse_times():
+    """The rig's pulse timing (rt.kernels.pulses), which the filter functions here assume."""
+    np.testing.assert_allclose(cpmg_pulse_times(2.0, 1), [1.0])
+    np.testing.assert_allclose(cpmg_pulse_times(1.0, 4), [1 / 8, 3 / 8, 5 / 8, 7 / 8])
+    assert cpmg_pulse_times(np.ones((2, 3)), 3).shape == (2, 3, 3)
+    assert cpmg_pulse_times(1.0, 0).shape == (0,)

@@ -28,7 +28,7 @@ import pytest
 import torch
 
 from nvscope.models.vqns.attenuation import attenuation, attenuation_torch
-from nvscope.models.vqns.kernel import _exp_neg_v, chi_and_grads, lorentzian_j
+from nvscope.models.vqns.kernel import _exp_neg_v, chi_and_grads, chi_values, lorentzian_j, lorentzian_j_values
 
 N_PULSES = np.array([0, 1, 2, 3, 4, 8, 16, 32, 64, 255, 256])
 
@@ -212,6 +212,25 @@ def test_threads_give_the_same_result() -> None:
     j2, dj2 = lorentzian_j(w0, g, t, n, workers=2)
     np.testing.assert_array_equal(j1, j2)
     np.testing.assert_array_equal(dj1, dj2)
+
+
+def test_values_only_kernel_gives_the_same_j() -> None:
+    """The values-only kernel (no derivative) returns J bit for bit, in every branch (vector
+    categories A-D and the scalar path: g < 0, |w0 t| >= 4e5, n >= 1e5), on one and two threads."""
+    w0, g, t, n = _grid(70_000, seed=7)
+    w0[:50], g[50:100], n[100:150] = 1e6 / t[:50], -g[50:100], 100_000
+    j, _ = lorentzian_j(w0, g, t, n, workers=1)
+    np.testing.assert_array_equal(lorentzian_j_values(w0, g, t, n, workers=1), j)
+    np.testing.assert_array_equal(lorentzian_j_values(w0, g, t, n, workers=2), j)
+    a = np.array([1e9, 3e9]).reshape(2, 1, 1)
+    chi = chi_values(a, w0[:40].reshape(1, 4, 10), g[:40].reshape(1, 4, 10), t[:40].reshape(1, 4, 10),
+                     n[:40].reshape(1, 4, 10))
+    assert chi.shape == (2, 4, 10)
+    np.testing.assert_array_equal(chi, chi_and_grads(a, w0[:40].reshape(1, 4, 10), g[:40].reshape(1, 4, 10),
+                                                     t[:40].reshape(1, 4, 10), n[:40].reshape(1, 4, 10))[0])
+    with pytest.raises(ValueError, match=">= 0"):
+        lorentzian_j_values(np.ones(2), np.ones(2), np.ones(2), np.array([0, -1]))
+    assert lorentzian_j_values(np.empty(0), np.empty(0), np.empty(0), np.empty(0, dtype=int)).shape == (0,)
 
 
 def test_rejects_bad_input() -> None:
