@@ -5,7 +5,8 @@ Control flow, all of it in this file and in order:
   state table (rt/state.py); a `start` that is accepted runs the run (`_run`) from there.
 - `_run`, the run loop: `run_start`; then, until the run's plan (rt/run_loop.py) is done, apply the
   commands that have arrived (`_serve`) and take the plan's next step; `run_end` with the exit status.
-  With adaptive dwell the commands are also applied between a pixel's slices, without waiting.
+  With adaptive dwell the commands are also applied between a pixel's slices, without waiting for a
+  host that answers within a slice (rt/run_loop.py `AdaptiveDwell`).
 Commands that arrive while a message waits for room in the spool are queued, not applied.
 """
 
@@ -144,7 +145,7 @@ class Rig:
         if start.run_kind == "srm":
             if scan.adaptive:
                 self.adaptive = AdaptiveDwell(scan.adaptive_g2_std, scan.reply_timeout_s, self.link.send_now,
-                                              lambda: self._serve(0))
+                                              self._serve)
             return SrmPlan(start.run_id, scan, self.devices, self.adaptive)
         if start.run_kind == "vqns":
             return CoherencePlan(start.run_id, self.devices, self.cfg.coherence.repetitions)
@@ -181,7 +182,7 @@ class Rig:
         if left and status is not ExitStatus.COMPLETED:
             log.warning("run %s: %d planned steps not taken (the run %s)", self.run_id, len(left), status.value)
         if self.adaptive is not None and self.adaptive.unanswered:
-            log.warning("run %s: %d pixels got no g2 answer from the host within %.3g s", self.run_id,
+            log.warning("run %s: the host left %d pixels more than a slice behind for over %.3g s", self.run_id,
                         self.adaptive.unanswered, self.adaptive.reply_timeout_s)
 
     # ------------------------------------------------------------------ start-up and shut-down

@@ -8,6 +8,7 @@ step at a time and applies the host's commands between steps (docs/architecture.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -54,67 +55,84 @@ class Plan(Protocol):
 
 
 class AdaptiveDwell:
-    """Adaptive dwell without waiting for the host.
+    """Adaptive dwell that does not wait for a host that answers within a slice.
 
     After each slice of a pixel but its last, the pixel so far goes out as a `partial_pixel` (`send`)
-    and the commands that have arrived are applied (`serve`, a poll of 0 s); the next slice is
-    acquired at once. The host's `partial_g2` answers are `take`n as they come: an answer to any
-    slice of the pixel being acquired counts (one to an earlier slice had fewer photons, so its
-    error is only larger), and the pixel ends at the first slice boundary by which one says that
-    its g2(0) error is below `target_g2_std` (a NaN error is not), else at its maximum dwell. An
-    answer that lags ends the pixel later (by one slice when it comes within a slice), never holds
-    up acquisition; an answer for a pixel that has ended is dropped. A pixel whose partial pixels
-    got no answer at all, the first sent more than `reply_timeout_s` s before it ended, counts as
-    unanswered (warned once per run; `unanswered` counts them).
+    and the commands that have arrived are applied (`serve(0)`); the next slice is acquired at once.
+    The host's `partial_g2` answers are `take`n as they come: an answer to any slice of the pixel
+    being acquired counts (one to an earlier slice had fewer photons, so its error is only larger),
+    and the pixel ends at the first slice boundary by which one says that its g2(0) error is below
+    `target_g2_std` (a NaN error is not), else at its maximum dwell. A host that answers within a
+    slice is never waited for, and the pixel ends one slice after the slice whose answer first said
+    enough. The rig stays at most one slice ahead of the answers: when the answer to the slice before
+    the one just sent has not come, it waits for it, at most `reply_timeout_s` s per pixel in all;
+    a pixel that used that up (counted in `unanswered`, warned once per run) is not waited for again.
+    An answer for a pixel that has ended is dropped.
     """
 
+    MAX_AHEAD = 1
+    """Partial pixels of a pixel that may be unanswered when the next slice starts, beyond the one just sent."""
+
     def __init__(self, target_g2_std: float, reply_timeout_s: float, send: Callable[[PartialPixel], bool],
-                 serve: Callable[[], bool], clock: Callable[[], float] = time.monotonic):
+                 serve: Callable[[int], bool], clock: Callable[[], float] = time.monotonic):
         self.target_g2_std = target_g2_std
         self.reply_timeout_s = reply_timeout_s
         self.send = send
         """Sends a partial pixel without keeping it; False when no host took it."""
         self.serve = serve
-        """Applies the commands that have arrived, without waiting; True when the run is to stop."""
+        """Applies the commands that arrive within a timeout (ms); True when the run is to stop."""
         self.clock = clock
         self.unanswered = 0
         self.pixel: tuple[str, int] | None = None  # (run_id, index) of the pixel being acquired
         self.dwell_s = 0.0  # of its last partial pixel sent
-        self.first_sent: float | None = None  # clock time its first partial pixel went to a host
-        self.answered = False
+        self.asked: list[float] = []  # dwell (s) of its partial pixels that a host took
+        self.answered_s = 0.0  # the longest dwell (s) of theirs answered
+        self.wait_left_s = 0.0  # of its waiting budget
         self.enough = False
 
     def begin(self, run_id: str, index: int) -> None:
         """A new pixel starts: answers for any other pixel are dropped from now on."""
-        self.pixel, self.dwell_s, self.first_sent, self.answered, self.enough = (run_id, index), 0.0, None, False, False
+        self.pixel, self.dwell_s, self.asked, self.answered_s = (run_id, index), 0.0, [], 0.0
+        self.wait_left_s, self.enough = self.reply_timeout_s, False
 
     def between_slices(self, partial: PartialPixel) -> bool:
-        """After a slice: send the pixel so far, apply what has arrived; True to end the pixel now
-        (an answer below the target has come, or the run is to stop)."""
+        """After a slice: send the pixel so far, apply what has arrived (waiting only while more than
+        one slice ahead of the answers); True to end the pixel now (an answer below the target has
+        come, or the run is to stop)."""
         self.dwell_s = partial.dwell_s
-        if self.send(partial) and self.first_sent is None:
-            self.first_sent = self.clock()
-        stopping = self.serve()
+        if self.send(partial):
+            self.asked.append(partial.dwell_s)
+        stopping = self.serve(0)
+        while not (stopping or self.enough) and self._ahead() > self.MAX_AHEAD and self.wait_left_s > 0:
+            t0 = self.clock()
+            stopping = self.serve(max(1, math.ceil(self.wait_left_s * 1000)))
+            self.wait_left_s -= self.clock() - t0
+            if self.wait_left_s <= 0 and self._ahead() > self.MAX_AHEAD:
+                self._gave_up()
         return stopping or self.enough
+
+    def _ahead(self) -> int:
+        """Partial pixels of this pixel that a host took and that no answer covers yet."""
+        return sum(d > self.answered_s + DWELL_TOLERANCE_S for d in self.asked)
+
+    def _gave_up(self) -> None:
+        self.unanswered += 1
+        if self.unanswered == 1:
+            log.warning("run %s: the host did not answer pixel %d's partial pixels within %.3g s; acquiring on "
+                        "without waiting for it at this pixel (said once per run)", self.pixel[0], self.pixel[1],
+                        self.reply_timeout_s)
 
     def take(self, answer: PartialG2) -> bool:
         """Take the host's answer; False (dropped) when it is not for a slice of the pixel being acquired."""
         if self.pixel != (answer.run_id, answer.index) or answer.dwell_s > self.dwell_s + DWELL_TOLERANCE_S:
             return False
-        self.answered = True
+        self.answered_s = max(self.answered_s, answer.dwell_s)
         if answer.g2_std < self.target_g2_std:  # False for NaN
             self.enough = True
         return True
 
     def end(self) -> None:
-        """The pixel is complete: count it if the host left it unanswered."""
-        if (not self.answered and self.first_sent is not None
-                and self.clock() - self.first_sent > self.reply_timeout_s):
-            self.unanswered += 1
-            if self.unanswered == 1:
-                log.warning("run %s: the host did not answer pixel %d's partial pixels within %.3g s; acquiring "
-                            "on without its answers (said once per run)", self.pixel[0], self.pixel[1],
-                            self.reply_timeout_s)
+        """The pixel is complete: answers for it are dropped from now on."""
         self.pixel = None
 
 

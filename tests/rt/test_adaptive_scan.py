@@ -36,7 +36,7 @@ def scan_with(enough_after: dict[int, float], lag: int = 0, **scan) -> tuple[lis
                                          g2=0.3, g2_std=std)])
         return True
 
-    def serve() -> bool:  # what the rig's run loop does between slices: apply what has arrived
+    def serve(timeout_ms: int) -> bool:  # what the rig does between slices: apply what has arrived
         for item in list(in_flight):
             if item[0] == 0:
                 adaptive.take(item[1])
@@ -66,13 +66,15 @@ def test_pixel_ends_when_host_says_enough_or_at_max_dwell():
     assert all(p.n_events == p.hist.sum() for p in asked)
 
 
-def test_answers_that_lag_end_the_pixel_later_never_hold_it_up():
-    # the answer to a slice arrives during the next one: the pixel ends one slice after it had enough;
-    # an answer to pixel 0 that arrives while pixel 1 is acquired is dropped
+def test_answers_that_lag_end_the_pixel_later_and_a_host_two_slices_behind_is_waited_for():
+    # the answer to a slice arrives during the next one: never waited for, the pixel ends one slice
+    # after the slice that had enough; an answer to pixel 0 that arrives during pixel 1 is dropped
     sent, asked = scan_with({0: 0.08, 2: 0.04}, lag=1)
     assert [p.dwell_s for p in sent] == pytest.approx([0.12, 0.3, 0.08])
-    sent, _ = scan_with({0: 0.04, 1: 0.28}, lag=2)  # pixel 1's answer would come after its last slice
-    assert [p.dwell_s for p in sent] == pytest.approx([0.12, 0.3, 0.3])
+    # answers two slices late: the rig waits for the one before the slice just sent, so again the
+    # pixel ends one slice after the slice that had enough
+    sent, _ = scan_with({0: 0.04, 1: 0.28}, lag=2)
+    assert [p.dwell_s for p in sent] == pytest.approx([0.08, 0.3, 0.3])
 
 
 def test_adaptive_scan_needs_a_host_to_ask():
@@ -114,40 +116,43 @@ class QuietLink:
         pass
 
 
-def test_rig_takes_any_answer_for_this_pixel_never_waits_and_counts_unanswered_pixels(caplog):
+def test_rig_takes_any_answer_for_this_pixel_and_waits_only_when_two_slices_ahead(caplog):
     cfg = from_dict(RigConfig, {"scan": {"adaptive_g2_std": 0.1, "max_dwell_s": 1.0, "reply_timeout_s": 0.05}}, "rig")
     answer = lambda index, dwell, std: PartialG2(run_id="r", seq=1, index=index, dwell_s=dwell, g2=0.3, g2_std=std)  # noqa: E731
     partial = lambda index, dwell: PartialPixel(run_id="r", seq=1, index=index, dwell_s=dwell)  # noqa: E731
-    link = QuietLink([answer(3, 0.2, 0.01), answer(4, 0.3, 0.01), answer(4, 0.2, 0.2)])
+    link = QuietLink()
     now = [0.0]
     rig = Rig(cfg, devices=None, link=link)
     rig.state, rig.run_id = RunState.RUNNING, "r"
-    rig.adaptive = dwell = AdaptiveDwell(0.1, 0.05, link.send_now, lambda: rig._serve(0), clock=lambda: now[0])
+
+    def serve(timeout_ms: int) -> bool:  # the rig's, on a clock that a wait in vain moves on
+        now[0] += timeout_ms / 1000 if not link.answers else 0.0
+        return rig._serve(timeout_ms)
+
+    rig.adaptive = dwell = AdaptiveDwell(0.1, 0.05, link.send_now, serve, clock=lambda: now[0])
     dwell.begin("r", 4)
+    dwell.between_slices(partial(4, 0.1))  # no answer yet: one slice ahead is not waited for
+    link.answers = [answer(3, 0.2, 0.01), answer(4, 0.3, 0.01), answer(4, 0.2, 0.2)]
     # pixel 3's answer and the one for a later slice are dropped; 0.2 is above the target: acquire on
     assert dwell.between_slices(partial(4, 0.2)) is False
     link.answers = [answer(4, 0.1, 0.05)]  # an answer to an earlier slice below the target counts
     assert dwell.between_slices(partial(4, 0.3)) is True
     dwell.end()
-    assert set(link.timeouts_ms) == {0} and len(link.sent) == 2  # never waited for the host
+    assert set(link.timeouts_ms) == {0} and len(link.sent) == 3  # never waited for the host
     dwell.begin("r", 5)
     link.answers = [answer(4, 0.3, 0.01)]  # late, for the pixel before: dropped
     assert dwell.between_slices(partial(5, 0.1)) is False
-    now[0] = 0.04
+    assert dwell.between_slices(partial(5, 0.2)) is False  # two ahead: waited the whole 0.05 s in vain
+    assert link.timeouts_ms[-1] == 50 and now[0] == pytest.approx(0.05)
+    assert dwell.unanswered == 1 and "did not answer pixel 5" in caplog.text
+    assert dwell.between_slices(partial(5, 0.3)) is False and now[0] == pytest.approx(0.05)  # not again
     dwell.end()
-    assert dwell.unanswered == 0  # ended before reply_timeout_s: not counted
     dwell.begin("r", 6)
-    link.answers = [answer(6, 0.1, float("nan"))]  # asked at 0.04 s: a NaN error is not below the target
+    link.answers = [answer(6, 0.1, float("nan"))]  # a NaN error is not below the target
     assert dwell.between_slices(partial(6, 0.1)) is False
-    now[0] = 1.0
     dwell.end()
-    dwell.begin("r", 7)
-    dwell.between_slices(partial(7, 0.1))
-    now[0] = 2.0
-    dwell.end()
-    assert dwell.unanswered == 1 and "did not answer pixel 7" in caplog.text  # 6 was answered
-    rig._apply(answer(7, 0.1, 0.01))  # after the pixel ended: ignored
-    assert not dwell.enough
+    rig._apply(answer(6, 0.1, 0.01))  # after the pixel ended: ignored
+    assert not dwell.enough and dwell.unanswered == 1
 
 
 def test_a_damaged_run_marker_is_reported_and_removed_not_fatal(tmp_path, caplog):

@@ -1,0 +1,260 @@
+"""The rig's run loop: a plan stepped through, the host's commands applied between steps against the
+state table (refused ones logged with the state named), and every run ending with its exit status."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nvscope.proto.messages import (Coherence, MeasureCoherence, Message, PartialG2, PartialPixel, Pixel, RunEnd,
+                                    RunStart, Start, Stop)
+from nvscope.rt.config import RigConfig, from_dict
+from nvscope.rt.devices import compose_devices
+from nvscope.rt.hal import DeviceError
+from nvscope.rt.rig import Rig
+from nvscope.rt.state import Event, ExitStatus, RunState, StateError, transition
+
+
+class FakeSpool:
+    """Everything is acknowledged at once."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def __len__(self) -> int:
+        return 0
+
+    def last_seq(self, run_id: str) -> int:
+        return -1
+
+
+class ScriptedLink:
+    """A link to a scripted host: `host(sent)` is asked at every poll, with every durable message sent
+    so far, for the commands it sends now. Records heartbeats (state) and poll timeouts (ms)."""
+
+    def __init__(self, directory: Path, host: Callable[[list[Message]], list[Message]]):
+        self.host = host
+        self.sent: list[Message] = []
+        self.partials: list[PartialPixel] = []
+        self.heartbeats: list[str] = []
+        self.timeouts_ms: list[int] = []
+        self.markers: list[dict] = []
+        self.spool = FakeSpool(directory)
+
+    def send(self, msg: Message, serve) -> None:
+        self.sent.append(msg)
+
+    def send_now(self, msg: Message) -> bool:
+        self.partials.append(msg)
+        return True
+
+    def poll(self, timeout_ms: int) -> list[Message]:
+        self.timeouts_ms.append(timeout_ms)
+        marker = self.spool.directory / "run_in_progress.json"
+        if marker.exists():
+            self.markers.append(json.loads(marker.read_text()))
+        return self.host(self.sent)
+
+    def heartbeat(self, run_id: str, state: str) -> None:
+        self.heartbeats.append(state)
+
+
+def rig_config(**scan) -> RigConfig:
+    return from_dict(RigConfig, {
+        "scan": {"nx": 3, "ny": 2, "dwell_s": 0.02, "slice_s": 0.01, **scan},
+        "coherence": {"repetitions": 20_000},
+        "sim": {"sample": {"emitters": [{"x": 0.0, "y": 0.0}]},
+                "noise": [{"kind": "lorentzian", "a": 6e10, "w0": 0.0, "g": 1.2566e6}]},
+    }, "rig")
+
+
+def run(tmp_path: Path, host: Callable[[list[Message]], list[Message]], cfg: RigConfig | None = None,
+        devices=None, run_kind: str = "srm") -> tuple[Rig, ScriptedLink]:
+    """Start one run from the idle state and run it to its end, as `serve_forever` does."""
+    cfg = cfg or rig_config()
+    link = ScriptedLink(tmp_path, host)
+    rig = Rig(cfg, devices or compose_devices(cfg, sim=True), link)
+    start = rig._apply(Start(run_id="r1", seq=1, run_kind=run_kind))
+    assert start is not None and rig.state is RunState.RUNNING
+    rig._run(start)
+    assert rig.state is RunState.IDLE and rig.plan is None
+    assert not (tmp_path / "run_in_progress.json").exists()
+    return rig, link
+
+
+def pixels(sent: list[Message]) -> list[Pixel]:
+    return [m for m in sent if isinstance(m, Pixel)]
+
+
+def once(when: Callable[[list[Message]], bool], commands: list[Message]) -> Callable[[list[Message]], list[Message]]:
+    """A host that sends `commands` at the first poll where `when(sent)` holds, and nothing else."""
+    said = []
+
+    def host(sent: list[Message]) -> list[Message]:
+        if not said and when(sent):
+            said.append(True)
+            return list(commands)
+        return []
+    return host
+
+
+def test_state_table_takes_events_and_their_values():
+    assert transition(RunState.IDLE, Event.START) is RunState.RUNNING
+    assert transition(RunState.RUNNING, "measure") is RunState.RUNNING
+    with pytest.raises(StateError, match="cannot 'end' while idle"):
+        transition(RunState.IDLE, Event.END)
+    assert {s.value for s in ExitStatus} == {"completed", "stopped", "failed"}  # the wire values
+
+
+def test_a_scan_runs_its_plan_to_the_end_with_heartbeats_and_a_marker(tmp_path):
+    rig, link = run(tmp_path, lambda sent: [])
+    assert isinstance(link.sent[0], RunStart) and link.sent[0].seq == 0
+    assert [p.seq for p in pixels(link.sent)] == [1, 2, 3, 4, 5, 6]
+    assert [p.index for p in pixels(link.sent)] == list(range(6))
+    end = link.sent[-1]
+    assert isinstance(end, RunEnd) and (end.seq, end.exit_status, end.reason, end.n_pixels) == (7, "completed", "", 6)
+    assert set(link.timeouts_ms) == {0}  # a plan with steps ready never waits for commands
+    assert link.heartbeats and set(link.heartbeats) == {"running"}  # offered at every step
+    # the marker named the run and the next seq before every step (written after each message sent)
+    assert link.markers == [{"run_id": "r1", "next_seq": k} for k in range(1, 7)]
+
+
+def test_stop_for_another_run_is_refused_naming_the_run_then_the_stop_ends_it(tmp_path, caplog):
+    host = once(lambda sent: len(pixels(sent)) == 2,
+                [Stop(run_id="r0", seq=5), Stop(run_id="r1", seq=6, reason="enough for today")])
+    with caplog.at_level(logging.WARNING):
+        rig, link = run(tmp_path, host)
+    assert "refused stop for run r0: run r0 is not the running run r1" in caplog.text
+    assert len(pixels(link.sent)) == 2  # stopped at the pixel boundary
+    end = link.sent[-1]
+    assert (end.seq, end.exit_status, end.reason, end.n_pixels) == (3, "stopped", "enough for today", 2)
+
+
+def test_a_second_start_and_a_measurement_in_a_scan_are_refused_with_the_state_named(tmp_path, caplog):
+    host = once(lambda sent: len(pixels(sent)) == 1,
+                [Start(run_id="r2", seq=7, run_kind="srm"),
+                 MeasureCoherence(run_id="r1", seq=8, n_pulses=1, t=np.array([1e-6]))])
+    with caplog.at_level(logging.WARNING):
+        rig, link = run(tmp_path, host)
+    assert "refused start for run r2: cannot 'start' while running" in caplog.text
+    assert "refused measure_coherence for run r1: an srm run takes no measure_coherence" in caplog.text
+    assert link.sent[-1].exit_status == "completed" and len(pixels(link.sent)) == 6
+
+
+def test_idle_rig_refuses_stop_and_measure_and_ignores_a_late_partial_g2(tmp_path, caplog):
+    cfg = rig_config()
+    rig = Rig(cfg, devices=None, link=ScriptedLink(tmp_path, lambda sent: []))
+    with caplog.at_level(logging.DEBUG):
+        assert rig._apply(Stop(run_id="r1", seq=1)) is None
+        assert rig._apply(MeasureCoherence(run_id="r1", seq=2, n_pulses=0, t=np.array([1e-6]))) is None
+        assert rig._apply(PartialG2(run_id="r1", seq=3, index=0, dwell_s=0.1, g2=0.2, g2_std=0.01)) is None
+    assert "cannot 'stop' while idle" in caplog.text and "cannot 'measure' while idle" in caplog.text
+    assert "ignored a late partial_g2" in caplog.text and rig.state is RunState.IDLE
+
+
+def test_shutdown_ends_the_run_at_the_pixel_boundary_as_stopped(tmp_path):
+    cfg = rig_config()
+    link = ScriptedLink(tmp_path, lambda sent: [])
+    rig = Rig(cfg, compose_devices(cfg, sim=True), link)
+
+    def host(sent):
+        if len(pixels(sent)) == 3:
+            rig.shutdown.set()  # SIGTERM, between pixels 3 and 4
+        return []
+    link.host = host
+    rig._run(rig._apply(Start(run_id="r1", seq=1)))
+    end = link.sent[-1]
+    assert (end.exit_status, end.reason, end.n_pixels, end.seq) == ("stopped", "rig shut down (signal)", 3, 4)
+
+
+def test_shutdown_during_an_adaptive_pixel_ends_that_pixel_and_sends_it(tmp_path):
+    cfg = rig_config(adaptive_g2_std=0.01, max_dwell_s=0.1)
+    link = ScriptedLink(tmp_path, lambda sent: [])
+    rig = Rig(cfg, compose_devices(cfg, sim=True), link)
+
+    def host(sent):
+        if len(link.partials) == 3:
+            rig.shutdown.set()
+        return []
+    link.host = host
+    rig._run(rig._apply(Start(run_id="r1", seq=1)))
+    assert [p.dwell_s for p in pixels(link.sent)] == pytest.approx([0.03])  # ended at the slice boundary
+    assert link.sent[-1].exit_status == "stopped"
+
+
+def test_a_device_error_fails_the_run_with_the_reason_and_the_next_seq(tmp_path):
+    cfg = rig_config()
+    devices = compose_devices(cfg, sim=True)
+
+    class BrokenScanner:
+        constraints = devices.scanner.constraints
+        moves = 0
+
+        def move_to(self, x, y, z):
+            self.moves += 1
+            if self.moves == 3:
+                raise DeviceError("scanner: no answer within 1 s")
+            devices.scanner.move_to(x, y, z)
+
+    rig, link = run(tmp_path, lambda sent: [], devices=dataclasses.replace(devices, scanner=BrokenScanner()))
+    end = link.sent[-1]
+    assert (end.exit_status, end.seq, end.n_pixels) == ("failed", 3, 2)
+    assert end.reason == "DeviceError: scanner: no answer within 1 s"
+
+
+def test_an_unknown_run_kind_fails_at_once(tmp_path):
+    rig, link = run(tmp_path, lambda sent: [], run_kind="nv-mri")
+    assert [type(m) for m in link.sent] == [RunStart, RunEnd]
+    assert link.sent[-1].exit_status == "failed" and "'nv-mri' is not supported" in link.sent[-1].reason
+
+
+def test_a_coherence_run_measures_what_the_host_asks_in_order_until_it_stops(tmp_path, caplog):
+    t = np.array([1e-6, 2e-6])
+    asked = [MeasureCoherence(run_id="r1", seq=2, n_pulses=0, t=t), MeasureCoherence(run_id="r1", seq=3, n_pulses=1, t=t)]
+
+    def host(sent):
+        curves = [m for m in sent if isinstance(m, Coherence)]
+        if len(sent) == 1 and not host.said:
+            host.said = True
+            return asked  # both in one batch
+        if len(curves) == 2 and host.said is True:
+            host.said = "stop"
+            return [Stop(run_id="r1", seq=4), MeasureCoherence(run_id="r1", seq=5, n_pulses=2, t=t)]
+        return []
+    host.said = False
+    with caplog.at_level(logging.WARNING):
+        rig, link = run(tmp_path, host, run_kind="vqns")
+    curves = [m for m in link.sent if isinstance(m, Coherence)]
+    assert [(c.seq, c.n_pulses) for c in curves] == [(1, 0), (2, 1)]
+    assert np.all(np.isfinite(curves[0].coherence))
+    end = link.sent[-1]
+    assert (end.exit_status, end.reason, end.seq, end.n_pixels) == ("stopped", "stopped by the host", 3, 2)
+    assert "cannot 'measure' while stopping" in caplog.text  # the measurement behind the stop
+    assert 100 in link.timeouts_ms  # with nothing to measure, the loop waits for commands
+
+
+def test_serve_forever_runs_a_start_and_applies_the_commands_queued_behind_it(tmp_path):
+    t = np.array([1e-6])
+    cfg = rig_config()
+    link = ScriptedLink(tmp_path, lambda sent: [])
+    rig = Rig(cfg, compose_devices(cfg, sim=True), link)
+    batches = [[Start(run_id="r1", seq=1, run_kind="vqns"), MeasureCoherence(run_id="r1", seq=2, n_pulses=1, t=t)]]
+
+    def host(sent):
+        if batches:
+            return batches.pop()
+        if any(isinstance(m, Coherence) for m in sent) and not isinstance(sent[-1], RunEnd):
+            return [Stop(run_id="r1", seq=3)]
+        if isinstance(sent[-1], RunEnd):
+            rig.shutdown.set()
+        return []
+    link.host = host
+    rig.serve_forever()
+    assert [type(m) for m in link.sent] == [RunStart, Coherence, RunEnd]
+    assert link.sent[-1].exit_status == "stopped" and "idle" in link.heartbeats
