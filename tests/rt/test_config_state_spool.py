@@ -75,3 +75,74 @@ def test_spool_keeps_until_ack_survives_restart_and_is_bounded(tmp_path):
     assert [m.seq for m in msgs] == [2, 3]
     assert msgs[1].hist.tolist() == [3] * 215
     assert again.last_seq("run") == 3 and again.last_seq("x") == -1
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[devices]\ntagger = {kind = 'visa'}\n", "rig.toml.devices.tagger.kind: no driver 'visa' yet \\(known: sim\\)$"),
+    ("[devices]\nscanner = {port = 'COM1'}\n", "rig.toml.devices.scanner.kind: missing \\(known: sim\\)$"),
+    ("[devices]\ntagger = {kind = 'sim', port = 3}\n", "rig.toml.devices.tagger.port: unknown field"),
+    ("[devices]\nlaser = {kind = 'sim'}\n", "rig.toml.devices.laser: unknown field"),
+    ("devices = 3\n", "rig.toml.devices: expected a table"),
+    ("[coherence.timing]\npi_s = -1e-9\n", "rig.toml.coherence.timing: pi_s must be >= 0 s"),
+    ("[coherence.timing]\ngate_s = 2e-6\n", "rig.toml.coherence.timing: gate_s must be > 0 s and fit twice"),
+])
+def test_bad_devices_config_is_one_line_naming_the_field(tmp_path, text, words):
+    path = tmp_path / "rig.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=words) as exc:
+        load_rig_config(path)
+    assert "\n" not in str(exc.value)
+
+
+def test_devices_are_composed_from_the_table_or_all_simulated(tmp_path):
+    from nvscope.rt.devices import compose_devices
+
+    def cfg(text):
+        path = tmp_path / "rig.toml"
+        path.write_text(text)
+        return load_rig_config(path)
+
+    with pytest.raises(ConfigError, match="^devices: no hardware drivers are configured on this rig yet: use --sim"):
+        compose_devices(cfg("seed = 2\n"))
+    with pytest.raises(ConfigError, match="^devices.tagger: missing"):
+        compose_devices(cfg("[devices]\nscanner = {kind = 'sim'}\n"))
+    with pytest.raises(ConfigError, match="^devices.counter: the simulated counter needs a qubit"):
+        compose_devices(cfg("[devices]\nscanner = {kind = 'sim'}\ntagger = {kind = 'sim'}\ncounter = {kind = 'sim'}\n"
+                            "[sim.sample]\nbackground_rate = 1e3\n"))
+    with pytest.raises(ConfigError, match="^sim.pace: must be >= 0"):
+        compose_devices(cfg("[sim]\npace = -1.0\n"), sim=True)
+    srm_only = compose_devices(cfg("[devices]\nscanner = {kind = 'sim'}\ntagger = {kind = 'sim'}\n"))
+    assert srm_only.pulser is None and srm_only.counter is None and srm_only.microwave is None
+    everything = compose_devices(cfg("seed = 2\n"), sim=True)  # --sim: the default [sim] has a qubit
+    assert None not in (everything.microwave, everything.counter, everything.pulser)
+    assert everything.truth["noise_S"] and everything.tagger.scanner is everything.scanner
+
+
+def test_the_rig_refuses_without_devices_in_one_line(tmp_path, capsys):
+    from nvscope.rt.rig_main import main
+
+    path = tmp_path / "rig.toml"
+    for text, words in (("seed = 2\n", "devices: no hardware drivers"),
+                        ("[devices]\ntagger = {kind = 'visa'}\n", "devices.tagger.kind: no driver 'visa' yet")):
+        path.write_text(text)
+        assert main(["--config", str(path), "--bind", "tcp://127.0.0.1:*"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("nvscope rig: bad configuration: ") and words in err and "\n" not in err
+
+
+def test_warm_up_compiles_every_binning_kernel_before_the_first_pixel():
+    # In a fresh interpreter: nothing is compiled at import; after warm_up every kernel that Python
+    # calls has a compiled (or cache-loaded) signature, so the first pixel pays nothing. (The kernels
+    # they call are compiled into them: a cache-loaded caller leaves its callees' dispatchers empty.)
+    import subprocess
+    import sys
+
+    code = ("from nvscope.rt.kernels import binning, warm_up\n"
+            "entry = [binning._check_tags, binning._add_allpairs, binning._add_startstop, binning.bin_allpairs,"
+            " binning.bin_startstop]\n"
+            "assert not any(k.signatures for k in entry)\n"
+            "warm_up()\n"
+            "print([k.__name__ for k in entry if not k.signatures])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

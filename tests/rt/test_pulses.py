@@ -1,0 +1,68 @@
+"""rt.kernels.pulses: the pulse timing defined once and the compilation of a shot."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nvscope.rt.kernels.pulses import (CHANNELS, ShotTiming, coherence_shot, cpmg_pulse_times, deer_pulse_times,
+                                       echo_pulse_times, fid_pulse_times, microwave_pi_times, reference_shot)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 64])
+def test_cpmg_times_are_t_2k_minus_1_over_2n(n):
+    t = 3.7e-6
+    expected = [t * (2 * k - 1) / (2 * n) for k in range(1, n + 1)]
+    np.testing.assert_allclose(cpmg_pulse_times(t, n), expected, rtol=1e-15)
+    grid = cpmg_pulse_times(np.array([[1e-6, 2e-6]]), n)
+    assert grid.shape == (1, 2, n)
+    np.testing.assert_allclose(grid[0, 1], cpmg_pulse_times(2e-6, n), rtol=1e-15)
+    gaps = np.diff(np.concatenate([[0.0], cpmg_pulse_times(t, n), [t]]))
+    if n:  # half a spacing, n - 1 spacings of t/n, half a spacing
+        np.testing.assert_allclose(gaps, [t / (2 * n)] + [t / n] * (n - 1) + [t / (2 * n)], rtol=1e-12)
+
+
+def test_fid_echo_deer():
+    assert fid_pulse_times(1e-6).shape == (0,)
+    np.testing.assert_allclose(echo_pulse_times(1e-6), [0.5e-6])
+    nv, rf = deer_pulse_times(2e-6, rf_offset_s=0.1e-6)
+    np.testing.assert_allclose(nv, [1e-6])
+    np.testing.assert_allclose(rf, [1.1e-6])
+    with pytest.raises(ValueError, match="outside the echo"):
+        deer_pulse_times(1e-6, rf_offset_s=0.6e-6)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="integer >= 0"):
+            cpmg_pulse_times(1e-6, bad)
+
+
+def test_a_compiled_shot_centres_its_pulses_on_the_ideal_times_and_reads_back():
+    timing = ShotTiming(pi_s=40e-9, pi_half_s=20e-9)
+    t, n = 2e-6, 4
+    nv, rf = deer_pulse_times(t)
+    shot = coherence_shot(t, cpmg_pulse_times(t, n), timing, rf_times=rf)
+    assert {p.channel for p in shot.pulses} == set(CHANNELS)
+    mw = shot.on("mw")
+    assert [p.duration_s for p in mw] == [20e-9] + [40e-9] * n + [20e-9]
+    back_t, back_times = microwave_pi_times(shot)
+    assert back_t == pytest.approx(t, rel=1e-12)
+    np.testing.assert_allclose(back_times, cpmg_pulse_times(t, n), rtol=1e-9)
+    (rf_pulse,) = shot.on("rf")
+    assert rf_pulse.duration_s == 150e-9 and rf_pulse.centre_s - mw[0].centre_s == pytest.approx(t / 2)
+    (laser,), (gate,), (ref,) = shot.on("laser"), shot.on("gate"), shot.on("gate_ref")
+    assert laser.start_s >= max(p.end_s for p in mw + (rf_pulse,)) + timing.tail_s - 1e-15
+    assert gate.start_s == laser.start_s and ref.end_s == pytest.approx(laser.end_s)
+    assert shot.length_s == pytest.approx(laser.end_s)
+    assert microwave_pi_times(reference_shot(dark=True)) is None
+    assert len(reference_shot(dark=False).on("mw")) == 0 and len(reference_shot(dark=True).on("mw")) == 1
+
+
+def test_a_sequence_that_cannot_be_played_is_one_clear_error():
+    with pytest.raises(ValueError, match="overlap"):  # t/n = 25 ns < a 40 ns pi pulse
+        coherence_shot(200e-9, cpmg_pulse_times(200e-9, 8), ShotTiming(pi_s=40e-9))
+    coherence_shot(200e-9, cpmg_pulse_times(200e-9, 8))  # ideal pulses: fine
+    with pytest.raises(ValueError, match="inside \\(0, t\\)"):
+        coherence_shot(1e-6, np.array([1.5e-6]))
+    with pytest.raises(ValueError, match="t must be > 0"):
+        coherence_shot(0.0, np.zeros(0))
+    with pytest.raises(ValueError, match="gate_s"):
+        ShotTiming(gate_s=2e-6, laser_s=3e-6)
