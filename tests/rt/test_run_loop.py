@@ -6,18 +6,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import zmq
 
-from nvscope.proto.messages import (Coherence, MeasureCoherence, Message, PartialG2, PartialPixel, Pixel, RunEnd,
-                                    RunStart, Start, Stop)
+from nvscope.proto import decode, encode
+from nvscope.proto.endpoints import host_socket, rig_socket
+from nvscope.proto.messages import (Ack, Coherence, Hello, MeasureCoherence, Message, PartialG2, PartialPixel, Pixel,
+                                    RunEnd, RunStart, Start, Stop)
 from nvscope.rt.config import RigConfig, from_dict
 from nvscope.rt.devices import compose_devices
 from nvscope.rt.hal import DeviceError
+from nvscope.rt.kernels import warm_up
+from nvscope.rt.link import RtLink
 from nvscope.rt.rig import Rig
+from nvscope.rt.spool import Spool
 from nvscope.rt.state import Event, ExitStatus, RunState, StateError, transition
 
 
@@ -258,3 +266,70 @@ def test_serve_forever_runs_a_start_and_applies_the_commands_queued_behind_it(tm
     rig.serve_forever()
     assert [type(m) for m in link.sent] == [RunStart, Coherence, RunEnd]
     assert link.sent[-1].exit_status == "stopped" and "idle" in link.heartbeats
+
+
+class DelayedHost:
+    """A host over a real socket that acks every data message at once and answers each partial pixel
+    `delay_s` s after it came, with a g2(0) error of 30 / sqrt(singles); it says start, then records
+    when run_start and run_end came (monotonic s) and every pixel's dwell."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, delay_s: float):
+        self.sock = host_socket(ctx, endpoint)
+        self.delay_s = delay_s
+        self.times: dict[str, float] = {}
+        self.dwell: list[float] = []
+        self.answers: list[tuple[float, PartialG2]] = []
+
+    def run(self, timeout_s: float) -> None:
+        self.sock.send_multipart(encode(Hello(run_id="", seq=0, version="test")))
+        self.sock.send_multipart(encode(Start(run_id="r1", seq=1, run_kind="srm")))
+        deadline = time.monotonic() + timeout_s
+        while "run_end" not in self.times and time.monotonic() < deadline:
+            due = min((t for t, _ in self.answers), default=time.monotonic() + 0.01)
+            if self.sock.poll(max(0, int((due - time.monotonic()) * 1000)), zmq.POLLIN):
+                msg = decode(self.sock.recv_multipart())
+                now = time.monotonic()
+                if isinstance(msg, PartialPixel):
+                    std = 30 / np.sqrt(max(msg.n_a + msg.n_b, 1))
+                    self.answers.append((now + self.delay_s, PartialG2(
+                        run_id=msg.run_id, seq=msg.seq, index=msg.index, dwell_s=msg.dwell_s, g2=0.3, g2_std=std)))
+                elif msg.durable:
+                    self.times.setdefault(msg.kind, now)
+                    if isinstance(msg, Pixel):
+                        self.dwell.append(msg.dwell_s)
+                    self.sock.send_multipart(encode(Ack(run_id=msg.run_id, seq=msg.seq)))
+            for item in [a for a in self.answers if a[0] <= time.monotonic()]:
+                self.answers.remove(item)
+                self.sock.send_multipart(encode(item[1]))
+
+
+def test_adaptive_scan_in_real_time_takes_its_photon_time_with_a_host_answering_within_a_slice(tmp_path):
+    # each answer takes 30 ms, under a slice of 50 ms: a rig that waited for every slice's answer
+    # would take about 1.6 x the photon time; this one goes on acquiring and takes its answers late
+    cfg = from_dict(RigConfig, {
+        "seed": 3,
+        "scan": {"nx": 4, "ny": 1, "x0": -0.3e-6, "y0": 0.0, "step": 150e-9, "slice_s": 0.05,
+                 "adaptive_g2_std": 0.2, "max_dwell_s": 0.5},
+        "link": {"spool_dir": str(tmp_path / "spool")},
+        "sim": {"pace": 1.0, "sample": {"background_rate": 2000.0, "emitters": [{"x": 0.0, "y": 0.0}]}},
+    }, "rig")
+    ctx = zmq.Context()
+    sock = rig_socket(ctx, "tcp://127.0.0.1:*")
+    rig = Rig(cfg, compose_devices(cfg, sim=True), RtLink(sock, Spool(cfg.link.spool_dir, 100), cfg.link))
+    warm_up()
+    thread = threading.Thread(target=rig.serve_forever, daemon=True)
+    thread.start()
+    host = DelayedHost(ctx, sock.getsockopt(zmq.LAST_ENDPOINT).decode(), delay_s=0.03)
+    try:
+        host.run(timeout_s=30)
+    finally:
+        rig.shutdown.set()
+        thread.join(timeout=10)
+        host.sock.close(linger=0)
+        sock.close()
+        ctx.term()
+    photon = sum(host.dwell)
+    wall = host.times["run_end"] - host.times["run_start"]
+    assert len(host.dwell) == 4 and min(host.dwell) < 0.5 - 1e-9  # the answers were used
+    assert max(host.dwell) == pytest.approx(0.5)
+    assert wall < 1.05 * photon + 0.1, (wall, photon, host.dwell)  # 0.1 s: room for a loaded machine
