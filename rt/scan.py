@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nvscope.proto.messages import PartialPixel, Pixel
+from nvscope.proto.messages import PartialPixel
 
 from .kernels.binning import HistogramBinner
 from .config import ScanConfig
-from .hal import RigDevices, TimeTagger
+from .hal import TimeTagger
 
 log = logging.getLogger(__name__)
 
@@ -87,34 +87,3 @@ def partial_pixel(run_id: str, seq: int, index: int, dwell_s: float, binner: His
     hist = binner.hist.astype(np.int64, copy=True)
     return PartialPixel(run_id=run_id, seq=seq, index=index, dwell_s=dwell_s, n_a=int(binner.n_a),
                         n_b=int(binner.n_b), n_events=int(hist.sum()), hist=hist)
-
-
-def srm_scan(run_id: str, scan: ScanConfig, devices: RigDevices, first_seq: int,
-             send: Callable[[Pixel], None], keep_going: Callable[[], bool],
-             enough: Callable[[PartialPixel], bool] | None = None) -> tuple[int, int]:
-    """Scan every pixel, sending one `pixel` message each; returns (pixels done, next seq).
-
-    `keep_going` is asked before every pixel (it serves the host's commands and says whether to go on).
-    With adaptive dwell on, `enough` is asked after every slice of a pixel but its last, with the
-    pixel so far, whether to move on (it asks the host).
-    """
-    if scan.adaptive and enough is None:
-        raise ValueError("adaptive dwell needs a way to ask the host (enough=None)")
-    binner = HistogramBinner(scan.histogram_mode, int(round(scan.tac_dead_s * 1e12)))
-    seq, done = first_seq, 0
-    for p in raster(scan):
-        if not keep_going():
-            break
-        devices.scanner.move_to(p.x, p.y, p.z)
-        if scan.adaptive:
-            dwell = acquire_pixel(devices.tagger, binner, scan.slice_s, scan.max_dwell_s,
-                                  lambda t: enough(partial_pixel(run_id, seq, p.index, t, binner)))
-        else:
-            dwell = acquire_pixel(devices.tagger, binner, scan.slice_s, scan.dwell_s)
-        send(Pixel(run_id=run_id, seq=seq, index=p.index, ix=p.ix, iy=p.iy,
-                   position=np.array([p.x, p.y, p.z]), dwell_s=dwell,
-                   n_a=int(binner.n_a), n_b=int(binner.n_b), n_events=int(binner.hist.sum()),
-                   hist=binner.hist.astype(np.int64, copy=True)))
-        seq += 1
-        done += 1
-    return done, seq
