@@ -23,8 +23,11 @@ Every figure is measured in this run; speeds are printed as ratios to a baseline
    (b) ours: `fit_spectrum(data, FitConfig(restarts=100))` (batched, wall time incl. its bootstrap band).
 2. Incremental update: cold fit of the 7 curves vs a fit of the first 6 then
    `fit_spectrum(data7, cfg, warm=fit6)`; times, ratio and how far the two bands differ.
-3. Accuracy on `SimQubit` data (quadrature truth, photon shot noise): 3 Lorentzians, 1/f,
-   Ohmic, a narrow nuclear-spin-like line on a broad background. Definitions are printed.
+3. Accuracy on simulated data (firmware_sim's quadrature truth, photon shot noise): 3 Lorentzians,
+   1/f, Ohmic, a narrow nuclear-spin-like line on a broad background. Definitions are printed.
+4. The kernel without gradients: `chi_values` (values-only kernel) against `chi_and_grads` on the
+   fit's arrays, and a whole `fit_spectrum` with the values-only kernel where no gradient is used
+   (LM trial steps, predictions) against the same fit with gradients computed everywhere.
 """
 
 from __future__ import annotations
@@ -38,14 +41,14 @@ import time
 import numpy as np
 
 from nvscope.firmware_sim.qubit import (LorentzianNoise, NoiseSpectrum, OhmicNoise, OneOverFNoise,
-                                        SimQubit)
+                                        SimQubit, chi_quadrature)
+from nvscope.models.vqns import fit as fit_module, proposal as proposal_module, varpro as varpro_module
 from nvscope.models.vqns.attenuation import attenuation
 from nvscope.models.vqns.data import CoherenceSet, coherence_set
 from nvscope.models.vqns.filters import filter_function
 from nvscope.models.vqns.fit import FitConfig, SpectrumFit, fit_spectrum, random_starts
-from nvscope.models.vqns.kernel import chi_and_grads
+from nvscope.models.vqns.kernel import chi_and_grads, chi_values, lorentzian_j, lorentzian_j_values
 from nvscope.models.vqns.proposal import predict_coherence
-from nvscope.rt.coherence import cpmg_pulse_times
 
 # --- section 1 / 2 data set -------------------------------------------------------------------
 A3 = np.array([4e10, 2e11, 1e10])  # rad^2/s^2
@@ -359,17 +362,31 @@ def bench_incremental(data7: CoherenceSet) -> None:
 
 # --- section 3 ---------------------------------------------------------------------------------
 
-REPETITIONS = 10_000_000  # shots per point: sigma ~ 0.014 (photon shot noise, ReadoutParams defaults)
+REPETITIONS = 10_000_000  # shots per point: sigma ~ 0.014 (photon shot noise)
+PHOTONS_PER_SHOT, CONTRAST = 0.03, 0.25  # pulsed readout: ms=0 photons per shot, ms=-1 contrast
+
+
+def shot_noise_coherence(spectrum, n: int, t: np.ndarray, repetitions: int,
+                         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """C(t) of CPMG-n by quadrature (`chi_quadrature`), read out with photon shot noise: (C, sigma).
+    Each shot ends in ms=0 with probability (1 + C)/2 and yields Poisson photons (the first pass's
+    SimQubit.measure_coherence: same draws, same data)."""
+    c = np.exp(-chi_quadrature(spectrum, t, n))
+    r0, r1 = PHOTONS_PER_SHOT, PHOTONS_PER_SHOT * (1.0 - CONTRAST)
+    p0 = rng.binomial(repetitions, np.clip((1.0 + c) / 2.0, 0.0, 1.0))
+    mean = rng.poisson(p0 * r0 + (repetitions - p0) * r1) / repetitions
+    return 2.0 * (mean - r1) / (r0 - r1) - 1.0, 2.0 * np.sqrt(np.maximum(mean, r1) / repetitions) / (r0 - r1)
 
 
 def simulated_case(name, spectrum, ns, t_range, held_out, lorentzians, seed, line=None):
-    """Measure the curves with SimQubit, fit, and score the fit against the true spectrum."""
-    q = SimQubit(spectrum, seed=seed)
+    """Measure the curves (quadrature + shot noise), fit, and score the fit against the true spectrum."""
+    q = SimQubit(spectrum, seed=seed)  # its true_coherence is the truth for the held-out sequences
+    rng = np.random.default_rng(seed)
     t = np.geomspace(*t_range, N_TIMES)
     t0 = time.perf_counter()
     rows, sig, clipped = [], [], 0
     for n in ns:
-        c, s = q.measure_coherence([cpmg_pulse_times(ti, int(n)) for ti in t], t, REPETITIONS)
+        c, s = shot_noise_coherence(spectrum, int(n), t, REPETITIONS, rng)
         clipped += int(((c < -0.05) | (c > 1.05)).sum())
         rows.append(np.clip(c, -0.05, 1.05))
         sig.append(s)
@@ -453,6 +470,60 @@ def bench_accuracy() -> None:
         simulated_case(name, spec, ns, tr, held, m, seed=10 + k, line=line[0] if line else None)
 
 
+def bench_values_only(data7: CoherenceSet) -> None:
+    section("4. THE KERNEL WITHOUT GRADIENTS: chi_values vs chi_and_grads, and a whole fit")
+    rng = np.random.default_rng(3)
+    tau = float(np.nanmax(data7.t))
+    theta = random_starts(rng, RESTARTS, 3, data7, tau)
+    a, g, w0 = fit_module.lorentzians(theta, tau)
+    t = np.where(data7.mask, data7.t, tau)
+    args = (a[:, :, None, None], w0[:, :, None, None], g[:, :, None, None], t[None, None],
+            data7.n_pulses[None, None, :, None])
+    size = np.broadcast_shapes(*(np.shape(x) for x in args))
+    reps = 20
+
+    def best_of(fn) -> float:
+        fn()
+        return min(_timed(fn) for _ in range(reps))
+
+    t_grads = best_of(lambda: chi_and_grads(*args))
+    t_values = best_of(lambda: chi_values(*args))
+    n_el = int(np.prod(size))
+    print(f"{n_el} elements ({RESTARTS} restarts x 3 Lorentzians x {len(data7.n_pulses)} curves x {N_TIMES} "
+          f"times), best of {reps}:")
+    print(f"  chi_and_grads {t_grads * 1e3:8.2f} ms ({t_grads / n_el * 1e9:.1f} ns/element)")
+    print(f"  chi_values    {t_values * 1e3:8.2f} ms ({t_values / n_el * 1e9:.1f} ns/element)")
+    print(f"  speed-up of the values-only path: {t_grads / t_values:.2f}x")
+    flat = [np.broadcast_to(x, size).ravel() for x in args[1:]]
+    k_grads = best_of(lambda: lorentzian_j(*flat, workers=1))
+    k_values = best_of(lambda: lorentzian_j_values(*flat, workers=1))
+    print(f"  the kernels alone, one thread: lorentzian_j {k_grads / n_el * 1e9:.1f} ns/element, "
+          f"lorentzian_j_values {k_values / n_el * 1e9:.1f} ns/element: {k_grads / k_values:.2f}x")
+    assert np.array_equal(chi_values(*args), chi_and_grads(*args)[0])  # bit for bit
+
+    def with_grads_everywhere(*a, **k):
+        return chi_and_grads(*a, **k)[0]
+
+    cfg = FitConfig(restarts=RESTARTS, seed=0)
+    t_new = min(_timed(lambda: fit_spectrum(data7, cfg)) for _ in range(2))
+    saved = [(m, m.chi_values) for m in (fit_module, varpro_module, proposal_module)]
+    try:
+        for m, _ in saved:
+            m.chi_values = with_grads_everywhere
+        t_old = min(_timed(lambda: fit_spectrum(data7, cfg)) for _ in range(2))
+    finally:
+        for m, f in saved:
+            m.chi_values = f
+    print(f"fit_spectrum(restarts={RESTARTS}) on the 7 curves, best of 2: gradients computed everywhere "
+          f"{t_old:.2f} s, values-only kernel where no gradient is used {t_new:.2f} s: {t_old / t_new:.2f}x")
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def warm_up() -> None:
     """Compile / load the numba kernels before anything is timed."""
     t = np.geomspace(1e-7, 1e-5, 8)
@@ -464,7 +535,7 @@ def warm_up() -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sections", default="1,2,3", help="comma-separated subset of 1,2,3")
+    ap.add_argument("--sections", default="1,2,3,4", help="comma-separated subset of 1,2,3,4")
     args = ap.parse_args()
     want = {int(s) for s in args.sections.split(",") if s.strip()}
     t_all = time.perf_counter()
@@ -478,6 +549,8 @@ def main() -> int:
         bench_incremental(data7)
     if 3 in want:
         bench_accuracy()
+    if 4 in want:
+        bench_values_only(data7)
     print(f"\ntotal wall time {time.perf_counter() - t_all:.0f} s; load average now {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -619,7 +619,7 @@ def lorentzian_j_values(
     w0: ArrayLike, g: ArrayLike, t: ArrayLike, n: ArrayLike, *, workers: int | None = None
 ) -> np.ndarray:
     """J (s^2), complex128, as `lorentzian_j` but without the derivative (the values-only kernel:
-    bit-identical J, about half the work)."""
+    bit-identical J, ~1.6x faster on one thread: benchmarks/bench_vqns.py section 4)."""
     return _j(w0, g, t, n, workers, False)[0]
 
 
