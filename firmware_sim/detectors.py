@@ -1,4 +1,5 @@
-"""The HBT detection chain: a 50/50 beam splitter and two single-photon detectors (physics.md section 1).
+"""The HBT detection chain: a 50/50 beam splitter and two single-photon detectors (docs/physics.md,
+photon correlations).
 
 Each detector has a non-paralyzable dead time (a photon within `dead_time_s` of the last click is
 lost; the dead time is carried across reads), optional afterpulsing (after a click, with

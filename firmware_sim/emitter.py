@@ -1,4 +1,5 @@
-"""The three-level emitter: its g2(tau), its emission rate and its exact photon stream (physics.md section 1).
+"""The three-level emitter: its g2(tau), its emission rate and its exact photon stream (docs/physics.md,
+photon correlations).
 
 States 1 (ground), 2 (excited), 3 (shelving); rates in 1/s: k12 pump (proportional to the local
 excitation intensity), k21 radiative, k23 intersystem crossing, k31 shelf decay. The populations
@@ -111,7 +112,7 @@ def g2_measured(tau_s: np.ndarray | float, signal_rates: np.ndarray, background_
     g2 = np.ones_like(np.asarray(tau_s, dtype=float))
     if total <= 0:
         return g2  # no light at all: nothing is correlated
-    # physics.md section 1: g2 = 1 + sum_i w_i (g2_i - 1), w_i = (S_i / (sum_j S_j + B))^2.
+    # docs/physics.md, photon correlations: g2 = 1 + sum_i w_i (g2_i - 1), w_i = (S_i / (sum_j S_j + B))^2.
     for s_i, rates in zip(s, rates_list, strict=True):
         if s_i > 0:
             g2 = g2 + (s_i / total) ** 2 * (g2_emitter(tau_s, rates) - 1.0)

@@ -1,4 +1,5 @@
-"""The simulated sample under a confocal spot, the scanner that moves it, and the time tagger (physics.md section 1).
+"""The simulated sample under a confocal spot, the scanner that moves it, and the time tagger
+(docs/physics.md, photon correlations).
 
 Each emitter sees the excitation PSF at its offset from the spot (its pump k12 scales with the
 local intensity) and is collected through the collection PSF (its collection efficiency scales

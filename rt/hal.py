@@ -273,7 +273,8 @@ def check_device(name: str, device: object) -> None:
     """DeviceError 'devices.<name>: <Class> lacks read()' when `device` does not fit its Protocol."""
     protocol, constraints, _ = DEVICE_INTERFACES[name]
     cls = type(device).__name__
-    members = sorted(set(getattr(protocol, "__annotations__", {})) | {m for m in vars(protocol) if not m.startswith("_")})
+    members = sorted(set(getattr(protocol, "__annotations__", {}))
+                     | {m for m in vars(protocol) if not m.startswith("_")})
     for member in members:
         value = getattr(device, member, None)
         if value is None:

@@ -1,7 +1,7 @@
 """Real-time binning of two-channel photon time tags into the 215-bin delay histogram.
 
-physics.md section 1. Tags are int64 picoseconds on one continuous clock, sorted per channel;
-channel A (detector A) gives starts, channel B stops, a pair's delay is tau = t_B - t_A, and a
+docs/physics.md, photon correlations. Tags are int64 picoseconds on one continuous clock, sorted
+per channel; channel A (detector A) gives starts, channel B stops, a pair's delay is tau = t_B - t_A, and a
 pair with -250 000 <= tau < 250 000 ps goes to bin k = ((tau + 250_000) * 215) // 500_000.
 
 Two acquisition modes:

@@ -137,4 +137,5 @@ def test_readout_noise_matches_its_sigma_and_the_rt_acquisition_path():
     with pytest.raises(DeviceError, match="no pulse generator"):
         acquire_coherence(RigDevices(rig.scanner, rig.tagger), "r", 0, 1, t, 10)
     with pytest.raises(DeviceError, match="no contrast"):
-        acquire_coherence(pulsed_rig(SimQubit(NoiseSpectrum(()), ReadoutParams(photons_per_shot=0.0))), "r", 0, 1, t, 10)
+        dark_rig = pulsed_rig(SimQubit(NoiseSpectrum(()), ReadoutParams(photons_per_shot=0.0)))
+        acquire_coherence(dark_rig, "r", 0, 1, t, 10)
