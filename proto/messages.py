@@ -93,6 +93,7 @@ class Pixel(Message):
     """One scanned pixel: position (m), dwell (s), singles counts and the start-stop histogram."""
 
     kind: ClassVar[str] = "pixel"
+    schema: ClassVar[int] = 2  # 2: lost_tags
     durable: ClassVar[bool] = True
     index: int = 0
     ix: int = 0
@@ -105,10 +106,14 @@ class Pixel(Message):
     n_events: int = 0
     hist: Annotated[np.ndarray, Array("<i8", (N_BINS,))] = field(
         default_factory=lambda: np.zeros(N_BINS, dtype="<i8"))
+    lost_tags: int = 0
+    """Tags the time tagger lost to a full buffer during this pixel (its histogram lacks them)."""
 
     def check(self) -> None:
-        """Dwell > 0 s, singles and bins non-negative, `n_events` the sum of `hist`."""
+        """Dwell > 0 s, singles, bins and lost tags non-negative, `n_events` the sum of `hist`."""
         _check_counts(self)
+        if self.lost_tags < 0:
+            raise ProtocolError(f"pixel.lost_tags: must be >= 0, got {self.lost_tags}")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from .coherence import acquire_coherence
 from .config import ScanConfig
 from .hal import RigDevices
 from .kernels.binning import HistogramBinner
+from .kernels.pulses import ShotTiming
 from .scan import DWELL_TOLERANCE_S, acquire_pixel, partial_pixel, raster
 from .state import StateError
 
@@ -149,6 +150,7 @@ class SrmPlan:
         self.adaptive = adaptive if scan.adaptive else None
         self.points = list(raster(scan))
         self.next = 0
+        self.lost_tags = 0  # tags the tagger lost in this run so far
         self.binner = HistogramBinner(scan.histogram_mode, int(round(scan.tac_dead_s * 1e12)))
 
     @property
@@ -176,28 +178,33 @@ class SrmPlan:
         self.next += 1
         self.devices.scanner.move_to(p.x, p.y, p.z)
         if self.adaptive is None:
-            dwell = acquire_pixel(self.devices.tagger, b, scan.slice_s, scan.dwell_s)
+            got = acquire_pixel(self.devices.tagger, b, scan.slice_s, scan.dwell_s)
         else:
             self.adaptive.begin(self.run_id, p.index)
-            dwell = acquire_pixel(self.devices.tagger, b, scan.slice_s, scan.max_dwell_s,
-                                  lambda t: self.adaptive.between_slices(partial_pixel(self.run_id, seq, p.index, t, b)))
+            got = acquire_pixel(self.devices.tagger, b, scan.slice_s, scan.max_dwell_s,
+                                lambda t: self.adaptive.between_slices(partial_pixel(self.run_id, seq, p.index, t, b)))
             self.adaptive.end()
+        if got.lost_tags and not self.lost_tags:
+            log.warning("run %s: the time tagger lost %d tags at pixel %d (a full buffer; each pixel's "
+                        "loss is in pixels/lost_tags; said once per run)", self.run_id, got.lost_tags, p.index)
+        self.lost_tags += got.lost_tags
         hist = b.hist.astype(np.int64, copy=True)
         return Pixel(run_id=self.run_id, seq=seq, index=p.index, ix=p.ix, iy=p.iy,
-                     position=np.array([p.x, p.y, p.z]), dwell_s=dwell,
-                     n_a=int(b.n_a), n_b=int(b.n_b), n_events=int(hist.sum()), hist=hist)
+                     position=np.array([p.x, p.y, p.z]), dwell_s=got.dwell_s,
+                     n_a=int(b.n_a), n_b=int(b.n_b), n_events=int(hist.sum()), hist=hist, lost_tags=got.lost_tags)
 
 
 class CoherencePlan:
     """A VQNS run: one step per `measure_coherence` the host sends, in order; it has no end of its
     own (the host stops the run)."""
 
-    def __init__(self, run_id: str, devices: RigDevices, repetitions: int):
+    def __init__(self, run_id: str, devices: RigDevices, repetitions: int, timing: ShotTiming = ShotTiming()):
         if devices.pulser is None or devices.counter is None:
             raise ValueError("this rig has no pulse generator and photon counter for coherence curves")
         self.run_id = run_id
         self.devices = devices
         self.repetitions = repetitions
+        self.timing = timing
         self.queue: deque[MeasureCoherence] = deque()
 
     @property
@@ -217,7 +224,7 @@ class CoherencePlan:
     def step(self, seq: int) -> Coherence:
         """Measure the oldest curve asked for."""
         cmd = self.queue.popleft()
-        return acquire_coherence(self.devices, self.run_id, seq, cmd.n_pulses, cmd.t, self.repetitions)
+        return acquire_coherence(self.devices, self.run_id, seq, cmd.n_pulses, cmd.t, self.repetitions, self.timing)
 
     def drop(self) -> list[MeasureCoherence]:
         """Forget the measurements not taken (the run is ending); returns them."""

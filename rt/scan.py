@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -13,9 +12,6 @@ from nvscope.proto.messages import PartialPixel
 from .kernels.binning import HistogramBinner
 from .config import ScanConfig
 from .hal import TimeTagger
-
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class RasterPoint:
@@ -47,18 +43,21 @@ def _never(_: float) -> bool:
     return False
 
 
-def _log_overflows(lost: int) -> None:
-    log.warning("time tagger overflow: %d tags of this pixel were lost (its histogram lacks them)", lost)
+@dataclass(frozen=True)
+class PixelAcquisition:
+    """What one pixel's acquisition took: its dwell (s, from the tagger's clock) and the tags the
+    tagger lost to a full buffer (the histogram lacks them)."""
+
+    dwell_s: float
+    lost_tags: int
 
 
 def acquire_pixel(tagger: TimeTagger, binner: HistogramBinner, slice_s: float, max_dwell_s: float,
-                  enough: Callable[[float], bool] = _never,
-                  on_overflow: Callable[[int], None] = _log_overflows) -> float:
+                  enough: Callable[[float], bool] = _never) -> PixelAcquisition:
     """Stream the tagger in slices of `slice_s` s, binning each read on line, until `enough(dwell so
-    far, s)` says so or `max_dwell_s` s are acquired (the last slice is cut to fit); returns the dwell
-    (s) from the tagger's clock (t_end of the last read - the stream's start). `enough` is not asked
-    after the last slice. Reads are at most the tagger's `max_read_s`; tags lost to a full buffer are
-    reported once, with their number, to `on_overflow` (default: a warning in the log)."""
+    far, s)` says so or `max_dwell_s` s are acquired (the last slice is cut to fit). The dwell is the
+    tagger's clock (t_end of the last read - the stream's start); `enough` is not asked after the
+    last slice; reads are at most the tagger's `max_read_s`."""
     binner.reset()
     max_read_ps = int(tagger.constraints.max_read_s * _PS_PER_S)
     slice_ps = max(int(round(slice_s * _PS_PER_S)), 1)
@@ -77,9 +76,7 @@ def acquire_pixel(tagger: TimeTagger, binner: HistogramBinner, slice_s: float, m
     finally:
         tagger.stop()
         binner.finish()
-    if lost:
-        on_overflow(lost)
-    return (t_now - t_start) / _PS_PER_S
+    return PixelAcquisition((t_now - t_start) / _PS_PER_S, lost)
 
 
 def partial_pixel(run_id: str, seq: int, index: int, dwell_s: float, binner: HistogramBinner) -> PartialPixel:

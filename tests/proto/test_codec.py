@@ -42,7 +42,8 @@ COUNTS = {"dwell_s": st.floats(1e-9, 1e6), "n_a": st.integers(0, 2**62), "n_b": 
 def _message(cls):
     fields = {name: _value(spec) for name, spec in field_specs(cls).items()}
     if cls in (Pixel, PartialPixel):
-        built = st.builds(cls, **{**fields, **COUNTS})
+        counts = {**COUNTS, "lost_tags": st.integers(0, 2**62)} if cls is Pixel else COUNTS
+        built = st.builds(cls, **{**fields, **counts})
         return built.map(lambda m: dataclasses.replace(m, n_events=int(m.hist.sum())))
     if cls is Coherence:  # one coherence and one sigma per time
         return st.builds(cls, **fields).map(lambda m: dataclasses.replace(
@@ -187,6 +188,12 @@ def test_pixel_whose_values_contradict_is_rejected_naming_the_field(kind, change
     assert _equal(decode(encode(good)), good)
     with pytest.raises(ProtocolError, match=f"^{kind.kind}{words}"):
         decode(encode(_pixel(kind, **changes)))
+
+
+def test_pixel_with_negative_lost_tags_is_rejected():
+    assert decode(encode(_pixel(lost_tags=7))).lost_tags == 7
+    with pytest.raises(ProtocolError, match=r"^pixel\.lost_tags: must be >= 0, got -1"):
+        decode(encode(_pixel(lost_tags=-1)))
 
 
 def test_histogram_sum_does_not_overflow_in_the_check():

@@ -95,7 +95,7 @@ def test_a_pixel_is_the_same_however_it_is_cut_into_reads(mode):
     def pixel(slice_s, max_read_s):
         tagger = SimTimeTagger(BRIGHT, SimScanner(), seed=7, constraints=TimeTaggerConstraints(1, max_read_s))
         binner = HistogramBinner(mode)
-        dwell = acquire_pixel(tagger, binner, slice_s, 0.05)
+        dwell = acquire_pixel(tagger, binner, slice_s, 0.05).dwell_s
         return dwell, binner.hist.copy(), binner.n_a, binner.n_b, tagger
 
     dwell, hist, n_a, n_b, tagger = pixel(0.05, 10.0)
@@ -134,13 +134,12 @@ class SlowClockTagger:
 
 
 def test_dwell_is_the_taggers_clock_and_overflows_are_reported():
-    tagger, lost = SlowClockTagger(), []
+    tagger = SlowClockTagger()
     asked = []
-    dwell = acquire_pixel(tagger, HistogramBinner(), 0.01, 0.02, lambda t: asked.append(t) or False, lost.append)
-    assert dwell == pytest.approx((tagger.clock - 1_000_000) * 1e-12)
-    assert dwell > 0.02 and max(tagger.reads) <= 0.004  # reads no longer than the tagger's max_read_s
-    assert lost == [2 * len(tagger.reads)]  # reported once per pixel, with the number lost
+    got = acquire_pixel(tagger, HistogramBinner(), 0.01, 0.02, lambda t: asked.append(t) or False)
+    assert got.dwell_s == pytest.approx((tagger.clock - 1_000_000) * 1e-12)
+    assert got.dwell_s > 0.02 and max(tagger.reads) <= 0.004  # reads no longer than the tagger's max_read_s
+    assert got.lost_tags == 2 * len(tagger.reads)  # every read's loss counted
     assert asked and all(a < 0.02 for a in asked)
     tagger.lost_each = 0
-    acquire_pixel(tagger, HistogramBinner(), 0.01, 0.02, on_overflow=lost.append)
-    assert len(lost) == 1  # nothing lost: nothing reported
+    assert acquire_pixel(tagger, HistogramBinner(), 0.01, 0.02).lost_tags == 0

@@ -333,3 +333,25 @@ def test_adaptive_scan_in_real_time_takes_its_photon_time_with_a_host_answering_
     assert len(host.dwell) == 4 and min(host.dwell) < 0.5 - 1e-9  # the answers were used
     assert max(host.dwell) == pytest.approx(0.5)
     assert wall < 1.05 * photon + 0.1, (wall, photon, host.dwell)  # 0.1 s: room for a loaded machine
+
+
+def test_tags_lost_to_a_full_tagger_buffer_travel_with_the_pixel():
+    from nvscope.firmware_sim import Emitter, Sample, SimScanner, SimTimeTagger
+    from nvscope.rt.config import ScanConfig
+    from nvscope.rt.hal import RigDevices, TimeTaggerConstraints
+    from nvscope.rt.run_loop import SrmPlan
+
+    sample = Sample([Emitter(0.0, 0.0, collection_efficiency=0.1)], background_rate=1e5)
+    scan = ScanConfig(nx=2, ny=1, x0=0.0, y0=0.0, dwell_s=0.02, slice_s=0.01)
+
+    def pixels(buffer_tags: int) -> list[Pixel]:
+        scanner = SimScanner()
+        tagger = SimTimeTagger(sample, scanner, seed=5, constraints=TimeTaggerConstraints(1, 0.005, buffer_tags))
+        plan = SrmPlan("r", scan, RigDevices(scanner=scanner, tagger=tagger))
+        return [plan.step(seq) for seq in (1, 2)]
+
+    full, starved = pixels(64_000_000), pixels(200)
+    assert all(p.lost_tags == 0 for p in full)
+    for f, s in zip(full, starved):
+        assert s.lost_tags > 0 and s.n_a + s.n_b + s.lost_tags == f.n_a + f.n_b  # same photons, some lost
+        assert s.dwell_s == f.dwell_s  # the clock runs on whatever is lost
