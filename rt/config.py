@@ -82,11 +82,16 @@ def require(cond: bool, where: str, what: str) -> None:
 class ScanConfig:
     """A 2D raster: nx x ny pixels of `step` m from (x0, y0) m at height z m, `dwell_s` s per pixel.
 
-    Adaptive dwell (`adaptive_g2_std` > 0): each pixel is acquired in slices of `slice_s` s; after
-    each slice the host is asked for the pixel's g2(0) error, and the pixel ends as soon as it is
-    below `adaptive_g2_std` or when `max_dwell_s` s are acquired. `dwell_s` is then not used (a
-    pixel gets at least one slice). The host's answer is awaited at most `reply_timeout_s` s per
-    slice; without one the pixel goes on acquiring.
+    Adaptive dwell (`adaptive_g2_std` > 0): each pixel is acquired in slices of `slice_s` s. After
+    each slice but the last, the pixel so far goes to the host as a `partial_pixel` and the next
+    slice starts at once; the host's answers are taken as they arrive. An answer to any slice of the
+    pixel counts (an earlier one had fewer photons, so its error is only larger). The pixel ends at
+    the first slice boundary by which an answer says its g2(0) error is below `adaptive_g2_std`, or
+    at `max_dwell_s`. A host that answers within a slice is never waited for: the pixel ends one
+    slice after the slice whose answer first said enough. The rig stays at most one slice ahead of
+    the answers: when the answer to the slice before the one just sent has not come, it waits for
+    it, at most `reply_timeout_s` s per pixel in all, and then acquires on without waiting at that
+    pixel (warned once per run). `dwell_s` is not used (a pixel gets at least one slice).
     """
 
     nx: int = 12
@@ -104,7 +109,7 @@ class ScanConfig:
     max_dwell_s: float = 0.0
     """The longest a pixel is acquired with adaptive dwell on (s)."""
     reply_timeout_s: float = 0.5
-    """How long rt waits for the host's g2 error after each slice, with adaptive dwell on (s)."""
+    """The most rt waits per pixel for a host more than a slice behind in its answers (s)."""
 
     @property
     def adaptive(self) -> bool:
