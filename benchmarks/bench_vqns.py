@@ -41,7 +41,7 @@ import time
 import numpy as np
 
 from nvscope.firmware_sim.qubit import (LorentzianNoise, NoiseSpectrum, OhmicNoise, OneOverFNoise,
-                                        SimQubit, chi_quadrature)
+                                        SimQubit, shot_noise_coherence)
 from nvscope.models.vqns import fit as fit_module, proposal as proposal_module, varpro as varpro_module
 from nvscope.models.vqns.attenuation import attenuation
 from nvscope.models.vqns.data import CoherenceSet, coherence_set
@@ -363,19 +363,6 @@ def bench_incremental(data7: CoherenceSet) -> None:
 # --- section 3 ---------------------------------------------------------------------------------
 
 REPETITIONS = 10_000_000  # shots per point: sigma ~ 0.014 (photon shot noise)
-PHOTONS_PER_SHOT, CONTRAST = 0.03, 0.25  # pulsed readout: ms=0 photons per shot, ms=-1 contrast
-
-
-def shot_noise_coherence(spectrum, n: int, t: np.ndarray, repetitions: int,
-                         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """C(t) of CPMG-n by quadrature (`chi_quadrature`), read out with photon shot noise: (C, sigma).
-    Each shot ends in ms=0 with probability (1 + C)/2 and yields Poisson photons (the first pass's
-    SimQubit.measure_coherence: same draws, same data)."""
-    c = np.exp(-chi_quadrature(spectrum, t, n))
-    r0, r1 = PHOTONS_PER_SHOT, PHOTONS_PER_SHOT * (1.0 - CONTRAST)
-    p0 = rng.binomial(repetitions, np.clip((1.0 + c) / 2.0, 0.0, 1.0))
-    mean = rng.poisson(p0 * r0 + (repetitions - p0) * r1) / repetitions
-    return 2.0 * (mean - r1) / (r0 - r1) - 1.0, 2.0 * np.sqrt(np.maximum(mean, r1) / repetitions) / (r0 - r1)
 
 
 def simulated_case(name, spectrum, ns, t_range, held_out, lorentzians, seed, line=None):

@@ -206,6 +206,20 @@ class ReadoutParams:
                              f"counts/s, got {self}")
 
 
+def shot_noise_coherence(spectrum, n_pulses: int, t: np.ndarray, repetitions: int, rng: np.random.Generator,
+                         readout: ReadoutParams = ReadoutParams()) -> tuple[np.ndarray, np.ndarray]:
+    """An off-line CPMG-n curve at total times t (s): (C, sigma) with C = exp(-chi) by quadrature and
+    photon shot noise; each shot ends in ms=0 with probability (1 + C)/2 and yields Poisson photons,
+    and C is read against perfectly known bright/dark levels (for fitting tests and benchmarks; the
+    rig measures its references, rt/readout.py)."""
+    c = np.exp(-chi_quadrature(spectrum, t, n_pulses))
+    r0 = readout.photons_per_shot
+    r1 = r0 * (1.0 - readout.contrast)
+    p0 = rng.binomial(repetitions, np.clip((1.0 + c) / 2.0, 0.0, 1.0))
+    mean = rng.poisson(p0 * r0 + (repetitions - p0) * r1) / repetitions
+    return 2.0 * (mean - r1) / (r0 - r1) - 1.0, 2.0 * np.sqrt(np.maximum(mean, r1) / repetitions) / (r0 - r1)
+
+
 def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
     return max(0.0, min(a1, b1) - max(a0, b0))
 

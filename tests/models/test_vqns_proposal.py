@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nvscope.firmware_sim.qubit import LorentzianNoise, NoiseSpectrum, chi_quadrature
+from nvscope.firmware_sim.qubit import LorentzianNoise, NoiseSpectrum, shot_noise_coherence
 from nvscope.models.vqns.data import coherence_set
 from nvscope.models.vqns.fit import FitConfig, fit_spectrum
 from nvscope.models.vqns.proposal import rank_candidates
@@ -16,23 +16,14 @@ LINE = LorentzianNoise(a=1.5e10, w0=2 * np.pi * 1.2e6, g=2 * np.pi * 3e4)
 T = np.geomspace(0.1e-6, 40e-6, 30)
 
 
-PHOTONS_PER_SHOT, CONTRAST = 0.03, 0.25  # pulsed readout: ms=0 photons per shot, ms=-1 contrast
-
-
 class ShotNoiseQubit:
-    """C(t) = exp(-chi) of CPMG-n by quadrature, read out with photon shot noise: each shot ends in
-    ms=0 with probability (1 + C)/2 (binomial) and yields Poisson photons; C and its sigma from the
-    mean counts. (The first pass's `SimQubit.measure_coherence`, kept here: same draws, same data.)"""
+    """CPMG-n curves by quadrature with photon shot noise (`shot_noise_coherence`), one seeded stream."""
 
     def __init__(self, spectrum: NoiseSpectrum, seed: int):
         self.spectrum, self.rng = spectrum, np.random.default_rng(seed)
 
     def measure(self, n_pulses: int, t: np.ndarray, repetitions: int) -> tuple[np.ndarray, np.ndarray]:
-        c = np.exp(-chi_quadrature(self.spectrum, t, n_pulses))
-        r0, r1 = PHOTONS_PER_SHOT, PHOTONS_PER_SHOT * (1.0 - CONTRAST)
-        p0 = self.rng.binomial(repetitions, np.clip((1.0 + c) / 2.0, 0.0, 1.0))
-        mean = self.rng.poisson(p0 * r0 + (repetitions - p0) * r1) / repetitions
-        return 2.0 * (mean - r1) / (r0 - r1) - 1.0, 2.0 * np.sqrt(np.maximum(mean, r1) / repetitions) / (r0 - r1)
+        return shot_noise_coherence(self.spectrum, n_pulses, t, repetitions, self.rng)
 
 
 def measure(qubit: ShotNoiseQubit, ns):
