@@ -46,10 +46,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _host(args: argparse.Namespace) -> int:
-    from nvscope.proto.messages import Start
-
     from .daemon import HostDaemon
-    from .run_kinds import default_g2_estimator, host_analyses, new_run_id
+    from .run_kinds import default_g2_estimator, host_analyses, new_run_id, run_attributes
     from .vqns.loop import VqnsController
 
     estimator = default_g2_estimator(args.g2_model)  # checked before anything connects
@@ -64,11 +62,13 @@ def _host(args: argparse.Namespace) -> int:
             done = {r for r, _ in daemon.stats.finished}
             if (current is None or current in done) and queue:
                 current, kind = queue.pop(0)
-                daemon.command(Start, current, run_kind=kind)
                 if kind == "vqns":  # the host drives it: curves requested, fitted, proposed
                     controller = VqnsController(daemon, current)
                     daemon.analyses["vqns"] = controller.analysis
+                    daemon.start_run(current, kind, run_attributes(controller))
                     controller.begin()
+                else:
+                    daemon.start_run(current, kind)
             elif args.exit_when_done and current in done and not queue:
                 break
             daemon.step(200)

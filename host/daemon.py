@@ -14,6 +14,7 @@ import queue
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 HELLO_AFTER_SILENCE_S = 3.0
 """Say hello again when the rig has been silent this long (it heartbeats every second)."""
+LATENCY_WINDOW = 10_000
+"""How many of the latest ack and answer latencies `HostStats` keeps."""
 CLOSE_WAIT_S = 60.0
 """How long `close` waits for running analyses before it abandons them (their files stay valid)."""
 
@@ -52,6 +55,10 @@ class HostStats:
     malformed: int = 0
     orphans: int = 0
     finished: list[tuple[str, str]] = field(default_factory=list)
+    ack_latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    """Per ack: seconds from receiving the oldest message it acknowledges to sending it (the last ones)."""
+    answer_latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    """Per partial pixel answered: seconds from receiving it to sending its partial_g2 (the last ones)."""
 
 
 @dataclass
@@ -60,6 +67,7 @@ class _Batch:
     time (monotonic s) by run, run_ends, frames taken."""
 
     touched: dict[str, RunSession] = field(default_factory=dict)
+    first_recv: dict[str, float] = field(default_factory=dict)
     stored: list[Message] = field(default_factory=list)
     arrived: dict[str, list[tuple[Pixel, float]]] = field(default_factory=dict)
     ends: list[tuple[RunSession, RunEnd]] = field(default_factory=list)
@@ -90,7 +98,7 @@ class HostDaemon:
         """Host-side settings to record in a run's file, by run id (see `start_run`)."""
         self._cmd_seq = 0
         self._cmd_lock = threading.Lock()
-        self._outbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[tuple[Message, float | None]] = queue.SimpleQueue()
         self._on_io: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -103,7 +111,7 @@ class HostDaemon:
         self._last_heard = time.monotonic()
         self._closed = False
         self.lanes = Lanes(fast=Worker("nvscope-g2"), context=Worker("nvscope-shape"),
-                           analysis=Worker("nvscope-analysis"), on_io=self._call_on_io, send=self.post)
+                           analysis=Worker("nvscope-analysis"), on_io=self._call_on_io, reply=self._reply)
         self._host_attrs = g2_attributes(self.g2_estimator)
         self.hello()
 
@@ -122,7 +130,12 @@ class HostDaemon:
     def post(self, msg: Message) -> None:
         """Send a command to the rig from any thread: queued, and sent by the I/O thread as soon as it
         wakes (within about a millisecond when it is waiting on the socket)."""
-        self._outbox.put(msg)
+        self._outbox.put((msg, None))
+        self._wake()
+
+    def _reply(self, msg: Message, t_recv: float) -> None:
+        """`post` an answer to a message received at `t_recv` (monotonic s), timing the round trip."""
+        self._outbox.put((msg, t_recv))
         self._wake()
 
     def command(self, cls: type[Message], run_id: str, **fields) -> None:
@@ -183,6 +196,7 @@ class HostDaemon:
             if session.phase in (RunPhase.ENDING, RunPhase.ANALYSING):
                 seq = session.end.seq - 1
             self.send(Ack(run_id=run_id, seq=seq))
+            self.stats.ack_latency_s.append(time.monotonic() - b.first_recv[run_id])
         for run_id, arrived in b.arrived.items():
             self.sessions[run_id].pixels_stored(arrived)
         for session, _ in b.ends:
@@ -210,7 +224,7 @@ class HostDaemon:
             if isinstance(msg, Heartbeat):
                 self.last_heartbeat = msg
             elif isinstance(msg, PartialPixel):
-                self._answer(msg)
+                self._answer(msg, t_recv)
             elif msg.durable:
                 self._store(msg, t_recv, b)
             else:
@@ -223,6 +237,7 @@ class HostDaemon:
         if session is None:
             return
         b.touched[msg.run_id] = session
+        b.first_recv.setdefault(msg.run_id, t_recv)
         store = session.store
         if msg.seq <= store.last_seq or session.phase is not RunPhase.STREAMING:
             self.stats.duplicates += 1
@@ -237,13 +252,13 @@ class HostDaemon:
         if isinstance(msg, RunEnd):
             b.ends.append((session, msg))
 
-    def _answer(self, partial: PartialPixel) -> None:
+    def _answer(self, partial: PartialPixel, t_recv: float) -> None:
         """Hand a partial pixel (adaptive dwell) to its run's on-line g2: answered on the fast worker
         ahead of any per-pixel g2; nothing is stored."""
         known = partial.run_id in self.sessions or run_path(self.out_dir, partial.run_id).exists()
         session = self._session_for(partial) if known else None  # (re)opened: a restarted host answers too
         if session is not None:
-            session.answer([partial])
+            session.answer([partial], t_recv)
 
     def _notify(self, stored: list[Message]) -> None:
         """Hand every newly stored (and acknowledged) message to the observers."""
@@ -297,7 +312,11 @@ class HostDaemon:
                 fn = self._on_io.get_nowait()
             except queue.Empty:
                 break
-            fn()
+            try:
+                fn()
+            except Exception as exc:  # e.g. a full disk writing g2 rows: logged, the I/O path goes on
+                log.error("%s failed on the I/O thread: %s: %s", getattr(fn, "__qualname__", fn),
+                          type(exc).__name__, exc)
             ran = True
         if ran:
             for session in list(self.sessions.values()):
@@ -307,10 +326,12 @@ class HostDaemon:
     def _send_posted(self) -> None:
         while True:
             try:
-                msg = self._outbox.get_nowait()
+                msg, t_recv = self._outbox.get_nowait()
             except queue.Empty:
                 return
             self.sock.send_multipart(encode(msg))
+            if t_recv is not None:
+                self.stats.answer_latency_s.append(time.monotonic() - t_recv)
 
     def _drain_wake(self) -> None:
         try:

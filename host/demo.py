@@ -17,11 +17,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from nvscope.proto.messages import Start
-
 from .daemon import HostDaemon
 from .srm.dwell_figure import dwell_figure
-from .run_kinds import default_g2_estimator, host_analyses, new_run_id
+from .run_kinds import default_g2_estimator, host_analyses, new_run_id, run_attributes
 from .vqns.loop import VqnsController, VqnsLoopConfig
 
 log = logging.getLogger(__name__)
@@ -124,9 +122,10 @@ def rig_and_host(config: Path, log_path: Path, out: Path, estimator) -> Iterator
 
 
 def run_to_end(host: HostDaemon, run_id: str, kind: str, rig: subprocess.Popen, timeout_s: float,
-               then=None) -> str:
-    """Start one run (and call `then()`), serve the host until it has ended and been analysed."""
-    host.command(Start, run_id, run_kind=kind)
+               then=None, attrs: dict[str, object] | None = None) -> str:
+    """Start one run (its file gets `attrs`; then call `then()`), serve the host (on this thread, its
+    I/O thread) until the run has ended and been analysed."""
+    host.start_run(run_id, kind, attrs)
     if then is not None:
         then()
     deadline = time.monotonic() + timeout_s
@@ -214,7 +213,7 @@ def run_demo(out: Path, timeout_s: float = 600.0) -> int:
         vqns_id = new_run_id("vqns")
         controller = VqnsController(host, vqns_id, VqnsLoopConfig())
         host.analyses["vqns"] = controller.analysis
-        run_to_end(host, vqns_id, "vqns", rig, timeout_s, then=controller.begin)
+        run_to_end(host, vqns_id, "vqns", rig, timeout_s, then=controller.begin, attrs=run_attributes(controller))
         t_vqns = time.perf_counter() - t_vqns
     with rig_and_host(adaptive_toml, out / "rig-adaptive.log", out, estimator) as (host, rig):
         t_adaptive = time.perf_counter()

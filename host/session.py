@@ -36,13 +36,14 @@ PRIORITY_ANSWER, PRIORITY_G2 = 0, 1
 class Lanes:
     """The daemon's workers and its way back to the I/O thread: `fast` answers partial pixels and
     estimates stored pixels, `context` refits shapes, `analysis` runs run-end analyses;
-    `on_io(fn)` runs fn on the I/O thread; `send(msg)` sends a command to the rig from any thread."""
+    `on_io(fn)` runs fn on the I/O thread; `reply(msg, t_recv)` sends an answer to the rig from any
+    thread (t_recv: when the message it answers arrived, monotonic s)."""
 
     fast: Worker
     context: Worker
     analysis: Worker
     on_io: Callable[[Callable[[], None]], None]
-    send: Callable[[Message], None]
+    reply: Callable[[Message, float], None]
 
 
 class RunPhase(enum.Enum):
@@ -95,7 +96,7 @@ class RunSession:
                     est = pipeline.learn(missing)
                     self.lanes.on_io(lambda: self._deliver(pipeline, missing, est))
             except Exception as exc:
-                self.lanes.on_io(lambda: self._fail(pipeline, exc))
+                self.lanes.on_io(lambda exc=exc: self._fail(pipeline, exc))
         self.lanes.context.submit(rebuild)
 
     def pixels_stored(self, arrived: list[tuple[Pixel, float]]) -> None:
@@ -111,7 +112,7 @@ class RunSession:
             try:
                 est = pipeline.estimate(rows)
             except Exception as exc:
-                self.lanes.on_io(lambda: self._fail(pipeline, exc))
+                self.lanes.on_io(lambda exc=exc: self._fail(pipeline, exc))
                 return
             self.lanes.on_io(lambda: self._deliver(pipeline, rows, est))
 
@@ -119,12 +120,13 @@ class RunSession:
             try:
                 pipeline.learn(rows)
             except Exception as exc:
-                self.lanes.on_io(lambda: self._fail(pipeline, exc))
+                self.lanes.on_io(lambda exc=exc: self._fail(pipeline, exc))
         self.lanes.fast.submit(estimate, PRIORITY_G2)
         self.lanes.context.submit(learn)
 
-    def answer(self, partials: list[PartialPixel]) -> None:
-        """Answer partial pixels (adaptive dwell) on the fast worker, before any per-pixel g2."""
+    def answer(self, partials: list[PartialPixel], t_recv: float) -> None:
+        """Answer partial pixels (adaptive dwell, received at `t_recv`, monotonic s) on the fast
+        worker, before any per-pixel g2."""
         pipeline = self.g2
         if pipeline is None:
             log.debug("run %s: no on-line g2 to answer %d partial pixels", self.run_id, len(partials))
@@ -137,7 +139,7 @@ class RunSession:
                 log.error("run %s: partial pixel g2 failed: %s: %s", self.run_id, type(exc).__name__, exc)
                 return
             for r in replies:
-                self.lanes.send(r)
+                self.lanes.reply(r, t_recv)
         self.lanes.fast.submit(reply, PRIORITY_ANSWER)
 
     def _deliver(self, pipeline: RunG2Pipeline, rows: PixelRows, est: G2Estimate) -> None:

@@ -1,7 +1,11 @@
 """The host daemon against a hand-driven rig socket: store in order, ack, drop duplicates and junk;
-per-pixel g2 as pixels arrive; answers to adaptive dwell's partial pixels."""
+per-pixel g2 as pixels arrive; answers to adaptive dwell's partial pixels; a slow run-end analysis
+holds up neither; a run's session closes it; commands posted from other threads go out promptly."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import h5py
 import msgpack
@@ -10,12 +14,13 @@ import pytest
 import zmq
 
 from nvscope.host.daemon import HostDaemon
+from nvscope.host.session import RunPhase
 from nvscope.host.srm.online_g2 import G2_REASONS, REASON_NO_EVENTS
 from nvscope.host.store import run_path
 from nvscope.models.g2.model import NV_DEFAULT_SHAPE, expected_histogram, singles_base
 from nvscope.proto import decode, encode
 from nvscope.proto.endpoints import rig_socket
-from nvscope.proto.messages import Ack, Hello, PartialG2, PartialPixel, Pixel, RunEnd, RunStart
+from nvscope.proto.messages import Ack, Hello, PartialG2, PartialPixel, Pixel, RunEnd, RunStart, Stop
 
 
 @pytest.fixture
@@ -215,3 +220,128 @@ def test_restarted_host_estimates_the_pixels_stored_without_g2(rig_and_host, cap
         assert f.attrs["g2_online_estimator"] == "mle"
     assert len(g2) == 3 and np.all(np.isfinite(g2))
     assert np.isnan(latency[:2]).all() and latency[2] > 0  # arrival unknown to the new host
+
+
+class SlowAnalysis:
+    """A run-end analysis that takes `seconds` (sleeping, like a long fit that releases the GIL)."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.started, self.calls = seconds, None, 0
+
+    def __call__(self, store):
+        self.started = time.monotonic()
+        self.calls += 1
+        time.sleep(self.seconds)
+        return {"result/x": np.arange(3.0)}, {"analysis_note": "slow"}
+
+
+def collect(host: HostDaemon, rig, until, timeout_s: float = 10.0) -> list[tuple[object, float]]:
+    """Serve the host until `until(replies)`; every reply with the monotonic time it reached the rig."""
+    replies, deadline = [], time.monotonic() + timeout_s
+    while not until(replies) and time.monotonic() < deadline:
+        host.step(2)
+        while rig.poll(0):
+            _, *frames = rig.recv_multipart()
+            replies.append((decode(frames), time.monotonic()))
+    return replies
+
+
+def test_slow_analysis_delays_neither_acks_nor_partial_answers(tmp_path):
+    ctx = zmq.Context()
+    rig = rig_socket(ctx, "tcp://127.0.0.1:*")
+    slow = SlowAnalysis(2.0)
+    host = HostDaemon(rig.getsockopt(zmq.LAST_ENDPOINT).decode(), tmp_path, analyses={"srm": slow}, ctx=ctx)
+    peer = rig.recv_multipart()[0]
+    try:
+        start_srm(rig, peer, "srm-slow-1", 2)
+        for seq in (1, 2):
+            rig.send_multipart([peer, *encode(antibunched("srm-slow-1", seq))])
+        rig.send_multipart([peer, *encode(RunEnd(run_id="srm-slow-1", seq=3, n_pixels=2))])
+        collect(host, rig, lambda r: slow.started is not None)
+        assert slow.started is not None
+        # a second run streams while the first one's analysis sleeps
+        run = "srm-slow-2"
+        start_srm(rig, peer, run, 20)
+        rig.send_multipart([peer, *encode(antibunched(run, 1))])
+        collect(host, rig, lambda r: any(isinstance(m, Ack) and m.run_id == run for m, _ in r))
+        ack_s, answer_s = [], []
+        for seq in range(2, 12):
+            t0 = time.monotonic()
+            rig.send_multipart([peer, *encode(antibunched(run, seq))])
+            got = collect(host, rig, lambda r: any(isinstance(m, Ack) and m.seq == seq for m, _ in r))
+            ack_s.append(next(t for m, t in got if isinstance(m, Ack) and m.seq == seq) - t0)
+            t0 = time.monotonic()
+            rig.send_multipart([peer, *encode(antibunched(run, seq + 1, dwell_s=0.5, kind=PartialPixel))])
+            got = collect(host, rig, lambda r: any(isinstance(m, PartialG2) for m, _ in r))
+            answer_s.append(next(t for m, t in got if isinstance(m, PartialG2)) - t0)
+        assert time.monotonic() - slow.started < slow.seconds  # all of it while the analysis ran
+        assert slow.calls == 1
+        # bounds far above the few ms they take, far below the analysis's 2 s (loaded test machines)
+        assert max(ack_s) < 0.5 and np.median(ack_s) < 0.1, ack_s
+        assert max(answer_s) < 0.5 and np.median(answer_s) < 0.1, answer_s
+        # the first run's run_end is acknowledged once its results are in the file, not before
+        got = collect(host, rig, lambda r: any(isinstance(m, Ack) and m.run_id == "srm-slow-1" and m.seq == 3
+                                               for m, _ in r))
+        t_ack = next(t for m, t in got if isinstance(m, Ack) and m.run_id == "srm-slow-1" and m.seq == 3)
+        assert t_ack - slow.started >= slow.seconds
+        with h5py.File(run_path(tmp_path, "srm-slow-1"), "r") as f:
+            assert f.attrs["exit_status"] == "completed" and f.attrs["analysis_note"] == "slow"
+            assert f["result/x"][()].tolist() == [0.0, 1.0, 2.0] and f.attrs["analysis_s"] >= slow.seconds
+            assert f["pixels/g2"].shape == (2,)  # the on-line g2 was complete before the analysis
+        assert host.sessions["srm-slow-1"].phase is RunPhase.FINISHED
+        assert host.stats.finished == [("srm-slow-1", "completed")]
+    finally:
+        host.close()
+        rig.close()
+        ctx.term()
+
+
+def test_session_closes_a_run_as_before(rig_and_host):
+    """A run_end moves the run through ending and analysing to finished; the file carries the exit
+    status, reason and the host's settings; a replayed run_end is a duplicate, acknowledged again."""
+    rig, peer, host, out = rig_and_host
+    run = "srm-session"
+    host.analyses["srm"] = lambda store: ({"maps/n": np.array([store.n_pixels])}, {"analysis_note": "ok"})
+    host.run_attributes[run] = {"operator_note": "bench 3"}
+    start_srm(rig, peer, run, 1)
+    rig.send_multipart([peer, *encode(antibunched(run, 1))])
+    end = RunEnd(run_id=run, seq=2, exit_status="stopped", reason="stopped by the host", n_pixels=1)
+    rig.send_multipart([peer, *encode(end)])
+    acks = pump(host, rig, 1, until_seq=2)
+    session = host.sessions[run]
+    assert session.phase is RunPhase.FINISHED and session.exit_status == "stopped" and session.kind == "srm"
+    assert session.end == end and acks[-1] == Ack(run_id=run, seq=2) and host.stats.finished == [(run, "stopped")]
+    rig.send_multipart([peer, *encode(end)])  # replayed: dropped, acknowledged again
+    acks = pump(host, rig, 1)
+    assert acks[-1].seq == 2 and host.stats.duplicates == 1 and host.stats.finished == [(run, "stopped")]
+    with h5py.File(run_path(out, run), "r") as f:
+        assert f.attrs["exit_status"] == "stopped" and f.attrs["reason"] == "stopped by the host"
+        assert f["maps/n"][()].tolist() == [1] and f.attrs["analysis_note"] == "ok"
+        assert f.attrs["operator_note"] == "bench 3" and f.attrs["g2_online_estimator"] == "mle"
+        assert f["pixels/g2"].shape == (1,) and np.isfinite(f["pixels/g2"][0])
+
+
+def test_post_from_another_thread_is_sent_promptly(rig_and_host):
+    rig, peer, host, _ = rig_and_host
+    stop = threading.Event()
+
+    def io_loop():
+        while not stop.is_set():
+            host.step(200)  # waits on the socket far longer than the post may take
+
+    io = threading.Thread(target=io_loop)
+    io.start()
+    try:
+        time.sleep(0.1)
+        delays = []
+        for i in range(20):
+            t0 = time.monotonic()
+            threading.Thread(target=host.post, args=(Stop(run_id="srm-x", seq=100 + i, reason=f"r{i}"),)).start()
+            assert rig.poll(2000)
+            _, *frames = rig.recv_multipart()
+            delays.append(time.monotonic() - t0)
+            assert decode(frames) == Stop(run_id="srm-x", seq=100 + i, reason=f"r{i}")
+        assert np.median(delays) < 0.05 and max(delays) < 0.19, delays  # not the 200 ms poll
+    finally:
+        stop.set()
+        io.join()
