@@ -6,6 +6,7 @@ process whose configuration differs only in the adaptive lines), to compare tota
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -29,20 +30,16 @@ DEMO_RIG_TOML = """\
 seed = 20261123
 
 [scan]
-nx = 21
-ny = 15
-x0 = -0.70e-6
-y0 = -0.56e-6
-step = 70e-9
-dwell_s = 1.0
-slice_s = 0.1
-histogram_mode = "allpairs"
+{scan}
 {adaptive}
 [link]
 spool_dir = "{spool}"
 
 [coherence]
 repetitions = 10_000_000
+
+[sim]
+pace = {pace}
 
 # The qubit's noise: a broad low-frequency bath and a narrow line at 1.2 MHz that FID and echo
 # cannot see (it changes them by < 0.003) but CPMG-n near n = 2 x 1.2 MHz x t sees strongly.
@@ -66,6 +63,10 @@ emitters = [
 ]
 """
 
+DEMO_SCAN: dict[str, object] = {"nx": 21, "ny": 15, "x0": -0.70e-6, "y0": -0.56e-6, "step": 70e-9, "dwell_s": 1.0,
+                                "slice_s": 0.1, "histogram_mode": "allpairs"}
+"""The demo's [scan] table: a 21 x 15 raster, 70 nm steps, 1 s per pixel in 0.1 s slices."""
+
 ADAPTIVE_TARGET = 0.2
 ADAPTIVE_MAX_DWELL_S = 1.0
 DEMO_ADAPTIVE_SCAN = f"""\
@@ -78,9 +79,14 @@ reply_timeout_s = 0.25
 0.2 in about half the fixed dwell; the dark ones keep the fixed dwell as their maximum."""
 
 
-def write_rig_config(path: Path, spool: Path, adaptive: bool) -> Path:
-    """The demo's rig TOML (fixed or adaptive dwell) at `path`."""
-    path.write_text(DEMO_RIG_TOML.format(spool=spool.as_posix(), adaptive=DEMO_ADAPTIVE_SCAN if adaptive else ""))
+def write_rig_config(path: Path, spool: Path, adaptive: bool, pace: float = 0.0,
+                     scan: dict[str, object] | None = None) -> Path:
+    """The demo's rig TOML (fixed or adaptive dwell) at `path`; `pace` 1 acquires in real time (0: as
+    fast as the simulator computes); `scan` replaces entries of the demo's [scan] table."""
+    table = {**DEMO_SCAN, **(scan or {})}
+    lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in table.items())
+    path.write_text(DEMO_RIG_TOML.format(spool=spool.as_posix(), scan=lines, pace=float(pace),
+                                         adaptive=DEMO_ADAPTIVE_SCAN if adaptive else ""))
     return path
 
 

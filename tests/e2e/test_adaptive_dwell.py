@@ -17,10 +17,7 @@ from nvscope.host.daemon import HostDaemon
 from nvscope.proto.endpoints import rig_socket
 from nvscope.proto.messages import Start
 from nvscope.rt.config import RigConfig, from_dict
-from nvscope.rt.link import RtLink
-from nvscope.rt.rig import Rig
-from nvscope.rt.sim_rig import sim_devices
-from nvscope.rt.spool import Spool
+from nvscope.rt.rig_main import build_rig
 
 TARGET, MAX_DWELL, SLICE = 0.2, 1.0, 0.05
 
@@ -42,7 +39,7 @@ class RigThread:
     def __init__(self, cfg: RigConfig, ctx: zmq.Context):
         self.sock = rig_socket(ctx, "tcp://127.0.0.1:*")
         self.endpoint = self.sock.getsockopt(zmq.LAST_ENDPOINT).decode()
-        self.rig = Rig(cfg, sim_devices(cfg), RtLink(self.sock, Spool(cfg.link.spool_dir, 100), cfg.link))
+        self.rig = build_rig(cfg, True, self.sock)
         self.thread = threading.Thread(target=self.rig.serve_forever, daemon=True)
         self.thread.start()
 
@@ -58,7 +55,7 @@ def scan(tmp: Path, cfg: RigConfig, host_answers: bool = True, timeout_s: float 
     rig = RigThread(cfg, ctx)
     host = HostDaemon(rig.endpoint, tmp / "data", analyses={}, ctx=ctx)
     if not host_answers:
-        host._answer = lambda partials: None  # a host too busy to answer
+        host._answer = lambda partial, t_recv: None  # a host too busy to answer
     try:
         host.command(Start, "srm-adaptive", run_kind="srm")
         deadline = time.monotonic() + timeout_s

@@ -13,7 +13,8 @@ from nvscope.host.srm.online_g2 import MleEstimator
 from nvscope.host.srm.analysis import srm_results
 from nvscope.host.store import PIXEL_FIELDS
 from nvscope.rt.config import ScanConfig
-from nvscope.rt.scan import RigDevices, srm_scan
+from nvscope.rt.hal import RigDevices
+from nvscope.rt.run_loop import SrmPlan
 
 
 def scan_and_truth():
@@ -22,9 +23,11 @@ def scan_and_truth():
     scanner = SimScanner()
     devices = RigDevices(scanner, SimTimeTagger(sample, scanner, seed=11))
     scan = ScanConfig(nx=7, ny=5, x0=-0.45e-6, y0=-0.2e-6, step=0.1e-6, dwell_s=0.6, slice_s=0.2)
+    plan = SrmPlan("physics", scan, devices)
     pixels = []
-    done, _ = srm_scan("physics", scan, devices, 1, pixels.append, lambda: True)
-    assert done == 35 and [p.index for p in pixels] == list(range(35))
+    while not plan.done:  # the rig's run loop steps through the plan so
+        pixels.append(plan.step(len(pixels) + 1))
+    assert len(pixels) == 35 and [p.index for p in pixels] == list(range(35))
     px = {name: np.array([getattr(p, name) for p in pixels]) for name in PIXEL_FIELDS}
     truth_tagger = SimTimeTagger(sample, scanner, seed=0)
     truth = []

@@ -21,7 +21,9 @@ def line_scan(dwell_s: float = 2.0) -> dict[str, np.ndarray]:
     rows = {k: [] for k in ("hist", "n_a", "n_b", "dwell_s")}
     for x in X_NM:
         scanner.move_to(x * 1e-9, 0.0, 0.0)
-        t_a, t_b, _ = tagger.read_tags(dwell_s)
+        tagger.start()
+        t_a, t_b, *_ = tagger.read(dwell_s)
+        tagger.stop()
         hist, n_a, n_b = histogram_tags(t_a, t_b, "allpairs")
         for k, v in (("hist", hist), ("n_a", n_a), ("n_b", n_b), ("dwell_s", dwell_s)):
             rows[k].append(v)
