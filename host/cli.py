@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _host(args: argparse.Namespace) -> int:
     from .daemon import HostDaemon
-    from .run_kinds import default_g2_estimator, host_analyses, new_run_id, run_attributes
+    from .run_kinds import default_g2_estimator, host_analyses, new_run_id
     from .vqns.loop import VqnsController
 
     estimator = default_g2_estimator(args.g2_model)  # checked before anything connects
@@ -57,6 +57,7 @@ def _host(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     queue = [(new_run_id(kind), kind) for kind in args.run]  # the rig runs one run at a time
     current = None
+    controllers = []  # the VQNS loops this host drives, closed when it ends
     try:
         while not stop.is_set():
             done = {r for r, _ in daemon.stats.finished}
@@ -64,8 +65,9 @@ def _host(args: argparse.Namespace) -> int:
                 current, kind = queue.pop(0)
                 if kind == "vqns":  # the host drives it: curves requested, fitted, proposed
                     controller = VqnsController(daemon, current)
+                    controllers.append(controller)
                     daemon.analyses["vqns"] = controller.analysis
-                    daemon.start_run(current, kind, run_attributes(controller))
+                    daemon.start_run(current, kind, controller.run_attributes())
                     controller.begin()
                 else:
                     daemon.start_run(current, kind)
@@ -73,7 +75,9 @@ def _host(args: argparse.Namespace) -> int:
                 break
             daemon.step(200)
     finally:
-        daemon.close()
+        daemon.close()  # waits for run-end analyses, which may wait for a VQNS fit in flight
+        for controller in controllers:
+            controller.close()
     print(f"host: {daemon.stats.stored} messages stored, {daemon.stats.duplicates} duplicates dropped, "
           f"{daemon.stats.malformed} malformed dropped; files in {Path(args.out).resolve()}")
     return 0

@@ -20,7 +20,7 @@ import numpy as np
 
 from .daemon import HostDaemon
 from .srm.dwell_figure import dwell_figure
-from .run_kinds import default_g2_estimator, host_analyses, new_run_id, run_attributes
+from .run_kinds import default_g2_estimator, host_analyses, new_run_id
 from .vqns.loop import VqnsController, VqnsLoopConfig
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,8 @@ def run_demo(out: Path, timeout_s: float = 600.0) -> int:
         vqns_id = new_run_id("vqns")
         controller = VqnsController(host, vqns_id, VqnsLoopConfig())
         host.analyses["vqns"] = controller.analysis
-        run_to_end(host, vqns_id, "vqns", rig, timeout_s, then=controller.begin, attrs=run_attributes(controller))
+        run_to_end(host, vqns_id, "vqns", rig, timeout_s, then=controller.begin, attrs=controller.run_attributes())
+        controller.close()
         t_vqns = time.perf_counter() - t_vqns
     with rig_and_host(adaptive_toml, out / "rig-adaptive.log", out, estimator) as (host, rig):
         t_adaptive = time.perf_counter()

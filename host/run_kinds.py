@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import secrets
 import time
 from pathlib import Path
@@ -24,15 +22,6 @@ def default_g2_estimator(model: str | Path | None = None) -> G2Estimator:
 def host_analyses(estimator: G2Estimator) -> dict[str, Analysis]:
     """The analyses the host runs at run end, by run kind (vqns: added by its controller)."""
     return {"srm": SrmAnalysis(estimator)}
-
-
-def run_attributes(controller) -> dict[str, object]:
-    """The host-side settings of a run that a controller drives, for its file: the VQNS loop's
-    settings and stopping rule (`dataclasses.asdict` of the controller's `cfg`), as JSON."""
-    cfg = getattr(controller, "cfg", None)
-    if cfg is None or not dataclasses.is_dataclass(cfg):
-        return {}
-    return {"vqns_loop_config": json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)}
 
 
 def new_run_id(kind: str) -> str:
