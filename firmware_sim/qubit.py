@@ -1,5 +1,5 @@
 """A qubit (the NV's ms=0/-1 transition) dephasing under Gaussian noise of any spectrum, driven by
-the pulse sequence it is played and read out with photon shot noise (docs/physics.md, noise
+the pulse sequence it is played and read out with photon shot noise (docs/physics.md sections 3.1 and 3.5, noise
 spectroscopy).
 
 chi(t) is computed by numerical quadrature of the filter-function integral
@@ -91,7 +91,7 @@ class NoiseSpectrum:
 
 
 def filter_function_cpmg(wt: np.ndarray, n_pulses: int) -> np.ndarray:
-    """F(w t) of CPMG-n (0: FID, 1: echo), docs/physics.md; written as 8 sin^4(wt/4n) U^2 with
+    """F(w t) of CPMG-n (0: FID, 1: echo), docs/physics.md section 3.1; written as 8 sin^4(wt/4n) U^2 with
     U = sin(n phi)/sin(phi), phi = pi/2 - wt/2n, so the 0/0 at cos(wt/2n) = 0 never occurs."""
     if n_pulses == 0:
         return 2.0 * np.sin(wt / 2.0) ** 2
@@ -193,7 +193,7 @@ def is_cpmg(t: float, pi_times: np.ndarray) -> bool:
 class ReadoutParams:
     """Optical readout: photons per shot in a readout gate of `gate_s` s in ms=0, the contrast of
     ms=-1 in that first `gate_s` of the laser pulse (after it the spin is back in ms=0), and the CW
-    count rate (counts/s) of ungated counting (docs/physics.md)."""
+    count rate (counts/s) of ungated counting (docs/physics.md sections 2.4 and 3.5)."""
 
     photons_per_shot: float = 0.03
     contrast: float = 0.25

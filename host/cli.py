@@ -1,4 +1,4 @@
-"""The `nvscope` command line: demo, rig, host (design.md's contracts)."""
+"""The `nvscope` command line: demo, rig, host (docs/cli.md sections 1-3)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The host daemon: receive, validate, store, flush and acknowledge on one I/O path that never waits
 for analysis; per-pixel g2, answers to partial pixels, shape refits and run-end analyses run beside
-it on worker threads (docs/architecture.md).
+it on worker threads (docs/architecture.md section 7).
 
 The thread that calls `step` is the I/O thread: it alone uses the ZeroMQ socket (ZeroMQ sockets are
 not thread-safe) and writes the run files while runs stream. Other threads send commands to the rig

@@ -1,5 +1,5 @@
 """One run as the host sees it: its file, its kind, its on-line g2 pipeline (SRM), its run-end
-analysis and its exit status (docs/architecture.md, "analysis beside the I/O path").
+analysis and its exit status (docs/architecture.md section 7).
 
 A `RunSession`'s methods are called on the daemon's I/O thread, which alone writes the run's file
 while the run streams; the work they start runs on the daemon's workers (`Lanes`) and comes back to

@@ -1,4 +1,4 @@
-"""Worker threads that run the host's analysis beside its I/O path (docs/architecture.md).
+"""Worker threads that run the host's analysis beside its I/O path (docs/architecture.md section 7).
 
 A `Worker` is one thread that runs submitted jobs in priority order (lower first, first come first
 served within a priority). The daemon keeps one worker per kind of work so that a long job of one

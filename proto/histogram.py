@@ -1,4 +1,4 @@
-"""The start-stop histogram bin convention shared by rt, host and models (physics.md section 1)."""
+"""The start-stop histogram bin convention shared by rt, host and models (docs/physics.md section 1.1)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The table row that a stored message becomes, derived from its declaration in `messages.py`.
 
-A stored message kind is a table in the run file (docs/run-files.md): one column per field but
+A stored message kind is a table in the run file (docs/run-files.md section 3): one column per field but
 `run_id` (the file is the run), one row per message. A scalar field is a column of one value per
 row; a fixed-shape array a column of that shape per row; a variable-length array (-1 in its
 declared shape) a row of any width, padded with NaN to the widest row so far (float fields only).

@@ -1,4 +1,4 @@
-"""The devices the rt loop drives, as typed Protocols with their constraints (SI units; docs/architecture.md).
+"""The devices the rt loop drives, as typed Protocols with their constraints (SI units; docs/architecture.md section 6).
 
 Each capability is a small `typing.Protocol` (as Bluesky's protocols and qudi's interfaces) paired
 with a frozen constraints dataclass. `firmware_sim` and the instrument drivers implement them; the

@@ -2,7 +2,7 @@
 
 A plan is the run's steps in order: the raster's pixels of an antibunching scan (`SrmPlan`), or the
 coherence curves the host asks for, as its commands arrive (`CoherencePlan`). The loop takes one
-step at a time and applies the host's commands between steps (docs/architecture.md).
+step at a time and applies the host's commands between steps (docs/architecture.md section 5).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """`nvscope vqns fit IN.npz -o OUT.npz`: the off-line VQNS fit of measured coherence curves
-(design.md "Command-line contracts"; physics.md section 3).
+(docs/cli.md section 6; docs/physics.md section 3).
 
 IN.npz: `n_pulses` int (S,), `t` (S, T) s (rows may be padded with NaN), `coherence` (S, T),
 optional `sigma` (S, T), optional `candidates` int (K,).

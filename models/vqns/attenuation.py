@@ -1,6 +1,6 @@
 """Closed-form attenuation chi(t) of one symmetrized Lorentzian under FID, spin echo and CPMG-n.
 
-physics.md section 3. The spectrum
+docs/physics.md section 3.2. The spectrum
 
     S(w) = a [ g / ((w - w0)^2 + g^2) + g / ((w + w0)^2 + g^2) ]        (rad^2/s)
 

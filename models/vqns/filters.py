@@ -1,4 +1,4 @@
-"""Filter functions F(w t) of FID, spin echo and CPMG-n (physics.md section 3).
+"""Filter functions F(w t) of FID, spin echo and CPMG-n (docs/physics.md section 3.1).
 
 The attenuation of a sequence of total length t is
 
@@ -42,7 +42,7 @@ def _as_pulse_numbers(n_pulses: ArrayLike) -> np.ndarray:
 
 
 def filter_function(wt: ArrayLike, n_pulses: ArrayLike) -> np.ndarray:
-    """F(w t) of physics.md section 3 (dimensionless), float64.
+    """F(w t) of docs/physics.md section 3.1 (dimensionless), float64.
 
     wt: w t, the angular frequency (rad/s) times the sequence length (s), any real array.
     n_pulses: number of pi pulses (0 = FID, 1 = spin echo, n = CPMG-n), int or int array.

@@ -1,6 +1,6 @@
 """Fast kernel for the VQNS fit: J of one symmetrized Lorentzian and its derivative dJ/dk.
 
-physics.md section 3; the math is that of `attenuation.py` (read its docstring first), with the
+docs/physics.md section 3.2; the math is that of `attenuation.py` (read its docstring first), with the
 same branches, thresholds and Taylor coefficients (imported from it: one source of truth). With
 k = g - i w0, chi(t) = a Re J, and J is holomorphic in k (entire: psi, phi, m are entire and G_n
 is a polynomial in p), so one complex derivative J' = dJ/dk gives both gradients:

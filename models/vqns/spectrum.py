@@ -1,4 +1,4 @@
-"""The variational spectrum: a sum of symmetrized Lorentzians (physics.md section 3)."""
+"""The variational spectrum: a sum of symmetrized Lorentzians (docs/physics.md section 3.2)."""
 
 from __future__ import annotations
 

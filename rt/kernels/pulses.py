@@ -1,5 +1,5 @@
 """Pulse timing, defined once: the pi-pulse times of FID, spin echo, CPMG-n and DEER, and the
-compilation of one shot into channel pulses for a pulse generator (docs/physics.md, noise
+compilation of one shot into channel pulses for a pulse generator (docs/physics.md sections 3.1 and 2.5, noise
 spectroscopy and NV-MRI).
 
 Times are seconds. A coherence sequence of total time t runs from the centre of its first pi/2
@@ -91,7 +91,7 @@ def deer_pulse_times(t: float, rf_offset_s: float = 0.0) -> tuple[np.ndarray, np
     """(NV pi-pulse times, dark-spin RF pi-pulse times) in s of DEER over a total time t (s).
 
     A spin echo on the NV (pi at t/2) with an RF pi pulse on the dark spins centred at
-    t/2 + rf_offset_s (docs/physics.md, NV-MRI: each flipped dark spin multiplies the echo by
+    t/2 + rf_offset_s (docs/physics.md section 2.5: each flipped dark spin multiplies the echo by
     1 - p (1 - cos(pi J tau))).
     """
     nv = echo_pulse_times(float(t))

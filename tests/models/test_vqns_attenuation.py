@@ -1,4 +1,4 @@
-"""Closed-form Lorentzian attenuation chi(t) and filter functions (physics.md section 3).
+"""Closed-form Lorentzian attenuation chi(t) and filter functions (docs/physics.md sections 3.1-3.2).
 
 Two references, each independent of the closed form's algebra and of its floating point:
 
@@ -154,7 +154,7 @@ def _grid(n: int) -> list[tuple[float, float]]:
 
 
 def _assert_close(got, ref, what, rel=1e-8, floor=1e-6, absolute=1e-12):
-    """physics.md: 1e-8 relative wherever chi > 1e-6 a t^2, 1e-12 a t^2 absolute everywhere."""
+    """docs/physics.md section 3.2: 1e-8 relative wherever chi > 1e-6 a t^2, 1e-12 a t^2 absolute everywhere."""
     got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
     err = np.abs(got - ref)
     big = ref > floor
@@ -344,7 +344,7 @@ def _filter_direct(u: np.ndarray, n: int) -> np.ndarray:
 
 
 def _filter_mpmath(u: float, n: int) -> float:
-    """physics.md's formula, evaluated at 50 digits (at a float u the 0/0 points are not hit)."""
+    """F of docs/physics.md section 3.1, evaluated at 50 digits (at a float u the 0/0 points are not hit)."""
     with mpmath.workdps(50):
         u = mpmath.mpf(u)
         if n == 0:

@@ -1,5 +1,5 @@
 """Fast Lorentzian kernel (models/vqns/kernel.py) against attenuation.py, torch autograd and
-finite differences (physics.md section 3).
+finite differences (docs/physics.md section 3.2).
 
 References, each independent of the kernel's code:
 * J: `attenuation.attenuation` (numpy, its own stable evaluation, itself tested against a
