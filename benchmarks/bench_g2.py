@@ -35,8 +35,9 @@ from nvscope.host.srm.cnn_estimator import CnnEstimator, onnx_session
 from nvscope.models.g2.cnn import PAPER_ARCH, SHIPPED_ARCH, G2Net, forward_flops
 from nvscope.models.g2.features import N_CHANNELS, N_SCALARS, SHIPPED_MODEL
 from nvscope.models.g2.least_squares import estimate_g2_lm
+from nvscope.models.g2.estimation import estimate_pixels
 from nvscope.models.g2.mle import cramer_rao_std, estimate_g2
-from nvscope.models.g2.model import EmitterShape, expected_histogram, singles_base
+from nvscope.models.g2.model import EmitterShape, expected_histogram, pixel_base
 from nvscope.models.g2.train_cnn import export_onnx
 from nvscope.models.g2.training_data import simulate_dataset
 from nvscope.proto.histogram import N_BINS
@@ -92,7 +93,8 @@ def speed(tmp: Path) -> None:
             rows.append((name, batch, dt, flops))
     # lm: the paper's baseline, one least-squares fit per histogram (batch makes no difference)
     h = rng.poisson(5.0, (16, N_BINS))
-    dt_lm = _time(lambda: estimate_g2_lm(h, n_a=np.full(16, 5e4), n_b=np.full(16, 5e4), t_acq=np.ones(16)), 2.0) / 16
+    base16 = pixel_base(np.full(16, 5e4), np.full(16, 5e4), np.ones(16), 16)
+    dt_lm = _time(lambda: estimate_g2_lm(h, base16), 2.0) / 16
     print(f"forward cost: paper {forward_flops(PAPER_ARCH) / 1e6:.1f} MFLOP, shipped "
           f"{forward_flops(SHIPPED_ARCH) / 1e6:.2f} MFLOP per histogram "
           f"({forward_flops(PAPER_ARCH) / forward_flops(SHIPPED_ARCH):.0f}x fewer)")
@@ -133,6 +135,7 @@ def accuracy(emitters: int, windows: int, reference: Path | None) -> None:
     print(f"\naccuracy on {emitters} fresh emitters x {windows} histograms per N, singles known "
           f"(simulated in {time.perf_counter() - t0:.0f} s); RMSE/CRB is RMSE over the RMS Cramer-Rao bound")
     N = d["hist"].sum(axis=1)
+    base = pixel_base(d["n_a"], d["n_b"], d["t_acq"], N.size)  # each histogram's normalization, once
     results = {k: np.full((2, N.size), np.nan) for k in ("mle", "mle-true", "bayes-true")}
     for name in estimators:
         results[name] = np.full((2, N.size), np.nan)
@@ -142,21 +145,18 @@ def accuracy(emitters: int, windows: int, reference: Path | None) -> None:
     for e in np.unique(d["emitter"]):
         rows = np.flatnonzero((d["emitter"] == e) & scored)
         shape = EmitterShape(*d["context"][rows[0]])  # the emitter's "scan" shape, as the host fits it
-        results["mle"][:, rows] = estimate_g2(d["hist"][rows], shape, d["n_a"][rows], d["n_b"][rows], d["t_acq"][rows])
+        results["mle"][:, rows] = estimate_g2(d["hist"][rows], shape, base[rows])
         true_shape = EmitterShape(*d["shape_true"][rows[0]])
-        results["mle-true"][:, rows] = estimate_g2(d["hist"][rows], true_shape, d["n_a"][rows], d["n_b"][rows],
-                                                   d["t_acq"][rows])
+        results["mle-true"][:, rows] = estimate_g2(d["hist"][rows], true_shape, base[rows])
         crb[rows] = cramer_rao_std(truth[rows], np.maximum(N[rows], 1), true_shape, base_known=True)
-        base = singles_base(d["n_a"][rows], d["n_b"][rows], d["t_acq"][rows])
-        results["bayes-true"][:, rows] = posterior_mean_g2(d["hist"][rows].astype(float), true_shape, base)
+        results["bayes-true"][:, rows] = posterior_mean_g2(d["hist"][rows].astype(float), true_shape, base[rows])
         for name, est in estimators.items():
-            sel = rows[N[rows] >= est.min_events]
-            if sel.size:
-                results[name][:, sel] = est.estimate(d["hist"][sel], shape, d["n_a"][sel], d["n_b"][sel], d["t_acq"][sel])
+            # the host's g2 path: histograms below the estimator's min_events are NaN, with a reason
+            e = estimate_pixels(est, d["hist"][rows], shape, base[rows], require_base=True)
+            results[name][:, rows] = e.g2, e.g2_std
     t_lm = time.perf_counter()
     results["lm"] = np.full((2, N.size), np.nan)
-    results["lm"][:, scored] = estimate_g2_lm(d["hist"][scored], n_a=d["n_a"][scored], n_b=d["n_b"][scored],
-                                              t_acq=d["t_acq"][scored])
+    results["lm"][:, scored] = estimate_g2_lm(d["hist"][scored], base[scored])
     t_lm = (time.perf_counter() - t_lm) / scored.sum()
     print(f"{'N':>5s} {'method':10s} {'RMSE':>7s} {'bias':>7s} {'MAPE %':>7s} {'cover68':>7s} {'CRB':>7s} "
           f"{'RMSE/CRB':>8s} {'NaN':>4s}")

@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nvscope.models.g2.mle import fit_shape
-from nvscope.models.g2.model import EmitterShape, singles_base
+from nvscope.models.g2.estimation import G2Estimator, estimate_pixels, fit_scan_shape
+from nvscope.models.g2.mle import MleEstimator
+from nvscope.models.g2.model import NV_DEFAULT_SHAPE, EmitterShape, pixel_base
+from nvscope.models.g2.reasons import G2_REASONS
 
 from .figures import srm_figure
-from .online_g2 import G2_REASONS, G2Estimator, MleEstimator, estimate_pixels
 from ..store import RunStore, read_pixels
 
 
@@ -29,10 +30,13 @@ def srm_results(px: dict[str, np.ndarray], estimator: G2Estimator) -> tuple[dict
     """Per-pixel PL (counts/s), g2(0) and its std by `estimator`, G2 (paper Eq. 1-2), the dwell and
     the no-estimate reason; and the emitter shape, fitted once on the summed histogram with its
     normalization fixed by the singles (with the base free, the slow bunching and the base are
-    nearly degenerate in a 500 ns window)."""
+    nearly degenerate in a 500 ns window). With no events at all no pixel is estimated and the
+    NV default shape is returned."""
     hist, dwell = px["hist"], px["dwell_s"]
-    shape = fit_shape(hist.sum(axis=0), base=singles_base(px["n_a"], px["n_b"], dwell).sum())
-    est = estimate_pixels(estimator, hist, shape, px["n_a"], px["n_b"], dwell)
+    base = pixel_base(px["n_a"], px["n_b"], dwell, len(hist))
+    fit = fit_scan_shape(hist, base)
+    shape = NV_DEFAULT_SHAPE if fit is None else fit.shape
+    est = estimate_pixels(estimator, hist, shape, base, require_base=True)
     pl = (px["n_a"] + px["n_b"]) / dwell
     return {"pl_cps": pl, "g2": est.g2, "g2_std": est.g2_std, "G2": pl**2 * (1.0 - est.g2),
             "g2_reason": est.reason.astype(float), "dwell_s": dwell}, shape

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from nvscope.models.g2.features import FEATURES_VERSION, MODEL_FORMAT, SHIPPED_MODEL, cnn_inputs
-from nvscope.models.g2.model import EmitterShape, kernel_bin_averages, singles_base
+from nvscope.models.g2.model import EmitterShape, kernel_bin_averages
 from nvscope.proto.command_line import InputError
 
 
@@ -38,11 +38,13 @@ def onnx_session(path: Path, threads: int):
 
 @dataclass
 class CnnEstimator:
-    """g2(0) and g2_std by the CNN in `path` (default: the model shipped with nvscope)."""
+    """g2(0) and g2_std by the CNN in `path` (default: the model shipped with nvscope); a
+    `models.g2.estimation.G2Estimator`."""
 
     path: Path = SHIPPED_MODEL
     threads: int = 1
     name: str = "cnn"
+    uses_shape: bool = field(default=True, init=False)
     metadata: dict[str, str] = field(init=False)
     min_events: int = field(init=False)
 
@@ -66,12 +68,9 @@ class CnnEstimator:
         g2, std = self._sess.run(["g2", "g2_std"], {"x": x, "s": s})
         return g2.astype(np.float64), std.astype(np.float64)
 
-    def estimate(self, hist, shape: EmitterShape, n_a=None, n_b=None, t_acq=None) -> tuple[np.ndarray, np.ndarray]:
-        """(g2, g2_std) of (P, N_BINS) histograms; the singles (all three, or none) fix the normalization."""
-        given = [v is not None for v in (n_a, n_b, t_acq)]
-        if any(given) and not all(given):
-            raise ValueError("give all of n_a, n_b and t_acq (singles normalization) or none of them")
-        base = singles_base(n_a, n_b, t_acq) if all(given) else None
+    def estimate(self, hist, shape: EmitterShape, base=None) -> tuple[np.ndarray, np.ndarray]:
+        """(g2, g2_std) of (P, N_BINS) histograms with the scan's shape; base (P,) counts per bin
+        (`models.g2.model.pixel_base`; NaN or None where the singles are unknown)."""
         x, s = cnn_inputs(hist, kernel_bin_averages(shape), base)
         return self.run(x, s)
 

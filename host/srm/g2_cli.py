@@ -1,14 +1,18 @@
 """`nvscope g2 estimate` and `nvscope g2 histogram`: the off-line g2 commands
-(design.md "Command-line contracts"; physics.md section 1).
+(docs/cli.md; the histogram bins and the normalization are those of docs/physics.md section 1).
 
-`g2 histogram TAGS.npz -o OUT.npz [--mode allpairs|startstop]`: runs
-`python -m nvscope.rt.histogram_tool` as a subprocess (host never imports rt), so the histogram
-is made by rt's Numba kernel; its exit code and its one stderr line are passed through.
+`g2 histogram TAGS.npz -o OUT.npz [--mode allpairs|startstop] [--tac-dead-ps PS]`: TAGS `t_a`,
+`t_b` int64 ps tags, sorted; histogrammed by rt's own Numba kernel (`rt.kernels.binning`, called
+here). OUT `hist` int64 (215,), `n_a`, `n_b` (singles counts), `mode`, `tac_dead_ps`, the input
+name and the software version.
 
 `g2 estimate IN.npz -o OUT.npz [--method cnn|mle|lm]`: IN `hist` int (P, 215), optional
-`n_events` (P,), `n_a`, `n_b`, `t_acq` (P,) (all three fix the normalization). OUT `g2`, `g2_std`
-(P,) float64, `method`, `reason` (P,) strings (empty where g2 is a number, else why it is NaN),
-`n_events`, the fitted shape (mle, cnn), the input name and the software version.
+`n_events` (P,), `n_a`, `n_b`, `t_acq` (P,) (all three fix the normalization; without them it is
+fitted). The estimate is the host's own g2 path (`models.g2.estimation.estimate_pixels`). OUT
+`g2`, `g2_std` (P,) float64, `method`, `reason` (P,) strings and `reason_code` (P,) int8 (the
+reason table `models.g2.reasons.G2_REASONS`: empty / 0 where g2 is a number, else why it is NaN),
+`min_events` (the estimator's), `n_events`, the fitted shape (mle, cnn), the input name and the
+software version.
 
 Exit codes: 0 written; 2 bad input (one line on stderr naming the file and the problem, nothing
 written).
@@ -17,7 +21,6 @@ written).
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 
 import numpy as np
@@ -37,10 +40,10 @@ def add_g2_parser(subparsers) -> argparse.ArgumentParser:
     gsub = g.add_subparsers(dest="g2_action", required=True)
     e = gsub.add_parser(
         "estimate", help="g2(0) and its std per histogram",
-        description="Estimate g2(0) of each start-stop histogram. IN.npz: hist int (P, 215) (physics.md bins); "
+        description="Estimate g2(0) of each start-stop histogram. IN.npz: hist int (P, 215) (the bins of docs/physics.md); "
                     "optional n_events (P,), n_a, n_b (P,) singles counts and t_acq (P,) in seconds (all three "
                     "fix the normalization). OUT.npz: g2, g2_std (P,) float64, method, reason (P,) (why a pixel "
-                    "is NaN).")
+                    "is NaN), reason_code (P,).")
     e.add_argument("input", metavar="IN.npz", help="histograms")
     e.add_argument("-o", "--out", required=True, metavar="OUT.npz", help="where to write the result")
     e.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
@@ -56,6 +59,8 @@ def add_g2_parser(subparsers) -> argparse.ArgumentParser:
     h.add_argument("input", metavar="TAGS.npz", help="time tags")
     h.add_argument("-o", "--out", required=True, metavar="OUT.npz", help="where to write the histogram")
     h.add_argument("--mode", choices=MODES, default="allpairs", help="acquisition mode (default allpairs)")
+    h.add_argument("--tac-dead-ps", type=int, default=0,
+                   help="startstop: the converter's dead time after a stop, in ps (default 0)")
     return g
 
 
@@ -72,27 +77,51 @@ def g2_command(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- histogram
 
 
+def read_tags(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """The validated (t_a, t_b) of TAGS.npz: 1-D int64 ps tags (sortedness is checked by the kernel)."""
+    arrays = load_npz(path, ("t_a", "t_b"))
+    out = []
+    for key in ("t_a", "t_b"):
+        if key not in arrays:
+            raise InputError(f"{path}: missing required array `{key}`")
+        a = arrays[key]
+        if a.ndim != 1:
+            raise InputError(f"{path}: `{key}` must be a 1-D array of ps tags, got shape {a.shape}")
+        if a.dtype != np.int64:
+            if a.dtype.kind in "iu" and a.dtype.itemsize <= 4 or a.dtype == np.uint64 and (
+                    a.size == 0 or a.max() < 2**62):
+                a = a.astype(np.int64)  # lossless
+            else:
+                raise InputError(f"{path}: `{key}` must be int64 picosecond tags, got dtype {a.dtype}")
+        out.append(np.ascontiguousarray(a))
+    return out[0], out[1]
+
+
 def _histogram(args: argparse.Namespace) -> int:
-    cmd = [sys.executable, "-m", "nvscope.rt.histogram_tool", str(args.input), "-o", str(args.out),
-           "--mode", args.mode]
+    prog = "nvscope g2 histogram"
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    except OSError as exc:
-        print(f"nvscope g2 histogram: cannot start {sys.executable}: {exc.strerror or exc}", file=sys.stderr)
+        if args.tac_dead_ps < 0:
+            raise InputError(f"--tac-dead-ps must be >= 0, got {args.tac_dead_ps}")
+        check_out(args.out)
+        t_a, t_b = read_tags(args.input)
+        from nvscope.rt.kernels.binning import histogram_tags
+
+        try:
+            hist, n_a, n_b = histogram_tags(t_a, t_b, args.mode, args.tac_dead_ps)
+        except ValueError as exc:  # unsorted or out-of-range tags: one line from the kernel's checker
+            raise InputError(f"{args.input}: {one_line(exc)}") from None
+    except InputError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if proc.stdout:
-        sys.stdout.write(proc.stdout)
-    err = proc.stderr.strip()
-    if proc.returncode != 0:
-        lines = [ln for ln in err.splitlines() if ln.strip()]
-        # The tool's errors are one line; a crash (traceback) is reduced to its last line.
-        line = lines[-1] if lines else f"failed with exit code {proc.returncode}"
-        if not line.startswith("nvscope g2 histogram"):
-            line = f"nvscope g2 histogram: {args.input}: {line}"
-        print(line, file=sys.stderr)
-        return proc.returncode if proc.returncode > 0 else EXIT_BAD_INPUT
-    if err:
-        print(err, file=sys.stderr)
+    result = {"hist": hist.astype(np.int64), "n_a": np.int64(n_a), "n_b": np.int64(n_b),
+              "mode": args.mode, "tac_dead_ps": np.int64(args.tac_dead_ps),
+              "input": str(args.input), "software_version": software_version()}
+    try:
+        write_npz(args.out, result)
+    except OSError as exc:
+        print(f"{prog}: {args.out}: cannot write: {exc.strerror or one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"{prog}: {int(hist.sum())} pairs from {n_a} + {n_b} tags ({args.mode}); wrote {args.out}")
     return EXIT_OK
 
 
@@ -104,11 +133,12 @@ def _estimate(args: argparse.Namespace) -> int:
     try:
         check_out(args.out)
         data = _read_estimate_input(args.input)
+        estimator = _estimator(args.method, args.model)  # a model file that cannot be used fails here
     except InputError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        result = _run_method(args.method, data, args.model)
+        result = _run_method(estimator, data)
     except ValueError as exc:  # the estimators' own checks, should the ones above miss something
         print(f"{prog}: {args.input}: {one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -126,65 +156,49 @@ def _estimate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run_method(method: str, d: dict, model: str | None = None) -> dict:
+# The estimators (scipy, onnxruntime) and rt's kernel (numba) are imported where a subcommand needs
+# them: every `nvscope` command builds this parser, and the rig's start must not pay for them.
+
+
+def _estimator(method: str, model: str | None):
+    """The `G2Estimator` of --method (the CNN from --model when given); ModelFileError for a bad model."""
+    if method == "mle":
+        from nvscope.models.g2.mle import MleEstimator
+
+        return MleEstimator()
+    if method == "lm":
+        from nvscope.models.g2.least_squares import LeastSquaresEstimator
+
+        return LeastSquaresEstimator()
+    from .cnn_estimator import CnnEstimator
+
+    return CnnEstimator() if model is None else CnnEstimator(model)
+
+
+def _run_method(estimator, d: dict) -> dict:
+    """The one g2 path (`estimate_pixels`) with the base free where the file has no singles."""
+    from nvscope.models.g2.estimation import estimate_pixels, fit_scan_shape
+    from nvscope.models.g2.model import NV_DEFAULT_SHAPE, pixel_base
+    from nvscope.models.g2.reasons import G2_REASONS
+
     hist = d["hist"]
-    P = hist.shape[0]
-    singles = d["n_a"] is not None
-    N = hist.sum(axis=1)
-    reason = np.full(P, "", dtype="<U64")
-    reason[N == 0] = "no events"
-    if not singles:
-        reason[N == 1] = "one event only fixes the normalization"
-        base = None
-    else:
-        from nvscope.models.g2.model import singles_base
-
-        base = singles_base(d["n_a"], d["n_b"], d["t_acq"])
-        reason[(N > 0) & ~(np.isfinite(base) & (base > 0))] = "singles give no normalization (n_a n_b = 0)"
-    kw = {"n_a": d["n_a"], "n_b": d["n_b"], "t_acq": d["t_acq"]} if singles else {}
+    base = pixel_base(d["n_a"], d["n_b"], d["t_acq"], len(hist))  # NaN without singles: base fitted
     extra: dict = {}
+    shape = None
     with np.errstate(all="ignore"):
-        if method in ("mle", "cnn"):
-            from nvscope.models.g2.mle import estimate_g2, fit_shape_full
-
-            estimator = None
-            if method == "cnn":
-                from .cnn_estimator import CnnEstimator
-
-                # a model file that cannot be used fails here (ModelFileError), before any work
-                estimator = CnnEstimator() if model is None else CnnEstimator(model)
-            total_base = None
-            if singles:
-                total_base = float(base[np.isfinite(base)].sum())
-            if N.sum() == 0 or (singles and not total_base > 0):
-                g2, std = np.full(P, np.nan), np.full(P, np.nan)
-                if N.sum() > 0:
-                    reason[reason == ""] = "singles give no normalization (n_a n_b = 0)"
-            else:
-                # The emitter shape from the summed histograms: the context of both estimators.
-                fit = fit_shape_full(hist.sum(axis=0), base=total_base)
+        if estimator.uses_shape:
+            # The emitter shape from the summed histograms: the context of the estimator.
+            fit = fit_scan_shape(hist, base)
+            shape = NV_DEFAULT_SHAPE if fit is None else fit.shape  # None: no pixel can be estimated
+            if fit is not None:
                 extra = {"shape_t1": fit.shape.t1, "shape_t2": fit.shape.t2, "shape_a": fit.shape.a,
                          "shape_g0": fit.g0, "shape_base": fit.base}
-                if estimator is None:
-                    g2, std = estimate_g2(hist, fit.shape, **kw)
-                else:
-                    g2, std = np.full(P, np.nan), np.full(P, np.nan)
-                    few = (N > 0) & (N < estimator.min_events)
-                    reason[few & (reason == "")] = f"fewer than {estimator.min_events} events (the CNN's training range)"
-                    ok = reason == ""
-                    if ok.any():
-                        sel = {k: v[ok] for k, v in kw.items()}
-                        g2[ok], std[ok] = estimator.estimate(hist[ok], fit.shape, **sel)
-                    extra["model_git_commit"] = estimator.metadata.get("git_commit", "")
-        else:
-            from nvscope.models.g2.least_squares import estimate_g2_lm
-
-            g2, std = estimate_g2_lm(hist, **kw)
-    g2 = np.asarray(g2, dtype=np.float64)
-    std = np.asarray(std, dtype=np.float64)
-    reason[~np.isfinite(g2) & (reason == "")] = "no estimate"
-    reason[np.isfinite(g2) & ~np.isfinite(std) & (reason == "")] = "std undefined"
-    return {"g2": g2, "g2_std": std, "reason": reason, **extra}
+        est = estimate_pixels(estimator, hist, shape, base)
+    if hasattr(estimator, "metadata"):
+        extra["model_git_commit"] = estimator.metadata.get("git_commit", "")
+    reason = np.array(G2_REASONS, dtype="<U64")[est.reason]
+    return {"g2": est.g2.astype(np.float64), "g2_std": est.g2_std.astype(np.float64), "reason": reason,
+            "reason_code": est.reason, "min_events": np.int64(estimator.min_events), **extra}
 
 
 def _read_estimate_input(path: str) -> dict:
@@ -195,7 +209,7 @@ def _read_estimate_input(path: str) -> dict:
     if h.ndim == 1:
         h = h[None, :]
     if h.ndim != 2 or h.shape[1] != N_BINS:
-        raise InputError(f"{path}: `hist` must have shape (P, {N_BINS}) (the physics.md bins), got {h.shape}")
+        raise InputError(f"{path}: `hist` must have shape (P, {N_BINS}) (the bins of docs/physics.md), got {h.shape}")
     if h.shape[0] == 0:
         raise InputError(f"{path}: `hist` has no histograms (shape {h.shape})")
     hist = _counts(h, "hist", path)

@@ -1,13 +1,19 @@
-"""nvscope.models.g2: g2(0) of a photon-correlation histogram (physics.md section 1).
+"""nvscope.models.g2: g2(0) of a photon-correlation histogram (docs/physics.md section 1).
 
-`model` holds the emitter's g2(tau) and its exact bin integrals; `mle` the Poisson
-maximum-likelihood estimates (per pixel and of the shared shape) and the Cramer-Rao bound.
+`model` holds the emitter's g2(tau), its exact bin integrals and each pixel's normalization
+(`pixel_base`); `mle` the Poisson maximum-likelihood estimates (per pixel and of the shared shape)
+and the Cramer-Rao bound; `least_squares` the paper's per-pixel fit; `reasons` why a pixel has no
+estimate; `estimation` the one path every caller estimates pixels through (`estimate_pixels`).
 """
 
-from .mle import G0_BOUNDS, ShapeFit, cramer_rao_std, estimate_g2, fit_shape, fit_shape_full
-from .model import EmitterShape, bin_integrals, bin_integrals_dg0, expected_histogram, g2_model, singles_base
+from .estimation import G2Estimate, G2Estimator, estimate_pixels, fit_scan_shape
+from .mle import G0_BOUNDS, MleEstimator, ShapeFit, cramer_rao_std, estimate_g2, fit_shape, fit_shape_full
+from .model import (EmitterShape, bin_integrals, bin_integrals_dg0, expected_histogram, g2_model, pixel_base,
+                    singles_base)
+from .reasons import G2_REASONS
 
 __all__ = [
     "EmitterShape", "g2_model", "bin_integrals", "bin_integrals_dg0", "expected_histogram", "singles_base",
-    "G0_BOUNDS", "ShapeFit", "estimate_g2", "fit_shape", "fit_shape_full", "cramer_rao_std",
+    "pixel_base", "G0_BOUNDS", "ShapeFit", "estimate_g2", "fit_shape", "fit_shape_full", "cramer_rao_std",
+    "MleEstimator", "G2Estimator", "G2Estimate", "estimate_pixels", "fit_scan_shape", "G2_REASONS",
 ]

@@ -6,27 +6,31 @@ with), with every shape parameter free per pixel:
     n_k ~ base * g2(tau_k),   g2(tau) = 1 - (1 - g0) [(1 + a) exp(-|tau|/t1) - a exp(-|tau|/t2)]
 
 at the bin centres tau_k, Gaussian weights 1 / sqrt(max(n_k, 1)). base is free (one more
-parameter) unless the singles n_a, n_b, t_acq are all given, which fix it to n_a n_b D / t_acq
-(physics.md section 1, as the MLE does). The least-squares problem is solved by
+parameter) where it is NaN, else fixed to the pixel's n_a n_b D / t_acq (`model.pixel_base`,
+docs/physics.md section 1, as the MLE does). The least-squares problem is solved by
 scipy.optimize.least_squares with method "trf" (a trust-region Levenberg-Marquardt that honours
 bounds; scipy's "lm" takes none) within g0 in G0_BOUNDS, t1 in [1, 200] ns, t2 in [20, 5000] ns,
 a in [0, 10], base > 0. g2_std is the square root of the g0 entry of (J^T J)^-1 at the solution
 (the weights are taken as absolute sigmas, not rescaled by the reduced chi^2).
 
-No estimate (NaN): a pixel with no events; with base free also one with a single event; with base
-known one whose singles give base <= 0. A fit whose covariance is singular keeps its g2 and gets
+No estimate (NaN): as `reasons.pixel_reasons` (no events; with base free also a single event;
+with base known base <= 0). A fit whose covariance is singular keeps its g2 and gets
 g2_std NaN. This estimator ignores the bin integrals and the Poisson statistics of sparse bins on
 purpose (it is the baseline); `mle.estimate_g2` is the one to use.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from nvscope.proto.histogram import N_BINS, bin_edges_s
 from scipy.optimize import least_squares
 
 from .mle import (A_BOUNDS, G0_BOUNDS, T1_BOUNDS_S, T2_BOUNDS_S, _as_histograms, g0_start_value,
-                  pixel_normalization, wing_level)
+                  pixel_bases, wing_level)
+from .model import EmitterShape
+from .reasons import REASON_OK, pixel_reasons
 
 _EDGES_S = bin_edges_s()
 TAU_CENTRES_S = 0.5 * (_EDGES_S[:-1] + _EDGES_S[1:])
@@ -84,23 +88,38 @@ def _fit_one(n: np.ndarray, base: float | None) -> tuple[float, float]:
     return float(res.x[0]), std
 
 
-def estimate_g2_lm(hist, n_a=None, n_b=None, t_acq=None) -> tuple[np.ndarray, np.ndarray]:
+def estimate_g2_lm(hist, base=None) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel least-squares g2(0) (the paper's baseline) and its covariance std.
 
-    hist: (P, N_BINS) counts (any leading shape; the results have it). n_a, n_b, t_acq: scalars
-    or (P,), all three or none (as `mle.estimate_g2`). Returns (g2, g2_std) float64.
+    hist: (P, N_BINS) counts (any leading shape; the results have it). base: counts per bin, a
+    scalar or per pixel, NaN (or None: all) where it is fitted (as `mle.estimate_g2`).
+    Returns (g2, g2_std) float64.
     """
     h = _as_histograms(hist)
     lead = h.shape[:-1]
     n = h.reshape(-1, N_BINS)
     P = n.shape[0]
-    base, ok = pixel_normalization(n.sum(axis=1), lead, n_a, n_b, t_acq)
+    base = pixel_bases(base, lead)
+    ok = pixel_reasons(n.sum(axis=1), base) == REASON_OK
     g2 = np.full(P, np.nan)
     std = np.full(P, np.nan)
     with np.errstate(all="ignore"):
         for i in np.flatnonzero(ok):
-            g2[i], std[i] = _fit_one(n[i], None if base is None else float(base[i]))
+            g2[i], std[i] = _fit_one(n[i], None if np.isnan(base[i]) else float(base[i]))
     return g2.reshape(lead), std.reshape(lead)
 
 
-__all__ = ["TAU_CENTRES_S", "estimate_g2_lm"]
+@dataclass(frozen=True)
+class LeastSquaresEstimator:
+    """`estimate_g2_lm` as a g2 estimator (`estimation.G2Estimator`); it fits its own shape per pixel."""
+
+    name: str = "lm"
+    min_events: int = 1
+    uses_shape: bool = False
+
+    def estimate(self, hist, shape: EmitterShape | None, base) -> tuple[np.ndarray, np.ndarray]:
+        """(g2, g2_std) by per-pixel least squares (shape ignored); base per pixel (NaN: fitted)."""
+        return estimate_g2_lm(hist, base)
+
+
+__all__ = ["TAU_CENTRES_S", "estimate_g2_lm", "LeastSquaresEstimator"]

@@ -27,10 +27,10 @@ the physical range [0, 1] (the information is undefined where some c_k <= 0), wi
 base = N / S(g0) there when it is free. It is the Cramer-Rao bound at the estimate:
 good coverage from a few hundred events on, optimistic below (physics.md: accuracy limit).
 
-No-estimate rule (NaN for g2 and g2_std): a pixel with no events; with base free also a
-pixel with a single event (its one count only fixes the normalization: the profile
-likelihood is then monotone and its maximum sits on a bound); with base known a pixel
-whose singles give base <= 0 or non-finite.
+No-estimate rule (NaN for g2 and g2_std; `reasons.pixel_reasons`, the rule every g2 estimate
+follows): a pixel with no events; with base free also a pixel with a single event (its one
+count only fixes the normalization: the profile likelihood is then monotone and its maximum
+sits on a bound); with base known a pixel whose singles give base <= 0.
 """
 
 from __future__ import annotations
@@ -48,13 +48,11 @@ from .model import (
     exp_bin_integrals,
     exp_bin_integrals_dt,
     kernel_bin_averages,
-    singles_base,
 )
+from .reasons import MIN_EVENTS_FREE_BASE, REASON_OK, pixel_reasons
 
 G0_BOUNDS: tuple[float, float] = (-1.0, 2.0)
 """The range searched for g0 (not clipped to the physical [0, 1]; see the module docstring)."""
-MIN_EVENTS_FREE_BASE: int = 2
-"""Fewest events for an estimate with the normalization free (one event only fixes base)."""
 
 _TOL = 1e-10  # convergence of g0 (absolute)
 _MAX_ITER = 100
@@ -170,40 +168,30 @@ def _fisher(g_info, v, w, base, profiled: bool):
     return base * (J - V * V / S)
 
 
-def pixel_normalization(N: np.ndarray, lead: tuple, n_a, n_b, t_acq) -> tuple[np.ndarray | None, np.ndarray]:
-    """Each pixel's histogram normalization and which pixels can be estimated.
-
-    With the singles n_a, n_b, t_acq (all three; scalars or shape `lead`) base = n_a n_b D / t_acq
-    and a pixel needs one event and base > 0; without them base is None (to be fitted) and a pixel
-    needs MIN_EVENTS_FREE_BASE events. Giving only some of the three is a ValueError.
-    """
-    given = [x is not None for x in (n_a, n_b, t_acq)]
-    if any(given) and not all(given):
-        raise ValueError("give all of n_a, n_b and t_acq (singles normalization) or none of them (base fitted)")
-    if not all(given):
-        return None, N >= MIN_EVENTS_FREE_BASE
-    arrs = [np.asarray(x, dtype=float) for x in (n_a, n_b, t_acq)]
-    for name, arr in zip(("n_a", "n_b", "t_acq"), arrs):
-        if arr.ndim and arr.shape != lead and arr.size != 1:
-            raise ValueError(f"{name} must be a scalar or have shape {lead}, got {arr.shape}")
-    if np.any(arrs[0] < 0) or np.any(arrs[1] < 0):
-        raise ValueError("singles counts n_a and n_b must be >= 0")
-    if np.any(arrs[2] <= 0):
-        raise ValueError("t_acq must be > 0 (seconds)")
-    base = np.broadcast_to(singles_base(*arrs), lead).reshape(len(N)).astype(float)
-    return base, (N >= 1) & np.isfinite(base) & (base > 0)
+def pixel_bases(base, lead: tuple) -> np.ndarray:
+    """`base` (None, a scalar or shape `lead`; counts per bin, NaN: fitted) as float (P,), or ValueError."""
+    P = int(np.prod(lead, dtype=np.int64))
+    if base is None:
+        return np.full(P, np.nan)
+    b = np.asarray(base, dtype=float)
+    if b.ndim and b.shape != lead and b.size != 1:
+        raise ValueError(f"base must be a scalar or have shape {lead}, got {b.shape}")
+    if np.any(np.isinf(b)) or np.any(b < 0):
+        raise ValueError("base must be >= 0 counts per bin and finite (NaN: fitted with g2(0))")
+    return np.broadcast_to(b, lead).reshape(P).astype(float)
 
 
-def estimate_g2(hist, shape: EmitterShape, n_a=None, n_b=None, t_acq=None) -> tuple[np.ndarray, np.ndarray]:
+def estimate_g2(hist, shape: EmitterShape, base=None) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel Poisson MLE of g2(0) with the emitter shape fixed, and its Fisher std.
 
     hist: (P, N_BINS) counts (any leading shape works; the results have it).
     shape: the scan's `EmitterShape` (e.g. from `fit_shape` on the summed histograms).
-    n_a, n_b, t_acq: singles counts of detectors A and B and acquisition time in s, scalars
-    or (P,); when all three are given they fix base = n_a n_b D / t_acq, otherwise base is
-    fitted with g0 (profiled out). Giving only some of them is a ValueError.
+    base: each pixel's normalization n_a n_b D / t_acq in counts per bin (`model.pixel_base`), a
+    scalar or of shape hist.shape[:-1]; NaN (or None: all) where it is unknown, and it is then fitted
+    with g0 (profiled out). Negative or infinite values are a ValueError.
     Returns (g2, g2_std), float64 arrays of shape hist.shape[:-1]. g2 is searched in
-    G0_BOUNDS, not clipped to [0, 1]; NaN per the no-estimate rule of the module docstring.
+    G0_BOUNDS, not clipped to [0, 1]; NaN per the no-estimate rule of the module docstring
+    (`reasons.pixel_reasons`).
     """
     h = _as_histograms(hist)
     lead = h.shape[:-1]
@@ -212,21 +200,37 @@ def estimate_g2(hist, shape: EmitterShape, n_a=None, n_b=None, t_acq=None) -> tu
     v = kernel_bin_averages(shape)
     w = bin_widths()
     N = n.sum(axis=1)
-    base, ok = pixel_normalization(N, lead, n_a, n_b, t_acq)
-    profiled = base is None
+    base = pixel_bases(base, lead)
+    ok = pixel_reasons(N, base) == REASON_OK
+    free = np.isnan(base)
     g2 = np.full(P, np.nan)
     std = np.full(P, np.nan)
-    if np.any(ok):
-        nk = n[ok]
-        bk = None if base is None else base[ok]
+    for rows, profiled in ((ok & ~free, False), (ok & free, True)):
+        if not np.any(rows):
+            continue
+        nk = n[rows]
+        bk = None if profiled else base[rows]
         g = _solve_g0(nk, v, w, bk)
         g_info = np.clip(g, 0.0, 1.0)
         if profiled:
-            bk = N[ok] / (w.sum() - (1.0 - g_info) * v.sum())
+            bk = N[rows] / (w.sum() - (1.0 - g_info) * v.sum())
         info = _fisher(g_info, v, w, bk, profiled)
-        g2[ok] = g
-        std[ok] = 1.0 / np.sqrt(info)
+        g2[rows] = g
+        std[rows] = 1.0 / np.sqrt(info)
     return g2.reshape(lead), std.reshape(lead)
+
+
+@dataclass(frozen=True)
+class MleEstimator:
+    """`estimate_g2` as a g2 estimator (`estimation.G2Estimator`): (hist, shape, base) -> (g2, g2_std)."""
+
+    name: str = "mle"
+    min_events: int = 1
+    uses_shape: bool = True
+
+    def estimate(self, hist, shape: EmitterShape, base) -> tuple[np.ndarray, np.ndarray]:
+        """(g2, g2_std) by the Poisson MLE with the shape fixed; base per pixel (NaN: fitted)."""
+        return estimate_g2(hist, shape, base)
 
 
 def cramer_rao_std(g0, n_events, shape: EmitterShape, base_known: bool = False) -> np.ndarray:
@@ -386,6 +390,6 @@ def fit_shape(hist_sum, base: float | None = None, start: EmitterShape | None = 
 
 
 __all__ = [
-    "G0_BOUNDS", "MIN_EVENTS_FREE_BASE", "ShapeFit", "estimate_g2", "cramer_rao_std",
+    "G0_BOUNDS", "MIN_EVENTS_FREE_BASE", "ShapeFit", "estimate_g2", "pixel_bases", "MleEstimator", "cramer_rao_std",
     "fit_shape", "fit_shape_full",
 ]

@@ -130,6 +130,19 @@ def singles_base(n_a: float | np.ndarray, n_b: float | np.ndarray, t_acq: float 
     return np.asarray(n_a, dtype=float) * np.asarray(n_b, dtype=float) * BIN_WIDTH_S / np.asarray(t_acq, dtype=float)
 
 
+def pixel_base(n_a, n_b, t_acq, n_pixels: int) -> np.ndarray:
+    """Each pixel's normalization base = n_A n_B D / T (counts per bin), float (n_pixels,), computed once
+    where the singles enter. NaN (unknown: the base is fitted, or the pixel is refused where the singles
+    are required) for every pixel when any of n_a, n_b, t_acq is None, and where they fix nothing (a
+    negative or non-finite count, t_acq <= 0 s); 0 where a detector saw no photon."""
+    if n_a is None or n_b is None or t_acq is None:
+        return np.full(n_pixels, np.nan)
+    a, b, t = (np.broadcast_to(np.asarray(x, dtype=float), (n_pixels,)) for x in (n_a, n_b, t_acq))
+    good = np.isfinite(a) & np.isfinite(b) & np.isfinite(t) & (a >= 0) & (b >= 0) & (t > 0)
+    base = singles_base(a, b, np.where(good, t, 1.0))
+    return np.where(good, base, np.nan)
+
+
 def expected_histogram(shape: EmitterShape, g0: float | np.ndarray, base: float | np.ndarray) -> np.ndarray:
     """Expected counts per bin, base * c_k(g0), shape broadcast(g0, base).shape + (N_BINS,)."""
     return np.asarray(base, dtype=float)[..., None] * bin_integrals(shape, g0)
@@ -138,5 +151,5 @@ def expected_histogram(shape: EmitterShape, g0: float | np.ndarray, base: float 
 __all__ = [
     "N_BINS", "EmitterShape", "NV_DEFAULT_SHAPE", "g2_model", "exp_bin_integrals", "exp_bin_integrals_dt",
     "kernel_bin_averages", "bin_widths", "bin_integrals", "bin_integrals_dg0",
-    "singles_base", "expected_histogram",
+    "singles_base", "pixel_base", "expected_histogram",
 ]

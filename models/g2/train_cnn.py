@@ -29,7 +29,7 @@ from nvscope.proto.version import git_commit, software_version
 
 from .cnn import PAPER_ARCH, SHIPPED_ARCH, CnnArch, G2Net, forward_flops, gaussian_nll
 from .features import FEATURES_VERSION, MODEL_FORMAT, N_CHANNELS, N_SCALARS, cnn_inputs
-from .model import EmitterShape, kernel_bin_averages, singles_base
+from .model import EmitterShape, kernel_bin_averages, pixel_base
 from .training_data import EVENTS_PER_EMITTER, G2_RANGE, N_RANGE, T1_RANGE_S, simulate_dataset, split_by_emitter
 
 NO_SINGLES_FRACTION = 0.3
@@ -57,7 +57,7 @@ def dataset_inputs(data: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarr
     """Network inputs and targets of simulated rows (rows with too few events left out)."""
     keep = data["hist"].sum(axis=1) >= MIN_TRAIN_EVENTS
     d = {k: v[keep] for k, v in data.items()}
-    base = singles_base(d["n_a"], d["n_b"], d["t_acq"])
+    base = pixel_base(d["n_a"], d["n_b"], d["t_acq"], len(d["hist"]))
     hide = np.random.default_rng(seed).uniform(size=base.size) < NO_SINGLES_FRACTION
     base = np.where(hide, np.nan, base)
     contexts, which = np.unique(d["context"], axis=0, return_inverse=True)  # one per emitter

@@ -5,10 +5,11 @@ Its collected photons are simulated once; each acquisition *window* thins a stre
 uncorrelated background, and sends the light through a beam splitter to two detectors with dead
 time, jitter and dark counts (`simulate_emitter`). So the windows of one emitter share its shape
 (t1, t2, a) but each has its own g2(0), uniform in G2_RANGE, like the pixels of a scan, and its
-own expected event count, log-uniform in N_RANGE. Each window's histogram is made from its tags as
-the rt binner makes it (all pairs within +-250 ns, physics.md's bin rule), with its singles n_a,
-n_b and duration T. The context of every window is the shape fitted (`fit_shape`, singles
-normalization) to the sum of its emitter's windows, as the host fits it to the sum of a scan.
+own expected event count, log-uniform in N_RANGE. Each window's histogram is made from its tags by
+the rig's own kernel (`rt.kernels.binning.histogram_tags`, all pairs within +-250 ns, the bin rule
+of docs/physics.md), with its singles n_a, n_b and duration T. The context of every window is the
+shape fitted to the sum of its emitter's windows with the singles normalization
+(`estimation.fit_scan_shape`), as the host fits it to the sum of a scan.
 
 The truth of each histogram is the exact g2(0) of its window (physics.md: 1 - (S / (S + B))^2 with
 the dark counts in B). The windows of one emitter share its photons and its context, so data sets
@@ -34,9 +35,10 @@ from nvscope.firmware_sim.emitter import (
     uniform_draws,
 )
 from nvscope.proto.histogram import HALF_RANGE_PS, N_BINS
+from nvscope.rt.kernels.binning import histogram_tags
 
-from .mle import fit_shape
-from .model import singles_base
+from .estimation import fit_scan_shape
+from .model import pixel_base
 
 G2_RANGE = (0.0, 1.0)
 """True g2(0) of the training histograms (uniform): the whole physical range, wider than the paper's
@@ -71,18 +73,6 @@ def draw_rates(rng: np.random.Generator) -> ThreeLevelRates:
             return rates
 
 
-def all_pairs(t_a: np.ndarray, t_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every (A, B) pair with -250 ns <= tau < 250 ns: (start tag in ps, bin index), by start tag."""
-    lo = np.searchsorted(t_b, t_a - HALF_RANGE_PS, side="left")
-    hi = np.searchsorted(t_b, t_a + HALF_RANGE_PS, side="left")
-    counts = hi - lo
-    ia = np.repeat(np.arange(t_a.size), counts)
-    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    tau = t_b[np.repeat(lo, counts) + offsets] - t_a[ia]
-    k = ((tau + HALF_RANGE_PS) * N_BINS) // (2 * HALF_RANGE_PS)  # physics.md's integer rule
-    return t_a[ia], k.astype(np.int64)
-
-
 @dataclass
 class EmitterHistograms:
     """The windows of one emitter: histograms (W, N_BINS), singles, durations (s), truths and context."""
@@ -94,10 +84,11 @@ class EmitterHistograms:
     g2_true: np.ndarray
     shape_true: tuple[float, float, float]  # the emitter's own (t1 s, t2 s, a)
     context: tuple[float, float, float]  # fitted (t1 s, t2 s, a) from the sum of its windows
+    tags: list[tuple[np.ndarray, np.ndarray]] | None = None  # each window's (t_a, t_b) ps, with keep_tags
 
 
 def simulate_emitter(seed: int, windows: int, events: int = EVENTS_PER_EMITTER,
-                     n_target: float | np.ndarray | None = None) -> EmitterHistograms:
+                     n_target: float | np.ndarray | None = None, keep_tags: bool = False) -> EmitterHistograms:
     """One random emitter (from `seed`) seen through `windows` acquisitions, each with its own g2(0).
 
     The emitter's photons are simulated once, collected at the spot's full rate R (log-uniform in
@@ -107,7 +98,8 @@ def simulate_emitter(seed: int, windows: int, events: int = EVENTS_PER_EMITTER,
     with g0 uniform in G2_RANGE, and sends the light through a 50/50 beam splitter and two fresh
     detectors (dead time, jitter, dark counts) as `SimTimeTagger` does. So all windows of an
     emitter share its shape and differ in g2(0), as the pixels of a scan do. Expected events per
-    window: log-uniform in N_RANGE, or `n_target` (a number, or one per window).
+    window: log-uniform in N_RANGE, or `n_target` (a number, or one per window). With `keep_tags`
+    the result also holds each window's detector tags (for tests).
     """
     rng = np.random.default_rng(seed)
     while True:  # some rates at a high collection efficiency have no phase-type interval law: redraw
@@ -139,6 +131,7 @@ def simulate_emitter(seed: int, windows: int, events: int = EVENTS_PER_EMITTER,
     n_b = np.empty(windows, dtype=np.int64)
     t_acq = np.empty(windows)
     split = uniform_draws(rng)
+    kept = [] if keep_tags else None
     for w in range(windows):
         t_win = int(min(n_target[w] / ((total[w] / 2) ** 2 * 2 * HALF_RANGE_PS * 1e-12) * 1e12,
                         0.999 * t_stream))
@@ -150,13 +143,14 @@ def simulate_emitter(seed: int, windows: int, events: int = EVENTS_PER_EMITTER,
         to_a, to_b = beam_splitter(light, split.take(light.size), 0.5)
         t_a = Detector(det, rng).tags(to_a, t_win)
         t_b = Detector(det, rng).tags(to_b, t_win)
-        _, k = all_pairs(t_a, t_b)
-        hist[w] = np.bincount(k, minlength=N_BINS)
-        n_a[w], n_b[w], t_acq[w] = t_a.size, t_b.size, t_win * 1e-12
+        hist[w], n_a[w], n_b[w] = histogram_tags(t_a, t_b, "allpairs")
+        t_acq[w] = t_win * 1e-12
+        if kept is not None:
+            kept.append((t_a, t_b))
     # The emitter's context is the shape fitted to the sum of its windows, as the host fits a scan.
-    shape = fit_shape(hist.sum(axis=0), base=float(singles_base(n_a, n_b, t_acq).sum()))
+    shape = fit_scan_shape(hist, pixel_base(n_a, n_b, t_acq, windows)).shape
     a, t1, t2 = g2_parameters(rates)
-    return EmitterHistograms(hist, n_a, n_b, t_acq, g2_true, (t1, t2, a), (shape.t1, shape.t2, shape.a))
+    return EmitterHistograms(hist, n_a, n_b, t_acq, g2_true, (t1, t2, a), (shape.t1, shape.t2, shape.a), kept)
 
 
 def _simulate(args: tuple) -> EmitterHistograms:
@@ -199,5 +193,5 @@ def split_by_emitter(emitter: np.ndarray, fractions: tuple[float, float, float],
     return tuple(np.flatnonzero(np.isin(emitter, g)) for g in groups)
 
 
-__all__ = ["G2_RANGE", "T1_RANGE_S", "N_RANGE", "RATE_RANGE_CPS", "EVENTS_PER_EMITTER", "draw_rates", "all_pairs", "EmitterHistograms", "simulate_emitter", "simulate_dataset",
+__all__ = ["G2_RANGE", "T1_RANGE_S", "N_RANGE", "RATE_RANGE_CPS", "EVENTS_PER_EMITTER", "draw_rates", "EmitterHistograms", "simulate_emitter", "simulate_dataset",
            "split_by_emitter"]

@@ -11,6 +11,13 @@ import sys
 import numpy as np
 import pytest
 from nvscope.host.srm.g2_cli import main
+from nvscope.models.g2.reasons import (
+    G2_REASONS,
+    REASON_FEW_EVENTS,
+    REASON_NO_EVENTS,
+    REASON_NO_NORMALIZATION,
+    REASON_OK,
+)
 from nvscope.models.g2.model import (
     EmitterShape,
     bin_integrals,
@@ -242,8 +249,35 @@ def test_cnn_few_events_are_nan_with_reason(tmp_path):
     code, _, err = run(["g2", "estimate", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz"), "--method", "cnn"])
     assert code == 0, err
     z = np.load(tmp_path / "o.npz")
-    assert z["reason"][1] == "no events" and "fewer than 20 events" in z["reason"][2]
+    assert int(z["min_events"]) == 20
+    assert list(z["reason_code"]) == [REASON_OK, REASON_NO_EVENTS, REASON_FEW_EVENTS, REASON_OK]
+    assert list(z["reason"]) == [G2_REASONS[c] for c in z["reason_code"]]
+    assert z["reason"][1] == "no events" and z["reason"][2] == "fewer events than the estimator works from"
     assert np.isnan(z["g2"][[1, 2]]).all() and np.isfinite(z["g2"][[0, 3]]).all()
+
+
+@pytest.mark.parametrize("method", ["mle", "lm"])
+def test_reasons_of_the_normalization(tmp_path, method):
+    """Without singles one event only fixes the (free) normalization; with singles, a pixel whose
+    singles give no normalization (n_a = 0) is not estimated: the one reason table, as text and code."""
+    d = simulated(p=4, events=500)
+    d["hist"][1] = 0
+    d["hist"][1, 120] = 1
+    d["n_a"][2] = 0.0
+    np.savez(tmp_path / "s.npz", **d)
+    np.savez(tmp_path / "f.npz", hist=d["hist"])
+    codes = {}
+    for name in ("s", "f"):
+        code, _, err = run(["g2", "estimate", str(tmp_path / f"{name}.npz"), "-o", str(tmp_path / f"o{name}.npz"),
+                            "--method", method])
+        assert code == 0, err
+        z = np.load(tmp_path / f"o{name}.npz")
+        codes[name] = list(z["reason_code"])
+        assert list(z["reason"]) == [G2_REASONS[c] for c in z["reason_code"]]
+        assert np.isfinite(z["g2"][z["reason_code"] == REASON_OK]).all()
+        assert np.isnan(z["g2"][z["reason_code"] != REASON_OK]).all()
+    assert codes["s"] == [REASON_OK, REASON_OK, REASON_NO_NORMALIZATION, REASON_OK]
+    assert codes["f"] == [REASON_OK, REASON_FEW_EVENTS, REASON_OK, REASON_OK]
 
 
 def test_cnn_model_file_bad(tmp_path):
@@ -266,12 +300,23 @@ def test_cnn_model_file_bad(tmp_path):
     assert not (tmp_path / "o.npz").exists()
 
 
-def test_module_entry_point_and_host_does_not_import_rt(tmp_path):
+def test_module_entry_point_and_host_imports_only_rt_kernels(tmp_path):
+    """`g2 histogram` calls rt's kernel in its own process (no second interpreter), and of rt the host
+    imports rt.kernels only (design.md's rule), not the rig's loop, link or spool."""
     t_a, t_b = poisson_tags(2, t=1e-4)
     np.savez(tmp_path / "tags.npz", t_a=t_a, t_b=t_b)
-    probe = ("import sys; from nvscope.host.srm.g2_cli import main; "
-             f"rc = main(['g2', 'histogram', {str(tmp_path / 'tags.npz')!r}, '-o', {str(tmp_path / 'h.npz')!r}]); "
-             "assert not [m for m in sys.modules if m.startswith('nvscope.rt')], 'host imported rt'; sys.exit(rc)")
+    probe = ("import subprocess, sys\n"
+             "popen = subprocess.Popen.__init__\n"
+             "def no_python(self, args, *a, **k):\n"
+             "    assert sys.executable not in list(args), 'g2 histogram started a second interpreter'\n"
+             "    popen(self, args, *a, **k)\n"
+             "subprocess.Popen.__init__ = no_python\n"
+             "from nvscope.host.srm.g2_cli import main\n"
+             f"rc = main(['g2', 'histogram', {str(tmp_path / 'tags.npz')!r}, '-o', {str(tmp_path / 'h.npz')!r}])\n"
+             "rt = sorted(m for m in sys.modules if m.startswith('nvscope.rt.'))\n"
+             "assert 'nvscope.rt.kernels.binning' in rt, rt\n"
+             "assert all(m.startswith('nvscope.rt.kernels') for m in rt), 'host imported ' + str(rt)\n"
+             "sys.exit(rc)\n")
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([sys.executable, "-m", "nvscope.host.srm.g2_cli", "g2", "histogram",

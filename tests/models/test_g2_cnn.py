@@ -13,19 +13,30 @@ from nvscope.models.g2.cnn import PAPER_ARCH, CnnArch, G2Net, forward_flops
 from nvscope.models.g2.features import FEATURES_VERSION, MODEL_FORMAT, SHIPPED_MODEL, cnn_inputs
 from nvscope.models.g2.model import NV_DEFAULT_SHAPE, kernel_bin_averages
 from nvscope.models.g2.train_cnn import dataset_inputs, main as train_main
-from nvscope.models.g2.training_data import all_pairs, simulate_dataset, split_by_emitter
+from nvscope.models.g2.training_data import simulate_dataset, simulate_emitter, split_by_emitter
 from nvscope.proto.histogram import N_BINS
-from nvscope.rt.kernels.binning import histogram_tags
 
 
-def test_all_pairs_is_rt_kernel():
-    rng = np.random.default_rng(1)
-    t_a = np.sort(rng.integers(0, 2 * 10**9, 4000))
-    t_b = np.sort(rng.integers(0, 2 * 10**9, 4000))
-    _, k = all_pairs(t_a, t_b)
-    hist, _, _ = histogram_tags(t_a, t_b, "allpairs")
-    assert hist.sum() > 1000
-    np.testing.assert_array_equal(np.bincount(k, minlength=N_BINS), hist)
+def numpy_all_pairs(t_a, t_b):
+    """Every (A, B) pair with -250 ns <= tau < 250 ns binned by the docs/physics.md integer rule, in numpy."""
+    lo = np.searchsorted(t_b, t_a - 250_000, side="left")
+    hi = np.searchsorted(t_b, t_a + 250_000, side="left")
+    counts = hi - lo
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    tau = t_b[np.repeat(lo, counts) + offsets] - np.repeat(t_a, counts)
+    return np.bincount(((tau + 250_000) * 215) // 500_000, minlength=N_BINS)
+
+
+def test_training_histograms_are_all_pairs_of_their_tags():
+    """The training windows are histogrammed as the rig does (its kernel): every pair of the window's
+    tags, as an independent numpy count gives them, and the singles are the tag counts."""
+    r = simulate_emitter(3, 4, events=20_000, n_target=np.array([30, 300, 3000, 20_000]), keep_tags=True)
+    assert len(r.tags) == 4
+    for w, (t_a, t_b) in enumerate(r.tags):
+        np.testing.assert_array_equal(r.hist[w], numpy_all_pairs(t_a, t_b))
+        assert r.n_a[w] == t_a.size and r.n_b[w] == t_b.size
+    assert r.hist[3].sum() > 5000
+    assert simulate_emitter(3, 4, events=20_000, n_target=np.array([30, 300, 3000, 20_000])).tags is None
 
 
 def test_split_by_emitter_never_shares_an_emitter():
@@ -52,11 +63,11 @@ def test_simulated_windows_carry_their_truth(tiny_data):
         assert np.ptp(d["context"][rows], axis=0).max() == 0 and np.ptp(d["g2_true"][rows]) > 0.2
     # each window's truth is what its light gives: the MLE with the emitter's true shape finds it
     from nvscope.models.g2.mle import estimate_g2
-    from nvscope.models.g2.model import EmitterShape
+    from nvscope.models.g2.model import EmitterShape, singles_base
 
     big = np.flatnonzero(d["hist"].sum(axis=1) > 3000)
-    g, sd = np.array([estimate_g2(d["hist"][i], EmitterShape(*d["shape_true"][i]), d["n_a"][i], d["n_b"][i],
-                                  d["t_acq"][i]) for i in big]).T
+    g, sd = np.array([estimate_g2(d["hist"][i], EmitterShape(*d["shape_true"][i]),
+                                  singles_base(d["n_a"][i], d["n_b"][i], d["t_acq"][i])) for i in big]).T
     pulls = (g - d["g2_true"][big]) / sd
     assert big.size > 10 and np.all(np.abs(pulls) < 5) and abs(pulls.mean()) < 1.0, pulls
     assert np.all(d["n_a"] > 0) and np.all(d["t_acq"] > 0)

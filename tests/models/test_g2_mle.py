@@ -157,7 +157,7 @@ def sim5000():
     rng = np.random.default_rng(20240611)
     h, base = poisson_histograms(rng, NV, 0.5, 5000, 2000)
     free = estimate_g2(h, shape_of(*NV))
-    known = estimate_g2(h, shape_of(*NV), *singles_for(base))
+    known = estimate_g2(h, shape_of(*NV), singles_base(*singles_for(base)))
     return {"free": free, "known": known}
 
 
@@ -214,8 +214,7 @@ def test_estimate_is_the_likelihood_maximum(n_events, base_known):
     sh = shape_of(*NV)
     h, base = poisson_histograms(rng, NV, 0.4, n_events, 12)
     h = h[h.sum(axis=1) >= 2]
-    kw = dict(zip(("n_a", "n_b", "t_acq"), singles_for(base))) if base_known else {}
-    g, _ = estimate_g2(h, sh, **kw)
+    g, _ = estimate_g2(h, sh, singles_base(*singles_for(base)) if base_known else None)
     for hk, gk in zip(h, g):
         assert gk == pytest.approx(_brute_force_mle(hk, sh, base if base_known else None), abs=3e-6)
 
@@ -223,7 +222,7 @@ def test_estimate_is_the_likelihood_maximum(n_events, base_known):
 def test_low_counts_are_not_clipped_to_the_physical_range():
     rng = np.random.default_rng(7)
     h, base = poisson_histograms(rng, NV, 0.1, 50, 2000)
-    g, std = estimate_g2(h, shape_of(*NV), *singles_for(base))
+    g, std = estimate_g2(h, shape_of(*NV), singles_base(*singles_for(base)))
     ok = np.isfinite(g)
     assert np.mean(g[ok] < 0) > 0.05            # clipping at 0 would give none
     assert np.all((g[ok] >= G0_BOUNDS[0]) & (g[ok] <= G0_BOUNDS[1]))
@@ -244,11 +243,18 @@ def test_empty_and_single_event_histograms():
     assert np.isnan(g[0]) and np.isnan(s[0])
     assert np.isnan(g[1]) and np.isnan(s[1])         # one event, base free: nothing to say
     assert np.isfinite(g[2]) and np.isfinite(s[2])
-    gk, sk = estimate_g2(h, sh, n_a=1e4, n_b=1e4, t_acq=1.0)
+    gk, sk = estimate_g2(h, sh, singles_base(1e4, 1e4, 1.0))
     assert np.isnan(gk[0]) and np.isnan(sk[0])
     assert np.isfinite(gk[1]) and np.isfinite(sk[1])  # one event against a known base
-    gz, sz = estimate_g2(h, sh, n_a=np.array([1e4, 0.0, 1e4]), n_b=1e4, t_acq=1.0)
+    gz, sz = estimate_g2(h, sh, singles_base(np.array([1e4, 0.0, 1e4]), 1e4, 1.0))
     assert np.isnan(gz[1]) and np.isnan(sz[1])        # base 0 with events: no estimate
+    # base per pixel, NaN where unknown: those pixels are estimated with the base free
+    b = float(singles_base(1e4, 1e4, 1.0))
+    gm, sm = estimate_g2(h, sh, np.array([b, np.nan, np.nan]))
+    assert np.isnan(gm[1]) and np.isnan(sm[1])        # one event, base free
+    assert gm[2] == pytest.approx(g[2], rel=1e-12) and sm[2] == pytest.approx(s[2], rel=1e-12)
+    gm, sm = estimate_g2(h, sh, np.array([np.nan, b, np.nan]))
+    assert gm[1] == pytest.approx(gk[1], rel=1e-12) and sm[1] == pytest.approx(sk[1], rel=1e-12)
 
 
 def test_result_shapes_follow_the_input():
@@ -275,12 +281,12 @@ def test_bad_input_raises_clear_errors():
     bad[1, 7] = np.nan
     with pytest.raises(ValueError, match="finite"):
         estimate_g2(bad, sh)
-    with pytest.raises(ValueError, match="n_a, n_b and t_acq"):
-        estimate_g2(np.ones((2, N_BINS)), sh, n_a=1e4, n_b=1e4)
-    with pytest.raises(ValueError, match="t_acq"):
-        estimate_g2(np.ones((2, N_BINS)), sh, n_a=1e4, n_b=1e4, t_acq=0.0)
-    with pytest.raises(ValueError, match="n_a"):
-        estimate_g2(np.ones((2, N_BINS)), sh, n_a=np.ones(3), n_b=1e4, t_acq=1.0)
+    with pytest.raises(ValueError, match="base must be >= 0"):
+        estimate_g2(np.ones((2, N_BINS)), sh, np.array([1.0, -1.0]))
+    with pytest.raises(ValueError, match="finite"):
+        estimate_g2(np.ones((2, N_BINS)), sh, np.inf)
+    with pytest.raises(ValueError, match=r"base must be a scalar or have shape \(2,\)"):
+        estimate_g2(np.ones((2, N_BINS)), sh, np.ones(3))
     with pytest.raises(ValueError, match="empty"):
         fit_shape(np.zeros(N_BINS))
     with pytest.raises(ValueError, match=r"215 bins.*\(100,\)"):
@@ -296,7 +302,7 @@ def test_thousands_of_pixels_per_second():
     estimate_g2(h[:100], sh)                          # warm-up
     t0 = time.perf_counter()
     estimate_g2(h, sh)
-    estimate_g2(h, sh, *singles_for(base))
+    estimate_g2(h, sh, singles_base(*singles_for(base)))
     rate = 2 * len(h) / (time.perf_counter() - t0)
     assert rate > 2000, f"{rate:.0f} pixels/s"
 
