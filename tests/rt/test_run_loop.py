@@ -332,7 +332,9 @@ def test_adaptive_scan_in_real_time_takes_its_photon_time_with_a_host_answering_
     wall = host.times["run_end"] - host.times["run_start"]
     assert len(host.dwell) == 4 and min(host.dwell) < 0.5 - 1e-9  # the answers were used
     assert max(host.dwell) == pytest.approx(0.5)
-    assert wall < 1.05 * photon + 0.1, (wall, photon, host.dwell)  # 0.1 s: room for a loaded machine
+    # waiting for every answer takes ~1.6 x the photon time; going on takes ~1.02 x (the 5 % goal is
+    # measured in benchmarks/bench_latency.py); the bound sits between them so that load cannot flip it
+    assert wall < 1.3 * photon, (wall, photon, host.dwell)
 
 
 def test_tags_lost_to_a_full_tagger_buffer_travel_with_the_pixel():
