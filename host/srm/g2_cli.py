@@ -40,10 +40,10 @@ def add_g2_parser(subparsers) -> argparse.ArgumentParser:
     gsub = g.add_subparsers(dest="g2_action", required=True)
     e = gsub.add_parser(
         "estimate", help="g2(0) and its std per histogram",
-        description="Estimate g2(0) of each start-stop histogram. IN.npz: hist int (P, 215) (the bins of docs/physics.md); "
-                    "optional n_events (P,), n_a, n_b (P,) singles counts and t_acq (P,) in seconds (all three "
-                    "fix the normalization). OUT.npz: g2, g2_std (P,) float64, method, reason (P,) (why a pixel "
-                    "is NaN), reason_code (P,).")
+        description="Estimate g2(0) of each start-stop histogram. IN.npz: hist int (P, 215) "
+                    "(the bins of docs/physics.md); optional n_events (P,), n_a, n_b (P,) singles counts and "
+                    "t_acq (P,) in seconds (all three fix the normalization; without them it is fitted). "
+                    "OUT.npz: g2, g2_std (P,) float64, method, reason (P,) (why a pixel is NaN), reason_code (P,).")
     e.add_argument("input", metavar="IN.npz", help="histograms")
     e.add_argument("-o", "--out", required=True, metavar="OUT.npz", help="where to write the result")
     e.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,

@@ -27,8 +27,8 @@ import numpy as np
 from nvscope.proto.histogram import N_BINS, bin_edges_s
 from scipy.optimize import least_squares
 
-from .mle import (A_BOUNDS, G0_BOUNDS, T1_BOUNDS_S, T2_BOUNDS_S, _as_histograms, g0_start_value,
-                  pixel_bases, wing_level)
+from .mle import (A_BOUNDS, G0_BOUNDS, T1_BOUNDS_S, T2_BOUNDS_S, _as_bases, _as_histograms, g0_start_value,
+                  wing_level)
 from .model import EmitterShape
 from .reasons import REASON_OK, pixel_reasons
 
@@ -99,7 +99,7 @@ def estimate_g2_lm(hist, base=None) -> tuple[np.ndarray, np.ndarray]:
     lead = h.shape[:-1]
     n = h.reshape(-1, N_BINS)
     P = n.shape[0]
-    base = pixel_bases(base, lead)
+    base = _as_bases(base, lead)
     ok = pixel_reasons(n.sum(axis=1), base) == REASON_OK
     g2 = np.full(P, np.nan)
     std = np.full(P, np.nan)

@@ -168,7 +168,7 @@ def _fisher(g_info, v, w, base, profiled: bool):
     return base * (J - V * V / S)
 
 
-def pixel_bases(base, lead: tuple) -> np.ndarray:
+def _as_bases(base, lead: tuple) -> np.ndarray:
     """`base` (None, a scalar or shape `lead`; counts per bin, NaN: fitted) as float (P,), or ValueError."""
     P = int(np.prod(lead, dtype=np.int64))
     if base is None:
@@ -200,7 +200,7 @@ def estimate_g2(hist, shape: EmitterShape, base=None) -> tuple[np.ndarray, np.nd
     v = kernel_bin_averages(shape)
     w = bin_widths()
     N = n.sum(axis=1)
-    base = pixel_bases(base, lead)
+    base = _as_bases(base, lead)
     ok = pixel_reasons(N, base) == REASON_OK
     free = np.isnan(base)
     g2 = np.full(P, np.nan)
@@ -390,6 +390,6 @@ def fit_shape(hist_sum, base: float | None = None, start: EmitterShape | None = 
 
 
 __all__ = [
-    "G0_BOUNDS", "MIN_EVENTS_FREE_BASE", "ShapeFit", "estimate_g2", "pixel_bases", "MleEstimator", "cramer_rao_std",
+    "G0_BOUNDS", "MIN_EVENTS_FREE_BASE", "ShapeFit", "estimate_g2", "MleEstimator", "cramer_rao_std",
     "fit_shape", "fit_shape_full",
 ]

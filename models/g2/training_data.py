@@ -193,5 +193,5 @@ def split_by_emitter(emitter: np.ndarray, fractions: tuple[float, float, float],
     return tuple(np.flatnonzero(np.isin(emitter, g)) for g in groups)
 
 
-__all__ = ["G2_RANGE", "T1_RANGE_S", "N_RANGE", "RATE_RANGE_CPS", "EVENTS_PER_EMITTER", "draw_rates", "EmitterHistograms", "simulate_emitter", "simulate_dataset",
-           "split_by_emitter"]
+__all__ = ["G2_RANGE", "T1_RANGE_S", "N_RANGE", "RATE_RANGE_CPS", "EVENTS_PER_EMITTER", "draw_rates",
+           "EmitterHistograms", "simulate_emitter", "simulate_dataset", "split_by_emitter"]
