@@ -106,6 +106,13 @@ def test_histogram_round_trip_equals_kernel_and_brute_force(tmp_path):
     np.testing.assert_array_equal(s["hist"], ref_ss)
     assert str(s["mode"]) == "startstop"
 
+    code, _, err = run(["g2", "histogram", str(tmp_path / "tags.npz"), "-o", str(tmp_path / "d.npz"),
+                        "--mode", "startstop", "--tac-dead-ps", "100000"])
+    assert code == 0, err
+    dead = np.load(tmp_path / "d.npz")
+    np.testing.assert_array_equal(dead["hist"], histogram_tags(t_a, t_b, "startstop", 100_000)[0])
+    assert int(dead["tac_dead_ps"]) == 100_000 and dead["hist"].sum() < ref_ss.sum()
+
 
 def test_histogram_bad_inputs(tmp_path):
     t_a, t_b = poisson_tags(1, t=1e-4)
@@ -125,6 +132,10 @@ def test_histogram_bad_inputs(tmp_path):
     assert not (tmp_path / "o.npz").exists()
     code, _, err = run(["g2", "histogram", str(tmp_path / "float.npz"), "-o", out, "--mode", "bogus"])
     one_line_error(code, err, "bogus")
+    np.savez(tmp_path / "good.npz", t_a=t_a, t_b=t_b)
+    code, _, err = run(["g2", "histogram", str(tmp_path / "good.npz"), "-o", out, "--tac-dead-ps", "-1"])
+    one_line_error(code, err, "nvscope g2 histogram", "--tac-dead-ps")
+    assert not (tmp_path / "o.npz").exists()
 
 
 # ---------------------------------------------------------------------------- estimate
