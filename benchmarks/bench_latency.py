@@ -101,9 +101,10 @@ def cnn_inference_s(estimator) -> tuple[float, float]:
     """The CNN's bare time (s) per pixel for one pixel and per pixel in a batch of 64 (features included)."""
     from nvscope.models.g2.model import NV_DEFAULT_SHAPE, expected_histogram, singles_base
     rng = np.random.default_rng(0)
-    h = rng.poisson(expected_histogram(NV_DEFAULT_SHAPE, 0.3, singles_base(5e4, 5e4, 1.0)), size=(64, 215))
-    one = lambda: estimator.estimate(h[:1], NV_DEFAULT_SHAPE, np.full(1, 5e4), np.full(1, 5e4), np.ones(1))  # noqa
-    many = lambda: estimator.estimate(h, NV_DEFAULT_SHAPE, np.full(64, 5e4), np.full(64, 5e4), np.ones(64))  # noqa
+    base = singles_base(5e4, 5e4, 1.0)
+    h = rng.poisson(expected_histogram(NV_DEFAULT_SHAPE, 0.3, base), size=(64, 215))
+    one = lambda: estimator.estimate(h[:1], NV_DEFAULT_SHAPE, np.full(1, base))  # noqa
+    many = lambda: estimator.estimate(h, NV_DEFAULT_SHAPE, np.full(64, base))  # noqa
     for f in (one, many):
         f()
     t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """On-line g2(0) of a scan: per-pixel estimates as pixels arrive, with the emitter shape from the scan so far.
 
-Every estimator needs the emitter's shape (t1, t2, a) as context (docs/physics.md section 1). On line
+Every estimator needs the emitter's shape (t1, t2, a) as context (docs/physics.md section 1.7). On line
 it comes from the summed histogram of the pixels stored so far, normalized by their singles
 (`fit_shape`), refitted whenever the sum has grown by REFIT_GROWTH (from the previous shape, one
 local refinement of ~0.1 s, so that the daemon never stalls on it); until the sum holds

@@ -25,7 +25,7 @@ g2_std is 1/sqrt of the expected Fisher information for g0 (base free: the margi
 variance from the 2x2 information of (g0, base)), evaluated at the estimate moved into
 the physical range [0, 1] (the information is undefined where some c_k <= 0), with
 base = N / S(g0) there when it is free. It is the Cramer-Rao bound at the estimate:
-good coverage from a few hundred events on, optimistic below (physics.md: accuracy limit).
+good coverage from a few hundred events on, optimistic below (docs/physics.md section 1.8).
 
 No-estimate rule (NaN for g2 and g2_std; `reasons.pixel_reasons`, the rule every g2 estimate
 follows): a pixel with no events; with base free also a pixel with a single event (its one

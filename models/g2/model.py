@@ -1,4 +1,4 @@
-"""The three-level-emitter g2(tau) model and its exact bin integrals (physics.md section 1).
+"""The three-level-emitter g2(tau) model and its exact bin integrals (docs/physics.md sections 1.4 and 1.6).
 
     g2(tau) = 1 - (1 - g0) [(1 + a) exp(-|tau|/t1) - a exp(-|tau|/t2)]
 
@@ -51,7 +51,7 @@ class EmitterShape:
 
 
 NV_DEFAULT_SHAPE = EmitterShape(t1=12.94e-9, t2=148.6e-9, a=0.7475)
-"""The shape of physics.md's NV-like default rates (firmware_sim's ThreeLevelRates() defaults):
+"""The shape of the NV-like default rates of docs/physics.md section 1.3 (firmware_sim's ThreeLevelRates() defaults):
 the context an on-line estimate uses before the scan has enough events to fit its own."""
 
 

@@ -11,7 +11,7 @@ of docs/physics.md), with its singles n_a, n_b and duration T. The context of ev
 shape fitted to the sum of its emitter's windows with the singles normalization
 (`estimation.fit_scan_shape`), as the host fits it to the sum of a scan.
 
-The truth of each histogram is the exact g2(0) of its window (physics.md: 1 - (S / (S + B))^2 with
+The truth of each histogram is the exact g2(0) of its window (docs/physics.md section 1.4: 1 - (S / (S + B))^2 with
 the dark counts in B). The windows of one emitter share its photons and its context, so data sets
 are split by emitter (`split_by_emitter`), never by histogram.
 """
@@ -121,7 +121,7 @@ def simulate_emitter(seed: int, windows: int, events: int = EVENTS_PER_EMITTER,
     n_target = (np.exp(rng.uniform(*np.log(N_RANGE), size=windows)) if n_target is None
                 else np.broadcast_to(np.asarray(n_target, dtype=float), (windows,)))
     g0 = rng.uniform(*G2_RANGE, size=windows)
-    rho = np.sqrt(1.0 - g0)  # g2(0) = 1 - rho^2, rho the signal fraction (physics.md)
+    rho = np.sqrt(1.0 - g0)  # g2(0) = 1 - rho^2, rho the signal fraction (docs/physics.md section 1.4)
     total = rate * rng.uniform(0.3, 1.0, size=windows)  # the window's detected rate S + B + dark
     signal = rho * total
     background = np.maximum((1.0 - rho) * total - dark, 0.0)

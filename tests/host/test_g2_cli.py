@@ -313,7 +313,7 @@ def test_cnn_model_file_bad(tmp_path):
 
 def test_module_entry_point_and_host_imports_only_rt_kernels(tmp_path):
     """`g2 histogram` calls rt's kernel in its own process (no second interpreter), and of rt the host
-    imports rt.kernels only (design.md's rule), not the rig's loop, link or spool."""
+    imports rt.kernels only (docs/architecture.md's rule), not the rig's loop, link or spool."""
     t_a, t_b = poisson_tags(2, t=1e-4)
     np.savez(tmp_path / "tags.npz", t_a=t_a, t_b=t_b)
     probe = ("import subprocess, sys\n"

@@ -1,6 +1,6 @@
 """The Poisson-MLE g2(0) estimator (models/g2) against independent computations.
 
-The reference model here is written out again from physics.md section 1 and integrated
+The reference model here is written out again from docs/physics.md sections 1.4 and 1.6 and integrated
 over the bins by scipy quad, and the Poisson histograms are simulated from those
 quadrature integrals, so nothing below trusts the closed forms it tests.
 """
@@ -38,7 +38,7 @@ NV = (20.0, 250.0, 0.7)  # t1 ns, t2 ns, a: NV-like (k21 ~ 1/20 ns, k31 ~ 1/250 
 
 
 def g2_ref(tau_ns, t1, t2, a, g0):
-    """physics.md / paper Eq. 3 with a1 = (1 - g0)(1 + a), a2 = (1 - g0) a (tau, t1, t2 in ns)."""
+    """docs/physics.md section 1.4 / paper Eq. 3 with a1 = (1 - g0)(1 + a), a2 = (1 - g0) a (tau, t1, t2 in ns)."""
     a1, a2 = (1 - g0) * (1 + a), (1 - g0) * a
     return 1 - a1 * np.exp(-abs(tau_ns) / t1) + a2 * np.exp(-abs(tau_ns) / t2)
 
@@ -132,7 +132,7 @@ def test_emitter_shape_rejects_bad_times():
 
 def test_cramer_rao_matches_physics_reference_numbers():
     sh = shape_of(*NV)
-    # physics.md: roughly 0.55 at 65 events and 0.14 at 1000 events for g2(0) = 0.5
+    # docs/physics.md section 1.8: roughly 0.55 at 65 events and 0.14 at 1000 events for g2(0) = 0.5
     assert 0.50 < cramer_rao_std(0.5, 65, sh) < 0.60
     assert 0.125 < cramer_rao_std(0.5, 1000, sh) < 0.155
     n = np.array([50, 200, 1000, 5000])
