@@ -7,6 +7,7 @@ base = n_A n_B D / T, with g2 = 1 + sum_i w_i (g2_i - 1), w_i = (S_i / (sum_j S_
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy import integrate, stats
 
 from nvscope.firmware_sim import (
@@ -107,6 +108,7 @@ def test_one_emitter_with_background_and_dead_time():
     check_histogram_against_model(tagger, total_s=30.0)
 
 
+@pytest.mark.slow  # faster: test_one_emitter_with_background_and_dead_time
 def test_two_emitters_with_background():
     other = ThreeLevelRates(k12=8e7, k21=1 / 15e-9, k23=2e7, k31=1 / 200e-9)
     sample = Sample([Emitter(0.0, 0.0, collection_efficiency=0.03),

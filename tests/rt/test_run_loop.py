@@ -357,3 +357,23 @@ def test_tags_lost_to_a_full_tagger_buffer_travel_with_the_pixel():
     for f, s in zip(full, starved):
         assert s.lost_tags > 0 and s.n_a + s.n_b + s.lost_tags == f.n_a + f.n_b  # same photons, some lost
         assert s.dwell_s == f.dwell_s  # the clock runs on whatever is lost
+
+
+def test_a_rig_restarted_after_dying_mid_run_ends_that_run_as_failed_once(tmp_path, caplog):
+    """The fast unit of the kill -9 end-to-end test: the marker the dead rig left names its run and
+    next seq; the new rig sends that run's run_end as failed with the next unused seq, then forgets it."""
+    cfg = rig_config()
+    link = ScriptedLink(tmp_path, lambda sent: [])
+    (tmp_path / "run_in_progress.json").write_text(json.dumps({"run_id": "dead", "next_seq": 5}))
+    rig = Rig(cfg, compose_devices(cfg, sim=True), link)
+    rig.close_interrupted_run()
+    (end,) = link.sent
+    assert isinstance(end, RunEnd) and (end.run_id, end.seq, end.exit_status, end.n_pixels) == ("dead", 5, "failed", 4)
+    assert "rig process ended during the run" in end.reason
+    assert not (tmp_path / "run_in_progress.json").exists()
+    rig.close_interrupted_run()  # nothing left to close
+    assert len(link.sent) == 1
+    (tmp_path / "run_in_progress.json").write_text("{")  # damaged on disk: reported, not fatal
+    with caplog.at_level(logging.ERROR):
+        rig.close_interrupted_run()
+    assert len(link.sent) == 1 and "cannot tell which run was interrupted" in caplog.text
