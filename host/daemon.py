@@ -1,6 +1,7 @@
 """The host daemon: receive, validate, store, flush and acknowledge on one I/O path that never waits
-for analysis; per-pixel g2, answers to partial pixels, shape refits and run-end analyses run beside
-it on worker threads (docs/architecture.md section 7).
+for analysis; per-pixel g2 and answers to partial pixels run beside it on worker threads, shape
+refits, run-end SRM analyses and VQNS fits in worker processes (`analysis_process`), so that none of
+them holds the I/O thread's GIL (docs/architecture.md section 7).
 
 The thread that calls `step` is the I/O thread: it alone uses the ZeroMQ socket (ZeroMQ sockets are
 not thread-safe) and writes the run files while runs stream. Other threads send commands to the rig
@@ -26,6 +27,7 @@ from nvscope.proto.endpoints import host_socket
 from nvscope.proto.messages import Ack, Heartbeat, Hello, Message, PartialPixel, Pixel, RunEnd, RunStart, Start
 from nvscope.proto.version import software_version
 
+from .analysis_process import AnalysisProcesses
 from .session import Analysis, Lanes, RunPhase, RunSession
 from .srm.online_g2 import G2Estimator, MleEstimator
 from .srm.run_g2 import g2_attributes
@@ -110,8 +112,12 @@ class HostDaemon:
         self._orphans_logged: set[str] = set()
         self._last_heard = time.monotonic()
         self._closed = False
+        self.processes = AnalysisProcesses()
+        """This daemon's worker processes (started at the first job): shape refits, run-end analyses
+        that are `session.ProcessAnalysis`, VQNS fits (`host.vqns.loop`)."""
         self.lanes = Lanes(fast=Worker("nvscope-g2"), context=Worker("nvscope-shape"),
-                           analysis=Worker("nvscope-analysis"), on_io=self._call_on_io, reply=self._reply)
+                           analysis=Worker("nvscope-analysis"), on_io=self._call_on_io, reply=self._reply,
+                           processes=self.processes)
         self._host_attrs = g2_attributes(self.g2_estimator)
         self.hello()
 
@@ -244,7 +250,14 @@ class HostDaemon:
             if isinstance(msg, RunEnd) and session.phase is RunPhase.STREAMING:
                 b.ends.append((session, msg))  # stored, but a host died before finishing the run
             return
-        store.add(msg)
+        if isinstance(msg, Pixel):
+            session.pixel_arriving(msg, t_recv)  # its g2 is estimated while it is written
+        try:
+            store.add(msg)
+        except Exception as exc:
+            if isinstance(msg, Pixel):
+                session.storing_failed(exc)
+            raise
         b.stored.append(msg)
         self.stats.stored += 1
         if isinstance(msg, Pixel):
@@ -365,9 +378,11 @@ class HostDaemon:
         if self._closed:
             return
         self._closed = True
-        if not self.settle(wait_s):
+        settled = self.settle(wait_s)
+        if not settled:
             log.error("closing with analysis still running after %.0f s: abandoned (the files keep their data)",
                       wait_s)
+        self.processes.close(wait=settled)  # abandoned: its workers are stopped, their callers fail
         for lane in (self.lanes.fast, self.lanes.context, self.lanes.analysis):
             lane.close(0.5)
         for session in self.sessions.values():

@@ -3,8 +3,11 @@ analysis and its exit status (docs/architecture.md section 7).
 
 A `RunSession`'s methods are called on the daemon's I/O thread, which alone writes the run's file
 while the run streams; the work they start runs on the daemon's workers (`Lanes`) and comes back to
-the I/O thread through `Lanes.on_io`. At run end the file passes to the analysis worker, which
-writes the results and the exit status; the daemon acknowledges the run_end once that is durable.
+the I/O thread through `Lanes.on_io`. A pixel's g2 estimate starts when the pixel arrives, while the
+I/O thread stores it; shape refits run in a worker process (`Lanes.processes`) and never hold up an
+estimate. At run end the file passes to the analysis worker, which reads what the analysis needs,
+runs it (in a worker process when it is a `ProcessAnalysis`), and writes the results and the exit
+status; the daemon acknowledges the run_end once that is durable.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 from nvscope.proto.messages import Message, PartialPixel, Pixel, RunEnd
 
-from .srm.online_g2 import G2Estimate, G2Estimator
+from .analysis_process import AnalysisProcesses
+from .srm.online_g2 import G2Estimate, G2Estimator, RefitRequest, refit_shape
 from .srm.run_g2 import PixelRows, RunG2Pipeline
 from .store import RunStore
 from .workers import Worker
@@ -27,6 +32,17 @@ log = logging.getLogger(__name__)
 
 Analysis = Callable[[RunStore], tuple[dict, dict]]
 """Given a run's open store at run end: (result datasets, result attributes)."""
+
+
+@runtime_checkable
+class ProcessAnalysis(Protocol):
+    """A run-end analysis that can run in a worker process: `read(store)` takes what it needs from the
+    run's file (on the host), `compute(inputs)` (picklable, with picklable inputs) returns (result
+    datasets, result attributes) without touching the file."""
+
+    def read(self, store: RunStore) -> Any: ...
+
+    def compute(self, inputs: Any) -> tuple[dict, dict]: ...
 
 PRIORITY_ANSWER, PRIORITY_G2 = 0, 1
 """On the latency-critical worker, answers to partial pixels go before per-pixel g2."""
@@ -37,13 +53,19 @@ class Lanes:
     """The daemon's workers and its way back to the I/O thread: `fast` answers partial pixels and
     estimates stored pixels, `context` refits shapes, `analysis` runs run-end analyses;
     `on_io(fn)` runs fn on the I/O thread; `reply(msg, t_recv)` sends an answer to the rig from any
-    thread (t_recv: when the message it answers arrived, monotonic s)."""
+    thread (t_recv: when the message it answers arrived, monotonic s); `processes` runs shape refits
+    and process analyses (None: in line, on the calling worker)."""
 
     fast: Worker
     context: Worker
     analysis: Worker
     on_io: Callable[[Callable[[], None]], None]
     reply: Callable[[Message, float], None]
+    processes: AnalysisProcesses | None = None
+
+    def beside(self, fn: Callable[..., Any], *args) -> Any:
+        """`fn(*args)` in a worker process (in line without one), waiting for its result."""
+        return fn(*args) if self.processes is None else self.processes.run(fn, *args)
 
 
 class RunPhase(enum.Enum):
@@ -71,6 +93,8 @@ class RunSession:
         self.g2: RunG2Pipeline | None = None
         self._submitted = store.n_g2  # pixel rows handed to the g2 pipeline
         self._estimates: dict[int, tuple[PixelRows, G2Estimate]] = {}  # by first row, waiting to be written
+        self._arriving: list[tuple[Pixel, float]] = []  # pixels waiting for the fast worker's estimate
+        self._arriving_lock = threading.Lock()
         self._lock = threading.Lock()  # finalize against abandon
         self._abandoned = False
         if self.kind == "srm" and self.phase is RunPhase.STREAMING and estimator is not None:
@@ -90,39 +114,81 @@ class RunSession:
 
         def rebuild() -> None:
             try:
-                if context is not None:
-                    pipeline.learn(context)
+                for rows in (context, missing):
+                    if rows is not None and (request := pipeline.learn(rows)) is not None:
+                        self._refit(pipeline, request)
                 if missing is not None:
-                    est = pipeline.learn(missing)
+                    est = pipeline.estimate(missing)
                     self.lanes.on_io(lambda: self._deliver(pipeline, missing, est))
             except Exception as exc:
                 self.lanes.on_io(lambda exc=exc: self._fail(pipeline, exc))
         self.lanes.context.submit(rebuild)
 
+    def pixel_arriving(self, msg: Pixel, t_recv: float) -> None:
+        """(I/O thread) A new pixel, received at `t_recv` (s, monotonic), is about to be stored: its g2
+        is estimated on the fast worker while the I/O thread writes it (pixels that arrive while the
+        worker is busy are estimated together); the rows are written once stored, in order."""
+        if self.g2 is None:
+            return
+        with self._arriving_lock:
+            self._arriving.append((msg, t_recv))
+            self._submitted += 1
+        self.lanes.fast.submit(self._estimate_arrived, PRIORITY_G2)
+
+    def storing_failed(self, exc: Exception) -> None:
+        """(I/O thread) A pixel announced by `pixel_arriving` was not stored: no more on-line g2 in this
+        run (its rows would no longer match the pixels)."""
+        if self.g2 is not None:
+            self._fail(self.g2, exc)
+
+    def _estimate_arrived(self) -> None:
+        """(fast worker) Estimate every pixel that arrived and is not estimated yet, in one batch."""
+        pipeline = self.g2
+        with self._arriving_lock:
+            arrived, start = list(self._arriving), self._submitted - len(self._arriving)
+            self._arriving.clear()
+        if pipeline is None or not arrived:
+            return
+        rows = PixelRows.from_messages(start, arrived)
+        try:
+            est = pipeline.estimate(rows)
+        except Exception as exc:
+            self.lanes.on_io(lambda exc=exc: self._fail(pipeline, exc))
+            return
+        self.lanes.on_io(lambda: self._deliver(pipeline, rows, est))
+
     def pixels_stored(self, arrived: list[tuple[Pixel, float]]) -> None:
-        """Pixels just stored (and flushed), with their arrival times (s, monotonic): estimate them
-        on the fast worker, add them to the shape context on the context worker."""
+        """(I/O thread) Pixels just stored (and flushed), with their arrival times (s, monotonic): add
+        them to the shape context on the context worker (a refit due runs in a worker process)."""
         pipeline = self.g2
         if pipeline is None or not arrived:
             return
-        rows = PixelRows.from_messages(self._submitted, arrived)
-        self._submitted += len(rows)
+        rows = PixelRows.from_messages(0, arrived)
+        self.lanes.context.submit(lambda: self._learn(pipeline, rows))
 
-        def estimate() -> None:
-            try:
-                est = pipeline.estimate(rows)
-            except Exception as exc:
-                self.lanes.on_io(lambda exc=exc: self._fail(pipeline, exc))
-                return
-            self.lanes.on_io(lambda: self._deliver(pipeline, rows, est))
+    def _learn(self, pipeline: RunG2Pipeline, rows: PixelRows) -> None:
+        """(context worker) Add rows to the shape context; refit the shape in a worker process when
+        due (the estimates go on with the shape known until it is swapped in). A refit that fails is
+        logged and the shape kept; a failure of the context itself stops the on-line g2."""
+        try:
+            request = pipeline.learn(rows)
+        except Exception as exc:
+            self.lanes.on_io(lambda exc=exc: self._fail(pipeline, exc))
+            return
+        if request is not None:
+            self._refit(pipeline, request)
 
-        def learn() -> None:
-            try:
-                pipeline.learn(rows)
-            except Exception as exc:
-                self.lanes.on_io(lambda exc=exc: self._fail(pipeline, exc))
-        self.lanes.fast.submit(estimate, PRIORITY_G2)
-        self.lanes.context.submit(learn)
+    def _refit(self, pipeline: RunG2Pipeline, request: RefitRequest) -> None:
+        t0 = time.perf_counter()
+        try:
+            shape = self.lanes.beside(refit_shape, request)
+        except Exception as exc:
+            log.error("run %s: shape refit on %.0f events failed, keeping the shape in use: %s: %s",
+                      self.run_id, request.events, type(exc).__name__, exc)
+            return
+        if pipeline.use_shape(shape, request):
+            log.debug("run %s: shape refitted on %.0f events in %.3f s: %s", self.run_id, request.events,
+                      time.perf_counter() - t0, shape)
 
     def answer(self, partials: list[PartialPixel], t_recv: float) -> None:
         """Answer partial pixels (adaptive dwell, received at `t_recv`, monotonic s) on the fast
@@ -189,7 +255,7 @@ class RunSession:
             t0 = time.perf_counter()
             if analysis is not None:
                 try:
-                    results, attrs = analysis(store)
+                    results, attrs = self._analyse(analysis, store)
                 except Exception as exc:  # the analysis must never lose the acquired data
                     log.error("run %s: analysis failed: %s: %s", self.run_id, type(exc).__name__, exc)
                     attrs = {"analysis_error": f"{type(exc).__name__}: {exc}"}
@@ -206,6 +272,14 @@ class RunSession:
             self.lanes.on_io(lambda: self._finished(finished))
         self.lanes.analysis.submit(analyse)
 
+    def _analyse(self, analysis: Analysis, store: RunStore) -> tuple[dict, dict]:
+        """(analysis worker) Run the analysis: a `ProcessAnalysis` reads here and computes in a worker
+        process (a process that dies raises here), any other is called here."""
+        if self.lanes.processes is not None and isinstance(analysis, ProcessAnalysis):
+            results, attrs = self.lanes.processes.run(analysis.compute, analysis.read(store))
+            return dict(results), dict(attrs)
+        return analysis(store)
+
     def _finished(self, finished: Callable[[RunSession], None]) -> None:
         self.phase, self.exit_status = RunPhase.FINISHED, self.end.exit_status
         log.info("run %s %s: %s", self.run_id, self.exit_status, self.store.path)
@@ -219,4 +293,4 @@ class RunSession:
             self.store.close()
 
 
-__all__ = ["Analysis", "Lanes", "RunPhase", "RunSession", "PRIORITY_ANSWER", "PRIORITY_G2"]
+__all__ = ["Analysis", "ProcessAnalysis", "Lanes", "RunPhase", "RunSession", "PRIORITY_ANSWER", "PRIORITY_G2"]

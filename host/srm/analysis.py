@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -43,22 +44,44 @@ def srm_results(px: dict[str, np.ndarray], estimator: G2Estimator) -> tuple[dict
 
 
 @dataclass
+class SrmInputs:
+    """What the run-end SRM analysis needs of a run, read from its file: the pixel table
+    (`store.read_pixels`), the grid (ny, nx), the run id and where the figure goes."""
+
+    pixels: dict[str, np.ndarray]
+    grid_shape: tuple[int, int]
+    run_id: str
+    figure: Path
+
+
+@dataclass
 class SrmAnalysis:
-    """The analysis the host runs when an SRM run ends: maps into the file and a PNG beside it."""
+    """The analysis the host runs when an SRM run ends: maps into the file and a PNG beside it.
+
+    `read` (on the host, which owns the file) and `compute` (a pure function of the inputs, which
+    writes only the PNG) are separate so that the host can run `compute` in a worker process and
+    write its results itself; calling the analysis on a store does both in line."""
 
     estimator: G2Estimator = field(default_factory=MleEstimator)
 
     def __call__(self, store: RunStore) -> tuple[dict, dict]:
-        px = read_pixels(store.f)
+        return self.compute(self.read(store))
+
+    def read(self, store: RunStore) -> SrmInputs:
+        """The run's pixels and grid, from its open file."""
+        return SrmInputs(read_pixels(store.f), tuple(int(n) for n in store.f.attrs["grid_shape"]),
+                         str(store.f.attrs["run_id"]), store.path.with_suffix(".png"))
+
+    def compute(self, inputs: SrmInputs) -> tuple[dict, dict]:
+        """(result datasets, result attributes) of the run: the maps, the shape, the figure's name."""
+        px = inputs.pixels
         if len(px["index"]) == 0:
             return {}, {"analysis_note": "no pixels"}
         values, shape = srm_results(px, self.estimator)
-        grid = tuple(int(n) for n in store.f.attrs["grid_shape"])
-        maps = pixel_maps(grid, px["ix"], px["iy"], values)
-        png = store.path.with_suffix(".png")
-        srm_figure(maps, px["position"], png, title=str(store.f.attrs["run_id"]))
+        maps = pixel_maps(inputs.grid_shape, px["ix"], px["iy"], values)
+        srm_figure(maps, px["position"], inputs.figure, title=inputs.run_id)
         results = {f"maps/{k}": v for k, v in maps.items()}
         attrs = {"g2_method": self.estimator.name, "shape_t1_s": shape.t1, "shape_t2_s": shape.t2,
-                 "shape_a": shape.a, "figure": png.name, "g2_reasons": list(G2_REASONS),
+                 "shape_a": shape.a, "figure": inputs.figure.name, "g2_reasons": list(G2_REASONS),
                  "total_dwell_s": float(px["dwell_s"].sum())}
         return results, attrs

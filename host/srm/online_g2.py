@@ -3,9 +3,14 @@
 Every estimator needs the emitter's shape (t1, t2, a) as context (docs/physics.md section 1.7). On line
 it comes from the summed histogram of the pixels stored so far, normalized by their singles
 (`fit_shape`), refitted whenever the sum has grown by REFIT_GROWTH (from the previous shape, one
-local refinement of ~0.1 s, so that the daemon never stalls on it); until the sum holds
-MIN_CONTEXT_EVENTS events the NV default shape is used, and the first fit searches from scratch. The maps
-written at run end are recomputed with the shape of the whole scan (`analysis.srm_results`).
+local refinement of ~0.1 s); until the sum holds MIN_CONTEXT_EVENTS events the NV default shape is
+used, and the first fit searches from scratch. The maps written at run end are recomputed with the
+shape of the whole scan (`analysis.srm_results`).
+
+Adding pixels to the context (`add_context`) and refitting are separate steps, so that the host can
+run the refit (`refit_shape`, a pure function of a `RefitRequest`) in another process while the
+estimates go on with the shape known now; `use_shape` swaps the new shape in when it comes back (a
+refit of a smaller sum never replaces that of a larger one). `add` does all three in line.
 
 The estimates go through the one g2 path (`models.g2.estimation.estimate_pixels`) with the singles
 required: a pixel gets g2 = g2_std = NaN, with a reason code (`G2_REASONS`), when it has no events,
@@ -15,11 +20,14 @@ give no normalization.
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
+
 import numpy as np
 
 from nvscope.models.g2.estimation import G2Estimate, G2Estimator, context_sums, estimate_pixels
 from nvscope.models.g2.mle import MleEstimator, fit_shape
-from nvscope.models.g2.model import NV_DEFAULT_SHAPE, pixel_base
+from nvscope.models.g2.model import NV_DEFAULT_SHAPE, EmitterShape, pixel_base
 from nvscope.models.g2.reasons import (
     G2_REASONS,
     REASON_FEW_EVENTS,
@@ -35,29 +43,58 @@ REFIT_GROWTH = 1.5
 """Refit the shape when the summed events have grown by this factor since the last fit."""
 
 
+@dataclass(frozen=True)
+class RefitRequest:
+    """What a shape refit needs: the summed histogram (N_BINS,) counts, its base (counts per bin), the
+    shape to refine from (None: search from scratch) and the events in the sum (orders the refits)."""
+
+    hist_sum: np.ndarray
+    base: float
+    start: EmitterShape | None
+    events: float
+
+
+def refit_shape(request: RefitRequest) -> EmitterShape:
+    """The emitter shape fitted to a refit request's summed histogram (`fit_shape`; any process)."""
+    return fit_shape(request.hist_sum, base=request.base, start=request.start)
+
+
 class ScanEstimator:
-    """g2(0) of one scan's pixels as they arrive; the shape context grows with the scan."""
+    """g2(0) of one scan's pixels as they arrive; the shape context grows with the scan.
+
+    `add_context` and `use_shape` may be called from one thread while `query` runs on another."""
 
     def __init__(self, estimator: G2Estimator):
         self.estimator = estimator
         self.hist_sum = np.zeros(N_BINS)
         self.base_sum = 0.0
         self.shape = NV_DEFAULT_SHAPE
-        self.shape_events = 0.0  # events in the sum when the shape was last fitted (0: the default)
+        self.shape_events = 0.0  # events in the sum when the shape in use was fitted (0: the default)
+        self.requested_events = 0.0  # events in the sum of the latest refit requested
+        self._lock = threading.Lock()
+
+    def add_context(self, hist, n_a, n_b, t_acq) -> RefitRequest | None:
+        """Add stored pixels (singles n_a, n_b, acquisition time t_acq in s) to the context; the refit
+        request when the sum has grown enough since the last one (None: keep the shape)."""
+        h = np.asarray(hist).reshape(-1, N_BINS)
+        return self._add_sums(h, pixel_base(n_a, n_b, t_acq, len(h)))
+
+    def use_shape(self, shape: EmitterShape, events: float) -> bool:
+        """Use a shape refitted on a sum of `events` events from now on, unless the one in use came
+        from a larger sum (a late refit); True if it was taken."""
+        with self._lock:
+            if events <= self.shape_events:
+                return False
+            self.shape, self.shape_events = shape, events
+            return True
 
     def add(self, hist, n_a, n_b, t_acq) -> G2Estimate:
-        """Add stored pixels (singles n_a, n_b, acquisition time t_acq in s) to the context, refitting
-        the shape when due, and estimate them."""
+        """Add stored pixels to the context, refitting the shape in line when due, and estimate them."""
         h = np.asarray(hist).reshape(-1, N_BINS)
         base = pixel_base(n_a, n_b, t_acq, len(h))
-        h_sum, b_sum = context_sums(h, base)
-        self.hist_sum += h_sum
-        self.base_sum += b_sum or 0.0
-        n = self.hist_sum.sum()
-        if n >= MIN_CONTEXT_EVENTS and n >= REFIT_GROWTH * self.shape_events and self.base_sum > 0:
-            start = self.shape if self.shape_events > 0 else None
-            self.shape = fit_shape(self.hist_sum, base=self.base_sum, start=start)
-            self.shape_events = n
+        request = self._add_sums(h, base)
+        if request is not None:
+            self.use_shape(refit_shape(request), request.events)
         return estimate_pixels(self.estimator, h, self.shape, base, require_base=True)
 
     def query(self, hist, n_a, n_b, t_acq) -> G2Estimate:
@@ -66,7 +103,19 @@ class ScanEstimator:
         return estimate_pixels(self.estimator, h, self.shape, pixel_base(n_a, n_b, t_acq, len(h)),
                                require_base=True)
 
+    def _add_sums(self, h: np.ndarray, base: np.ndarray) -> RefitRequest | None:
+        h_sum, b_sum = context_sums(h, base)
+        with self._lock:
+            self.hist_sum += h_sum
+            self.base_sum += b_sum or 0.0
+            n = float(self.hist_sum.sum())
+            if n < MIN_CONTEXT_EVENTS or n < REFIT_GROWTH * self.requested_events or self.base_sum <= 0:
+                return None
+            self.requested_events = n
+            start = self.shape if self.shape_events > 0 else None
+            return RefitRequest(self.hist_sum.copy(), self.base_sum, start, n)
 
-__all__ = ["G2Estimator", "MleEstimator", "G2Estimate", "ScanEstimator", "estimate_pixels", "G2_REASONS",
-           "REASON_OK", "REASON_NO_EVENTS", "REASON_FEW_EVENTS", "REASON_NO_NORMALIZATION",
-           "MIN_CONTEXT_EVENTS", "REFIT_GROWTH"]
+
+__all__ = ["G2Estimator", "MleEstimator", "G2Estimate", "RefitRequest", "ScanEstimator", "refit_shape",
+           "estimate_pixels", "G2_REASONS", "REASON_OK", "REASON_NO_EVENTS", "REASON_FEW_EVENTS",
+           "REASON_NO_NORMALIZATION", "MIN_CONTEXT_EVENTS", "REFIT_GROWTH"]

@@ -1,46 +1,37 @@
 """The on-line g2(0) pipeline of one SRM run: the scan's shape context, the estimates of stored pixel
 rows, and the answers to adaptive dwell's partial pixels.
 
-The pieces run on the host's worker threads (`host.session` schedules them): `estimate` and `answer`
-use the shape known now (fast, on the latency-critical worker); `learn` adds pixels to the context
-and refits the shape when due (slow, on its own worker), and the new shape is used from the next
-estimate on. Nothing here touches the run file: the rows are read and written on the I/O thread.
+The pieces run beside the host's I/O path (`host.session` schedules them): `estimate` and `answer`
+use the shape known now (fast, on the latency-critical worker thread); `learn` adds pixels to the
+context and says when a shape refit is due; the refit (`online_g2.refit_shape`, ~0.1 s of scipy)
+runs in a worker process and `use_shape` swaps its result in for the estimates that follow. Nothing
+here touches the run file: the rows are read and written on the I/O thread.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import h5py
 import numpy as np
 
+from nvscope.models.g2.model import EmitterShape
 from nvscope.proto.messages import PartialG2, PartialPixel, Pixel
 
-from .online_g2 import G2_REASONS, G2Estimate, G2Estimator, ScanEstimator
+from .cnn_estimator import file_sha256
+from .online_g2 import G2_REASONS, G2Estimate, G2Estimator, RefitRequest, ScanEstimator
 from ..store import read_pixels
 
 
 def g2_attributes(estimator: G2Estimator) -> dict[str, object]:
     """The run-file attributes that say how the on-line g2 is computed: the estimator, the reason
-    table and, for a model file (the CNN), its path, sha256 and the git commit it was trained at."""
+    table and, for an estimator with a model file (the CNN: its `provenance()`), the file's path,
+    sha256 and the git commit it was trained at."""
     attrs: dict[str, object] = {"g2_online_estimator": estimator.name, "g2_reasons": G2_REASONS}
-    path = getattr(estimator, "path", None)
-    if path is not None and Path(path).is_file():
-        attrs["g2_model_file"] = str(Path(path).resolve())
-        attrs["g2_model_sha256"] = file_sha256(Path(path))
-        attrs["g2_model_commit"] = str(getattr(estimator, "metadata", {}).get("git_commit", ""))
+    provenance = getattr(estimator, "provenance", None)
+    if provenance is not None:
+        attrs.update({f"g2_{key}": value for key, value in provenance().items()})
     return attrs
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file's bytes, hex."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -82,10 +73,13 @@ class RunG2Pipeline:
         """g2(0) of stored rows with the shape known now (the context is not changed)."""
         return self.scan.query(rows.hist, rows.n_a, rows.n_b, rows.dwell_s)
 
-    def learn(self, rows: PixelRows) -> G2Estimate:
-        """Add stored rows to the shape context, refitting the shape when due (slow: ~0.1 s per
-        refit); their g2(0) with the shape after it."""
-        return self.scan.add(rows.hist, rows.n_a, rows.n_b, rows.dwell_s)
+    def learn(self, rows: PixelRows) -> RefitRequest | None:
+        """Add stored rows to the shape context; the shape refit due now, if any (for `use_shape`)."""
+        return self.scan.add_context(rows.hist, rows.n_a, rows.n_b, rows.dwell_s)
+
+    def use_shape(self, shape: EmitterShape, request: RefitRequest) -> bool:
+        """Estimate with the shape refitted for `request` from now on (unless a later refit is in use)."""
+        return self.scan.use_shape(shape, request.events)
 
     def answer(self, partials: list[PartialPixel]) -> list[PartialG2]:
         """g2(0) and its std of partial pixels with the shape known now (neither added nor stored)."""

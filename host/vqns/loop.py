@@ -79,7 +79,9 @@ class VqnsController:
     """Drives one VQNS run through a HostDaemon: requests curves, fits as they arrive, stops.
 
     The daemon calls `on_message` on its I/O thread with every stored message; it only queues the
-    run's coherence curves (microseconds). The controller's own worker thread fits, ranks, and sends
+    run's coherence curves (microseconds). The controller's own worker thread has each fit, band and
+    ranking (`analyse_curves`) computed in the daemon's worker processes (`host.processes`, so that
+    the seconds of fitting never hold the daemon's GIL; in line when the host has none), and sends
     the next `measure_coherence` or `stop` with `host.command`, which posts from any thread (the
     daemon's I/O thread alone touches the socket). `analysis`, the run-end analysis, may be called from
     any thread: it waits for a fit in flight, then writes every step's band and proposal.
@@ -190,7 +192,9 @@ class VqnsController:
         warm = self.steps[-1].fit if self.steps else None
         measured = set(int(n) for n in self.data.n_pulses)
         candidates = [n for n in self.cfg.candidates if n not in measured] or list(self.cfg.candidates)
-        a = analyse_curves(self.data, self.cfg.fit, candidates, warm=warm, points=self.cfg.frequencies)
+        processes = getattr(self.host, "processes", None)
+        args = (self.data, self.cfg.fit, candidates, warm, self.cfg.frequencies)
+        a = analyse_curves(*args) if processes is None else processes.run(analyse_curves, *args)
         step = VqnsStep.of(len(self.data.n_pulses), a)
         with self._cond:
             self.steps.append(step)
