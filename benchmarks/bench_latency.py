@@ -7,11 +7,14 @@
       pixels after the shape context first holds MIN_CONTEXT_EVENTS events (the first shape fit);
     - adaptive dwell partial_pixel -> partial_g2, host side (received -> sent): p99;
     - wall time of each scan (run_start to run_end at the host) against its photon time (sum of dwell);
-    - the first pixel after the rig printed `bound` (from the start command) against the tenth.
+    - the first pixel after the rig printed `bound` (from the start command) against the tenth, and
+      split: the run's start (start command -> run_start at the host) and each pixel's overhead
+      (time between arrivals minus its dwell) for the first pixel against the median of pixels 2-10.
     Baselines: the targets, and the CNN's bare inference time per pixel measured here.
 (2) A fake rig in its own process (no GIL shared with the host) measures the acknowledgement and
     partial_g2 round trips of a streaming run while the host runs (a) the run-end SRM analysis of a
-    600-pixel run and (b) a VQNS fit (fit_spectrum on a worker thread, as the VQNS controller does);
+    600-pixel run and (b) a VQNS fit (`analyse_curves` in the host's worker processes, as the VQNS
+    controller runs it; `--fit-in-thread`: on a thread of the host, as before issue 10's second pass);
     baseline: the same round trips with nothing else running, in the same process.
 
 Run: .venv/bin/python benchmarks/bench_latency.py [--full] [--out DIR]
@@ -89,12 +92,15 @@ def paced_scan(out: Path, adaptive: bool, scan: dict, estimator) -> dict:
     first_fit = int(np.searchsorted(np.cumsum(n_events), MIN_CONTEXT_EVENTS))
     px = np.array(arrivals["pixel"])
     per_pixel = np.diff(np.r_[t_start, px])
+    overhead = np.diff(np.r_[arrivals["run_start"][0], px[:10]]) - dwell[:10]
     return {"name": name, "n": len(latency), "latency": latency, "after_first_fit": latency[first_fit:first_fit + 10],
             "first_fit_row": first_fit, "answers": np.array(host.stats.answer_latency_s),
             "acks": np.array(host.stats.ack_latency_s),
             "wall_s": arrivals["run_end"][0] - arrivals["run_start"][0], "photons_s": photons_s,
             "first_pixel_s": per_pixel[0], "tenth_pixel_s": per_pixel[9], "dwell_first": dwell[0],
-            "dwell_tenth": dwell[9], "bound_to_start_s": t_start - t_bound, "attrs": attrs}
+            "dwell_tenth": dwell[9], "bound_to_start_s": t_start - t_bound, "attrs": attrs,
+            "start_s": arrivals["run_start"][0] - t_start, "overhead_first_s": overhead[0],
+            "overhead_rest_s": float(np.median(overhead[1:]))}
 
 
 def cnn_inference_s(estimator) -> tuple[float, float]:
@@ -203,11 +209,14 @@ def probe(n_big: int) -> None:
     ctx.term()
 
 
-def fit_then_stop(host, run_id: str) -> None:
-    """fit_spectrum on FID, echo, CPMG-4 curves of the demo's noise (on the calling thread), then post Stop."""
+def fit_then_stop(host, run_id: str, in_thread: bool = False) -> None:
+    """One VQNS analysis step (`analyse_curves`) of FID, echo, CPMG-4 curves of the demo's noise, in
+    the host's worker processes as the VQNS controller runs it (`in_thread`: on the calling thread),
+    then post Stop."""
     from nvscope.firmware_sim.qubit import LorentzianNoise, NoiseSpectrum, shot_noise_coherence
+    from nvscope.models.vqns.analysis import analyse_curves
     from nvscope.models.vqns.data import coherence_set
-    from nvscope.models.vqns.fit import FitConfig, fit_spectrum
+    from nvscope.models.vqns.fit import FitConfig
     from nvscope.proto.messages import Stop
 
     spectrum = NoiseSpectrum((LorentzianNoise(a=6e10, w0=0.0, g=1.2566e6), LorentzianNoise(a=1.5e10, w0=7.5398e6, g=1.885e5)))
@@ -218,12 +227,13 @@ def fit_then_stop(host, run_id: str) -> None:
     data = coherence_set(np.array(ns), np.tile(t, (3, 1)), np.array([c for c, _ in curves]),
                          np.array([s for _, s in curves]))
     t0 = time.perf_counter()
-    fit_spectrum(data, FitConfig())
+    args = (data, FitConfig(), [2, 8, 16])
+    analyse_curves(*args) if in_thread else host.processes.run(analyse_curves, *args)
     host.fit_s = time.perf_counter() - t0
     host.command(Stop, run_id, reason="fit done")  # from this thread: through post
 
 
-def probe_run(out: Path, estimator, n_big: int) -> dict:
+def probe_run(out: Path, estimator, n_big: int, fit_in_thread: bool = False) -> dict:
     """(2): the probe process against a host in this process; its JSON result."""
     from nvscope.host.daemon import HostDaemon
     from nvscope.host.run_kinds import host_analyses
@@ -236,7 +246,7 @@ def probe_run(out: Path, estimator, n_big: int) -> dict:
 
     def on_start(msg):
         if isinstance(msg, RunStart) and msg.run_id == "srm-probe-c":
-            threading.Thread(target=fit_then_stop, args=(host, msg.run_id), daemon=True).start()
+            threading.Thread(target=fit_then_stop, args=(host, msg.run_id, fit_in_thread), daemon=True).start()
     host.observers.append(on_start)
     result = None
     try:
@@ -257,6 +267,8 @@ def main() -> None:
     ap.add_argument("--probe", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--switch", type=float, help="sys.setswitchinterval for the host (s)")
     ap.add_argument("--skip-scans", action="store_true", help="only the probe (part 2)")
+    ap.add_argument("--fit-in-thread", action="store_true",
+                    help="run the probe's VQNS fit on a host thread instead of its worker processes")
     args = ap.parse_args()
     if args.probe:
         probe(args.probe)
@@ -287,6 +299,8 @@ def main() -> None:
             print(f"  first pixel after bound {r['first_pixel_s']:.3f} s (dwell {r['dwell_first']:.2f} s) vs the tenth "
                   f"{r['tenth_pixel_s']:.3f} s (dwell {r['dwell_tenth']:.2f} s): ratio "
                   f"{r['first_pixel_s'] / r['tenth_pixel_s']:.2f} (rig started {r['bound_to_start_s']:.2f} s before)")
+            print(f"    of which: start command -> run_start {ms(r['start_s'])}; overhead beyond the dwell: first "
+                  f"pixel {ms(r['overhead_first_s'])}, pixels 2-10 (median) {ms(r['overhead_rest_s'])}")
             if len(r["answers"]):
                 a = r["answers"]
                 print(f"  partial_pixel -> partial_g2 (host side, {len(a)} answers): median {ms(pct(a, 50))}, "
@@ -295,11 +309,12 @@ def main() -> None:
                   f"trained at {r['attrs'].get('g2_model_commit', '?')}")
     if args.switch:
         sys.setswitchinterval(args.switch)
-    p = probe_run(out, estimator, 600)
+    p = probe_run(out, estimator, 600, args.fit_in_thread)
     print("(fake rig in its own process: round trips of a streaming run; baseline: nothing else running)")
     for phase, label in (("idle", "idle (baseline)"),
                          ("during_analysis", f"during the run-end SRM analysis of 600 pixels ({p['analysis_s']:.2f} s)"),
-                         ("during_fit", f"during a VQNS fit ({p['host_fit_s']:.2f} s)")):
+                         ("during_fit", f"during a VQNS fit ({p['host_fit_s']:.2f} s, "
+                                        f"{'on a host thread' if args.fit_in_thread else 'worker process'})")):
         ack, ans = np.array(p[phase]["ack"]), np.array(p[phase]["answer"])
         base_ack, base_ans = pct(p["idle"]["ack"], 99), pct(p["idle"]["answer"], 99)
         print(f"  {label}: {len(ack)} acks p50 {ms(pct(ack, 50))} p99 {ms(pct(ack, 99))} "

@@ -1,7 +1,8 @@
 """The host daemon: receive, validate, store, flush and acknowledge on one I/O path that never waits
-for analysis; per-pixel g2 and answers to partial pixels run beside it on worker threads, shape
+for analysis, and answer adaptive dwell's partial pixels on it (one estimate, a fraction of a
+millisecond); per-pixel g2 runs beside it on a worker thread (started as each pixel arrives), shape
 refits, run-end SRM analyses and VQNS fits in worker processes (`analysis_process`), so that none of
-them holds the I/O thread's GIL (docs/architecture.md section 7).
+them holds the I/O thread's GIL for long (docs/architecture.md section 7).
 
 The thread that calls `step` is the I/O thread: it alone uses the ZeroMQ socket (ZeroMQ sockets are
 not thread-safe) and writes the run files while runs stream. Other threads send commands to the rig
@@ -140,9 +141,14 @@ class HostDaemon:
         self._wake()
 
     def _reply(self, msg: Message, t_recv: float) -> None:
-        """`post` an answer to a message received at `t_recv` (monotonic s), timing the round trip."""
-        self._outbox.put((msg, t_recv))
-        self._wake()
+        """Send an answer to a message received at `t_recv` (monotonic s), timing the round trip: now
+        on the I/O thread, through the outbox from any other."""
+        if threading.get_ident() == self._io_thread:
+            self.sock.send_multipart(encode(msg))
+            self.stats.answer_latency_s.append(time.monotonic() - t_recv)
+        else:
+            self._outbox.put((msg, t_recv))
+            self._wake()
 
     def command(self, cls: type[Message], run_id: str, **fields) -> None:
         """Send a command of kind `cls`, numbered by the host's own counter (any thread)."""
@@ -203,6 +209,7 @@ class HostDaemon:
                 seq = session.end.seq - 1
             self.send(Ack(run_id=run_id, seq=seq))
             self.stats.ack_latency_s.append(time.monotonic() - b.first_recv[run_id])
+        self._run_on_io()  # g2 rows estimated while their pixels were written
         for run_id, arrived in b.arrived.items():
             self.sessions[run_id].pixels_stored(arrived)
         for session, _ in b.ends:
@@ -211,7 +218,7 @@ class HostDaemon:
         return b.n
 
     def _receive(self) -> _Batch:
-        """Take what is queued (up to `batch` frames): hand partial pixels to the fast worker at once,
+        """Take what is queued (up to `batch` frames): answer partial pixels at once,
         store each new data message (not yet flushed), drop duplicates and malformed frames."""
         b = _Batch()
         while b.n < self.batch:
@@ -266,8 +273,8 @@ class HostDaemon:
             b.ends.append((session, msg))
 
     def _answer(self, partial: PartialPixel, t_recv: float) -> None:
-        """Hand a partial pixel (adaptive dwell) to its run's on-line g2: answered on the fast worker
-        ahead of any per-pixel g2; nothing is stored."""
+        """Answer a partial pixel (adaptive dwell) from its run's on-line g2, now, before the rest of
+        the batch is stored; nothing is stored."""
         known = partial.run_id in self.sessions or run_path(self.out_dir, partial.run_id).exists()
         session = self._session_for(partial) if known else None  # (re)opened: a restarted host answers too
         if session is not None:

@@ -2,9 +2,10 @@
 
 A `Worker` is one thread that runs submitted jobs in priority order (lower first, first come first
 served within a priority). The daemon keeps one worker per kind of work so that a long job of one
-kind never queues a latency-critical job of another: answers to partial pixels and per-pixel g2
-(one worker, answers first), shape refits (another), run-end analyses (a third). onnxruntime,
-numba and most of numpy release the GIL, so the workers and the I/O thread run side by side.
+kind never queues a latency-critical job of another: per-pixel g2 (one worker), the shape contexts,
+which wait for their refits in the worker processes (another), run-end analyses (a third).
+onnxruntime and numba release the GIL, and what holds it for long (scipy fits, figures) runs in the
+worker processes of `host.analysis_process`, so the workers and the I/O thread run side by side.
 """
 
 from __future__ import annotations

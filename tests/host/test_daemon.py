@@ -345,3 +345,123 @@ def test_post_from_another_thread_is_sent_promptly(rig_and_host):
     finally:
         stop.set()
         io.join()
+
+
+class GatedProcesses:
+    """Stands in for the daemon's worker processes: each job waits for `gate`, then runs in line."""
+
+    def __init__(self):
+        self.gate, self.jobs = threading.Event(), []
+
+    def run(self, fn, *args):
+        self.jobs.append(args)
+        assert self.gate.wait(30)
+        return fn(*args)
+
+    def close(self, wait=True):
+        self.gate.set()
+
+
+def test_a_late_shape_refit_neither_holds_up_nor_reorders_the_g2_rows(rig_and_host):
+    """The refit due after two pixels is held back while six more pixels arrive: their g2 rows are
+    written at once, in order, with the shape in use (the default); a partial pixel is answered
+    meanwhile; once the refit is back (and the one it made due), later pixels use the new shape."""
+    from nvscope.host.srm.online_g2 import MleEstimator, estimate_pixels
+    from nvscope.models.g2.model import pixel_base
+
+    rig, peer, host, out = rig_and_host
+    gated = GatedProcesses()
+    host.lanes.processes = gated
+    run = "srm-late-refit"
+    start_srm(rig, peer, run, 12)
+    pixels = [antibunched(run, seq, g0=0.1 * (seq % 5)) for seq in range(1, 13)]
+
+    def send_and_wait_rows(msgs, rows):
+        for m in msgs:
+            rig.send_multipart([peer, *encode(m)])
+        collect(host, rig, lambda r: run in host.sessions and host.sessions[run].store.n_g2 >= rows)
+
+    try:
+        send_and_wait_rows(pixels[:2], 2)
+        collect(host, rig, lambda r: gated.jobs)
+        assert len(gated.jobs) == 1  # the refit due after 2 pixels is out, held back
+        send_and_wait_rows(pixels[2:8], 8)
+        session = host.sessions[run]
+        assert len(gated.jobs) == 1 and session.g2.scan.shape == NV_DEFAULT_SHAPE
+        t0 = time.monotonic()
+        rig.send_multipart([peer, *encode(antibunched(run, 9, dwell_s=0.5, kind=PartialPixel))])
+        got = collect(host, rig, lambda r: any(isinstance(m, PartialG2) for m, _ in r))
+        assert any(isinstance(m, PartialG2) for m, _ in got) and time.monotonic() - t0 < 2.0
+    finally:
+        gated.gate.set()
+    assert host.settle(30)
+    assert len(gated.jobs) == 2  # the sum of 8 pixels made the second refit due
+    fitted = session.g2.scan.shape
+    assert fitted != NV_DEFAULT_SHAPE
+    assert session.g2.scan.shape_events == pytest.approx(sum(p.n_events for p in pixels[:8]))
+    send_and_wait_rows(pixels[8:], 12)
+    assert host.settle(10)
+    with h5py.File(run_path(out, run), "r", libver="latest", swmr=True) as f:
+        g2 = f["pixels/g2"][()]
+        assert f["pixels/seq"][()].tolist() == list(range(1, 13))
+    hist = np.stack([p.hist for p in pixels])
+    base = pixel_base(np.array([p.n_a for p in pixels]), np.array([p.n_b for p in pixels]),
+                      np.array([p.dwell_s for p in pixels]), 12)
+    default = estimate_pixels(MleEstimator(), hist[:8], NV_DEFAULT_SHAPE, base[:8]).g2
+    later = estimate_pixels(MleEstimator(), hist[8:], fitted, base[8:]).g2
+    np.testing.assert_allclose(g2, np.r_[default, later], rtol=1e-9)
+    assert len(set(np.round(g2, 9))) == 12  # every row differs: a swap of two rows would show
+
+
+def test_use_shape_keeps_the_refit_of_the_larger_sum():
+    from nvscope.host.srm.online_g2 import MleEstimator, ScanEstimator
+    from nvscope.models.g2.model import EmitterShape
+
+    scan = ScanEstimator(MleEstimator())
+    newer, older = EmitterShape(12e-9, 200e-9, 0.5), EmitterShape(15e-9, 300e-9, 0.8)
+    assert scan.use_shape(newer, 9000.0)
+    assert not scan.use_shape(older, 4000.0)  # a refit of a smaller sum came back late
+    assert scan.shape == newer and scan.shape_events == 9000.0
+
+
+class AnalysisInProcess:
+    """A `ProcessAnalysis` whose compute is a builtin (picklable, runs in the worker process):
+    int('not a number') raises there; os._exit kills the worker; tuple returns its input."""
+
+    def __init__(self, compute, inputs):
+        self.compute, self.inputs, self.read_in = compute, inputs, None
+
+    def read(self, store):
+        self.read_in = threading.current_thread().name
+        return self.inputs
+
+
+def run_to_its_end(rig, peer, host, run: str, n: int) -> None:
+    start_srm(rig, peer, run, n)
+    for seq in range(1, n + 1):
+        rig.send_multipart([peer, *encode(antibunched(run, seq))])
+    rig.send_multipart([peer, *encode(RunEnd(run_id=run, seq=n + 1, n_pixels=n))])
+    acks = pump(host, rig, 1, until_seq=n + 1)
+    assert any(a.run_id == run and a.seq == n + 1 for a in acks)
+
+
+@pytest.mark.parametrize("compute, inputs, error", [(int, "not a number", "ValueError"),
+                                                     (__import__("os")._exit, 3, "BrokenProcessPool")])
+def test_analysis_failing_in_its_process_keeps_every_pixel(rig_and_host, compute, inputs, error):
+    """A run-end analysis that raises in the worker process, or kills it, finalizes the run with
+    analysis_error and every pixel; the next run's analysis runs (in a fresh process if need be)."""
+    import os
+
+    rig, peer, host, out = rig_and_host
+    host.analyses["srm"] = analysis = AnalysisInProcess(compute, inputs)
+    run_to_its_end(rig, peer, host, "srm-fails", 3)
+    assert analysis.read_in == "nvscope-analysis"
+    with h5py.File(run_path(out, "srm-fails"), "r") as f:
+        assert f.attrs["exit_status"] == "completed"
+        assert f.attrs["analysis_error"].startswith(error)
+        assert f["pixels/seq"][()].tolist() == [1, 2, 3] and f["pixels/g2"].shape == (3,)
+    host.analyses["srm"] = AnalysisInProcess(tuple, ({"maps/pid": np.array([os.getpid()])}, {"analysis_note": "ok"}))
+    run_to_its_end(rig, peer, host, "srm-after", 2)
+    with h5py.File(run_path(out, "srm-after"), "r") as f:
+        assert f.attrs["analysis_note"] == "ok" and "analysis_error" not in f.attrs
+        assert f["maps/pid"][0] == os.getpid()  # the results came back to the host, which wrote them
