@@ -9,6 +9,7 @@ import logging
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -229,32 +230,41 @@ class VqnsController:
             attrs["analysis_note"] = f"a fit was still running after {ANALYSIS_WAIT_S:.0f} s; not included"
         if not steps:
             return {}, {**attrs, "analysis_note": attrs.get("analysis_note", "no coherence curve was fitted")}
-        last = steps[-1]
-        res = {
-            "vqns/omega": last.omega,
-            "vqns/S_mean": last.band[0], "vqns/S_lo": last.band[1], "vqns/S_hi": last.band[2],
-            "vqns/steps/n_curves": np.array([s.n_curves for s in steps]),
-            "vqns/steps/band_width": np.array([s.band_width for s in steps]),
-            "vqns/steps/fit_s": np.array([s.fit_s for s in steps]),
-            "vqns/steps/chi2_red_best": np.array([s.fit.chi2[s.fit.best] / s.fit.dof for s in steps]),
-            "vqns/steps/successes": np.array([int(s.fit.success.sum()) for s in steps]),
-            "vqns/restarts/a": last.fit.a, "vqns/restarts/w0": last.fit.w0, "vqns/restarts/g": last.fit.g,
-            "vqns/restarts/chi2": last.fit.chi2, "vqns/restarts/success": last.fit.success,
-        }
-        for i, s in enumerate(steps):
-            res[f"vqns/steps/{i}/omega"] = s.omega
-            res[f"vqns/steps/{i}/S_mean"], res[f"vqns/steps/{i}/S_lo"], res[f"vqns/steps/{i}/S_hi"] = s.band
-            res[f"vqns/steps/{i}/candidates"] = s.proposal.candidates
-            res[f"vqns/steps/{i}/scores"] = s.proposal.scores
-            res[f"vqns/steps/{i}/ranked"] = s.proposal.ranked
-            res[f"vqns/steps/{i}/sensitivity"] = s.proposal.sensitivity
         curves = read_coherence(store.f)
-        fits = [predict_coherence(last.fit, int(n), t[np.isfinite(t)]).mean(0)
-                for n, t in zip(curves["n_pulses"], curves["t"])]
         truth = json.loads(store.f.attrs["config"]).get("sim_truth", {})
-        png = store.path.with_suffix(".png")
-        vqns_figure(png, steps, curves, fits, truth)
-        attrs.update({"band_method": last.fit.band_method, "proposal_rule": PROPOSAL_RULE,
-                      "fit_message": last.fit.message, "figure": png.name,
-                      "fit_config": json.dumps(self.cfg.fit.__dict__)})
+        args = (steps, curves, truth, store.path.with_suffix(".png"))
+        processes = getattr(self.host, "processes", None)  # the figure holds the GIL for tens of ms
+        res, result_attrs = vqns_results(*args) if processes is None else processes.run(vqns_results, *args)
+        attrs.update(result_attrs)
+        attrs["fit_config"] = json.dumps(self.cfg.fit.__dict__)
         return res, attrs
+
+
+def vqns_results(steps: list[VqnsStep], curves: dict[str, np.ndarray], truth: dict,
+                 png: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """A VQNS run's result datasets (every step's band and proposal, the last fit's restarts) and
+    attributes, and its figure written to `png`; a pure function of its arguments (any process)."""
+    last = steps[-1]
+    res = {
+        "vqns/omega": last.omega,
+        "vqns/S_mean": last.band[0], "vqns/S_lo": last.band[1], "vqns/S_hi": last.band[2],
+        "vqns/steps/n_curves": np.array([s.n_curves for s in steps]),
+        "vqns/steps/band_width": np.array([s.band_width for s in steps]),
+        "vqns/steps/fit_s": np.array([s.fit_s for s in steps]),
+        "vqns/steps/chi2_red_best": np.array([s.fit.chi2[s.fit.best] / s.fit.dof for s in steps]),
+        "vqns/steps/successes": np.array([int(s.fit.success.sum()) for s in steps]),
+        "vqns/restarts/a": last.fit.a, "vqns/restarts/w0": last.fit.w0, "vqns/restarts/g": last.fit.g,
+        "vqns/restarts/chi2": last.fit.chi2, "vqns/restarts/success": last.fit.success,
+    }
+    for i, s in enumerate(steps):
+        res[f"vqns/steps/{i}/omega"] = s.omega
+        res[f"vqns/steps/{i}/S_mean"], res[f"vqns/steps/{i}/S_lo"], res[f"vqns/steps/{i}/S_hi"] = s.band
+        res[f"vqns/steps/{i}/candidates"] = s.proposal.candidates
+        res[f"vqns/steps/{i}/scores"] = s.proposal.scores
+        res[f"vqns/steps/{i}/ranked"] = s.proposal.ranked
+        res[f"vqns/steps/{i}/sensitivity"] = s.proposal.sensitivity
+    fits = [predict_coherence(last.fit, int(n), t[np.isfinite(t)]).mean(0)
+            for n, t in zip(curves["n_pulses"], curves["t"])]
+    vqns_figure(png, steps, curves, fits, truth)
+    return res, {"band_method": last.fit.band_method, "proposal_rule": PROPOSAL_RULE,
+                 "fit_message": last.fit.message, "figure": png.name}
