@@ -209,7 +209,7 @@ class HostDaemon:
                 seq = session.end.seq - 1
             self.send(Ack(run_id=run_id, seq=seq))
             self.stats.ack_latency_s.append(time.monotonic() - b.first_recv[run_id])
-        self._run_on_io()  # g2 rows estimated while their pixels were written
+        self._run_on_io()  # after the ack (it never waits for them): g2 rows estimated during the writes
         for run_id, arrived in b.arrived.items():
             self.sessions[run_id].pixels_stored(arrived)
         for session, _ in b.ends:
@@ -324,8 +324,9 @@ class HostDaemon:
         self.send(Ack(run_id=session.run_id, seq=session.end.seq))
 
     def _run_on_io(self) -> None:
-        """Run what the workers handed back (g2 rows to write, runs finished), then start the analysis
-        of ended runs whose last g2 rows are now written."""
+        """Run what the workers handed back (g2 estimates, runs finished), then write the g2 rows that
+        are ready (one append and flush per run) and start the analysis of ended runs whose last g2
+        rows are now written."""
         ran = False
         while True:
             try:
@@ -340,6 +341,11 @@ class HostDaemon:
             ran = True
         if ran:
             for session in list(self.sessions.values()):
+                if session.phase in (RunPhase.STREAMING, RunPhase.ENDING):
+                    try:
+                        session.write_g2()
+                    except Exception as exc:  # e.g. a full disk: logged, the I/O path goes on
+                        log.error("run %s: g2 rows not written: %s: %s", session.run_id, type(exc).__name__, exc)
                 if session.phase is RunPhase.ENDING:
                     self._analyse_when_ready(session)
 

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
 from nvscope.proto.messages import Message, PartialPixel, Pixel, RunEnd
 
 from .analysis_process import AnalysisProcesses
@@ -205,17 +207,25 @@ class RunSession:
             self.lanes.reply(r, t_recv)
 
     def _deliver(self, pipeline: RunG2Pipeline, rows: PixelRows, est: G2Estimate) -> None:
-        """(I/O thread) Write the estimates that follow the rows written so far, in row order; flush."""
+        """(I/O thread) Keep estimates for `write_g2` (they may come back out of row order)."""
         if pipeline is not self.g2 or self.phase not in (RunPhase.STREAMING, RunPhase.ENDING):
             return
         self._estimates[rows.start] = (rows, est)
-        wrote = 0
-        while (n := self.store.n_g2) in self._estimates:
-            rows, est = self._estimates.pop(n)
-            self.store.add_g2(est.g2, est.g2_std, est.reason, time.monotonic() - rows.t_recv)
-            wrote += len(rows)
-        if wrote:
-            self.store.flush()
+
+    def write_g2(self) -> None:
+        """(I/O thread) Write the estimates that follow the rows written so far, in row order, in one
+        append and one flush however many deliveries they came in."""
+        ready = []
+        n = self.store.n_g2
+        while n in self._estimates:
+            ready.append(self._estimates.pop(n))
+            n += len(ready[-1][0])
+        if not ready:
+            return
+        t_recv = np.concatenate([rows.t_recv for rows, _ in ready])
+        g2, std, reason = (np.concatenate([getattr(est, k) for _, est in ready]) for k in ("g2", "g2_std", "reason"))
+        self.store.add_g2(g2, std, reason, time.monotonic() - t_recv)
+        self.store.flush()
 
     def _fail(self, pipeline: RunG2Pipeline, exc: Exception) -> None:
         """(I/O thread) The on-line g2 failed: none from now on in this run (the maps at run end are
