@@ -219,7 +219,8 @@ def fit_then_stop(host, run_id: str, in_thread: bool = False) -> None:
     from nvscope.models.vqns.fit import FitConfig
     from nvscope.proto.messages import Stop
 
-    spectrum = NoiseSpectrum((LorentzianNoise(a=6e10, w0=0.0, g=1.2566e6), LorentzianNoise(a=1.5e10, w0=7.5398e6, g=1.885e5)))
+    spectrum = NoiseSpectrum((LorentzianNoise(a=6e10, w0=0.0, g=1.2566e6),
+                              LorentzianNoise(a=1.5e10, w0=7.5398e6, g=1.885e5)))
     t = np.geomspace(0.1e-6, 40e-6, 40)
     rng = np.random.default_rng(2)
     ns = [0, 1, 4]
@@ -293,7 +294,8 @@ def main() -> None:
             after = r["after_first_fit"]
             print(f"  the 10 pixels from row {r['first_fit_row']} (first shape fit due): median {ms(pct(after, 50))}, "
                   f"max {ms(np.nanmax(after)) if len(after) else 'n/a'}")
-            print(f"  acks (host side, received -> sent): median {ms(pct(r['acks'], 50))}, p99 {ms(pct(r['acks'], 99))}")
+            print(f"  acks (host side, received -> sent): median {ms(pct(r['acks'], 50))}, "
+                  f"p99 {ms(pct(r['acks'], 99))}")
             print(f"  wall {r['wall_s']:.2f} s vs photon time {r['photons_s']:.2f} s: ratio "
                   f"{r['wall_s'] / r['photons_s']:.3f} (target <= 1.05 for adaptive)")
             print(f"  first pixel after bound {r['first_pixel_s']:.3f} s (dwell {r['dwell_first']:.2f} s) vs the tenth "
@@ -304,7 +306,8 @@ def main() -> None:
             if len(r["answers"]):
                 a = r["answers"]
                 print(f"  partial_pixel -> partial_g2 (host side, {len(a)} answers): median {ms(pct(a, 50))}, "
-                      f"p99 {ms(pct(a, 99))} ({pct(a, 99) / TARGETS['answer_p99_s']:.2f} x target 5 ms), max {ms(a.max())}")
+                      f"p99 {ms(pct(a, 99))} ({pct(a, 99) / TARGETS['answer_p99_s']:.2f} x target 5 ms), "
+                      f"max {ms(a.max())}")
             print(f"  run file: g2 model sha256 {str(r['attrs'].get('g2_model_sha256', '?'))[:12]}..., "
                   f"trained at {r['attrs'].get('g2_model_commit', '?')}")
     if args.switch:
@@ -312,7 +315,8 @@ def main() -> None:
     p = probe_run(out, estimator, 600, args.fit_in_thread)
     print("(fake rig in its own process: round trips of a streaming run; baseline: nothing else running)")
     for phase, label in (("idle", "idle (baseline)"),
-                         ("during_analysis", f"during the run-end SRM analysis of 600 pixels ({p['analysis_s']:.2f} s)"),
+                         ("during_analysis",
+                          f"during the run-end SRM analysis of 600 pixels ({p['analysis_s']:.2f} s)"),
                          ("during_fit", f"during a VQNS fit ({p['host_fit_s']:.2f} s, "
                                         f"{'on a host thread' if args.fit_in_thread else 'worker process'})")):
         ack, ans = np.array(p[phase]["ack"]), np.array(p[phase]["answer"])
