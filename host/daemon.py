@@ -395,11 +395,11 @@ class HostDaemon:
         if not settled:
             log.error("closing with analysis still running after %.0f s: abandoned (the files keep their data)",
                       wait_s)
+        for session in self.sessions.values():  # first: an analysis abandoned now writes nothing
+            session.close()
         self.processes.close(wait=settled)  # abandoned: its workers are stopped, their callers fail
         for lane in (self.lanes.fast, self.lanes.context, self.lanes.analysis):
             lane.close(0.5)
-        for session in self.sessions.values():
-            session.close()
         self.sock.close()
         self._wake_r.close()
         self._wake_w.close()

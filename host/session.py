@@ -47,7 +47,6 @@ class ProcessAnalysis(Protocol):
     def compute(self, inputs: Any) -> tuple[dict, dict]: ...
 
 
-
 @dataclass
 class Lanes:
     """The daemon's workers and its way back to the I/O thread: `fast` estimates arriving pixels,
@@ -223,7 +222,8 @@ class RunSession:
         if not ready:
             return
         t_recv = np.concatenate([rows.t_recv for rows, _ in ready])
-        g2, std, reason = (np.concatenate([getattr(est, k) for _, est in ready]) for k in ("g2", "g2_std", "reason"))
+        g2, std, reason = (np.concatenate([getattr(est, k) for _, est in ready])
+                           for k in ("g2", "g2_std", "reason"))
         self.store.add_g2(g2, std, reason, time.monotonic() - t_recv)
         self.store.flush()
 

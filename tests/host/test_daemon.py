@@ -465,3 +465,24 @@ def test_analysis_failing_in_its_process_keeps_every_pixel(rig_and_host, compute
     with h5py.File(run_path(out, "srm-after"), "r") as f:
         assert f.attrs["analysis_note"] == "ok" and "analysis_error" not in f.attrs
         assert f["maps/pid"][0] == os.getpid()  # the results came back to the host, which wrote them
+
+
+def test_close_abandons_an_analysis_running_in_its_process(rig_and_host):
+    """A host that closes while a run-end analysis runs in its worker process stops the process and
+    leaves the file as it was (every pixel, status running), for the next host to analyse."""
+    rig, peer, host, out = rig_and_host
+    host.analyses["srm"] = AnalysisInProcess(time.sleep, 60.0)
+    run = "srm-abandoned"
+    start_srm(rig, peer, run, 2)
+    for seq in (1, 2):
+        rig.send_multipart([peer, *encode(antibunched(run, seq))])
+    rig.send_multipart([peer, *encode(RunEnd(run_id=run, seq=3, n_pixels=2))])
+    collect(host, rig, lambda r: host.processes.started and host.sessions[run].phase is RunPhase.ANALYSING)
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    host.close(wait_s=0.5)
+    assert time.monotonic() - t0 < 10.0  # not the analysis's 60 s
+    with h5py.File(run_path(out, run), "r", libver="latest", swmr=True) as f:
+        assert f.attrs["exit_status"] == "running" and "analysis_error" not in f.attrs
+        assert f["pixels/seq"][()].tolist() == [1, 2]
+    assert host.stats.finished == []
