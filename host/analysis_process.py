@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -39,7 +40,9 @@ PRELOAD = ("numpy", "scipy.optimize", "nvscope.models.g2.mle", "nvscope.models.v
 
 
 def _worker_start(nice: int) -> None:
-    """(in each worker process) Yield the CPU to the host."""
+    """(in each worker process) Yield the CPU to the host; leave Ctrl-C to the host, which finishes
+    the work in hand and then ends its workers (`HostDaemon.close`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         os.nice(nice)
     except OSError:  # not permitted here: the worker runs at the host's priority

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import signal
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
@@ -34,6 +35,7 @@ def test_jobs_run_in_another_niced_process_started_at_the_first_job(processes):
     pid = processes.run(os.getpid)
     assert processes.started and pid != os.getpid()
     assert processes.run(os.nice, 0) >= os.nice(0) + min(processes.nice, 19 - os.nice(0))
+    assert processes.run(signal.getsignal, signal.SIGINT) == signal.SIG_IGN  # Ctrl-C is the host's
     with pytest.raises(ValueError):
         processes.run(int, "x")  # the worker's exception is raised in the caller
     assert processes.run(os.getpid) == pid  # and the worker lives on
