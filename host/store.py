@@ -56,6 +56,7 @@ class RunStore:
         self.f = f
         self.last_seq = int(f["stored_seq"][0])
         self.finished = f.attrs["exit_status"] != "running"
+        self._columns: dict[str, dict[str, h5py.Dataset]] = {}  # open dataset handles per table (a lookup costs ~1 ms)
 
     @classmethod
     def create(cls, path: Path, start: RunStart, g2_attrs: dict[str, object] | None = None) -> RunStore:
@@ -127,7 +128,10 @@ class RunStore:
                       msg.run_id, self.last_seq + 1, msg.seq - 1, self.path.name)
         group = next((g for g, kind in self.tables.items() if isinstance(msg, kind)), None)
         if group is not None:
-            _append_row(self.f[group], self.tables[group], msg)
+            columns = self._columns.get(group)
+            if columns is None:
+                columns = self._columns[group] = {name: self.f[group][name] for name in record_fields(self.tables[group])}
+            _append_row(columns, msg)
         elif not isinstance(msg, (RunStart, RunEnd)):  # their content lives in the attributes
             log.warning("run %s: no storage for message kind %s (seq %d)", msg.run_id, msg.kind, msg.seq)
         self.last_seq = msg.seq
@@ -140,6 +144,7 @@ class RunStore:
     def finalize(self, end: RunEnd, results: dict[str, np.ndarray], attrs: dict[str, object]) -> None:
         """Close the streaming file and add the results, the exit status and its reason."""
         self.f.close()
+        self._columns.clear()
         with h5py.File(self.path, "r+", libver="latest") as f:
             f["stored_seq"][0] = end.seq
             f.attrs["exit_status"], f.attrs["reason"] = end.exit_status, end.reason
@@ -171,12 +176,12 @@ def _create_table(g: h5py.Group, kind: type[Message]) -> None:
                              chunks=(chunk_rows, *row))
 
 
-def _append_row(g: h5py.Group, kind: type[Message], msg: Message) -> None:
-    """Append `msg` as the next row of `kind`'s table (a variable-length row widens its dataset as needed)."""
-    n = g["seq"].shape[0]
-    for name, (_, row) in record_fields(kind).items():
-        ds, value = g[name], getattr(msg, name)
-        if row == (-1,):
+def _append_row(columns: dict[str, h5py.Dataset], msg: Message) -> None:
+    """Append `msg` as the next row of its table's `columns` (a variable-length row widens its dataset as needed)."""
+    n = columns["seq"].shape[0]
+    for name, ds in columns.items():
+        value = getattr(msg, name)
+        if ds.ndim == 2 and ds.maxshape[1] is None:  # a row of any width, NaN-padded
             width = max(ds.shape[1], len(value))
             ds.resize((n + 1, width))
             padded = np.full(width, np.nan)
