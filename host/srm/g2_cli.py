@@ -194,8 +194,10 @@ def _run_method(estimator, d: dict) -> dict:
                 extra = {"shape_t1": fit.shape.t1, "shape_t2": fit.shape.t2, "shape_a": fit.shape.a,
                          "shape_g0": fit.g0, "shape_base": fit.base}
         est = estimate_pixels(estimator, hist, shape, base)
-    if hasattr(estimator, "metadata"):
-        extra["model_git_commit"] = estimator.metadata.get("git_commit", "")
+    if hasattr(estimator, "provenance"):  # the CNN: which model file made these numbers
+        model = estimator.provenance()
+        extra.update(model_git_commit=model["model_commit"], model_sha256=model["model_sha256"],
+                     model_file=model["model_file"])
     reason = np.array(G2_REASONS, dtype="<U64")[est.reason]
     return {"g2": est.g2.astype(np.float64), "g2_std": est.g2_std.astype(np.float64), "reason": reason,
             "reason_code": est.reason, "min_events": np.int64(estimator.min_events), **extra}

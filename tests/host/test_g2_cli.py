@@ -4,9 +4,11 @@ simulated histograms, one clear line for every bad input (exit 2)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,6 +251,7 @@ def test_cnn_as_good_as_mle_and_honest(estimates):
     # its std means what it says: comparable to the scatter (and to the Fisher std of the MLE)
     assert 0.6 < np.mean(cnn["g2_std"]) / rmse["cnn"] < 1.6
     assert len(str(cnn["model_git_commit"])) >= 7
+    assert str(cnn["model_sha256"]) == hashlib.sha256(Path(str(cnn["model_file"])).read_bytes()).hexdigest()
 
 
 def test_cnn_few_events_are_nan_with_reason(tmp_path):
