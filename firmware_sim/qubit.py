@@ -239,6 +239,7 @@ class SimQubit:
         self.spectrum = spectrum
         self.readout = readout
         self.rng = np.random.default_rng(seed)
+        self._known: dict[tuple[float, tuple[float, ...]], float] = {}  # C of sequences played before
 
     def true_coherence(self, t: np.ndarray, n_pulses: int) -> np.ndarray:
         """C(t) = exp(-chi(t)) of CPMG-n (t in s) without noise."""
@@ -246,10 +247,19 @@ class SimQubit:
 
     def coherence(self, t: float, pi_times: np.ndarray) -> float:
         """C = exp(-chi) of ideal pi pulses at `pi_times` (s) over t (s): the CPMG closed form of the
-        filter when the times are CPMG's, else the brute-force sum over the switching times."""
-        if is_cpmg(t, pi_times):
-            return float(self.true_coherence(np.array([t]), len(pi_times))[0])
-        return float(np.exp(-chi_pulse_times(self.spectrum, t, pi_times)))
+        filter when the times are CPMG's, else the brute-force sum over the switching times; a
+        sequence played again is not integrated again (a quadrature takes milliseconds)."""
+        key = (float(t), tuple(np.asarray(pi_times, dtype=float).tolist()))
+        c = self._known.get(key)
+        if c is None:
+            if is_cpmg(t, pi_times):
+                c = float(self.true_coherence(np.array([t]), len(pi_times))[0])
+            else:
+                c = float(np.exp(-chi_pulse_times(self.spectrum, t, pi_times)))
+            if len(self._known) >= 100_000:
+                self._known.clear()
+            self._known[key] = c
+        return c
 
     def ms0_probability(self, sequence: Sequence) -> float:
         """Probability (0-1) that a shot of `sequence` ends in ms=0 before its readout."""
