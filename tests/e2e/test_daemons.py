@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import h5py
+import pytest
 
 from nvscope.host.daemon import HostDaemon
 from nvscope.host.srm.online_g2 import MleEstimator
@@ -62,6 +63,7 @@ def run_file(out: Path) -> Path:
     return files[0]
 
 
+@pytest.mark.slow  # faster: tests/host/test_daemon.py::test_pixels_stored_in_order_with_duplicates_and_junk_dropped
 def test_every_pixel_reaches_the_file_in_order(tmp_path):
     rig, endpoint = start_rig(tmp_path)
     try:
@@ -98,6 +100,7 @@ def _wait_for_pixels(path_glob, n, timeout=60.0):
     raise AssertionError(f"fewer than {n} pixels after {timeout} s")
 
 
+@pytest.mark.slow  # faster: tests/host/test_daemon.py::test_host_restart_resumes_the_file
 def test_host_killed_mid_scan_then_restarted_loses_nothing(tmp_path):
     out = tmp_path / "data"
     rig, endpoint = start_rig(tmp_path, nx=6, ny=5, dwell=0.05, pace=1.0)  # a 1.5 s scan in real time
@@ -126,6 +129,7 @@ def test_host_killed_mid_scan_then_restarted_loses_nothing(tmp_path):
         assert f["pixels/g2_reason"].shape == (30,)  # every pixel's on-line g2, across the kill
 
 
+@pytest.mark.slow  # faster: tests/rt/test_run_loop.py::test_a_rig_restarted_after_dying_mid_run_ends_that_run_as_failed_once
 def test_rig_killed_mid_scan_then_restarted_ends_the_run_as_failed_losing_nothing(tmp_path):
     out = tmp_path / "data"
     rig, endpoint = start_rig(tmp_path, nx=6, ny=5, dwell=0.05, pace=1.0)

@@ -12,6 +12,7 @@ import time
 
 import h5py
 import numpy as np
+import pytest
 
 from nvscope.host.daemon import HostDaemon
 from nvscope.host.srm.online_g2 import MleEstimator
@@ -35,6 +36,7 @@ g = 1.2566e6
 """
 
 
+@pytest.mark.slow  # faster: test_controller_fits_on_its_own_thread_and_the_analysis_waits_for_it
 def test_adaptive_loop_runs_to_its_budget_and_stores_everything(tmp_path):
     cfg_path = tmp_path / "rig.toml"
     cfg_path.write_text(RIG_TOML.format(spool=(tmp_path / "spool").as_posix()))
