@@ -49,10 +49,12 @@ def encode(msg: Message) -> list:
 
 
 def _check_scalar(kind: str, name: str, spec: object, value: object) -> object:
-    if type(value) is spec:  # the common case: exactly the declared type
+    if type(value) is spec and spec is not int:  # the common case: exactly the declared type
         return value
     if spec is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
+        if ok and not -2**63 <= value < 2**63:  # what the run file's int64 columns hold
+            raise ProtocolError(f"{kind}.{name}: {value} does not fit in 64 bits")
     elif spec is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
@@ -139,5 +141,6 @@ def decode(frames: list) -> Message:
     if len(frames) != 1 + out_of_band:
         raise ProtocolError(f"{kind}: {len(frames)} frames, not what the message refers to")
     msg = cls(**values)
+    msg.check_common()
     msg.check()
     return msg

@@ -11,7 +11,9 @@ per run from 0; commands (host -> rt) by the host's own counter.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from functools import cache
@@ -69,6 +71,19 @@ class Message:
         """Raise ProtocolError, naming the field, where values contradict each other or the physics
         (types, dtypes and shapes are the codec's job); the host calls it once, on decoding."""
 
+    def check_common(self) -> None:
+        """What every message must hold, whatever its kind: a run id that is safe as a file name
+        (`RUN_ID`), a sequence number >= 0."""
+        if not RUN_ID.fullmatch(self.run_id):
+            raise ProtocolError(f"{self.kind}.run_id: {self.run_id[:80]!r} is not a run id (letters, digits, "
+                                "'_', '-', '.', starting with a letter or digit, at most 128; empty for none)")
+        if self.seq < 0:
+            raise ProtocolError(f"{self.kind}.seq: must be >= 0, got {self.seq}")
+
+
+RUN_ID = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,127})?")
+"""What a run id may be (it names the run's file): no path separators, no leading dot; '' for none."""
+
 
 # ---------------------------------------------------------------- rt -> host (data)
 
@@ -86,6 +101,13 @@ class RunStart(Message):
     n_pixels: int = 0
     grid_shape: Annotated[np.ndarray, Array("<i8", (2,))] = field(
         default_factory=lambda: np.zeros(2, dtype="<i8"))
+
+    def check(self) -> None:
+        """The configuration must be storable as JSON (the run file keeps it as text)."""
+        try:
+            json.dumps(self.config)
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(f"run_start.config: not storable as JSON ({exc})") from None
 
 
 @dataclass(frozen=True)

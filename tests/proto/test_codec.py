@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from nvscope.proto import ProtocolError, decode, encode
 from nvscope.proto import codec
-from nvscope.proto.messages import MESSAGE_TYPES, Array, Coherence, PartialG2, PartialPixel, Pixel, field_specs
+from nvscope.proto.messages import (MESSAGE_TYPES, RUN_ID, Array, Coherence, PartialG2, PartialPixel, Pixel, RunStart,
+                                    field_specs)
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 
@@ -39,8 +40,13 @@ COUNTS = {"dwell_s": st.floats(1e-9, 1e6), "n_a": st.integers(0, 2**62), "n_b": 
 """Fields whose values `Pixel.check` and `PartialPixel.check` constrain (n_events follows from hist)."""
 
 
+RUN_IDS = st.from_regex(RUN_ID, fullmatch=True)
+"""Run ids the codec accepts (file-name safe)."""
+
+
 def _message(cls):
     fields = {name: _value(spec) for name, spec in field_specs(cls).items()}
+    fields.update(run_id=RUN_IDS, seq=st.integers(0, 2**63 - 1))
     if cls in (Pixel, PartialPixel):
         counts = {**COUNTS, "lost_tags": st.integers(0, 2**62)} if cls is Pixel else COUNTS
         built = st.builds(cls, **{**fields, **counts})
@@ -211,3 +217,25 @@ def test_coherence_needs_one_value_and_sigma_per_time():
         decode(encode(dataclasses.replace(ok, sigma=np.ones(4))))
     with pytest.raises(ProtocolError, match="coherence.coherence: 6 values for 5 times"):
         decode(encode(dataclasses.replace(ok, coherence=np.ones(6))))
+
+
+@pytest.mark.parametrize("run_id", ["../escaped-run", "/abs/path", "sub/dir/x", ".hidden", "a" * 129, "x\x00y"])
+def test_a_run_id_that_is_not_a_safe_file_name_is_rejected(run_id):
+    with pytest.raises(ProtocolError, match=r"^pixel\.run_id: .* is not a run id"):
+        decode(encode(_pixel(run_id=run_id)))
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"n_a": 2**64 - 1}, r"^pixel\.n_a: 18446744073709551615 does not fit in 64 bits"),
+    ({"seq": 2**63 + 5}, r"^pixel\.seq: \d+ does not fit in 64 bits"),
+    ({"seq": -1}, r"^pixel\.seq: must be >= 0, got -1"),
+])
+def test_integers_beyond_what_the_file_can_hold_are_rejected(changes, words):
+    with pytest.raises(ProtocolError, match=words):
+        decode(encode(_pixel(**changes)))
+
+
+def test_a_configuration_the_file_cannot_keep_is_rejected():
+    assert decode(encode(RunStart(run_id="r", seq=0, config={"scan": {"nx": 3}}))).config == {"scan": {"nx": 3}}
+    with pytest.raises(ProtocolError, match=r"^run_start\.config: not storable as JSON"):
+        decode(encode(RunStart(run_id="r", seq=0, config={"x": b"\x00"})))
