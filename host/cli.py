@@ -10,11 +10,16 @@ import sys
 import threading
 from pathlib import Path
 
+import zmq
+
 from nvscope.proto.command_line import EXIT_BAD_INPUT, InputError, OneLineParser
 from nvscope.proto.endpoints import DEFAULT_RIG_ENDPOINT
 
 from .srm.g2_cli import add_g2_parser
 from .vqns.cli import add_vqns_parser
+
+RUN_KINDS = ("srm", "vqns")
+"""The run kinds `nvscope host --run` can start."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     h = sub.add_parser("host", help="the host daemon: store, analyse, command the rig")
     h.add_argument("--connect", default=DEFAULT_RIG_ENDPOINT, help=f"rig endpoint (default {DEFAULT_RIG_ENDPOINT})")
     h.add_argument("--out", default="nvscope-data", help="folder for the run files")
-    h.add_argument("--run", action="append", default=[], metavar="KIND",
+    h.add_argument("--run", action="append", default=[], metavar="KIND", choices=RUN_KINDS,
                    help="start a run of this kind (srm: antibunching scan, vqns: adaptive noise "
                         "spectroscopy) once connected; runs go one after another; repeatable")
     add_vqns_parser(sub)
@@ -51,7 +56,18 @@ def _host(args: argparse.Namespace) -> int:
     from .vqns.loop import VqnsController
 
     estimator = default_g2_estimator(args.g2_model)  # checked before anything connects
-    daemon = HostDaemon(args.connect, args.out, host_analyses(estimator), g2_estimator=estimator)
+    out = Path(args.out)
+    try:  # a folder the runs cannot be written to is found before a run starts, not after
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".nvscope-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"--out {args.out}: cannot write run files there ({exc.strerror or exc})") from None
+    try:
+        daemon = HostDaemon(args.connect, out, host_analyses(estimator), g2_estimator=estimator)
+    except zmq.ZMQError as exc:
+        raise InputError(f"--connect {args.connect}: {exc}") from None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

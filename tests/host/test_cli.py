@@ -9,6 +9,7 @@ from nvscope.host.cli import main
 
 @pytest.mark.parametrize("argv, words", [
     (["host", "--bogus"], "unrecognized arguments: --bogus"),
+    (["host", "--run", "bogus"], "invalid choice: 'bogus'"),
     (["vqns", "fit", "in.npz", "-o", "out.npz", "--restarts", "abc"], "--restarts: invalid int value"),
     ([], "required: command"),
 ])
@@ -32,3 +33,14 @@ def test_host_with_an_unusable_g2_model_stops_at_start(tmp_path, capsys, content
     err = [ln for ln in capsys.readouterr().err.strip().splitlines() if "nvscope host" in ln]
     assert len(err) == 1 and words in err[0] and "g2.onnx" in err[0]
     assert not (tmp_path / "data").exists()
+
+
+def test_host_with_an_unusable_endpoint_or_out_folder_stops_before_any_run(tmp_path, capsys):
+    not_a_folder = tmp_path / "afile"
+    not_a_folder.write_text("")
+    for argv, words in ((["--connect", "notanendpoint", "--out", str(tmp_path / "d")], "--connect notanendpoint"),
+                        (["--connect", "tcp://127.0.0.1:1", "--out", str(not_a_folder)], "cannot write run files")):
+        code = main(["host", *argv, "--run", "srm", "--exit-when-done"])
+        assert code == 2
+        err = [ln for ln in capsys.readouterr().err.strip().splitlines() if "nvscope host" in ln]
+        assert len(err) == 1 and words in err[0], err
