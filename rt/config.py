@@ -217,6 +217,10 @@ class RigConfig:
     devices: DevicesConfig = field(default_factory=DevicesConfig)
     sim: dict = field(default_factory=dict)
 
+    def check(self, where: str) -> None:
+        """Validate ranges; raise ConfigError naming the field."""
+        require(0 <= self.seed < 2**63, f"{where}.seed", f"must be an integer in [0, 2^63), got {self.seed}")
+
 
 def load_rig_config(path: str | Path | None) -> RigConfig:
     """Read a rig TOML file (None: the defaults); raises ConfigError with the file and field named."""

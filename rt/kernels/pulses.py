@@ -119,10 +119,10 @@ class ShotTiming:
     tail_s: float = 100e-9
 
     def __post_init__(self) -> None:
-        for name in ("pi_s", "pi_half_s", "rf_pi_s", "lead_s", "tail_s"):
+        for name in ("pi_s", "pi_half_s", "rf_pi_s", "lead_s", "tail_s", "laser_s"):
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0):
-                raise ValueError(f"{name} must be >= 0 s, got {v!r}")
+                raise ValueError(f"{name} must be a finite time >= 0 s, got {v!r}")
         if not (np.isfinite(self.gate_s) and 0 < self.gate_s and 2 * self.gate_s <= self.laser_s):
             raise ValueError(f"gate_s must be > 0 s and fit twice in laser_s ({self.laser_s} s), got {self.gate_s!r}")
         if self.lead_s < 0.5 * max(self.pi_s, self.pi_half_s):

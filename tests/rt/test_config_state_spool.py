@@ -18,6 +18,8 @@ from nvscope.rt.state import RunState, StateError, transition
     ("[scan]\ndwel_s = 1.0\n", "scan.dwel_s: unknown field"),
     ("[scan]\nhistogram_mode = 'fast'\n", "scan.histogram_mode: must be 'allpairs' or 'startstop'"),
     ("seed = 1.5\n", "seed: expected an integer"),
+    ("seed = -1\n", "seed: must be an integer in \\[0, 2\\^63\\), got -1"),
+    ("[coherence.timing]\nlaser_s = inf\n", "laser_s must be a finite time >= 0 s, got inf"),
     ("[link]\nwindow = 0\n", "link.window: must be >= 1"),
     ("scan = 3\n", "scan: expected a table"),
     ("[scan\n", "not valid TOML"),
@@ -83,7 +85,7 @@ def test_spool_keeps_until_ack_survives_restart_and_is_bounded(tmp_path):
     ("[devices]\ntagger = {kind = 'sim', port = 3}\n", "rig.toml.devices.tagger.port: unknown field"),
     ("[devices]\nlaser = {kind = 'sim'}\n", "rig.toml.devices.laser: unknown field"),
     ("devices = 3\n", "rig.toml.devices: expected a table"),
-    ("[coherence.timing]\npi_s = -1e-9\n", "rig.toml.coherence.timing: pi_s must be >= 0 s"),
+    ("[coherence.timing]\npi_s = -1e-9\n", "rig.toml.coherence.timing: pi_s must be a finite time >= 0 s"),
     ("[coherence.timing]\ngate_s = 2e-6\n", "rig.toml.coherence.timing: gate_s must be > 0 s and fit twice"),
 ])
 def test_bad_devices_config_is_one_line_naming_the_field(tmp_path, text, words):
