@@ -7,8 +7,8 @@ here). OUT `hist` int64 (215,), `n_a`, `n_b` (singles counts), `mode`, `tac_dead
 name and the software version.
 
 `g2 estimate IN.npz -o OUT.npz [--method cnn|mle|lm]`: IN `hist` int (P, 215), optional
-`n_events` (P,), `n_a`, `n_b`, `t_acq` (P,) (all three fix the normalization; without them it is
-fitted). The estimate is the host's own g2 path (`models.g2.estimation.estimate_pixels`). OUT
+`n_events` (P,) (must equal the row sums), `n_a`, `n_b`, `t_acq` (P,) (all three fix the
+normalization; without them it is fitted). The estimate is the host's own g2 path (`models.g2.estimation.estimate_pixels`). OUT
 `g2`, `g2_std` (P,) float64, `method`, `reason` (P,) strings and `reason_code` (P,) int8 (the
 reason table `models.g2.reasons.G2_REASONS`: empty / 0 where g2 is a number, else why it is NaN),
 `min_events` (the estimator's), `n_events`, the fitted shape (mle, cnn), the input name and the
@@ -247,6 +247,11 @@ def _read_estimate_input(path: str) -> dict:
         if (ne != np.round(ne)).any():
             raise InputError(f"{path}: `n_events` must be whole numbers")
         out["n_events"] = ne.astype(np.int64)
+        wrong = np.flatnonzero(out["n_events"] != hist.sum(axis=1))
+        if len(wrong):  # the pairs in a histogram are its sum: a file that says otherwise is damaged
+            i = int(wrong[0])
+            raise InputError(f"{path}: `n_events` disagrees with the histograms' sums at {len(wrong)} rows "
+                             f"(row {i}: {int(out['n_events'][i])}, the histogram holds {int(hist[i].sum())})")
     return out
 
 

@@ -231,6 +231,8 @@ def test_estimate_bad_inputs(tmp_path):
         "frac.npz": ({"hist": hf_frac}, "non-integer"),
         "len_na.npz": ({**good, "n_a": good["n_a"][:3]}, "`n_a`"),
         "len_ne.npz": ({"hist": h, "n_events": np.ones(5)}, "`n_events`"),
+        "ne_sum.npz": ({"hist": h, "n_events": h.sum(axis=1) + np.r_[0, 5, 0, 0][: len(h)]},
+                       "`n_events` disagrees with the histograms' sums at 1 rows (row 1"),
         "len_tacq.npz": ({**good, "t_acq": np.ones(7)}, "`t_acq`"),
         "tacq0.npz": ({**good, "t_acq": np.array([1.0, 0.0, 1.0, 1.0])}, "t_acq"),
         "partial.npz": ({"hist": h, "n_a": good["n_a"]}, "n_b"),
