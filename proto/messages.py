@@ -73,12 +73,10 @@ class Message:
 
     def check_common(self) -> None:
         """What every message must hold, whatever its kind: a run id that is safe as a file name
-        (`RUN_ID`), a sequence number >= 0."""
+        (`RUN_ID`)."""
         if not RUN_ID.fullmatch(self.run_id):
             raise ProtocolError(f"{self.kind}.run_id: {self.run_id[:80]!r} is not a run id (letters, digits, "
                                 "'_', '-', '.', starting with a letter or digit, at most 128; empty for none)")
-        if self.seq < 0:
-            raise ProtocolError(f"{self.kind}.seq: must be >= 0, got {self.seq}")
 
 
 RUN_ID = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,127})?")
