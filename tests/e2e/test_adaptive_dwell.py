@@ -62,6 +62,7 @@ def scan(tmp: Path, cfg: RigConfig, host_answers: bool = True, timeout_s: float 
         while not host.stats.finished and time.monotonic() < deadline:
             host.step(50)
         assert host.stats.finished == [("srm-adaptive", "completed")], host.stats
+        assert host.stats.malformed == 0 and host.last_heartbeat is not None  # every rig message decodes
     finally:
         host.close()
         rig.close()

@@ -71,6 +71,7 @@ def test_every_pixel_reaches_the_file_in_order(tmp_path):
                                "--out", str(tmp_path / "data"), "--run", "srm", "--exit-when-done"],
                               capture_output=True, text=True, timeout=120)
         assert host.returncode == 0, host.stderr
+        assert ", 0 malformed dropped" in host.stdout, host.stdout  # every rig message decodes
     finally:
         assert stop(rig) == 0
     with h5py.File(run_file(tmp_path / "data"), "r") as f:
