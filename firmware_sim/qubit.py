@@ -29,6 +29,10 @@ class LorentzianNoise:
     w0: float
     g: float
 
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.a) and self.a >= 0 and np.isfinite(self.w0) and np.isfinite(self.g) and self.g > 0):
+            raise ValueError(f"a lorentzian needs a >= 0 rad^2/s^2, finite w0 and g > 0 rad/s, got {self}")
+
     def __call__(self, w: np.ndarray) -> np.ndarray:
         """S(w) in rad^2/s."""
         return self.a * (self.g / ((w - self.w0) ** 2 + self.g**2) + self.g / ((w + self.w0) ** 2 + self.g**2))
@@ -47,6 +51,10 @@ class OneOverFNoise:
     w_lo: float = 2 * np.pi * 1e3
     w_hi: float = 2 * np.pi * 1e8
 
+    def __post_init__(self) -> None:
+        if not (self.amplitude >= 0 and np.isfinite(self.alpha) and 0 < self.w_lo < self.w_hi < np.inf):
+            raise ValueError(f"1/f noise needs amplitude >= 0, a finite alpha and 0 < w_lo < w_hi rad/s, got {self}")
+
     def __call__(self, w: np.ndarray) -> np.ndarray:
         """S(w) in rad^2/s."""
         w = np.abs(w)
@@ -64,6 +72,10 @@ class OhmicNoise:
 
     eta: float
     w_c: float
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.eta) and self.eta >= 0 and np.isfinite(self.w_c) and self.w_c > 0):
+            raise ValueError(f"ohmic noise needs eta >= 0 rad^2 and w_c > 0 rad/s, got {self}")
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
         """S(w) in rad^2/s."""

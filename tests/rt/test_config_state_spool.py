@@ -148,3 +148,19 @@ def test_warm_up_compiles_every_binning_kernel_before_the_first_pixel():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("table, words", [
+    ("kind = 'lorentzian'\na = -1e10\nw0 = 0.0\ng = 1e6\n", "sim.noise\\[0\\]: a lorentzian needs a >= 0"),
+    ("kind = 'lorentzian'\na = 1e10\nw0 = 0.0\ng = 0.0\n", "sim.noise\\[0\\]: a lorentzian needs .* g > 0"),
+    ("kind = 'one_over_f'\namplitude = 1e3\nw_lo = 1e6\nw_hi = 1e3\n", "sim.noise\\[0\\]: 1/f noise needs .* w_lo < w_hi"),
+    ("kind = 'ohmic'\neta = -1.0\nw_c = 1e6\n", "sim.noise\\[0\\]: ohmic noise needs eta >= 0"),
+])
+def test_a_noise_spectrum_that_is_not_a_spectrum_is_one_line(tmp_path, table, words):
+    from nvscope.rt.devices import compose_devices
+
+    path = tmp_path / "rig.toml"
+    path.write_text("[[sim.noise]]\n" + table)
+    with pytest.raises(ConfigError, match=words) as exc:
+        compose_devices(load_rig_config(path), sim=True)
+    assert "\n" not in str(exc.value)
