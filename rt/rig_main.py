@@ -11,6 +11,7 @@ import zmq
 
 from nvscope.proto.command_line import EXIT_BAD_INPUT, OneLineParser
 from nvscope.proto.endpoints import DEFAULT_RIG_ENDPOINT, rig_socket
+from nvscope.proto.version import software_version
 
 from .config import ConfigError, RigConfig, load_rig_config
 from .kernels import warm_up
@@ -32,6 +33,7 @@ def build_rig(cfg: RigConfig, sim: bool, sock: zmq.Socket) -> Rig:
 
     devices = compose_devices(cfg, sim)
     warm_up()
+    software_version()  # asks git once (~6 ms), now rather than in the first run's run_start
     spool = Spool(cfg.link.spool_dir or default_spool_dir(), cfg.link.window)
     return Rig(cfg, devices, RtLink(sock, spool, cfg.link))
 
