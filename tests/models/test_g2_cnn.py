@@ -75,6 +75,33 @@ def test_simulated_windows_carry_their_truth(tiny_data):
     assert set(inputs["emitter"]) <= set(range(4)) and inputs["x"].shape[1:] == (3, N_BINS)
 
 
+def _onnx_equals_torch(net: G2Net, est: CnnEstimator) -> None:
+    """The exported network under onnxruntime gives torch's outputs on varied inputs (singles known or not)."""
+    net.eval()
+    rng = np.random.default_rng(0)
+    h = rng.poisson(rng.uniform(0.05, 50, (64, 1)), (64, N_BINS))
+    base = np.where(rng.uniform(size=64) < 0.5, np.nan, h.mean(axis=1) * rng.uniform(0.8, 1.2, 64))
+    x, s = cnn_inputs(h, kernel_bin_averages(NV_DEFAULT_SHAPE), base)
+    with torch.no_grad():
+        m, sd = net(torch.from_numpy(x), torch.from_numpy(s))
+    g2, std = est.run(x, s)
+    np.testing.assert_allclose(g2, m.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(std, sd.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_an_exported_network_runs_in_onnxruntime_as_in_torch(tmp_path):
+    from nvscope.models.g2.train_cnn import export_onnx, model_metadata
+
+    torch.manual_seed(1)
+    arch = CnnArch(filters=(4, 4, 4), hidden=(8,))
+    net = G2Net(arch)
+    export_onnx(net, tmp_path / "random.onnx", model_metadata(arch, {}))
+    est = CnnEstimator(tmp_path / "random.onnx")
+    assert est.metadata["features_version"] == FEATURES_VERSION
+    _onnx_equals_torch(net, est)
+
+
+@pytest.mark.slow  # faster: test_an_exported_network_runs_in_onnxruntime_as_in_torch and test_training_lowers_the_validation_loss
 def test_tiny_training_through_the_script_and_onnx_equals_torch(tmp_path):
     onnx_path, pt = tmp_path / "tiny.onnx", tmp_path / "tiny.pt"
     code = train_main(["--out", str(onnx_path), "--emitters", "10", "--windows", "8", "--events", "20000",
@@ -86,16 +113,7 @@ def test_tiny_training_through_the_script_and_onnx_equals_torch(tmp_path):
     assert json.loads(meta["g2_range"]) == [0.0, 1.0] and json.loads(meta["n_events_range"]) == [20, 100000]
     net = G2Net(CnnArch(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(meta["arch"]).items()}))
     net.load_state_dict(torch.load(pt))
-    net.eval()
-    rng = np.random.default_rng(0)
-    h = rng.poisson(rng.uniform(0.05, 50, (64, 1)), (64, N_BINS))
-    base = np.where(rng.uniform(size=64) < 0.5, np.nan, h.mean(axis=1) * rng.uniform(0.8, 1.2, 64))
-    x, s = cnn_inputs(h, kernel_bin_averages(NV_DEFAULT_SHAPE), base)
-    with torch.no_grad():
-        m, sd = net(torch.from_numpy(x), torch.from_numpy(s))
-    g2, std = est.run(x, s)
-    np.testing.assert_allclose(g2, m.numpy(), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(std, sd.numpy(), rtol=1e-5, atol=1e-5)
+    _onnx_equals_torch(net, est)
 
 
 def test_training_lowers_the_validation_loss(tiny_data):
