@@ -114,10 +114,11 @@ class Rig:
         run_end with the exit status and reason (always sent)."""
         self.run_id, self.stop_reason, self.next_seq = start.run_id, "", 0
         scan = self.cfg.scan
+        grid = (scan.ny, scan.nx) if start.run_kind == "srm" else (0, 0)  # a coherence run scans no grid
         self._send(RunStart(run_id=start.run_id, seq=0, run_kind=start.run_kind,
                             config={**dataclasses.asdict(self.cfg), "sim_truth": self.devices.truth},
-                            version=software_version(), seed=self.cfg.seed, n_pixels=scan.nx * scan.ny,
-                            grid_shape=np.array([scan.ny, scan.nx])))
+                            version=software_version(), seed=self.cfg.seed, n_pixels=grid[0] * grid[1],
+                            grid_shape=np.array(grid)))
         status, reason, done = ExitStatus.COMPLETED, "", 0
         try:
             self.plan = self._plan(start)

@@ -240,6 +240,8 @@ def test_a_coherence_run_measures_what_the_host_asks_in_order_until_it_stops(tmp
         rig, link = run(tmp_path, host, run_kind="vqns")
     curves = [m for m in link.sent if isinstance(m, Coherence)]
     assert [(c.seq, c.n_pulses) for c in curves] == [(1, 0), (2, 1)]
+    start = link.sent[0]  # a coherence run plans no pixels
+    assert isinstance(start, RunStart) and start.n_pixels == 0 and start.grid_shape.tolist() == [0, 0]
     assert np.all(np.isfinite(curves[0].coherence))
     end = link.sent[-1]
     assert (end.exit_status, end.reason, end.seq, end.n_pixels) == ("stopped", "stopped by the host", 3, 2)
