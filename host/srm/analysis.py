@@ -16,13 +16,20 @@ from .figures import srm_figure
 from ..store import RunStore, read_pixels
 
 
+def on_grid(grid_shape: tuple[int, int], ix: np.ndarray, iy: np.ndarray) -> np.ndarray:
+    """Which pixels lie on the run's (ny, nx) grid (a rig that sent others is reported, not trusted)."""
+    return (ix >= 0) & (ix < grid_shape[1]) & (iy >= 0) & (iy < grid_shape[0])
+
+
 def pixel_maps(grid_shape: tuple[int, int], ix: np.ndarray, iy: np.ndarray,
                values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Place per-pixel values on the (ny, nx) grid; pixels never measured are NaN."""
+    """Place per-pixel values on the (ny, nx) grid; pixels never measured are NaN, pixels off the
+    grid are left out (they stay in /pixels)."""
+    ok = on_grid(grid_shape, ix, iy)
     maps = {}
     for name, v in values.items():
         m = np.full(grid_shape, np.nan)
-        m[iy, ix] = v
+        m[iy[ok], ix[ok]] = np.asarray(v)[ok]
         maps[name] = m
     return maps
 
@@ -79,9 +86,13 @@ class SrmAnalysis:
             return {}, {"analysis_note": "no pixels"}
         values, shape = srm_results(px, self.estimator)
         maps = pixel_maps(inputs.grid_shape, px["ix"], px["iy"], values)
-        srm_figure(maps, px["position"], inputs.figure, title=inputs.run_id)
+        ok = on_grid(inputs.grid_shape, px["ix"], px["iy"])
+        srm_figure(maps, px["position"][ok], inputs.figure, title=inputs.run_id)
         results = {f"maps/{k}": v for k, v in maps.items()}
         attrs = {"g2_method": self.estimator.name, "shape_t1_s": shape.t1, "shape_t2_s": shape.t2,
                  "shape_a": shape.a, "figure": inputs.figure.name, "g2_reasons": list(G2_REASONS),
                  "total_dwell_s": float(px["dwell_s"].sum())}
+        off = int((~on_grid(inputs.grid_shape, px["ix"], px["iy"])).sum())
+        if off:
+            attrs["analysis_note"] = f"{off} pixels lie off the {inputs.grid_shape} grid: kept in /pixels, not in the maps"
         return results, attrs

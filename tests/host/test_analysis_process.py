@@ -99,3 +99,17 @@ def test_refit_and_srm_analysis_in_a_process_equal_in_line(processes, tmp_path):
     for key in results:
         np.testing.assert_array_equal(results[key], local[key])
     assert (tmp_path / "in-process.png").stat().st_size > 0 and attrs["figure"] == "in-process.png"
+
+
+def test_a_pixel_off_the_grid_is_kept_out_of_the_maps_and_reported(tmp_path):
+    px = scan_pixels()
+    px["ix"] = px["ix"].copy()
+    px["ix"][5] = 99  # a rig that sent a pixel outside its own grid
+    analysis = SrmAnalysis(MleEstimator())
+    results, attrs = analysis.compute(SrmInputs(px, (3, 4), "srm-x", tmp_path / "f.png"))
+    good, _ = analysis.compute(SrmInputs(scan_pixels(), (3, 4), "srm-x", tmp_path / "g.png"))
+    assert "1 pixels lie off the (3, 4) grid" in attrs["analysis_note"]
+    assert np.isnan(results["maps/g2"][1, 1])  # where pixel 5 would have gone
+    ok = np.ones((3, 4), bool)
+    ok[1, 1] = False
+    np.testing.assert_allclose(results["maps/pl_cps"][ok], good["maps/pl_cps"][ok])
