@@ -152,9 +152,9 @@ def flip_probability(detuning_hz: np.ndarray, t_pi_s: float, t2star_s: float,
     """Probability (0-1) that an RF pi pulse of t_pi_s (s) at detuning (Hz) from a dark spin's line
     centre flips it: the Rabi formula averaged over the line of T2* = t2star_s (s; inf: the bare
     formula), Lorentzian (HWHM 1/(2 pi T2*)) or Gaussian (sigma sqrt(2)/(2 pi T2*))."""
-    width = line_width(t2star_s, line) if t2star_s > 0 else np.nan
     if not (np.isfinite(t_pi_s) and t_pi_s > 0 and t2star_s > 0):
         raise ValueError(f"flip probability needs t_pi > 0 s and T2* > 0 s, got {t_pi_s}, {t2star_s}")
+    width = line_width(t2star_s, line)
     d = np.asarray(detuning_hz, dtype=np.float64)
     if not np.all(np.isfinite(d)):
         raise ValueError("flip probability: the detunings (Hz) must be finite")
