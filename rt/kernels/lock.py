@@ -15,22 +15,31 @@ anyway; what it must not do is arithmetic per cycle in Python, or keep a lock st
 cannot reproduce. So the lock of one pixel is a pure function of its start frequency and the counts
 of the cycles acquired so far:
 
-    counts = np.zeros((max_cycles, 2), np.int64)          # the pixel's buffer: I+, I- per cycle
-    f_c = feedforward(previous_locked, fallback=f_retracted)  # start from the scan's prediction
+    delta = dither_delta(fwhm)
+    counts = np.zeros((max_cycles, 2), np.int64)              # the pixel's buffer: I+, I- per cycle
+    f_start = f_c = feedforward(previous_locked, f_retracted)  # start from the scan's prediction
     for k in range(max_cycles):
-        counts[k] = acquire(f_c + delta, f_c - delta)      # devices (rt loop, not here)
-        f_c, f_lock, f_sigma, n_used = lock_pixel(f_start, counts[:k + 1], delta, slope, gain, n_settle)
+        counts[k] = acquire(f_c + delta, f_c - delta)          # devices (the rt loop, not here)
+        f_c, f_lock, f_sigma, n_used = lock_pixel(f_start, counts[:k + 1], delta, fwhm, contrast,
+                                                  gain, n_settle)
 
-`lock_pixel` replays the integrator over the cycles so far (`lock_step` per cycle, O(k), about a
-nanosecond a step: a few microseconds per call at 100 cycles, nothing next to a gate of a
-millisecond) and returns the next dither centre and the pixel's running estimate with its shot-noise
-standard error. The host can recompute every pixel's lock from its stored counts with the same call.
-`lock_cycles` gives the whole trajectory (centres and errors) of a (n_cycles, 2) array in one call.
+`lock_pixel` replays the integrator over the cycles so far (`lock_step` per cycle, O(k): about
+2 us per call at 100 cycles, nothing next to a gate of a millisecond) and returns the next dither
+centre and the pixel's running estimate with its standard error. The host can recompute every
+pixel's lock from its stored counts with the same call. `lock_cycles` gives the whole trajectory
+(centres and errors) of a (n_cycles, 2) array in one call.
 
-The estimate: every cycle i at centre f_i measures the resonance as f_i - e_i / s, independently of
-the others (Poisson counts); the cycles from `n_settle` on are averaged with weights N_i = I+ + I-.
-Var(e_i) = (1 - e_i^2) / N_i (first order in the Poisson noise), so
-sigma_f^2 = sum N_i (1 - e_i^2) / (s sum N_i)^2, i.e. 1 / (s sqrt(N)) at lock: `shot_noise_sigma`.
+The estimate. Cycle i at centre f_i reads the resonance as f_i - e_i / s, independently of the other
+cycles (Poisson counts). The cycles from `n_settle` on are averaged with weights N_i = I+ + I-; then
+the root f0 of sum N_i (e_i - E(f_i - f0)) = 0, with E the dip's own error curve
+(`lorentzian_error`), is found by Newton from there. The second step matters: at gain 0.3 the centre
+wanders by ~1 MHz rms around the resonance (gain sigma_1 / sqrt(gain (2 - gain)), sigma_1 ~2.2 MHz the
+shot noise of one 2 x 1 ms cycle), where E is no longer linear (E(x) / (s x) = 0.95 at 1 MHz, 0.42
+at one HWHM); the linear reading then scatters ~17 % above its own error bar. With Var(e_i) =
+(1 - e_i^2) / N_i (first order in the Poisson noise), the standard error is
+sigma_f = sqrt(sum N_i (1 - e_i^2)) / sum N_i E'(f_i - f0): 1 / (s sqrt(N)) (`shot_noise_sigma`) for a
+centre held at the resonance, about 15 % more for the wandering one at gain 0.3 (less at lower gain),
+and the scatter over pixels matches it (tests/rt/test_lock.py, benchmarks/bench_lock.py).
 
 Around the lock: `feedforward` predicts a pixel's resonance from the previous ones in scan order,
 `lock_lost` flags a pixel whose dither points do not sit in the dip (mean count ratio), and
@@ -97,31 +106,81 @@ def lock_cycles(f_start, counts, delta, slope, gain):
 
 
 @njit(cache=True)
-def lock_pixel(f_start, counts, delta, slope, gain, n_settle):
+def lorentzian_error(x, fwhm, contrast, delta):
+    """The dither error e and its derivative de/dx (per Hz) at centre offset x = f_c - f0 (Hz) on a
+    Lorentzian dip (FWHM Hz, contrast), dither +-delta Hz: the expected e of the module docstring."""
+    g2 = (0.5 * fwhm) ** 2
+    dp = (x + delta) ** 2 + g2
+    dm = (x - delta) ** 2 + g2
+    up = 1.0 - contrast * g2 / dp
+    um = 1.0 - contrast * g2 / dm
+    dup = 2.0 * contrast * g2 * (x + delta) / (dp * dp)
+    dum = 2.0 * contrast * g2 * (x - delta) / (dm * dm)
+    total = up + um
+    return (up - um) / total, 2.0 * (dup * um - up * dum) / (total * total)
+
+
+_NEWTON_STEPS = 6
+
+
+@njit(cache=True)
+def lock_pixel(f_start, counts, delta, fwhm, contrast, gain, n_settle):
     """One pixel's lock from its counts so far (n, 2): (f_next Hz, f_lock Hz, f_sigma Hz, n_used).
 
-    f_next: the centre for the next cycle; f_lock: the weighted mean of f_i - e_i / slope over the
-    cycles i >= n_settle with photons, n_used of them; f_sigma: its shot-noise standard error
+    The dither (delta Hz) and integrator (gain) of `lock_cycles`, at the slope of the Lorentzian dip
+    (FWHM Hz, contrast). f_next: the centre for the next cycle; f_lock: the resonance estimated from
+    the cycles i >= n_settle with photons (n_used of them), f_sigma its shot-noise standard error
     (module docstring). With no such cycle: f_lock = f_next and f_sigma = inf.
     """
+    slope = lorentzian_error(0.0, fwhm, contrast, delta)[1]
+    n = counts.shape[0]
+    fs = np.empty(n, np.float64)
+    es = np.empty(n, np.float64)
+    ns = np.empty(n, np.float64)
     f = float(f_start)
-    s0 = 0.0  # sum N_i
-    s1 = 0.0  # sum N_i (f_i - e_i / slope)
-    s2 = 0.0  # sum N_i (1 - e_i^2)
-    n_used = 0
-    for i in range(counts.shape[0]):
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    m = 0
+    for i in range(n):
         a = float(counts[i, 0])
         b = float(counts[i, 1])
         f_new, e = lock_step(f, a, b, delta, slope, gain)
         if i >= n_settle and a + b > 0.0:
+            fs[m] = f
+            es[m] = e
+            ns[m] = a + b
             s0 += a + b
             s1 += (a + b) * (f - e / slope)
             s2 += (a + b) * (1.0 - e * e)
-            n_used += 1
+            m += 1
         f = f_new
     if s0 <= 0.0:
         return f, f, np.inf, 0
-    return f, s1 / s0, math.sqrt(s2) / (slope * s0), n_used
+    # Linear reading, then the root of sum N_i (e_i - E(f_i - f0)) = 0 by Newton on the dip's own E.
+    f_lin = s1 / s0
+    f0 = f_lin
+    d_sum = slope * s0
+    for _ in range(_NEWTON_STEPS):
+        r_sum = 0.0
+        d_new = 0.0
+        for j in range(m):
+            e_model, de = lorentzian_error(fs[j] - f0, fwhm, contrast, delta)
+            r_sum += ns[j] * (es[j] - e_model)
+            d_new += ns[j] * de
+        if not d_new > 0.0:
+            break
+        d_sum = d_new
+        step = r_sum / d_new
+        f0 -= step
+        if abs(step) < 1e-3:
+            break
+    if not abs(f0 - f_lin) <= 0.5 * fwhm:  # outside the dip's monotonic part: keep the linear reading
+        return f, f_lin, math.sqrt(s2) / (slope * s0), m
+    d_sum = 0.0
+    for j in range(m):
+        d_sum += ns[j] * lorentzian_error(fs[j] - f0, fwhm, contrast, delta)[1]
+    return f, f0, math.sqrt(s2) / d_sum, m
 
 
 @njit(cache=True)
@@ -190,9 +249,7 @@ def lorentzian_error_slope(fwhm: float, contrast: float, delta: float | None = N
     s = 9 C / (8 sqrt 3 g (1 - 3 C / 4)), 2.745e-8 per Hz (0.027 per MHz) at 8 MHz, C = 0.15.
     """
     d = dither_delta(fwhm) if delta is None else delta
-    g2 = (0.5 * fwhm) ** 2
-    u = g2 / (d * d + g2)
-    return 2.0 * contrast * d * g2 / ((d * d + g2) ** 2 * (1.0 - contrast * u))
+    return float(lorentzian_error(0.0, float(fwhm), float(contrast), float(d))[1])
 
 
 def shot_noise_sigma(n_photons: float, slope: float, error: float = 0.0) -> float:
@@ -226,6 +283,6 @@ def recovery_sweep(center: float, fwhm: float, n: int) -> np.ndarray:
 
 __all__ = [
     "LOCKED_DEPTH_FRACTION", "RECOVERY_HALF_SPAN_FWHM", "dither_delta", "feedforward", "lock_cycles",
-    "lock_error", "lock_lost", "lock_pixel", "lock_step", "lorentzian_error_slope", "recovery_sweep",
+    "lock_error", "lock_lost", "lock_pixel", "lorentzian_error", "lock_step", "lorentzian_error_slope", "recovery_sweep",
     "shot_noise_sigma", "sweep_minimum",
 ]

@@ -34,22 +34,45 @@ def expected_error(f_c, f0=F0, delta=DELTA):
 SLOPE = lorentzian_error_slope(FWHM, CONTRAST)
 
 
-def python_lock(f_start, counts, delta, slope, gain, n_settle):
+def error_and_derivative(x, fwhm, contrast, delta):
+    """The expected dither error of a Lorentzian dip at centre offset x, and d/dx, written out here."""
+    g2 = (fwhm / 2) ** 2
+    up, um = 1 - contrast * g2 / ((x + delta) ** 2 + g2), 1 - contrast * g2 / ((x - delta) ** 2 + g2)
+    dup = 2 * contrast * g2 * (x + delta) / ((x + delta) ** 2 + g2) ** 2
+    dum = 2 * contrast * g2 * (x - delta) / ((x - delta) ** 2 + g2) ** 2
+    return (up - um) / (up + um), 2 * (dup * um - up * dum) / (up + um) ** 2
+
+
+def python_lock(f_start, counts, delta, fwhm, contrast, gain, n_settle):
     """The lock of the module docstring, written again in plain Python: centres, errors and the estimate."""
-    f, centres, errors = float(f_start), [float(f_start)], []
-    s0 = s1 = s2 = 0.0
-    n_used = 0
+    slope = error_and_derivative(0.0, fwhm, contrast, delta)[1]
+    f, centres, errors, used = float(f_start), [float(f_start)], [], []
     for i, (a, b) in enumerate(counts):
         a, b = float(a), float(b)
         e = (a - b) / (a + b) if a + b > 0 else 0.0
-        correction = min(max(gain * e / slope, -delta), delta)
         if i >= n_settle and a + b > 0:
-            s0, s1, s2, n_used = s0 + (a + b), s1 + (a + b) * (f - e / slope), s2 + (a + b) * (1 - e * e), n_used + 1
-        f -= correction
+            used.append((f, e, a + b))
+        f -= min(max(gain * e / slope, -delta), delta)
         centres.append(f)
         errors.append(e)
-    est = (s1 / s0, math.sqrt(s2) / (slope * s0)) if s0 > 0 else (f, math.inf)
-    return centres, errors, (f, *est, n_used)
+    if not used:
+        return centres, errors, (f, f, math.inf, 0)
+    n_total = sum(n for _, _, n in used)
+    noise = math.sqrt(sum(n * (1 - e * e) for _, e, n in used))
+    f_lin = sum(n * (fi - e / slope) for fi, e, n in used) / n_total
+    f0 = f_lin
+    for _ in range(6):  # Newton on sum N (e - E(f_i - f0)) = 0
+        r = sum(n * (e - error_and_derivative(fi - f0, fwhm, contrast, delta)[0]) for fi, e, n in used)
+        d = sum(n * error_and_derivative(fi - f0, fwhm, contrast, delta)[1] for fi, e, n in used)
+        if not d > 0:
+            break
+        f0 -= r / d
+        if abs(r / d) < 1e-3:
+            break
+    if not abs(f0 - f_lin) <= fwhm / 2:
+        return centres, errors, (f, f_lin, noise / (slope * n_total), len(used))
+    d = sum(n * error_and_derivative(fi - f0, fwhm, contrast, delta)[1] for fi, e, n in used)
+    return centres, errors, (f, f0, noise / d, len(used))
 
 
 def run_pixel(rng, f_start, n_cycles, n_settle=10, f0=F0, gate=GATE):
@@ -58,7 +81,7 @@ def run_pixel(rng, f_start, n_cycles, n_settle=10, f0=F0, gate=GATE):
     f_c = f_start
     for k in range(n_cycles):
         counts[k] = rng.poisson(rate([f_c + DELTA, f_c - DELTA], f0) * gate)
-        f_c, f_lock, f_sigma, n_used = lock_pixel(f_start, counts[:k + 1], DELTA, SLOPE, GAIN, n_settle)
+        f_c, f_lock, f_sigma, n_used = lock_pixel(f_start, counts[:k + 1], DELTA, FWHM, CONTRAST, GAIN, n_settle)
     return counts, f_lock, f_sigma, n_used
 
 
@@ -106,14 +129,16 @@ def test_kernel_equals_a_plain_python_loop_on_random_counts(dtype):
         n = int(rng.integers(1, 80))
         counts = rng.poisson(rng.uniform(0.5, 400.0, (n, 2))).astype(dtype)  # zeros and large asymmetries
         counts[rng.random(n) < 0.1] = 0
-        slope, gain, n_settle = rng.uniform(1e-8, 5e-8), rng.uniform(0.05, 1.0), int(rng.integers(0, 10))
+        fwhm, contrast = rng.uniform(4e6, 12e6), rng.uniform(0.05, 0.3)
+        delta, gain, n_settle = dither_delta(fwhm), rng.uniform(0.05, 1.0), int(rng.integers(0, 10))
+        slope = lorentzian_error_slope(fwhm, contrast)
         f_start = F0 + rng.normal(0, 5e6)
-        centres, errors, (f_next, f_lock, f_sigma, n_used) = python_lock(f_start, counts, DELTA, slope, gain,
-                                                                          n_settle)
-        k_centres, k_errors = lock_cycles(f_start, counts, DELTA, slope, gain)
+        centres, errors, (f_next, f_lock, f_sigma, n_used) = python_lock(f_start, counts, delta, fwhm, contrast,
+                                                                          gain, n_settle)
+        k_centres, k_errors = lock_cycles(f_start, counts, delta, slope, gain)
         np.testing.assert_allclose(k_centres, centres, rtol=1e-15, atol=0)
         np.testing.assert_allclose(k_errors, errors, rtol=1e-12, atol=1e-15)
-        got = lock_pixel(f_start, counts, DELTA, slope, gain, n_settle)
+        got = lock_pixel(f_start, counts, delta, fwhm, contrast, gain, n_settle)
         assert got[0] == pytest.approx(f_next, rel=1e-15) and got[3] == n_used
         if n_used:
             assert got[1] == pytest.approx(f_lock, rel=1e-14) and got[2] == pytest.approx(f_sigma, rel=1e-12)
@@ -165,7 +190,10 @@ def test_scatter_of_the_locked_frequency_is_the_shot_noise_limit():
     numeric_slope = (expected_error(F0 + 1.0) - expected_error(F0 - 1.0)) / 2.0
     predicted = 1.0 / (numeric_slope * math.sqrt(n_photons))
     assert np.std(found) == pytest.approx(predicted, rel=0.2)
-    assert np.mean(sigmas) == pytest.approx(predicted, rel=0.05)
+    # The reported error bar is honest: it matches the scatter (the lock's ~1 MHz wander at gain 0.3
+    # costs slope, so both sit ~15 % above the limit for a centre held at the resonance).
+    assert np.mean(sigmas) == pytest.approx(np.std(found), rel=0.08)
+    assert predicted < np.mean(sigmas) < 1.2 * predicted
     assert abs(np.mean(found)) < 4 * predicted / math.sqrt(n_seeds)  # no bias
 
 
