@@ -120,8 +120,9 @@ def bench_noise(n_pixels, gain=GAIN, cycle_counts=(25, 50, 100, 200, 400), n_set
         ratio, honest = np.std(found) / predicted, np.std(found) / np.mean(reported)
         if n_cycles >= 50:
             ok &= ratio < 1.3 and abs(honest - 1) < 0.15
-        print(f"    {n_cycles:>6} {n_cycles * t_cycle * 1e3:>8.0f} {np.std(found) / 1e3:>9.1f} {predicted / 1e3:>10.1f} "
-              f"{ratio:>6.2f} {np.mean(reported) / 1e3:>9.1f} {honest:>8.2f} {np.mean(found) / 1e3:>7.1f} {lost:>5}")
+        print(f"    {n_cycles:>6} {n_cycles * t_cycle * 1e3:>8.0f} {np.std(found) / 1e3:>9.1f} "
+              f"{predicted / 1e3:>10.1f} {ratio:>6.2f} {np.mean(reported) / 1e3:>9.1f} {honest:>8.2f} "
+              f"{np.mean(found) / 1e3:>7.1f} {lost:>5}")
     return ok
 
 

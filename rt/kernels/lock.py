@@ -129,8 +129,9 @@ def lock_pixel(f_start, counts, delta, fwhm, contrast, gain, n_settle):
 
     The dither (delta Hz) and integrator (gain) of `lock_cycles`, at the slope of the Lorentzian dip
     (FWHM Hz, contrast). f_next: the centre for the next cycle; f_lock: the resonance estimated from
-    the cycles i >= n_settle with photons (n_used of them), f_sigma its shot-noise standard error
-    (module docstring). With no such cycle: f_lock = f_next and f_sigma = inf.
+    the cycles i >= n_settle with photons (n_used of them; linear reading, then Newton on the dip's
+    error curve), f_sigma its shot-noise standard error (module docstring). With no such cycle:
+    f_lock = f_next and f_sigma = inf.
     """
     slope = lorentzian_error(0.0, fwhm, contrast, delta)[1]
     n = counts.shape[0]
@@ -160,7 +161,6 @@ def lock_pixel(f_start, counts, delta, fwhm, contrast, gain, n_settle):
     # Linear reading, then the root of sum N_i (e_i - E(f_i - f0)) = 0 by Newton on the dip's own E.
     f_lin = s1 / s0
     f0 = f_lin
-    d_sum = slope * s0
     for _ in range(_NEWTON_STEPS):
         r_sum = 0.0
         d_new = 0.0
@@ -170,7 +170,6 @@ def lock_pixel(f_start, counts, delta, fwhm, contrast, gain, n_settle):
             d_new += ns[j] * de
         if not d_new > 0.0:
             break
-        d_sum = d_new
         step = r_sum / d_new
         f0 -= step
         if abs(step) < 1e-3:
@@ -283,6 +282,6 @@ def recovery_sweep(center: float, fwhm: float, n: int) -> np.ndarray:
 
 __all__ = [
     "LOCKED_DEPTH_FRACTION", "RECOVERY_HALF_SPAN_FWHM", "dither_delta", "feedforward", "lock_cycles",
-    "lock_error", "lock_lost", "lock_pixel", "lorentzian_error", "lock_step", "lorentzian_error_slope", "recovery_sweep",
-    "shot_noise_sigma", "sweep_minimum",
+    "lock_error", "lock_lost", "lock_pixel", "lock_step", "lorentzian_error", "lorentzian_error_slope",
+    "recovery_sweep", "shot_noise_sigma", "sweep_minimum",
 ]
