@@ -43,7 +43,7 @@ def test_largest_lateral_gradient_over_tip_positions(gap_nm, grad_g_per_nm, bper
     dbz_dx = tip_field_gradient(NV, apex)[:, 2, 0]
     i = np.argmax(np.abs(dbz_dx))
     assert abs(dbz_dx[i]) / G_PER_NM == pytest.approx(grad_g_per_nm, abs=0.01 * grad_g_per_nm)
-    # the transverse field at the steepest point (physics.md: 14.5 mT at a 10 nm gap)
+    # the transverse field at the steepest point (docs/physics.md section 2.7: 14.5 mT at a 10 nm gap)
     assert np.hypot(*tip_field(NV, apex[i])[:2]) * 1e3 == pytest.approx(bperp_mt, abs=0.05)
     # the gradient with respect to the NV's x is minus that with respect to the tip's x
     bz = tip_field(NV, apex)[:, 2]
