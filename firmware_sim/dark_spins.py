@@ -20,9 +20,8 @@ from typing import Callable
 import numpy as np
 from scipy.interpolate import CubicSpline
 
-G_DARK = 2.0023
-GAMMA_DARK = 28.02e9  # Hz/T, g mu_B / h for g = 2.0023 as docs/physics.md fixes it (not gamma_NV = 28.03e9)
-NU_DD = 52.0e6 * 1e-27  # Hz m^3: mu0 (g mu_B)^2 / (4 pi h) = 52.0 MHz nm^3
+from nvscope.rt.kernels.spin_constants import G_DARK, NU_DD_HZ_M3 as NU_DD
+from nvscope.rt.kernels.spin_constants import GAMMA_DARK_HZ_PER_T as GAMMA_DARK
 LINES = ("lorentzian", "gaussian")
 
 _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(200)

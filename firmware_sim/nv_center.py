@@ -25,10 +25,7 @@ from nvscope.rt.hal import DeviceError, GateCounts, PhotonCounterConstraints
 from .magnetic_tip import TipParams, tip_field
 from .pulsed import SimMicrowaveSource
 
-D_HZ = 2.870e9
-"""The NV ground state's zero-field splitting D in Hz."""
-GAMMA_NV_HZ_PER_T = 28.03e9
-"""The NV electron's gyromagnetic ratio gamma_NV in Hz/T."""
+from nvscope.rt.kernels.spin_constants import D_HZ, GAMMA_NV_HZ_PER_T
 
 _S = 1.0 / math.sqrt(2.0)
 # spin-1 operators in the basis (|+1>, |0>, |-1>)

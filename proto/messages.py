@@ -192,16 +192,95 @@ class Coherence(Message):
                 raise ProtocolError(f"coherence.{name}: {len(getattr(self, name))} values for {len(self.t)} times")
 
 
+MRI_SCANS: tuple[str, ...] = ("retracted", "psf", "deer")
+"""What an NV-MRI tip position belongs to (`Lock.scan`, `Deer.scan` hold the index): the reference with
+the tip retracted, the locked-detuning stack (the PSF), or a DEER map."""
+LOCK_STATES: tuple[str, ...] = ("locked", "recovered", "lost")
+"""A pixel's lock state (`Lock.state` holds the index): locked from the prediction; lost, found again by
+the recovery sweep and locked; lost (the dip was not found: its frequency is not to be trusted)."""
+
+
+def _check_tip_pixel(msg: "Lock | Deer") -> None:
+    """The checks of an NV-MRI tip position's indices and position (m)."""
+    if not 0 <= msg.scan < len(MRI_SCANS):
+        raise ProtocolError(f"{msg.kind}.scan: {msg.scan}, expected 0-{len(MRI_SCANS) - 1} ({', '.join(MRI_SCANS)})")
+    for name in ("index", "plane", "ix", "iy"):
+        if getattr(msg, name) < 0:
+            raise ProtocolError(f"{msg.kind}.{name}: {getattr(msg, name)}, expected >= 0")
+    if not np.all(np.isfinite(msg.position)):
+        raise ProtocolError(f"{msg.kind}.position: not finite")
+
+
 @dataclass(frozen=True)
 class Lock(Message):
-    """The frequency lock's result at one pixel (Hz)."""
+    """The NV frequency lock at one tip position of an NV-MRI run (docs/physics.md section 2.4).
+
+    index: the tip position's running number in the run (its `deer` message has the same);
+    scan: index into MRI_SCANS; plane: the plane (or vertical section) of that scan; ix, iy: the
+    pixel's grid indices in it (a section: ix along the line, iy the height); position: the tip
+    apex (m; x, y from the NV's lateral position, z the apex's height above the surface).
+    f_lock_hz: the locked NV frequency (Hz) and f_sigma_hz its shot-noise standard error (Hz);
+    state: index into LOCK_STATES; cycles: dither cycles used; photons: photons counted in them."""
 
     kind: ClassVar[str] = "lock"
+    schema: ClassVar[int] = 2  # 2: scan, plane, grid indices, position, sigma, state, photons
     durable: ClassVar[bool] = True
     index: int = 0
+    scan: int = 0
+    plane: int = 0
+    ix: int = 0
+    iy: int = 0
+    position: Annotated[np.ndarray, Array("<f8", (3,))] = field(default_factory=lambda: np.zeros(3))
     f_lock_hz: float = 0.0
-    locked: bool = True
+    f_sigma_hz: float = 0.0
+    state: int = 0
     cycles: int = 0
+    photons: int = 0
+
+    def check(self) -> None:
+        """Indices in range, a finite position and frequency, sigma > 0 (inf when lost), counts >= 0."""
+        _check_tip_pixel(self)
+        if not 0 <= self.state < len(LOCK_STATES):
+            raise ProtocolError(f"lock.state: {self.state}, expected 0-{len(LOCK_STATES) - 1} "
+                                f"({', '.join(LOCK_STATES)})")
+        if not (math.isfinite(self.f_lock_hz) and self.f_lock_hz > 0):
+            raise ProtocolError(f"lock.f_lock_hz: {self.f_lock_hz!r} Hz, expected finite and > 0")
+        if not self.f_sigma_hz > 0:
+            raise ProtocolError(f"lock.f_sigma_hz: {self.f_sigma_hz!r} Hz, expected > 0 (inf: unknown)")
+        if self.cycles < 0 or self.photons < 0:
+            raise ProtocolError(f"lock.cycles, lock.photons: {self.cycles}, {self.photons}, expected >= 0")
+
+
+@dataclass(frozen=True)
+class Deer(Message):
+    """A DEER measurement at one tip position of an NV-MRI run (docs/physics.md section 2.5): photons of
+    `shots` spin echoes with the RF pi pulse at `f_rf_hz` (n_rf) and of as many without it (n_ref),
+    over the echo's total time `tau_s`. Tip fields as in `Lock` (same `index`)."""
+
+    kind: ClassVar[str] = "deer"
+    durable: ClassVar[bool] = True
+    index: int = 0
+    scan: int = 2
+    plane: int = 0
+    ix: int = 0
+    iy: int = 0
+    position: Annotated[np.ndarray, Array("<f8", (3,))] = field(default_factory=lambda: np.zeros(3))
+    f_rf_hz: float = 0.0
+    tau_s: float = 0.0
+    shots: int = 0
+    n_rf: int = 0
+    n_ref: int = 0
+
+    def check(self) -> None:
+        """Indices in range, a finite position, f_rf and tau > 0, shots and photons >= 0."""
+        _check_tip_pixel(self)
+        for name in ("f_rf_hz", "tau_s"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ProtocolError(f"deer.{name}: {v!r}, expected finite and > 0")
+        for name in ("shots", "n_rf", "n_ref"):
+            if getattr(self, name) < 0:
+                raise ProtocolError(f"deer.{name}: {getattr(self, name)}, expected >= 0")
 
 
 @dataclass(frozen=True)
@@ -281,6 +360,6 @@ class Ack(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.kind: cls
-    for cls in (RunStart, Pixel, PartialPixel, Coherence, Lock, RunEnd, Heartbeat,
+    for cls in (RunStart, Pixel, PartialPixel, Coherence, Lock, Deer, RunEnd, Heartbeat,
                 Hello, Start, Stop, MeasureCoherence, PartialG2, Ack)
 }

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from nvscope.proto import ProtocolError, decode, encode
 from nvscope.proto import codec
-from nvscope.proto.messages import (MESSAGE_TYPES, RUN_ID, Array, Coherence, PartialG2, PartialPixel, Pixel, RunStart,
-                                    field_specs)
+from nvscope.proto.messages import (LOCK_STATES, MESSAGE_TYPES, MRI_SCANS, RUN_ID, Array, Coherence, Deer, Lock,
+                                    PartialG2, PartialPixel, Pixel, RunStart, field_specs)
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 
@@ -54,6 +54,16 @@ def _message(cls):
     if cls is Coherence:  # one coherence and one sigma per time
         return st.builds(cls, **fields).map(lambda m: dataclasses.replace(
             m, coherence=np.resize(m.coherence, len(m.t)), sigma=np.resize(m.sigma, len(m.t))))
+    if cls in (Lock, Deer):  # indices in range, finite positive frequencies and times (their check())
+        nonneg = st.integers(0, 2**62)
+        fields.update(index=nonneg, plane=nonneg, ix=nonneg, iy=nonneg, scan=st.integers(0, len(MRI_SCANS) - 1),
+                      position=st.lists(finite, min_size=3, max_size=3).map(lambda v: np.array(v)))
+        positive = st.floats(1e-3, 1e12)
+        if cls is Lock:
+            fields.update(state=st.integers(0, len(LOCK_STATES) - 1), f_lock_hz=positive,
+                          f_sigma_hz=positive | st.just(np.inf), cycles=nonneg, photons=nonneg)
+        else:
+            fields.update(f_rf_hz=positive, tau_s=positive, shots=nonneg, n_rf=nonneg, n_ref=nonneg)
     return st.builds(cls, **fields)
 
 

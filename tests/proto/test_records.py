@@ -8,7 +8,7 @@ from typing import Annotated, ClassVar
 import numpy as np
 import pytest
 
-from nvscope.proto.messages import Array, Coherence, Lock, Pixel
+from nvscope.proto.messages import Array, Coherence, Deer, Lock, Pixel
 from nvscope.proto.records import record_fields
 
 
@@ -22,7 +22,8 @@ def test_pixel_and_coherence_rows_are_the_documented_layout():
         "seq": ("<i8", ()), "n_pulses": ("<i8", ()), "t": ("<f8", (-1,)), "coherence": ("<f8", (-1,)),
         "sigma": ("<f8", (-1,)), "repetitions": ("<i8", ()),
     }
-    assert record_fields(Lock)["locked"] == ("|b1", ())
+    assert record_fields(Lock)["state"] == ("<i8", ()) and record_fields(Lock)["f_sigma_hz"] == ("<f8", ())
+    assert record_fields(Deer)["n_rf"] == ("<i8", ()) and record_fields(Deer)["position"] == ("<f8", (3,))
 
 
 @dataclass(frozen=True)
