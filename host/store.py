@@ -17,7 +17,7 @@ from typing import ClassVar
 import h5py
 import numpy as np
 
-from nvscope.proto.messages import Coherence, Message, Pixel, RunEnd, RunStart
+from nvscope.proto.messages import Coherence, Deer, Lock, Message, Pixel, RunEnd, RunStart
 from nvscope.proto.records import record_fields
 from nvscope.proto.version import software_version
 
@@ -36,6 +36,12 @@ COHERENCE_FIELDS: dict[str, tuple[str, tuple[int, ...]]] = record_fields(Coheren
 """Per-curve datasets under /coherence, derived from `Coherence`: scalars, and the curves (t, C, sigma)
 as rows padded with NaN (widened as needed)."""
 
+LOCK_FIELDS: dict[str, tuple[str, tuple[int, ...]]] = record_fields(Lock)
+"""Per-tip-position datasets under /lock (NV-MRI), derived from `Lock`: one row per lock message."""
+
+DEER_FIELDS: dict[str, tuple[str, tuple[int, ...]]] = record_fields(Deer)
+"""Per-tip-position datasets under /deer (NV-MRI), derived from `Deer`: one row per DEER message."""
+
 CURVE_CHUNK = (16, 64)
 """Chunk (rows, columns) of a NaN-padded row dataset; also its initial width."""
 
@@ -48,7 +54,7 @@ def run_path(out_dir: Path, run_id: str) -> Path:
 class RunStore:
     """The open file of one run: append messages in sequence, flush, finalize."""
 
-    tables: ClassVar[dict[str, type[Message]]] = {"pixels": Pixel, "coherence": Coherence}
+    tables: ClassVar[dict[str, type[Message]]] = {"pixels": Pixel, "coherence": Coherence, "lock": Lock, "deer": Deer}
     """The stored message kinds: group name -> message class, one dataset per `record_fields` column."""
 
     def __init__(self, path: Path, f: h5py.File):
@@ -94,6 +100,9 @@ class RunStore:
             f = h5py.File(path, "r+", libver="latest")
         store = cls(path, f)
         if not store.finished:
+            for group, kind in cls.tables.items():  # a file of an older host lacks the newer tables
+                if group not in f:
+                    _create_table(f.create_group(group), kind)
             _prepare_pixel_g2(f, g2_attrs or {})  # SWMR allows no new dataset or attribute after this
             f.swmr_mode = True
         return store
@@ -225,6 +234,25 @@ def recover(path: Path) -> None:
 def read_coherence(f: h5py.File) -> dict[str, np.ndarray]:
     """Every stored coherence curve of an open run file: scalars (N,) and NaN-padded rows (N, T)."""
     return {name: f["coherence"][name][()] for name in COHERENCE_FIELDS}
+
+
+def read_table(f: h5py.File, group: str, kind: type[Message]) -> dict[str, np.ndarray]:
+    """Every stored row of the table `group` of message kind `kind` in an open run file, one array per
+    column (`record_fields`); empty columns when the file has no such table (written by an older host)."""
+    if group not in f:
+        return {name: np.zeros((0, *[0 if n == -1 else n for n in row]), dtype=dtype)
+                for name, (dtype, row) in record_fields(kind).items()}
+    return {name: f[group][name][()] for name in record_fields(kind)}
+
+
+def read_lock(f: h5py.File) -> dict[str, np.ndarray]:
+    """Every stored NV-MRI lock row of an open run file (columns of `LOCK_FIELDS`), in arrival order."""
+    return read_table(f, "lock", Lock)
+
+
+def read_deer(f: h5py.File) -> dict[str, np.ndarray]:
+    """Every stored NV-MRI DEER row of an open run file (columns of `DEER_FIELDS`), in arrival order."""
+    return read_table(f, "deer", Deer)
 
 
 def read_pixels(f: h5py.File, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:

@@ -11,8 +11,8 @@ import h5py
 import numpy as np
 import pytest
 
-from nvscope.host.store import RunStore, read_coherence, read_pixels, run_path
-from nvscope.proto.messages import Array, Coherence, Pixel, RunStart
+from nvscope.host.store import RunStore, read_coherence, read_deer, read_lock, read_pixels, run_path
+from nvscope.proto.messages import Array, Coherence, Deer, Lock, Pixel, RunStart
 
 
 def _pixel(seq: int, kind=Pixel, **extra) -> Pixel:
@@ -115,5 +115,50 @@ def test_reopened_store_appends_after_the_last_flushed_row(new_store):
         again.flush()
         assert again.f["gaps"][()].tolist() == [[2, 2]]
         assert again.f["pixels/seq"][()].tolist() == [1, 3]
+    finally:
+        again.close()
+
+
+def _lock(seq: int, index: int, **kw) -> Lock:
+    return Lock(run_id="run", seq=seq, index=index, scan=kw.pop("scan", 1), plane=kw.pop("plane", 0), ix=index % 3,
+                iy=index // 3, position=np.array([index * 1e-9, -2e-9, 20e-9]), f_lock_hz=5.539e9 + index * 1e6,
+                f_sigma_hz=kw.pop("f_sigma_hz", 2e4 + index), state=kw.pop("state", 0), cycles=40 + index,
+                photons=10_000 + index, **kw)
+
+
+def test_lock_and_deer_rows_round_trip_field_by_field(new_store):
+    store = new_store()
+    msgs = [_lock(1, 0, scan=0), _lock(2, 1), _lock(3, 2, scan=2, state=2, f_sigma_hz=float("inf")),
+            Deer(run_id="run", seq=4, index=2, scan=2, plane=1, ix=2, iy=0, position=np.array([2e-9, -2e-9, 15e-9]),
+                 f_rf_hz=8.41e9, tau_s=2e-6, shots=180_000, n_rf=5100, n_ref=5400)]
+    for msg in msgs:
+        store.add(msg)
+    store.flush()
+    with h5py.File(store.path, "r", libver="latest", swmr=True) as f:
+        lock, deer = read_lock(f), read_deer(f)
+        assert f["lock/f_lock_hz"].dtype == np.float64 and f["lock/state"].dtype == np.int64
+        assert f["lock/position"].shape == (3, 3) and f["deer/position"].shape == (1, 3)
+    for table, rows in ((lock, msgs[:3]), (deer, msgs[3:])):
+        names = [fl.name for fl in dataclasses.fields(type(rows[0])) if fl.name != "run_id"]
+        assert set(table) == set(names)
+        for name in names:
+            assert np.array_equal(table[name], np.stack([np.asarray(getattr(m, name)) for m in rows])), name
+    assert lock["scan"].tolist() == [0, 1, 2] and np.isinf(lock["f_sigma_hz"][2])
+    assert deer["n_rf"].tolist() == [5100] and deer["index"].tolist() == [2]
+
+
+def test_a_file_of_an_older_host_gets_the_lock_and_deer_tables_when_reopened(new_store):
+    store = new_store()
+    store.add(_pixel(1))
+    store.flush()
+    store.close()
+    with h5py.File(store.path, "r+", libver="latest") as f:  # as an older host wrote it
+        del f["lock"], f["deer"]
+        assert read_lock(f)["f_lock_hz"].shape == (0,) and read_deer(f)["position"].shape == (0, 3)
+    again = RunStore.reopen(store.path)
+    try:
+        again.add(_lock(2, 0, scan=0))
+        again.flush()
+        assert again.f["lock/seq"][()].tolist() == [2] and again.f["pixels/seq"][()].tolist() == [1]
     finally:
         again.close()
