@@ -6,7 +6,8 @@ dark spin whose resonance gamma_dark |B0 + B_tip(r)| lies in the resonant slice;
 dipolar field is then not refocused and multiplies the echo by 1 - p (1 - cos(pi J tau)), J the
 secular dipolar coupling. Over any set of spins the DEER signal (echo with RF over echo without RF)
 is the product of these factors. p is the Rabi formula averaged over the dark spin's own line
-(T2*), by quadrature: no closed form is assumed.
+(T2*), by quadrature: no closed form is assumed. The flip probability and the coupling are defined
+once, in `nvscope.rt.kernels.deer` (the NV-MRI analysis uses the same ones); they are re-exported here.
 
 The field is not computed here: `deer_signal` is handed `field_at(points) -> B`, the total field
 (bias + tip) in T, so the tip model lives in one place.
@@ -18,14 +19,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from scipy.interpolate import CubicSpline
 
 from nvscope.rt.kernels.spin_constants import G_DARK, NU_DD_HZ_M3 as NU_DD
 from nvscope.rt.kernels.spin_constants import GAMMA_DARK_HZ_PER_T as GAMMA_DARK
-LINES = ("lorentzian", "gaussian")
-
-_NODES, _WEIGHTS = np.polynomial.legendre.leggauss(200)
-_DIRECT_MAX = 4096  # above this many detunings, flip_probability tabulates p(|detuning|) and interpolates
+from nvscope.rt.kernels.deer import LINES, flip_probability, line_width, rabi_probability, secular_coupling
 
 
 @dataclass(frozen=True)
@@ -71,113 +68,6 @@ class DarkSpins:
 def dark_resonance(b_total: np.ndarray) -> np.ndarray:
     """Dark-spin resonance gamma_dark |B| in Hz of the total field B (..., 3) in T."""
     return GAMMA_DARK * np.linalg.norm(np.asarray(b_total, dtype=np.float64), axis=-1)
-
-
-def rabi_probability(detuning_hz: np.ndarray, t_pi_s: float) -> np.ndarray:
-    """Bare Rabi flip probability of a pulse of length t_pi_s (s) at detuning (Hz):
-    Omega^2/(Omega^2 + Delta^2) sin^2(pi sqrt(Omega^2 + Delta^2) t_pi), Omega = 1/(2 t_pi) in Hz."""
-    omega = 0.5 / t_pi_s  # Rabi frequency in Hz (cycles/s): Omega t_pi = 1/2 is a pi pulse
-    e2 = omega**2 + np.asarray(detuning_hz, dtype=np.float64) ** 2
-    return omega**2 / e2 * np.sin(np.pi * np.sqrt(e2) * t_pi_s) ** 2
-
-
-def line_width(t2star_s: float, line: str) -> float:
-    """The dark spin's line width in Hz: HWHM 1/(2 pi T2*) (Lorentzian, exp(-t/T2*) decay) or sigma
-    sqrt(2)/(2 pi T2*) (Gaussian, exp(-(t/T2*)^2) decay)."""
-    if line == "lorentzian":
-        return 1.0 / (2.0 * np.pi * t2star_s)
-    if line == "gaussian":
-        return np.sqrt(2.0) / (2.0 * np.pi * t2star_s)
-    raise ValueError(f"line must be one of {LINES}, got {line!r}")
-
-
-def _line_density(y: np.ndarray, width: float, line: str) -> np.ndarray:
-    if line == "lorentzian":
-        return width / np.pi / (y * y + width * width)
-    return np.exp(-0.5 * (y / width) ** 2) / (width * np.sqrt(2.0 * np.pi))
-
-
-def _line_average(detuning: np.ndarray, t_pi_s: float, width: float, line: str) -> np.ndarray:
-    """p(Delta) = P(Delta) + int_0^inf 2 line(y) [(P(Delta + y) + P(Delta - y))/2 - P(Delta)] dy for 1-D
-    Delta (Hz): the subtracted integrand has no peak of the line's width (T2* -> inf leaves the bare P).
-    A partition of unity splits it into a part at y = 0 and one at the Rabi peak y = |Delta| (both on
-    the scale Omega), each integrated by Gauss-Legendre on y = c + Omega tan(theta)."""
-    omega = 0.5 / t_pi_s
-    d = np.abs(detuning)[:, None]
-    p0 = rabi_probability(d, t_pi_s)
-    out = p0[:, 0].copy()
-    for k, centre in enumerate((0.0 * d, d)):
-        lo = np.arctan(-centre / omega)  # y = 0
-        theta = lo + (0.5 * np.pi - lo) * (_NODES + 1.0) / 2.0
-        wt = (0.5 * np.pi - lo) / 2.0 * _WEIGHTS
-        t = np.tan(theta)
-        y = centre + omega * t
-        h0 = 1.0 / (1.0 + (y / omega) ** 2)
-        h1 = 1.0 / (1.0 + ((y - d) / omega) ** 2)
-        share = (h1 if k else h0) / (h0 + h1)
-        f = 0.5 * (rabi_probability(d + y, t_pi_s) + rabi_probability(d - y, t_pi_s)) - p0
-        out += (wt * omega * (1.0 + t * t) * 2.0 * _line_density(y, width, line) * f * share).sum(axis=1)
-    return out
-
-
-def _direct(detuning: np.ndarray, t_pi_s: float, width: float, line: str) -> np.ndarray:
-    out = np.empty(detuning.size)
-    for i in range(0, detuning.size, 2048):
-        out[i:i + 2048] = _line_average(detuning[i:i + 2048], t_pi_s, width, line)
-    return out
-
-
-def _tabulated(detuning: np.ndarray, t_pi_s: float, width: float, line: str) -> np.ndarray:
-    """p(|Delta|) on a table (steps of Omega/50 up to 30 (Omega + width), then 1/(8 t_pi), which
-    resolves the Rabi tail's oscillation) and a cubic spline; beyond 40000 nodes, direct quadrature."""
-    omega = 0.5 / t_pi_s
-    a = np.abs(detuning)
-    core = 30.0 * (omega + width)
-    top = min(a.max(), core + 40_000 / (8.0 * t_pi_s))
-    x = np.arange(0.0, core, omega / 50.0)
-    if top >= core:
-        x = np.concatenate([x, np.arange(core, top + 4.0 / (8.0 * t_pi_s), 1.0 / (8.0 * t_pi_s))])
-    px = _direct(x, t_pi_s, width, line)
-    table = CubicSpline(np.concatenate([-x[3:0:-1], x]), np.concatenate([px[3:0:-1], px]))  # p is even
-    out = table(a)
-    far = a > x[-1]
-    if far.any():
-        out[far] = _direct(a[far], t_pi_s, width, line)
-    return out
-
-
-def flip_probability(detuning_hz: np.ndarray, t_pi_s: float, t2star_s: float,
-                     line: str = "lorentzian") -> np.ndarray:
-    """Probability (0-1) that an RF pi pulse of t_pi_s (s) at detuning (Hz) from a dark spin's line
-    centre flips it: the Rabi formula averaged over the line of T2* = t2star_s (s; inf: the bare
-    formula), Lorentzian (HWHM 1/(2 pi T2*)) or Gaussian (sigma sqrt(2)/(2 pi T2*))."""
-    if not (np.isfinite(t_pi_s) and t_pi_s > 0 and t2star_s > 0):
-        raise ValueError(f"flip probability needs t_pi > 0 s and T2* > 0 s, got {t_pi_s}, {t2star_s}")
-    width = line_width(t2star_s, line)
-    d = np.asarray(detuning_hz, dtype=np.float64)
-    if not np.all(np.isfinite(d)):
-        raise ValueError("flip probability: the detunings (Hz) must be finite")
-    if np.isinf(t2star_s) or width == 0.0:
-        return rabi_probability(d, t_pi_s)
-    flat = d.ravel()
-    p = (_direct if flat.size <= _DIRECT_MAX else _tabulated)(flat, t_pi_s, width, line)
-    return np.clip(p, 0.0, 1.0).reshape(d.shape)
-
-
-def secular_coupling(r_nv_to_dark: np.ndarray, n_nv: np.ndarray, n_dark: np.ndarray) -> np.ndarray:
-    """Secular dipolar coupling J in Hz between the NV (axis n_nv) and a dark spin at r (..., 3) m from
-    it, quantized along n_dark (..., 3): nu_dd [n_nv.n_d - 3 (n_nv.r^)(n_d.r^)] / |r|^3."""
-    r = np.asarray(r_nv_to_dark, dtype=np.float64)
-    n_nv = np.asarray(n_nv, dtype=np.float64)
-    n_d = np.asarray(n_dark, dtype=np.float64)
-    n_nv = n_nv / np.linalg.norm(n_nv, axis=-1, keepdims=True)
-    n_d = n_d / np.linalg.norm(n_d, axis=-1, keepdims=True)
-    dist = np.linalg.norm(r, axis=-1)
-    if np.any(dist == 0):
-        raise ValueError("secular coupling: a dark spin sits on the NV (|r| = 0 m)")
-    u = r / dist[..., None]
-    dot = lambda a, b: np.sum(a * b, axis=-1)  # noqa: E731
-    return NU_DD * (dot(n_nv, n_d) - 3.0 * dot(n_nv, u) * dot(n_d, u)) / dist**3
 
 
 def deer_signal(spins: DarkSpins, field_at: Callable[[np.ndarray], np.ndarray], nv_position: np.ndarray,
@@ -236,6 +126,6 @@ def deer_counts(signal: np.ndarray, shots: int, rng: np.random.Generator, photon
     return n_rf, n_ref
 
 
-__all__ = ["G_DARK", "GAMMA_DARK", "NU_DD", "DarkSpins", "dark_resonance", "rabi_probability", "line_width",
+__all__ = ["LINES", "G_DARK", "GAMMA_DARK", "NU_DD", "DarkSpins", "dark_resonance", "rabi_probability", "line_width",
            "flip_probability", "secular_coupling", "deer_signal", "count_ratio", "signal_from_counts",
            "deer_counts"]

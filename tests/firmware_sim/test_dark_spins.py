@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from nvscope.firmware_sim.dark_spins import (GAMMA_DARK, DarkSpins, count_ratio, dark_resonance, deer_counts,
-                                             deer_signal, flip_probability, secular_coupling, signal_from_counts)
+                                             deer_signal, signal_from_counts)
+from nvscope.rt.kernels.deer import flip_probability, secular_coupling
 
 T_PI = 150e-9
 T2STAR = 150e-9
