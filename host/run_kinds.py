@@ -10,6 +10,7 @@ from .session import Analysis
 from .srm.cnn_estimator import CnnEstimator
 from .srm.online_g2 import G2Estimator
 from .srm.analysis import SrmAnalysis
+from .mri.analysis import MriAnalysis
 
 
 def default_g2_estimator(model: str | Path | None = None) -> G2Estimator:
@@ -21,7 +22,7 @@ def default_g2_estimator(model: str | Path | None = None) -> G2Estimator:
 
 def host_analyses(estimator: G2Estimator) -> dict[str, Analysis]:
     """The analyses the host runs at run end, by run kind (vqns: added by its controller)."""
-    return {"srm": SrmAnalysis(estimator)}
+    return {"srm": SrmAnalysis(estimator), "mri": MriAnalysis()}
 
 
 def new_run_id(kind: str) -> str:

@@ -34,7 +34,8 @@ def map_extent_nm(tip: np.ndarray) -> tuple[tuple[float, float, float, float], s
 
 def _panel(fig, ax, values: np.ndarray, tip: np.ndarray, title: str, cmap: str, unit: str, **kw) -> None:
     extent, ylabel = map_extent_nm(tip)
-    im = ax.imshow(values, origin="lower", extent=extent, cmap=cmap, aspect="equal", **kw)
+    im = ax.imshow(values, origin="lower", extent=extent, cmap=cmap, **kw,
+                   aspect="equal" if ylabel.startswith("y") else "auto")
     ax.set_xlabel("x (nm)")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
@@ -48,17 +49,25 @@ def _mark_states(ax, state: np.ndarray, tip: np.ndarray) -> None:
     for code, marker, color, label in ((LOST, "x", "red", "lost"), (RECOVERED, "o", "orange", "recovered")):
         sel = state == code
         if sel.any():
-            ax.scatter(tip[..., 0][sel] * NM, tip[..., axis][sel] * NM, marker=marker, s=18, c=color,
-                       facecolors="none" if marker == "o" else None, label=label)
+            style = {"facecolors": "none", "edgecolors": color} if marker == "o" else {"c": color}
+            ax.scatter(tip[..., 0][sel] * NM, tip[..., axis][sel] * NM, marker=marker, s=18, label=label, **style)
     if np.any(state == LOST) or np.any(state == RECOVERED):
         ax.legend(fontsize=6, loc="upper right")
 
 
+def _axes(n: int, ncols: int = 4):
+    """A figure with n map panels in rows of at most `ncols`, and its axes in order (spares hidden)."""
+    cols, rows = min(max(1, n), ncols), -(-max(1, n) // ncols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.8 * cols, 3.4 * rows), constrained_layout=True, squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)
+
+
 def psf_figure(maps: MriMaps, path: Path, title: str = "") -> None:
     """The locked detuning (MHz) at each PSF gap, one panel per gap."""
-    n = max(1, maps.detuning.shape[0])
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.4), constrained_layout=True, squeeze=False)
-    for z, ax in enumerate(axes[0]):
+    fig, axes = _axes(maps.detuning.shape[0])
+    for z, ax in enumerate(axes):
         if z < maps.detuning.shape[0]:
             _panel(fig, ax, maps.detuning[z] / 1e6, maps.psf_tip[z],
                    f"detuning at gap {maps.grid.psf_gaps[z] * NM:.1f} nm", "viridis", "MHz")
@@ -72,9 +81,8 @@ def lock_figure(maps: MriMaps, path: Path, title: str = "") -> None:
     panels = [(f"PSF gap {g * NM:.1f} nm", maps.f_sigma[z], maps.lock_state[z], maps.psf_tip[z])
               for z, g in enumerate(maps.grid.psf_gaps)]
     panels += [(f"DEER {d.name}", d.f_sigma, d.lock_state, d.tip) for d in maps.deer]
-    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(3.6 * max(1, len(panels)), 3.4),
-                             constrained_layout=True, squeeze=False)
-    for ax, (name, sigma, state, tip) in zip(axes[0], panels):
+    fig, axes = _axes(len(panels))
+    for ax, (name, sigma, state, tip) in zip(axes, panels):
         _panel(fig, ax, sigma / 1e3, tip, f"lock error, {name}", "magma", "kHz")
         _mark_states(ax, state, tip)
     fig.suptitle(f"{title} lock: f_sigma (x lost, o recovered)".strip())
