@@ -15,6 +15,7 @@ import zmq
 from nvscope.proto.command_line import EXIT_BAD_INPUT, InputError, OneLineParser
 from nvscope.proto.endpoints import DEFAULT_RIG_ENDPOINT
 
+from .mri.cli import add_mri_parser
 from .srm.g2_cli import add_g2_parser
 from .vqns.cli import add_vqns_parser
 
@@ -44,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
                         "spectroscopy) once connected; runs go one after another; repeatable")
     add_vqns_parser(sub)
     add_g2_parser(sub)
+    add_mri_parser(sub)
     h.add_argument("--g2-model", metavar="FILE.onnx", help="the g2 CNN to use instead of the shipped one")
     h.add_argument("--exit-when-done", action="store_true",
                    help="exit once every run started with --run has ended and been stored")
@@ -120,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "vqns":
             from .vqns.cli import vqns_command
             return vqns_command(args)
+        if args.command == "mri":
+            from .mri.cli import mri_command
+            return mri_command(args)
         if args.command == "demo":
             from .demo import run_demo
             return run_demo(Path(args.out), timeout_s=args.timeout)
