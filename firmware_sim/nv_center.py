@@ -1,6 +1,7 @@
 """The NV centre under the bias field and the tip's field: its ms = 0 <-> ms = -1 transition from the
-full spin-1 Hamiltonian, and its CW ODMR photon counts behind the `rt.hal` microwave source and
-photon counter (docs/physics.md sections 2.3 and 2.4).
+full spin-1 Hamiltonian, and its CW ODMR dip (docs/physics.md sections 2.3 and 2.4). The photon
+counts behind the `rt.hal` devices come from the simulated pulsed instrument (`pulsed`,
+`mri_sample`).
 
 The transition is computed by diagonalizing H / h = D Sz^2 + gamma_NV B . S (3 x 3, z along the NV
 axis) for every field, never from the aligned-field formula |gamma_NV B_par - D|: the simulator is
@@ -20,12 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nvscope.rt.hal import DeviceError, GateCounts, PhotonCounterConstraints
+from nvscope.rt.kernels.spin_constants import D_HZ, GAMMA_NV_HZ_PER_T
 
 from .magnetic_tip import TipParams, tip_field
-from .pulsed import SimMicrowaveSource
-
-from nvscope.rt.kernels.spin_constants import D_HZ, GAMMA_NV_HZ_PER_T
 
 _S = 1.0 / math.sqrt(2.0)
 # spin-1 operators in the basis (|+1>, |0>, |-1>)
@@ -159,94 +157,5 @@ def odmr_rate(f_mw_hz: np.ndarray | float, f_res_hz: np.ndarray | float,
     return params.rate_cps * (1.0 - params.contrast * hw * hw / (df * df + hw * hw))
 
 
-class SimOdmrMicrowave(SimMicrowaveSource):
-    """The CW microwave source driving the simulated NV; `SimOdmrCounter` reads its frequency and
-    output state (power is not simulated: `OdmrParams` give the line at the configured power)."""
-
-
-class SimOdmrCounter:
-    """Counts the NV's CW ODMR photons (Poisson, from a seeded generator) at `microwave`'s current
-    frequency, the line following the tip's field at the NV.
-
-    The tip's apex is `scanner.position` when a scanner (anything with a `position` (x, y, z) in
-    m, e.g. `SimScanner`) is given, else the settable `tip_apex_m` (None: tip retracted). `count`
-    counts ungated; `dither` is what a dithered lock's gates deliver (signal gate at f + delta,
-    reference gate at f - delta) into the counters that `gated_counts` reads since `arm`.
-    """
-
-    def __init__(self, microwave: SimMicrowaveSource, nv: NvParams = NvParams(), tip: TipParams = TipParams(),
-                 odmr: OdmrParams = OdmrParams(), scanner: object | None = None,
-                 tip_apex_m: tuple[float, float, float] | None = None, seed: int = 0,
-                 constraints: PhotonCounterConstraints | None = None):
-        self.constraints = constraints or PhotonCounterConstraints(max_count_s=10.0)
-        self.microwave = microwave
-        self.nv = nv
-        self.tip = tip
-        self.odmr = odmr
-        self.scanner = scanner
-        self.tip_apex_m = tip_apex_m
-        self.rng = np.random.default_rng(seed)
-        self._gates = np.zeros(2, dtype=np.int64)
-        self.armed = False
-        self._cache: tuple[object, float] | None = None
-
-    @property
-    def apex_m(self) -> tuple[float, float, float] | None:
-        """The tip's apex position (m) now, or None when retracted."""
-        if self.scanner is not None:
-            return tuple(float(v) for v in self.scanner.position)
-        return None if self.tip_apex_m is None else tuple(float(v) for v in self.tip_apex_m)
-
-    def resonance_hz(self) -> float:
-        """The NV's ms = 0 <-> -1 frequency in Hz with the tip where it is now."""
-        apex = self.apex_m
-        if self._cache is None or self._cache[0] != apex:
-            self._cache = (apex, float(nv_resonance(None if apex is None else np.array(apex), self.nv, self.tip)))
-        return self._cache[1]
-
-    def rate_cps(self, frequency_hz: float) -> float:
-        """Count rate (counts/s) with the microwave at `frequency_hz` (Hz), if its output is on."""
-        if not self.microwave.output_on:
-            return self.odmr.rate_cps
-        return float(odmr_rate(frequency_hz, self.resonance_hz(), self.odmr))
-
-    def _duration(self, duration_s: float, what: str) -> float:
-        if not (np.isfinite(duration_s) and 0 < duration_s <= self.constraints.max_count_s):
-            raise DeviceError(f"photon counter: {what} of {duration_s!r} s is outside "
-                              f"(0, {self.constraints.max_count_s}] s")
-        return float(duration_s)
-
-    def count(self, duration_s: float) -> int:
-        """Photons counted during `duration_s` s (ungated) at the microwave's current frequency."""
-        t = self._duration(duration_s, "a count")
-        return int(self.rng.poisson(self.rate_cps(self.microwave.frequency_hz) * t))
-
-    def arm(self) -> None:
-        """Zero both gate counters and count the gates from now on."""
-        self._gates[:] = 0
-        self.armed = True
-
-    def gated_counts(self) -> GateCounts:
-        """The photons counted in the signal (f + delta) and reference (f - delta) gate since `arm()`."""
-        if not self.armed:
-            raise DeviceError("photon counter: gated_counts() before arm()")
-        return GateCounts(int(self._gates[0]), int(self._gates[1]))
-
-    def dither(self, delta_hz: float, gate_s: float, repetitions: int = 1) -> None:
-        """Count `repetitions` gates of `gate_s` s each with the microwave at f + `delta_hz` (signal
-        gate) and at f - `delta_hz` (reference gate), f the source's frequency (Hz); needs `arm()`."""
-        if not self.armed:
-            raise DeviceError("photon counter: dither() before arm()")
-        if not (np.isfinite(delta_hz) and delta_hz >= 0):
-            raise DeviceError(f"photon counter: dither delta {delta_hz!r} Hz must be >= 0")
-        if isinstance(repetitions, bool) or not isinstance(repetitions, (int, np.integer)) or repetitions < 1:
-            raise DeviceError(f"photon counter: {repetitions!r} dither repetitions must be an integer >= 1")
-        t = self._duration(gate_s * repetitions, "a dither")
-        f = self.microwave.frequency_hz
-        lam = np.array([self.rate_cps(f + delta_hz), self.rate_cps(f - delta_hz)]) * t
-        self._gates += self.rng.poisson(lam)
-
-
 __all__ = ["D_HZ", "GAMMA_NV_HZ_PER_T", "SX", "SY", "SZ", "MS_LABELS", "NvParams", "nv_frame", "to_nv_frame",
-           "nv_hamiltonian", "nv_levels", "transition_frequency_minus", "nv_resonance", "OdmrParams", "odmr_rate",
-           "SimOdmrMicrowave", "SimOdmrCounter"]
+           "nv_hamiltonian", "nv_levels", "transition_frequency_minus", "nv_resonance", "OdmrParams", "odmr_rate"]

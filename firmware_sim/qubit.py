@@ -8,7 +8,8 @@ Lorentzian closed form of the fitting model: the simulator must not share the mo
 The filter function is that of the pi-pulse times actually played (read from the microwave
 pulses of the sequence): a brute-force sum over the switching times, or the CPMG closed form when
 the times are those of CPMG-n. Pulses act at their centres (the zero-length limit; finite pulses
-are not simulated), and RF pulses act on no dark spin (none are simulated yet).
+are not simulated). RF pulses act on no dark spin here: the pulse generator multiplies the echo's
+coherence by the dark spins' DEER factor (`play(..., factor)`, firmware_sim/pulsed.py).
 """
 
 from __future__ import annotations
@@ -273,13 +274,14 @@ class SimQubit:
             self._known[key] = c
         return c
 
-    def ms0_probability(self, sequence: Sequence) -> float:
-        """Probability (0-1) that a shot of `sequence` ends in ms=0 before its readout."""
+    def ms0_probability(self, sequence: Sequence, factor: float = 1.0) -> float:
+        """Probability (0-1) that a shot of `sequence` ends in ms=0 before its readout; `factor`
+        multiplies the coherence (a DEER factor of dark spins, 0-1)."""
         mw = sequence.on("mw")
         if len(mw) < 2:
             return 1.0 - len(mw)
         t, pi_times = microwave_pi_times(sequence)
-        return float(np.clip(0.5 * (1.0 + self.coherence(t, pi_times)), 0.0, 1.0))
+        return float(np.clip(0.5 * (1.0 + factor * self.coherence(t, pi_times)), 0.0, 1.0))
 
     def gate_means(self, sequence: Sequence) -> tuple[np.ndarray, np.ndarray]:
         """Mean photons per shot in the signal and reference gates: (in ms=0, less in ms=-1)."""
@@ -296,10 +298,11 @@ class SimQubit:
                         g.start_s, g.end_s, readout.start_s, min(readout.end_s, readout.start_s + self.readout.gate_s))
         return bright, deficit
 
-    def play(self, sequence: Sequence, repetitions: int) -> GateCounts:
-        """Photons counted in the signal and reference gates over `repetitions` shots of `sequence`."""
+    def play(self, sequence: Sequence, repetitions: int, factor: float = 1.0) -> GateCounts:
+        """Photons counted in the signal and reference gates over `repetitions` shots of `sequence`,
+        its coherence multiplied by `factor` (0-1: the dark spins' DEER factor; 1: none)."""
         bright, deficit = self.gate_means(sequence)
-        in_ms0 = self.rng.binomial(repetitions, self.ms0_probability(sequence))
+        in_ms0 = self.rng.binomial(repetitions, self.ms0_probability(sequence, factor))
         lam = repetitions * bright - (repetitions - in_ms0) * deficit
         signal, reference = self.rng.poisson(np.maximum(lam, 0.0))
         return GateCounts(int(signal), int(reference))

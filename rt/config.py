@@ -171,6 +171,119 @@ class CoherenceConfig:
         require(self.repetitions >= 1, f"{where}.repetitions", f"must be >= 1, got {self.repetitions}")
 
 
+@dataclass(frozen=True)
+class MriLockConfig:
+    """`[mri.lock]`: the NV frequency lock (docs/physics.md section 2.4; rt/kernels/lock.py).
+
+    fwhm_hz, contrast: the CW ODMR dip the lock assumes (Hz, 0-1); gain: fraction of the estimated
+    offset corrected per cycle; gate_s: photon-counting time per dither point and cycle (s; a cycle
+    is 2 gate_s: f + delta, then f - delta); cycles: dither cycles per tip position; n_settle: the
+    first cycles of a pixel left out of its estimate; feedforward: start each pixel from the
+    extrapolation of the previous ones in its line (reset at each line's fly-back; off: from the
+    last locked frequency); search_lo_hz, search_hi_hz: where the line may be anywhere in the run
+    (Hz): swept with the tip retracted, and at the first pixel of every plane and section.
+    """
+
+    fwhm_hz: float = 8e6
+    contrast: float = 0.15
+    gain: float = 0.3
+    gate_s: float = 1e-3
+    cycles: int = 40
+    n_settle: int = 10
+    feedforward: bool = True
+    search_lo_hz: float = 5.50e9
+    search_hi_hz: float = 6.40e9
+
+    def check(self, where: str) -> None:
+        """Validate ranges; raise ConfigError naming the field."""
+        require(math.isfinite(self.fwhm_hz) and self.fwhm_hz > 0, f"{where}.fwhm_hz", f"must be > 0 Hz, got {self.fwhm_hz}")
+        require(0 < self.contrast < 1, f"{where}.contrast", f"must be in (0, 1), got {self.contrast}")
+        require(0 < self.gain <= 1, f"{where}.gain", f"must be in (0, 1], got {self.gain}")
+        require(math.isfinite(self.gate_s) and self.gate_s > 0, f"{where}.gate_s", f"must be > 0 s, got {self.gate_s}")
+        require(self.cycles >= 1, f"{where}.cycles", f"must be >= 1, got {self.cycles}")
+        require(0 <= self.n_settle < self.cycles, f"{where}.n_settle",
+                f"must be in [0, cycles = {self.cycles}), got {self.n_settle}")
+        require(math.isfinite(self.search_lo_hz) and self.search_lo_hz > 0, f"{where}.search_lo_hz",
+                f"must be > 0 Hz, got {self.search_lo_hz}")
+        require(math.isfinite(self.search_hi_hz) and self.search_hi_hz > self.search_lo_hz + 2 * self.fwhm_hz,
+                f"{where}.search_hi_hz", f"must exceed search_lo_hz by more than 2 fwhm_hz, got {self.search_hi_hz}")
+
+
+@dataclass(frozen=True)
+class MriSection:
+    """A vertical DEER section along x (the grid's nx, x0, step) at `y` (m), one line per apex height in
+    `gaps` (m)."""
+
+    y: float
+    gaps: tuple[float, ...]
+
+
+def _gaps_positive(gaps: tuple[float, ...], where: str) -> None:
+    for i, g in enumerate(gaps):
+        require(math.isfinite(g) and g > 0, f"{where}[{i}]",
+                f"must be > 0 m (a tip at gap {g} m would be driven into the surface)")
+
+
+@dataclass(frozen=True)
+class MriConfig:
+    """`[mri]`: an NV-MRI run (docs/physics.md section 2; rt/mri.py), SI units.
+
+    nx, ny, x0, y0, step: the lateral grid (m; x, y from the NV's lateral position) of every plane,
+    PSF and DEER alike. psf_gaps: apex heights above the surface (m), increasing and evenly spaced:
+    the PSF stack (a locked-frequency map per gap). deer_gaps: apex heights (m) of the DEER planes.
+    sections: vertical DEER sections ({y (m), gaps (m)}) along x. serpentine: scan every other line
+    in -x (else every line in +x, with a fly-back). retract_z: the apex height (m) of the
+    tip-retracted reference. rf_offset_hz: f_rf = gamma_dark B0 + rf_offset_hz, B0 from the retracted
+    line (rt.kernels.spin_constants.dark_rf_frequency). tau_s: the DEER echo's total time (s);
+    deer_shots: shots per DEER pixel, with RF and as many without. nv_depth_m, t2star_dark_s: what the
+    analysis assumes of the sample (m, s). `[mri.lock]`: the lock.
+    """
+
+    nx: int = 21
+    ny: int = 21
+    x0: float = -10e-9
+    y0: float = -10e-9
+    step: float = 1e-9
+    psf_gaps: tuple[float, ...] = (14e-9, 17e-9, 20e-9, 23e-9)
+    deer_gaps: tuple[float, ...] = (20e-9,)
+    sections: tuple[MriSection, ...] = ()
+    serpentine: bool = True
+    retract_z: float = 2e-6
+    rf_offset_hz: float = 630e6
+    tau_s: float = 2e-6
+    deer_shots: int = 1_000_000
+    nv_depth_m: float = 10e-9
+    t2star_dark_s: float = 150e-9
+    lock: MriLockConfig = field(default_factory=MriLockConfig)
+
+    def check(self, where: str) -> None:
+        """Validate ranges (every gap > 0, psf_gaps increasing and evenly spaced); ConfigError naming the field."""
+        require(self.nx >= 1, f"{where}.nx", f"must be >= 1, got {self.nx}")
+        require(self.ny >= 1, f"{where}.ny", f"must be >= 1, got {self.ny}")
+        for name in ("x0", "y0"):
+            require(math.isfinite(getattr(self, name)), f"{where}.{name}", "must be finite (m)")
+        require(math.isfinite(self.step) and self.step > 0, f"{where}.step", f"must be > 0 m, got {self.step}")
+        require(len(self.psf_gaps) >= 1, f"{where}.psf_gaps", "must list at least one apex height (m)")
+        _gaps_positive(self.psf_gaps, f"{where}.psf_gaps")
+        _gaps_positive(self.deer_gaps, f"{where}.deer_gaps")
+        d = [b - a for a, b in zip(self.psf_gaps, self.psf_gaps[1:])]
+        require(all(x > 0 for x in d), f"{where}.psf_gaps", f"must be increasing, got {list(self.psf_gaps)}")
+        require(all(abs(x - d[0]) <= 1e-6 * d[0] for x in d), f"{where}.psf_gaps",
+                f"must be evenly spaced, got steps {d}")
+        for k, sec in enumerate(self.sections):
+            require(math.isfinite(sec.y), f"{where}.sections[{k}].y", "must be finite (m)")
+            require(len(sec.gaps) >= 1, f"{where}.sections[{k}].gaps", "must list at least one apex height (m)")
+            _gaps_positive(sec.gaps, f"{where}.sections[{k}].gaps")
+        require(math.isfinite(self.retract_z) and self.retract_z > 0, f"{where}.retract_z",
+                f"must be > 0 m, got {self.retract_z}")
+        require(math.isfinite(self.rf_offset_hz), f"{where}.rf_offset_hz", "must be finite (Hz)")
+        require(math.isfinite(self.tau_s) and self.tau_s > 0, f"{where}.tau_s", f"must be > 0 s, got {self.tau_s}")
+        require(self.deer_shots >= 1, f"{where}.deer_shots", f"must be >= 1, got {self.deer_shots}")
+        require(math.isfinite(self.nv_depth_m) and self.nv_depth_m > 0, f"{where}.nv_depth_m",
+                f"must be > 0 m, got {self.nv_depth_m}")
+        require(self.t2star_dark_s > 0, f"{where}.t2star_dark_s", f"must be > 0 s, got {self.t2star_dark_s}")
+
+
 DEVICE_KINDS: tuple[str, ...] = ("sim",)
 """The drivers a `[devices]` entry may name (`kind`); VISA drivers come with the headless rig."""
 
@@ -185,10 +298,11 @@ class DevicesConfig:
     microwave: dict = field(default_factory=dict)
     counter: dict = field(default_factory=dict)
     pulser: dict = field(default_factory=dict)
+    rf: dict = field(default_factory=dict)
 
     def check(self, where: str) -> None:
         """Every entry names a known driver and nothing else; raise ConfigError naming the field."""
-        for name in ("scanner", "tagger", "microwave", "counter", "pulser"):
+        for name in ("scanner", "tagger", "microwave", "counter", "pulser", "rf"):
             table = getattr(self, name)
             if not table:
                 continue
@@ -208,12 +322,14 @@ class DevicesConfig:
 
 @dataclass(frozen=True)
 class RigConfig:
-    """Everything the rig needs: the scan, the link, the seed, its devices and the simulated sample (`sim`)."""
+    """Everything the rig needs: the scan, the link, the seed, its devices, the NV-MRI run (`mri`) and
+    the simulated sample (`sim`)."""
 
     seed: int = 1
     scan: ScanConfig = field(default_factory=ScanConfig)
     link: LinkConfig = field(default_factory=LinkConfig)
     coherence: CoherenceConfig = field(default_factory=CoherenceConfig)
+    mri: MriConfig = field(default_factory=MriConfig)
     devices: DevicesConfig = field(default_factory=DevicesConfig)
     sim: dict = field(default_factory=dict)
 

@@ -117,19 +117,27 @@ class TimeTagger(Protocol):
 
 @dataclass(frozen=True)
 class MicrowaveConstraints:
-    """Microwave source: frequency range in Hz and power range in dBm."""
+    """Microwave source: frequency range in Hz, power range in dBm, and the largest deviation (Hz) of
+    its external FM (0: no FM input)."""
 
     frequency_range: tuple[float, float]
     power_range: tuple[float, float]
+    max_fm_deviation_hz: float = 0.0
 
     def __post_init__(self) -> None:
         _range("frequency_range", self.frequency_range, "Hz")
         _range("power_range", self.power_range, "dBm")
+        if not (math.isfinite(self.max_fm_deviation_hz) and self.max_fm_deviation_hz >= 0):
+            raise ValueError(f"max_fm_deviation_hz must be >= 0 Hz, got {self.max_fm_deviation_hz!r}")
 
 
 @runtime_checkable
 class MicrowaveSource(Protocol):
-    """A CW microwave source (the NV drive; the pulse generator gates it)."""
+    """A CW microwave source (the NV drive, or the dark spins' RF; the pulse generator gates it).
+
+    Its external FM input is driven by the pulse generator's `mw_fm` channel: while `mw_fm` is high
+    the output sits at frequency + deviation, while low at frequency - deviation (the lock's dither,
+    docs/physics.md section 2.4); deviation 0 switches FM off."""
 
     constraints: MicrowaveConstraints
 
@@ -143,6 +151,10 @@ class MicrowaveSource(Protocol):
 
     def set_output(self, on: bool) -> None:
         """Switch the output on or off."""
+        ...
+
+    def set_fm_deviation(self, deviation_hz: float) -> None:
+        """Set the external FM deviation in Hz (0: FM off); DeviceError above `max_fm_deviation_hz`."""
         ...
 
 
@@ -228,7 +240,7 @@ class PulseGeneratorConstraints:
 
 @runtime_checkable
 class PulseGenerator(Protocol):
-    """Plays a sequence of channel pulses (laser, mw, rf, gate, gate_ref) N times."""
+    """Plays a sequence of channel pulses (laser, mw, mw_fm, rf, gate, gate_ref) N times."""
 
     constraints: PulseGeneratorConstraints
 
@@ -247,13 +259,14 @@ class PulseGenerator(Protocol):
 class RigDevices:
     """The rig's instruments, handed to the rt loop: a 3D scanner and a two-channel time tagger
     (antibunching scans); a microwave source, a photon counter and a pulse generator (coherence
-    curves, the lock; None when the rig has none)."""
+    curves, the lock), and an RF source for the dark spins (NV-MRI DEER); None when the rig has none."""
 
     scanner: Scanner
     tagger: TimeTagger
     microwave: MicrowaveSource | None = None
     counter: PhotonCounter | None = None
     pulser: PulseGenerator | None = None
+    rf: MicrowaveSource | None = None
     truth: dict = field(default_factory=dict)
     """What a simulated rig knows that a real one cannot (e.g. the true noise spectrum), recorded
     in each run's configuration so the analysis can compare; empty on hardware."""
@@ -265,6 +278,7 @@ DEVICE_INTERFACES: dict[str, tuple[type, type, bool]] = {
     "microwave": (MicrowaveSource, MicrowaveConstraints, False),
     "counter": (PhotonCounter, PhotonCounterConstraints, False),
     "pulser": (PulseGenerator, PulseGeneratorConstraints, False),
+    "rf": (MicrowaveSource, MicrowaveConstraints, False),
 }
 """Each RigDevices field: (its Protocol, its constraints class, required)."""
 

@@ -29,6 +29,7 @@ from nvscope.proto.version import software_version
 from .config import RigConfig
 from .hal import RigDevices
 from .link import RtLink
+from .mri import MriPlan, mri_path
 from .run_loop import AdaptiveDwell, CoherencePlan, Plan, SrmPlan
 from .state import Event, ExitStatus, RunState, StateError, transition
 
@@ -113,11 +114,10 @@ class Rig:
         """One run: run_start; the plan's steps, the commands that arrived applied before each;
         run_end with the exit status and reason (always sent)."""
         self.run_id, self.stop_reason, self.next_seq = start.run_id, "", 0
-        scan = self.cfg.scan
-        grid = (scan.ny, scan.nx) if start.run_kind == "srm" else (0, 0)  # a coherence run scans no grid
+        n_pixels, grid = self._grid(start.run_kind)
         self._send(RunStart(run_id=start.run_id, seq=0, run_kind=start.run_kind,
                             config={**dataclasses.asdict(self.cfg), "sim_truth": self.devices.truth},
-                            version=software_version(), seed=self.cfg.seed, n_pixels=grid[0] * grid[1],
+                            version=software_version(), seed=self.cfg.seed, n_pixels=n_pixels,
                             grid_shape=np.array(grid)))
         status, reason, done = ExitStatus.COMPLETED, "", 0
         try:
@@ -126,7 +126,9 @@ class Rig:
                 if self._serve(0 if self.plan.ready else 100):
                     break
                 if self.plan.ready:
-                    self._send(self.plan.step(self.next_seq))
+                    got = self.plan.step(self.next_seq)
+                    for msg in (got,) if isinstance(got, Message) else got:  # an mri DEER pixel: lock, deer
+                        self._send(msg)
                     done += 1
             if self.state is RunState.STOPPING:
                 status, reason = ExitStatus.STOPPED, self.stop_reason
@@ -140,6 +142,16 @@ class Rig:
         self._report(status, reason, done)
         self.plan, self.adaptive = None, None
 
+    def _grid(self, run_kind: str) -> tuple[int, tuple[int, int]]:
+        """The run's planned pixels and grid shape (ny, nx): an srm raster; an mri run's tip positions
+        (the retracted reference, the PSF and DEER planes, the sections) on its (ny, nx) lateral grid;
+        a coherence run scans no grid."""
+        if run_kind == "srm":
+            return self.cfg.scan.ny * self.cfg.scan.nx, (self.cfg.scan.ny, self.cfg.scan.nx)
+        if run_kind == "mri":
+            return len(mri_path(self.cfg.mri)), (self.cfg.mri.ny, self.cfg.mri.nx)
+        return 0, (0, 0)
+
     def _plan(self, start: Start) -> Plan:
         """The run's plan for its kind."""
         scan = self.cfg.scan
@@ -150,6 +162,8 @@ class Rig:
             return SrmPlan(start.run_id, scan, self.devices, self.adaptive)
         if start.run_kind == "vqns":
             return CoherencePlan(start.run_id, self.devices, self.cfg.coherence.repetitions, self.cfg.coherence.timing)
+        if start.run_kind == "mri":
+            return MriPlan(start.run_id, self.cfg.mri, self.devices, self.cfg.coherence.timing)
         raise ValueError(f"run kind {start.run_kind!r} is not supported by this rig")
 
     def _serve(self, timeout_ms: int) -> bool:

@@ -1,7 +1,8 @@
 """What the rig's run loop (rt/rig.py) steps through: a run's plan, and the rule of adaptive dwell.
 
-A plan is the run's steps in order: the raster's pixels of an antibunching scan (`SrmPlan`), or the
-coherence curves the host asks for, as its commands arrive (`CoherencePlan`). The loop takes one
+A plan is the run's steps in order: the raster's pixels of an antibunching scan (`SrmPlan`), the
+coherence curves the host asks for, as its commands arrive (`CoherencePlan`), or the tip positions of
+an NV-MRI run (`rt/mri.py` `MriPlan`). The loop takes one
 step at a time and applies the host's commands between steps (docs/architecture.md section 5).
 """
 
@@ -42,8 +43,9 @@ class Plan(Protocol):
         """No step is left, now or later: the run is complete."""
         ...
 
-    def step(self, seq: int) -> Message:
-        """Take the next step; returns its data message, numbered `seq`."""
+    def step(self, seq: int) -> Message | tuple[Message, ...]:
+        """Take the next step; returns its data message numbered `seq`, or its messages numbered from
+        `seq` on (an NV-MRI DEER pixel: lock, then deer)."""
         ...
 
     def add(self, cmd: MeasureCoherence) -> None:

@@ -1,4 +1,5 @@
-"""rt.kernels: the kernels the rig runs, pure and importable by everyone (binning, pulse timing).
+"""rt.kernels: the kernels the rig runs, pure and importable by everyone (binning, pulse timing, the
+NV frequency lock, tip stepping, spin constants).
 
 `warm_up()` compiles every Numba kernel of the rig (or loads it from Numba's on-disk cache) on
 tiny inputs; the rig calls it before it says `bound`, so its first pixel does not pay the compile.
@@ -25,6 +26,20 @@ def warm_up() -> None:
         binner.add(empty, empty, 1_000_000)
         binner.finish()
         histogram_tags(t_a, t_b, mode)
+    _warm_up_lock()
+
+
+def _warm_up_lock() -> None:
+    """Compile (or load) the lock's kernels with the argument types the rig passes (rt/mri.py)."""
+    from .lock import feedforward, lock_cycles, lock_pixel, lock_step, sweep_minimum
+
+    counts = np.array([[120, 130], [125, 126], [128, 121]], dtype=np.int64)
+    lock_step(5.5e9, counts[0, 0], counts[0, 1], 2.3e6, 2.7e-8, 0.3)
+    lock_cycles(5.5e9, counts, 2.3e6, 2.7e-8, 0.3)
+    lock_pixel(5.5e9, counts, 2.3e6, 8e6, 0.15, 0.3, 1)
+    feedforward(np.array([5.5e9, 5.51e9]), np.nan)
+    freqs = np.linspace(5.4e9, 5.6e9, 9)
+    sweep_minimum(freqs, 100.0 - 10.0 * np.exp(-((freqs - 5.5e9) / 1e7) ** 2), 8e6)
 
 
 __all__ = ["warm_up"]

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CHANNELS: tuple[str, ...] = ("laser", "mw", "rf", "gate", "gate_ref")
-"""The pulse generator's channels: green laser, NV microwave, dark-spin RF, and the photon
-counter's signal and reference gates."""
+CHANNELS: tuple[str, ...] = ("laser", "mw", "mw_fm", "rf", "gate", "gate_ref")
+"""The pulse generator's channels: green laser, NV microwave, the NV microwave's external FM (high:
++deviation, low: -deviation), dark-spin RF, and the photon counter's signal and reference gates."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +186,19 @@ def reference_shot(dark: bool, timing: ShotTiming = ShotTiming()) -> Sequence:
     return _shot(mw, [], timing, "dark reference" if dark else "bright reference")
 
 
+def dither_cycle(gate_s: float) -> Sequence:
+    """One period of the frequency lock's dither (docs/physics.md section 2.4), 2 gate_s (s) long:
+    laser and microwave on throughout; `mw_fm` high (f_c + deviation) during the signal gate
+    [0, gate_s), low (f_c - deviation) during the reference gate [gate_s, 2 gate_s). Played N times,
+    the counter's two gates give the lock cycle's (I+, I-); with the FM off, a CW count at f_c."""
+    g = float(gate_s)
+    if not (np.isfinite(g) and g > 0):
+        raise ValueError(f"dither cycle: gate_s must be > 0 s, got {gate_s!r}")
+    pulses = (Pulse("laser", 0.0, 2 * g), Pulse("mw", 0.0, 2 * g), Pulse("mw_fm", 0.0, g),
+              Pulse("gate", 0.0, g), Pulse("gate_ref", g, g))
+    return Sequence(pulses, 2 * g)
+
+
 def microwave_pi_times(sequence: Sequence) -> tuple[float, np.ndarray] | None:
     """(t, pi-pulse times) in s of a compiled coherence shot, read back from its microwave pulses:
     the first and last are the pi/2 pulses, the ones between are pi pulses; None when the shot has
@@ -198,4 +211,5 @@ def microwave_pi_times(sequence: Sequence) -> tuple[float, np.ndarray] | None:
 
 
 __all__ = ["CHANNELS", "Pulse", "Sequence", "ShotTiming", "cpmg_pulse_times", "fid_pulse_times",
-           "echo_pulse_times", "deer_pulse_times", "coherence_shot", "reference_shot", "microwave_pi_times"]
+           "echo_pulse_times", "deer_pulse_times", "coherence_shot", "reference_shot", "dither_cycle",
+           "microwave_pi_times"]

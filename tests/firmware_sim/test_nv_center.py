@@ -1,8 +1,9 @@
 """The NV transition by diagonalization against independent calculations (the aligned-field formula,
 second-order perturbation theory, the two-level anticrossing gap, the Hamiltonian written in the lab
-frame), eigenstate labels through the anticrossing near 0.1 T, and the CW ODMR devices: Poisson
-counts, dip depth, the lock's error slope and sign, the resonance following the tip
-(docs/physics.md sections 2.3, 2.4 and 2.7)."""
+frame), eigenstate labels through the anticrossing near 0.1 T, and CW ODMR on the simulated pulsed
+instrument: Poisson counts, dip depth, the dither's gates (the source's FM driven by the pulse
+generator) against odmr_rate, the lock's error slope and sign, the resonance following the tip on
+the scanner (docs/physics.md sections 2.3, 2.4 and 2.7)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,17 @@ import numpy as np
 import pytest
 
 from nvscope.firmware_sim.magnetic_tip import tip_field
-from nvscope.firmware_sim.nv_center import (D_HZ, GAMMA_NV_HZ_PER_T, SX, SY, SZ, NvParams, OdmrParams,
-                                            SimOdmrCounter, SimOdmrMicrowave, nv_levels, nv_resonance,
-                                            odmr_rate, to_nv_frame, transition_frequency_minus)
+from nvscope.firmware_sim.dark_spins import DarkSpins
+from nvscope.firmware_sim.magnetic_tip import TipParams
+from nvscope.firmware_sim.mri_sample import SimMriSample
+from nvscope.firmware_sim.nv_center import (D_HZ, GAMMA_NV_HZ_PER_T, SX, SY, SZ, NvParams, OdmrParams, nv_levels,
+                                            nv_resonance, odmr_rate, to_nv_frame, transition_frequency_minus)
+from nvscope.firmware_sim.pulsed import SimMicrowaveSource, SimPhotonCounter, SimPulseGenerator
+from nvscope.firmware_sim.qubit import NoiseSpectrum, SimQubit
 from nvscope.firmware_sim.sample import SimScanner
-from nvscope.rt.hal import DeviceError, MicrowaveSource, PhotonCounter, check_device
+from nvscope.rt.hal import (DeviceError, MicrowaveConstraints, MicrowaveSource, PhotonCounter, PulseGenerator,
+                            check_device)
+from nvscope.rt.kernels.pulses import dither_cycle
 
 NM = 1e-9
 MHZ = 1e6
@@ -119,19 +126,38 @@ def test_bad_fields_and_params_are_one_clear_error():
         OdmrParams(contrast=1.2)
 
 
-# --- CW ODMR and the devices -----------------------------------------------------------------------
+# --- CW ODMR on the simulated pulsed instrument -----------------------------------------------------
 
-def devices(seed: int = 0, **kw) -> tuple[SimOdmrMicrowave, SimOdmrCounter]:
-    mw = SimOdmrMicrowave()
-    mw.set_output(True)
-    return mw, SimOdmrCounter(mw, seed=seed, **kw)
+class Odmr:
+    """The simulated pulsed instrument around the NV-MRI sample (no dark spins, a noiseless qubit)."""
+
+    def __init__(self, seed: int = 0, scanner: SimScanner | None = None):
+        self.scanner = scanner or SimScanner(position=(0.0, 0.0, 2e-6))  # tip retracted by default
+        self.mw = SimMicrowaveSource()
+        self.mw.set_output(True)
+        self.sample = SimMriSample(NvParams(), TipParams(), OdmrParams(), DarkSpins(np.zeros((0, 3))), 150e-9,
+                                   "lorentzian", self.scanner, self.mw)
+        qubit = SimQubit(NoiseSpectrum(()), seed=seed)
+        self.counter = SimPhotonCounter(qubit, seed=seed + 1, sample=self.sample)
+        self.pulser = SimPulseGenerator(qubit, self.counter, sample=self.sample)
+
+    def gates(self, half_period_s: float, repetitions: int) -> tuple[int, int]:
+        """The two gates of `repetitions` dither cycles."""
+        self.pulser.load(dither_cycle(half_period_s))
+        self.counter.arm()
+        self.pulser.play(repetitions)
+        return self.counter.gated_counts()
 
 
 def test_devices_fit_the_hal_protocols():
-    mw, counter = devices()
-    assert isinstance(mw, MicrowaveSource) and isinstance(counter, PhotonCounter)
-    check_device("microwave", mw)
-    check_device("counter", counter)
+    d = Odmr()
+    assert isinstance(d.mw, MicrowaveSource) and isinstance(d.counter, PhotonCounter)
+    assert isinstance(d.pulser, PulseGenerator)
+    check_device("microwave", d.mw)
+    check_device("rf", SimMicrowaveSource())
+    check_device("counter", d.counter)
+    check_device("pulser", d.pulser)
+    assert d.mw.constraints.max_fm_deviation_hz >= 8e6 / (2 * np.sqrt(3))  # the lock's dither fits
 
 
 def test_odmr_rate_is_the_lorentzian_dip():
@@ -145,16 +171,16 @@ def test_odmr_rate_is_the_lorentzian_dip():
 
 @pytest.mark.parametrize("detuning_mhz", [0.0, 3.0, -6.0, 80.0])
 def test_counts_are_poisson_and_the_dip_has_the_contrast(detuning_mhz):
-    mw, counter = devices(seed=int(10 + detuning_mhz))
-    mw.set_frequency(counter.resonance_hz() + detuning_mhz * MHZ)
+    d = Odmr(seed=int(10 + detuning_mhz))
+    d.mw.set_frequency(d.sample.resonance_hz() + detuning_mhz * MHZ)
     t, n = 1e-3, 3000
-    c = np.array([counter.count(t) for _ in range(n)])
-    lam = odmr_rate(mw.frequency_hz, counter.resonance_hz()) * t
+    c = np.array([d.counter.count(t) for _ in range(n)])
+    lam = odmr_rate(d.mw.frequency_hz, d.sample.resonance_hz()) * t
     assert abs(c.mean() - lam) < 4 * np.sqrt(lam / n)
     assert c.var(ddof=1) / lam == pytest.approx(1.0, abs=4 * np.sqrt(2 / n))
     if detuning_mhz == 0.0:  # dip depth = contrast: measured against the output switched off
-        mw.set_output(False)
-        off = np.array([counter.count(t) for _ in range(n)])
+        d.mw.set_output(False)
+        off = np.array([d.counter.count(t) for _ in range(n)])
         assert 1 - c.mean() / off.mean() == pytest.approx(0.15, abs=0.01)
 
 
@@ -182,17 +208,16 @@ def test_lock_error_slope_and_sign_at_the_steepest_dither():
     assert error_signal(f_res + 2 * MHZ, f_res, delta) > 0 > error_signal(f_res - 2 * MHZ, f_res, delta)
 
 
-def test_dithered_gate_counts_give_the_error_slope():
-    mw, counter = devices(seed=5)
+def test_dither_gates_count_odmr_rate_at_f_plus_and_minus_the_fm_deviation():
+    d = Odmr(seed=5)
     p = OdmrParams()
     delta = p.fwhm_hz / (2 * np.sqrt(3))
-    f_res = counter.resonance_hz()
+    f_res = d.sample.resonance_hz()
+    d.mw.set_fm_deviation(delta)
     errs = []
     for off in (-1 * MHZ, 1 * MHZ):
-        mw.set_frequency(f_res + off)
-        counter.arm()
-        counter.dither(delta, gate_s=1.0, repetitions=10)  # 10 s per gate: ~1.3e6 counts each
-        s, r = counter.gated_counts()
+        d.mw.set_frequency(f_res + off)
+        s, r = d.gates(50e-6, 200_000)  # 10 s per gate: ~1.3e6 counts each
         for n, f in ((s, f_res + off + delta), (r, f_res + off - delta)):
             lam = 10.0 * odmr_rate(f, f_res)
             assert abs(n - lam) < 4 * np.sqrt(lam)
@@ -203,42 +228,59 @@ def test_dithered_gate_counts_give_the_error_slope():
     assert abs(slope - secant) * MHZ < 4 * 6.2e-4 / np.sqrt(2)
     assert secant * MHZ == pytest.approx(0.027, abs=0.001)
     assert errs[1] > 0 > errs[0]
+    # FM off: both gates count at f itself; microwave off: both at the off-resonance rate
+    d.mw.set_fm_deviation(0.0)
+    d.mw.set_frequency(f_res)
+    s, r = d.gates(50e-6, 20_000)
+    lam = odmr_rate(f_res, f_res) * 1.0
+    assert abs(s - lam) < 4 * np.sqrt(lam) and abs(r - lam) < 4 * np.sqrt(lam)
+    d.mw.set_output(False)
+    s, r = d.gates(50e-6, 20_000)
+    assert abs(s - 150e3) < 4 * np.sqrt(150e3) and abs(r - 150e3) < 4 * np.sqrt(150e3)
 
 
 def test_resonance_follows_the_tip_on_the_scanner():
     scanner = SimScanner()
-    mw, counter = devices(scanner=scanner)
+    d = Odmr(scanner=scanner)
     scanner.move_to(0.0, 0.0, 30 * NM)
     expected = GAMMA_NV_HZ_PER_T * (0.30 + tip_field(NvParams().position_m, np.array([0, 0, 30 * NM]))[2]) - D_HZ
-    assert counter.resonance_hz() == pytest.approx(expected, abs=1.0)
-    assert counter.resonance_hz() - 5.539e9 == pytest.approx(GAMMA_NV_HZ_PER_T * 10.5e-3, rel=0.01)
+    assert d.sample.resonance_hz() == pytest.approx(expected, abs=1.0)
+    assert d.sample.resonance_hz() - 5.539e9 == pytest.approx(GAMMA_NV_HZ_PER_T * 10.5e-3, rel=0.01)
     scanner.move_to(15 * NM, 0.0, 10 * NM)
-    assert counter.resonance_hz() == pytest.approx(float(nv_resonance(np.array(scanner.position))), abs=1.0)
-    # a settable apex without a scanner; None is retracted
-    _, bare = devices(tip_apex_m=(0.0, 0.0, 30 * NM))
-    assert bare.resonance_hz() == pytest.approx(expected, abs=1.0)
-    bare.tip_apex_m = None
-    assert bare.resonance_hz() == pytest.approx(5.539e9, abs=1.0)
+    assert d.sample.resonance_hz() == pytest.approx(float(nv_resonance(np.array(scanner.position))), abs=1.0)
+    # the counts follow: at the new line's centre the dip is at its full depth
+    d.mw.set_frequency(d.sample.resonance_hz())
+    assert d.sample.cw_rate(d.mw.frequency_hz) == pytest.approx(150e3 * 0.85, rel=1e-9)
+    scanner.move_to(0.0, 0.0, 5e-6)  # retracted: the bare line at 0.30 T
+    assert d.sample.resonance_hz() == pytest.approx(5.539e9, abs=2e3)
 
 
 def test_same_seed_same_counts():
-    a = devices(seed=7)[1]
-    b = devices(seed=7)[1]
-    assert [a.count(1e-3) for _ in range(5)] == [b.count(1e-3) for _ in range(5)]
+    a, b = Odmr(seed=7), Odmr(seed=7)
+    assert [a.counter.count(1e-3) for _ in range(5)] == [b.counter.count(1e-3) for _ in range(5)]
+    assert a.gates(50e-6, 20) == b.gates(50e-6, 20)
 
 
-def test_counter_refuses_bad_requests_with_one_line():
-    mw, counter = devices()
+def test_devices_refuse_bad_requests_with_one_line():
+    d = Odmr()
     with pytest.raises(DeviceError, match="before arm"):
-        counter.gated_counts()
-    with pytest.raises(DeviceError, match="before arm"):
-        counter.dither(1e6, 1e-3)
+        d.counter.gated_counts()
     with pytest.raises(DeviceError, match="outside"):
-        counter.count(0.0)
-    counter.arm()
-    with pytest.raises(DeviceError, match="delta"):
-        counter.dither(-1.0, 1e-3)
-    with pytest.raises(DeviceError, match="repetitions"):
-        counter.dither(1e6, 1e-3, repetitions=0)
+        d.counter.count(0.0)
     with pytest.raises(DeviceError, match="outside"):
-        mw.set_frequency(-1.0)
+        d.mw.set_frequency(-1.0)
+    with pytest.raises(DeviceError, match="FM deviation"):
+        d.mw.set_fm_deviation(-1.0)
+    with pytest.raises(DeviceError, match="FM deviation"):
+        d.mw.set_fm_deviation(d.mw.constraints.max_fm_deviation_hz * 1.01)
+    no_fm = SimMicrowaveSource(MicrowaveConstraints((9e3, 20e9), (-120.0, 25.0)))
+    with pytest.raises(DeviceError, match="FM deviation"):
+        no_fm.set_fm_deviation(1e6)
+    no_fm.set_fm_deviation(0.0)  # off is always allowed
+    with pytest.raises(ValueError, match="max_fm_deviation_hz"):
+        MicrowaveConstraints((9e3, 20e9), (-120.0, 25.0), -1.0)
+    with pytest.raises(DeviceError, match="before load"):
+        d.pulser.play(1)
+    bare = SimPulseGenerator(SimQubit(NoiseSpectrum(())), d.counter)  # no NV-MRI sample
+    with pytest.raises(DeviceError, match=r"\[sim.mri\]"):
+        bare.load(dither_cycle(50e-6))
