@@ -22,6 +22,9 @@ from .scan_data import MriInputError, MriScan
 
 NM = 1e-9
 W_MAX = 2.0
+SURFACE_MARGIN_NM = 2.0
+"""Spins are sought at most this far (nm) above the diamond surface: a DEER map whose PSF stack covers
+only greater heights is outside the PSF grid."""
 BLUR_T2STAR = (1 / 8, 1.0)
 """The continuation of every fit: first with the dark line 8x broader (a slice wide enough for 0.5 nm
 pixels to sample smoothly), then with the true T2*."""
@@ -83,6 +86,12 @@ class SpinProblem:
         if self.z_lo >= self.z_hi:
             raise MriInputError(f"`deer_tip` heights ({tz.min():.3g}..{tz.max():.3g} m) span more than the PSF "
                                 f"stack's ({z[0]:.3g}..{z[-1]:.3g} m): no spin depth is covered at every DEER pixel")
+        surface = scan.depth / NM + SURFACE_MARGIN_NM
+        if self.z_lo > surface:
+            raise MriInputError(
+                f"`deer_tip` lies outside the PSF grid in depth: at DEER heights up to {tz.max():.3g} m the PSF stack "
+                f"({z[0]:.3g}..{z[-1]:.3g} m) covers only spins {self.z_lo - scan.depth / NM:.2f} nm or more above "
+                "the surface; the stack must reach down to the DEER height minus the NV depth")
         x, y = self.tips[:, 0] / NM, self.tips[:, 1] / NM
         self.xy_lo, self.xy_hi = np.array([x.min(), y.min()]), np.array([x.max(), y.max()])
 
