@@ -99,6 +99,8 @@ class SimMriSample:
         self.microwave = microwave
         self.rf = rf
         self.layer = layer
+        self.line_offset_hz = 0.0
+        """A jump of the NV line (Hz) added to its resonance (a B0 step; tests inject one)."""
         self._line_at: tuple[tuple, float] | None = None
         self._deer: dict[tuple, float] = {}
 
@@ -131,11 +133,12 @@ class SimMriSample:
         return tuple(float(v) for v in self.scanner.position)
 
     def resonance_hz(self) -> float:
-        """The NV's ms = 0 <-> -1 frequency (Hz) with the tip where it is now (full Hamiltonian)."""
+        """The NV's ms = 0 <-> -1 frequency (Hz) with the tip where it is now (full Hamiltonian), plus
+        `line_offset_hz`."""
         apex = self.apex_m
         if self._line_at is None or self._line_at[0] != apex:
             self._line_at = (apex, float(nv_resonance(np.array(apex), self.nv, self.tip)))
-        return self._line_at[1]
+        return self._line_at[1] + self.line_offset_hz
 
     def cw_rate(self, frequency_hz: float) -> float:
         """CW count rate (counts/s) with the NV microwave at `frequency_hz` (Hz); the off-resonance

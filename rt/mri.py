@@ -197,6 +197,8 @@ class MriPlan:
             f, sigma, state, cycles, photons = self._lock(predicted)
             found = f if state != LOST else math.nan
             grid[iy, ix] = found
+            if state == RECOVERED:  # the line jumped: extrapolate from here, not across the jump
+                self.line = []
             self.line.append(found)
             self.last_f = found if state != LOST else self.last_f
         position = np.array(xyz, dtype=np.float64)
@@ -226,7 +228,9 @@ class MriPlan:
             if iy > 1:
                 return feedforward(np.ascontiguousarray(g[iy - 2:iy, ix]), math.nan)
             last = g[0, ix]
-            step = prev[1, ix] - prev[0, ix] if prev is not None and prev.shape[0] > 1 else math.nan
+            if prev is None or prev.shape[0] < 2:
+                return math.nan  # a section's lines are gaps apart: search
+            step = prev[1, ix] - prev[0, ix]
         if not math.isfinite(last):
             return math.nan
         if math.isfinite(step):
