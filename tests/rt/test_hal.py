@@ -143,3 +143,28 @@ def test_dwell_is_the_taggers_clock_and_overflows_are_reported():
     assert asked and all(a < 0.02 for a in asked)
     tagger.lost_each = 0
     assert acquire_pixel(tagger, HistogramBinner(), 0.01, 0.02).lost_tags == 0
+
+
+def test_microwave_fm_constraints_and_the_rf_source():
+    from nvscope.rt.hal import MicrowaveConstraints
+
+    assert MicrowaveConstraints((1.0, 2.0), (0.0, 1.0)).max_fm_deviation_hz == 0.0  # no FM input by default
+    with pytest.raises(ValueError, match="max_fm_deviation_hz"):
+        MicrowaveConstraints((1.0, 2.0), (0.0, 1.0), float("nan"))
+    devices = sim_rig()
+    assert DEVICE_INTERFACES["rf"][0] is MicrowaveSource and devices.rf is not devices.microwave
+    devices.microwave.set_fm_deviation(2.3e6)
+    assert devices.microwave.fm_deviation_hz == 2.3e6
+    with pytest.raises(DeviceError, match="FM deviation"):
+        devices.microwave.set_fm_deviation(1e9)
+
+    class NoFm:
+        constraints = MicrowaveConstraints((1.0, 2.0), (0.0, 1.0))
+
+        def set_frequency(self, f): ...
+
+        def set_power(self, p): ...
+
+        def set_output(self, on): ...
+    with pytest.raises(DeviceError, match="devices.rf: NoFm lacks set_fm_deviation()"):
+        check_device("rf", NoFm())

@@ -66,3 +66,24 @@ def test_a_sequence_that_cannot_be_played_is_one_clear_error():
         coherence_shot(0.0, np.zeros(0))
     with pytest.raises(ValueError, match="gate_s"):
         ShotTiming(gate_s=2e-6, laser_s=3e-6)
+
+
+def test_the_dither_cycle_puts_the_fm_high_in_the_signal_gate_and_low_in_the_reference_gate():
+    from nvscope.rt.hal import DeviceError, PulseGeneratorConstraints
+    from nvscope.rt.kernels.pulses import dither_cycle
+
+    c = dither_cycle(50e-6)
+    assert c.length_s == pytest.approx(100e-6) and "mw_fm" in CHANNELS
+    (laser,), (mw,), (fm,), (gate,), (ref,) = (c.on(ch) for ch in ("laser", "mw", "mw_fm", "gate", "gate_ref"))
+    assert (laser.start_s, laser.end_s) == (mw.start_s, mw.end_s) == (0.0, c.length_s)  # CW during the cycle
+    assert (fm.start_s, fm.end_s) == (gate.start_s, gate.end_s) == (0.0, 50e-6)  # high: f + deviation
+    assert (ref.start_s, ref.end_s) == (50e-6, 100e-6) and not c.on("rf")  # low: f - deviation
+    assert [p.channel for p in c.pulses] == sorted((p.channel for p in c.pulses), key=CHANNELS.index)
+    PulseGeneratorConstraints().check(c)
+    old = PulseGeneratorConstraints(channels=("laser", "mw", "rf", "gate", "gate_ref"))
+    with pytest.raises(DeviceError, match="no channel 'mw_fm'"):
+        old.check(c)  # a generator without the FM output cannot dither the lock
+    with pytest.raises(DeviceError, match="outside"):
+        PulseGeneratorConstraints().check(dither_cycle(1e-3))  # 2 ms > the 1 ms longest sequence
+    with pytest.raises(ValueError, match="gate_s"):
+        dither_cycle(0.0)
