@@ -171,9 +171,6 @@ class MriAnalysis:
 
     def compute(self, inputs: MriInputs) -> tuple[dict, dict]:
         """(result datasets, result attributes) of the run (module docstring; docs/run-files.md)."""
-        from nvscope.models.mri.localize import localize  # at the first mri run (scipy, scikit-image)
-        from nvscope.models.mri.scan_data import scan_from_arrays
-
         if len(inputs.lock["seq"]) == 0:
             return {}, {"analysis_note": "no lock rows"}
         maps = build_maps(inputs.lock, inputs.deer, inputs.config)
@@ -189,7 +186,14 @@ class MriAnalysis:
         else:
             arrays, placement, notes = localization_input(maps)
             warnings += notes
-            loc = localize(scan_from_arrays(arrays), self.model)
+            try:  # a localization that cannot be done leaves the maps and figures written
+                from nvscope.models.mri.localize import localize  # at the first mri run (scipy, scikit-image)
+                from nvscope.models.mri.scan_data import scan_from_arrays
+
+                loc = localize(scan_from_arrays(arrays), self.model)
+            except Exception as exc:
+                attrs["analysis_error"] = f"localization: {type(exc).__name__}: {exc}"
+        if loc is not None:
             warnings += list(loc.warnings)
             models = model_maps(maps, placement, np.asarray(loc.deer_model))
             for name, m in models.items():

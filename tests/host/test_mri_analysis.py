@@ -114,3 +114,18 @@ def test_a_psf_plane_mostly_missing_is_left_out_of_the_localization(tmp_path):
     arrays, _, notes = localization_input(maps)
     assert arrays["psf_tip"].shape[0] == 4 and np.allclose(arrays["psf_tip"][:, 0, 0, 2], [20e-9, 21e-9, 22e-9, 23e-9])
     assert "PSF planes [0, 1] left out" in notes[0]
+
+
+def test_a_localization_that_fails_leaves_the_maps_and_figures_and_says_why(tmp_path, monkeypatch):
+    def localize(scan, model="auto"):
+        raise ValueError("no spin found")
+    monkeypatch.setitem(sys.modules, "nvscope.models.mri.localize", types.SimpleNamespace(localize=localize))
+    config = synthetic.mri_config(nx=5, ny=5, psf_gaps=(18e-9, 19e-9, 20e-9, 21e-9))
+    store = synthetic.store_run(tmp_path, config, synthetic.synthetic_run(config))
+    try:
+        results, attrs = MriAnalysis()(store)
+    finally:
+        store.close()
+    assert attrs["analysis_error"] == "localization: ValueError: no spin found"
+    assert results["mri/psf/detuning"].shape == (4, 5, 5) and "mri/deer/plane_0/deer" in results
+    assert "mri_localization" not in attrs and (tmp_path / attrs["figure"]).exists()
