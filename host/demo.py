@@ -2,6 +2,8 @@
 
 The antibunching field is scanned twice, with a fixed dwell and with adaptive dwell (a second rig
 process whose configuration differs only in the adaptive lines), to compare total time and g2 errors.
+The NV-MRI scan runs on two simulated samples (one dark spin, a pair), a rig process each: the
+simulated dark spins are part of the rig's configuration.
 """
 
 from __future__ import annotations
@@ -77,6 +79,34 @@ reply_timeout_s = 0.25
 """
 """The adaptive scan's lines in [scan]: the bright pixels (above half the peak PL) reach an error of
 0.2 in about half the fixed dwell; the dark ones keep the fixed dwell as their maximum."""
+
+
+DEMO_MRI_TOML = """\
+# The demo's simulated NV-MRI rig: the NV 10 nm deep under a magnetic tip, the [mri] scan at its
+# defaults (a 21 x 21 grid at 1 nm, the PSF at four gaps, a DEER plane at 20 nm), and {what}.
+seed = 20261124
+
+[link]
+spool_dir = "{spool}"
+
+[sim]
+pace = 0.0
+
+[sim.mri]
+dark_spins = {spins}
+"""
+
+DEMO_MRI_SAMPLES: dict[str, list[list[float]]] = {
+    "one dark spin": [[1.0e-9, -0.5e-9, -5.5e-9]],
+    "a pair 1 nm apart": [[-0.5e-9, 0.5e-9, -5.5e-9], [0.5e-9, 0.5e-9, -5.5e-9]],
+}
+"""The demo's NV-MRI samples: dark spins (m, lab frame: surface z = 0, the NV at z = -10 nm), one rig each."""
+
+
+def write_mri_rig_config(path: Path, spool: Path, what: str, spins: list[list[float]]) -> Path:
+    """The demo's NV-MRI rig TOML at `path` with the dark spins `spins` (m, lab frame)."""
+    path.write_text(DEMO_MRI_TOML.format(spool=spool.as_posix(), what=what, spins=json.dumps(spins)))
+    return path
 
 
 def write_rig_config(path: Path, spool: Path, adaptive: bool, pace: float = 0.0,
@@ -204,6 +234,52 @@ def summarize_vqns(path: Path, controller: VqnsController) -> str:
             f"  figure: {path.with_suffix('.png')}")
 
 
+def summarize_mri(path: Path, what: str, wall_s: float) -> str:
+    """An NV-MRI run in a few lines: the scan and its lock, and each localized spin against the
+    simulator's truth (nm, relative to the NV, with the reported sigmas)."""
+    with h5py.File(path, "r") as f:
+        a = f.attrs
+        n = f["lock/seq"].shape[0]
+        lost, recovered = json.loads(a["mri_lost"]), json.loads(a["mri_recovered"])
+        f_sigma = np.nanmedian(f["mri/psf/f_sigma"][()])
+        lines = [f"  NV-MRI, {what}: {path.name}: {n} tip positions ({f['mri/psf/detuning'].shape[0]} PSF planes, "
+                 f"{len(f['mri/deer'])} DEER map(s)) in {wall_s:.1f} s, status {a['exit_status']}; lock: "
+                 f"{sum(recovered.values())} pixels recovered, {sum(lost.values())} lost, median error "
+                 f"{f_sigma / 1e3:.0f} kHz; f_rf {a['mri_f_rf_hz'] / 1e9:.6f} GHz, B0 {a['mri_b0_t']:.5f} T"]
+        if "mri_localization" not in a:
+            lines.append(f"  no localization: {a.get('analysis_error', a.get('analysis_note', '?'))}")
+        else:
+            loc = json.loads(a["mri_localization"])
+            truth = f["mri/truth/spin_positions_m"][()] if "mri/truth/spin_positions_m" in f else np.zeros((0, 3))
+            nearest = f["mri/truth/nearest"][()] if "mri/truth/nearest" in f else []
+            lines.append(f"    model {loc['model']}, {len(loc['spins'])} spin(s), chi2_red {loc['chi2_reduced']:.2f}"
+                         " (nm, relative to the NV):")
+            for i, spin in enumerate(loc["spins"]):
+                p, e = np.array(spin["position_m"]) * 1e9, np.array(spin["sigma_m"]) * 1e9
+                found = ", ".join(f"{c} {v:6.2f} +- {s:.2f}" for c, v, s in zip("xyz", p, e))
+                true = truth[nearest[i]] * 1e9 if len(truth) and len(nearest) > i else None
+                lines.append(f"      found {found}" + ("" if true is None else
+                             f"   truth {', '.join(f'{v:6.2f}' for v in true)}   error "
+                             f"{', '.join(f'{d:+.2f}' for d in p - true)}"))
+            for w in json.loads(a["mri_warnings"]):
+                lines.append(f"    warning: {w}")
+        lines.append(f"    figures: {', '.join(json.loads(a['figures']))}" if "figures" in a else "")
+    return "\n".join(line for line in lines if line)
+
+
+def run_mri_demo(out: Path, estimator, timeout_s: float) -> list[str]:
+    """The NV-MRI runs of the demo, one rig per sample (DEMO_MRI_SAMPLES); their summaries."""
+    summaries = []
+    for k, (what, spins) in enumerate(DEMO_MRI_SAMPLES.items()):
+        toml = write_mri_rig_config(out / f"demo-rig-mri-{k}.toml", out / f"spool-mri-{k}", what, spins)
+        with rig_and_host(toml, out / f"rig-mri-{k}.log", out, estimator) as (host, rig):
+            t0 = time.perf_counter()
+            run_id = run_to_end(host, new_run_id("mri"), "mri", rig, timeout_s)
+            wall = time.perf_counter() - t0
+        summaries.append(summarize_mri(out / f"{run_id}.h5", what, wall))
+    return summaries
+
+
 def run_demo(out: Path, timeout_s: float = 600.0) -> int:
     """Run the demo into `out`; print a summary; 0 on success."""
     t0 = time.perf_counter()
@@ -236,5 +312,8 @@ def run_demo(out: Path, timeout_s: float = 600.0) -> int:
     print(f"  scan + analysis {t_scan:.1f} s ({n_pixels / t_scan:.1f} pixels/s end to end)")
     print(summarize_dwell(path, adaptive_path, t_scan, t_adaptive, png))
     print(summarize_vqns(out / f"{vqns_id}.h5", controller))
-    print(f"  adaptive VQNS run {t_vqns:.1f} s; demo wall time {time.perf_counter() - t0:.1f} s")
+    print(f"  adaptive VQNS run {t_vqns:.1f} s")
+    for summary in run_mri_demo(out, estimator, timeout_s):
+        print(summary)
+    print(f"  demo wall time {time.perf_counter() - t0:.1f} s")
     return 0
