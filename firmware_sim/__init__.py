@@ -2,8 +2,9 @@
 
 Antibunching SRM: three-level emitters (`emitter`), the beam splitter and detectors
 (`detectors`), and the sample, scanner and time tagger that the rt loop is handed (`sample`).
-Noise spectroscopy: the NV spin under a noise spectrum (`qubit`) and the microwave source, pulse
-generator and photon counter around it (`pulsed`).
+Noise spectroscopy and NV-MRI: the NV spin under a noise spectrum (`qubit`), the NV under the tip
+(`magnetic_tip`, `nv_center`), the dark spins (`dark_spins`) and the NV-MRI sample (`mri_sample`),
+and the microwave and RF sources, pulse generator and photon counter around them (`pulsed`).
 """
 
 from .detectors import DetectorParams

@@ -2,8 +2,8 @@
 
 A plan is the run's steps in order: the raster's pixels of an antibunching scan (`SrmPlan`), the
 coherence curves the host asks for, as its commands arrive (`CoherencePlan`), or the tip positions of
-an NV-MRI run (`rt/mri.py` `MriPlan`). The loop takes one
-step at a time and applies the host's commands between steps (docs/architecture.md section 5).
+an NV-MRI run (`rt/mri.py` `MriPlan`). The loop takes one step at a time and applies the host's
+commands between steps (docs/architecture.md section 5).
 """
 
 from __future__ import annotations
