@@ -35,7 +35,7 @@ WORKERS = 2
 NICE = 10
 """How much lower than the host the workers are scheduled (os.nice increment)."""
 PRELOAD = ("numpy", "scipy.optimize", "nvscope.models.g2.mle", "nvscope.models.vqns.analysis",
-           "nvscope.host.srm.analysis")
+           "nvscope.host.srm.analysis", "nvscope.host.mri.analysis")
 """Modules the forkserver imports once, so that workers forked from it start without importing."""
 
 
