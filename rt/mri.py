@@ -37,8 +37,8 @@ from nvscope.proto.messages import LOCK_STATES, MRI_SCANS, Deer, Lock, MeasureCo
 
 from .config import MriConfig
 from .hal import DeviceError, RigDevices, ScannerConstraints
-from .kernels.lock import (RECOVERY_HALF_SPAN_FWHM, dither_delta, feedforward, lock_lost, lock_pixel, lock_step, lorentzian_error_slope,
-                           recovery_sweep, sweep_minimum)
+from .kernels.lock import (RECOVERY_HALF_SPAN_FWHM, dither_delta, feedforward, lock_cycles, lock_lost, lock_pixel,
+                           lock_step, lorentzian_error_slope, recovery_sweep, sweep_minimum)
 from .kernels.pulses import ShotTiming, coherence_shot, deer_pulse_times, dither_cycle
 from .kernels.spin_constants import dark_rf_frequency
 from .kernels.tip_stepping import TipPath, concat, section_path, stack_path
@@ -324,7 +324,10 @@ class MriPlan:
             f_c = lock_step(f_c, counts[k, 0], counts[k, 1], delta, slope, gain)[0]
         _, f_lock, f_sigma, _ = lock_pixel(f_start, counts, delta, lk.fwhm_hz, lk.contrast, gain, lk.n_settle)
         used = counts[lk.n_settle:]
-        held = not lock_lost(float(used.mean()) / self.i0, lk.contrast)
+        centres = lock_cycles(f_start, counts, delta, slope, gain)[0][lk.n_settle:-1]
+        # held: the dither points sit in the dip, and the centre had converged on the estimate (within HWHM / 2)
+        held = not lock_lost(float(used.mean()) / self.i0, lk.contrast) \
+            and abs(float(centres.mean()) - f_lock) < 0.25 * lk.fwhm_hz
         return float(f_lock), float(f_sigma), held, int(counts.sum())
 
     def _deer(self, f_lock: float) -> tuple[int, int]:
