@@ -325,9 +325,11 @@ class MriPlan:
         _, f_lock, f_sigma, _ = lock_pixel(f_start, counts, delta, lk.fwhm_hz, lk.contrast, gain, lk.n_settle)
         used = counts[lk.n_settle:]
         centres = lock_cycles(f_start, counts, delta, slope, gain)[0][lk.n_settle:-1]
-        # held: the dither points sit in the dip, and the centre had converged on the estimate (within HWHM / 2)
+        # held: the dither points sit in the dip, the centre had converged on the estimate (on average within
+        # HWHM / 2, every cycle within 3 HWHM: not wandering in the tails), and the error bar is a real one
         held = not lock_lost(float(used.mean()) / self.i0, lk.contrast) \
-            and abs(float(centres.mean()) - f_lock) < 0.25 * lk.fwhm_hz
+            and abs(float(centres.mean()) - f_lock) < 0.25 * lk.fwhm_hz \
+            and float(np.abs(centres - f_lock).max()) < 0.75 * lk.fwhm_hz and 0.0 < f_sigma < math.inf
         return float(f_lock), float(f_sigma), held, int(counts.sum())
 
     def _deer(self, f_lock: float) -> tuple[int, int]:

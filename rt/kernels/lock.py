@@ -179,6 +179,8 @@ def lock_pixel(f_start, counts, delta, fwhm, contrast, gain, n_settle):
     d_sum = 0.0
     for j in range(m):
         d_sum += ns[j] * lorentzian_error(fs[j] - f0, fwhm, contrast, delta)[1]
+    if not d_sum > 0.0:  # cycles beyond the error curve's turning points outweigh the rest: no root to trust
+        return f, f_lin, math.sqrt(s2) / (slope * s0), m
     return f, f0, math.sqrt(s2) / d_sum, m
 
 

@@ -72,6 +72,8 @@ def python_lock(f_start, counts, delta, fwhm, contrast, gain, n_settle):
     if not abs(f0 - f_lin) <= fwhm / 2:
         return centres, errors, (f, f_lin, noise / (slope * n_total), len(used))
     d = sum(n * error_and_derivative(fi - f0, fwhm, contrast, delta)[1] for fi, e, n in used)
+    if not d > 0:  # no root to trust: the linear reading
+        return centres, errors, (f, f_lin, noise / (slope * n_total), len(used))
     return centres, errors, (f, f0, noise / d, len(used))
 
 
@@ -262,3 +264,19 @@ def test_lock_lost_from_the_dip_depth_and_the_sweep_span():
         recovery_sweep(F0, FWHM, 2)
     # The pick on a noiseless dip off the grid: the parabola lands between grid points.
     assert sweep_minimum(freqs, rate(freqs, F0 + 0.3e6), FWHM) == pytest.approx(F0 + 0.3e6, abs=0.1e6)
+
+
+def test_the_error_bar_is_positive_even_from_a_start_beyond_the_linear_range():
+    """From starts up to 1.5 FWHM off, some pixels end with cycles beyond the error curve's turning
+    points; the Newton root is then not trusted and the linear reading's positive sigma is given
+    (before the fix, ~1 % of such pixels reported a negative sigma, which the host rejects)."""
+    rng = np.random.default_rng(2)
+    slope = lorentzian_error_slope(FWHM, CONTRAST)
+    for _ in range(1500):
+        f_start = F0 + rng.uniform(-1.5, 1.5) * FWHM
+        f, counts = f_start, np.zeros((40, 2), np.int64)
+        for k in range(40):
+            counts[k] = rng.poisson([rate(f + DELTA) * GATE, rate(f - DELTA) * GATE])
+            f = lock_step(f, counts[k, 0], counts[k, 1], DELTA, slope, GAIN)[0]
+        sigma = lock_pixel(f_start, counts, DELTA, FWHM, CONTRAST, GAIN, 10)[2]
+        assert sigma > 0
