@@ -11,6 +11,7 @@ position every dither cycle of a pixel). Configured by the rig's `[sim.mri]` tab
 SI units: m, T, Hz, s, counts/s.
 """
 
+
 from __future__ import annotations
 
 import math
@@ -18,9 +19,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nvscope.rt.kernels.spin_constants import D_HZ, GAMMA_NV_HZ_PER_T
+
 from .dark_spins import LINES, DarkSpins, deer_signal
 from .magnetic_tip import TipParams, tip_field
 from .nv_center import NvParams, OdmrParams, nv_resonance, odmr_rate
+
+B_ANTICROSSING_T: float = D_HZ / GAMMA_NV_HZ_PER_T
+"""The ground-state level anticrossing (T, about 0.1024): gamma_NV B = D, where ms = 0 and -1 meet
+(docs/physics.md section 2.3)."""
+
+NEAR_ANTICROSSING_T: float = 0.05
+"""A bias within this of the anticrossing (T) is warned about: the tip's field (tens of mT) mixes
+ms = 0 and -1 there, the line is weak and far from the aligned-field formula."""
+
+MIN_SPIN_NV_DISTANCE_M: float = 0.15e-9
+"""A dark spin closer to the NV than a lattice bond (m) is refused: its coupling diverges."""
 
 
 @dataclass(frozen=True)
@@ -37,8 +51,8 @@ class MriLayer:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.density_per_m2) and self.density_per_m2 >= 0):
             raise ValueError(f"density_per_m2 must be >= 0 spins/m^2, got {self.density_per_m2!r}")
-        if not math.isfinite(self.height_m):
-            raise ValueError(f"height_m must be finite (m), got {self.height_m!r}")
+        if not (math.isfinite(self.height_m) and self.height_m <= 0):
+            raise ValueError(f"height_m must be <= 0 m (at or below the diamond surface z = 0), got {self.height_m!r}")
         if not (math.isfinite(self.extent_m) and self.extent_m > 0):
             raise ValueError(f"extent_m must be > 0 m, got {self.extent_m!r}")
 
@@ -68,16 +82,40 @@ class SimMriConfig:
     dark_line: str = "lorentzian"
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.nv_depth_m) and self.nv_depth_m > 0):
+            raise ValueError(f"nv_depth_m must be > 0 m (the NV sits below the surface), "
+                             f"got {self.nv_depth_m!r}")
+        if not (math.isfinite(self.b0_t) and self.b0_t >= B_ANTICROSSING_T):
+            raise ValueError(f"b0_t must be a bias along the NV axis above the level anticrossing at "
+                             f"{B_ANTICROSSING_T:.4f} T (below it the ms = 0 <-> -1 line falls with B and B0 read "
+                             f"from it, docs/physics.md section 2.3, is wrong; the default is 0.30 T), got {self.b0_t!r}")
         NvParams(self.nv_depth_m, self.b0_t)
         TipParams(self.tip_radius_m, self.tip_mu0_ms_t)
         OdmrParams(self.odmr_fwhm_hz, self.odmr_contrast, self.odmr_rate_cps)
         for i, r in enumerate(self.dark_spins):
             if len(r) != 3 or not all(math.isfinite(v) for v in r):
                 raise ValueError(f"dark_spins[{i}] must be a finite [x, y, z] in m, got {r!r}")
+            if r[2] > 0:
+                raise ValueError(f"dark_spins[{i}] at z = {r[2]!r} m lies above the diamond surface (z = 0; the "
+                                 "lab frame, the NV at z = -nv_depth_m): a dark spin must be at z <= 0")
+            if math.dist(r, (0.0, 0.0, -self.nv_depth_m)) < MIN_SPIN_NV_DISTANCE_M:
+                raise ValueError(f"dark_spins[{i}] {r!r} m sits on the NV at (0, 0, {-self.nv_depth_m!r}) m "
+                                 f"(closer than {MIN_SPIN_NV_DISTANCE_M:.3g} m)")
         if not (self.t2star_dark_s > 0):
             raise ValueError(f"t2star_dark_s must be > 0 s, got {self.t2star_dark_s!r}")
         if self.dark_line not in LINES:
             raise ValueError(f"dark_line must be one of {', '.join(LINES)}, got {self.dark_line!r}")
+
+
+def anticrossing_warning(b0_t: float) -> str | None:
+    """A one-line warning (None when far) for a bias b0_t (T) within NEAR_ANTICROSSING_T of the anticrossing."""
+    if abs(b0_t - B_ANTICROSSING_T) >= NEAR_ANTICROSSING_T:
+        return None
+    return (f"sim.mri.b0_t = {b0_t:.4g} T is within {NEAR_ANTICROSSING_T * 1e3:.0f} mT of the ground-state level "
+            f"anticrossing at {B_ANTICROSSING_T:.4f} T: the NV line sits at "
+            f"{abs(b0_t - B_ANTICROSSING_T) * GAMMA_NV_HZ_PER_T / 1e6:.0f} MHz, the tip's field mixes ms = 0 and -1 (a weak, shifted line, far from the aligned-field formula "
+            "behind f_rf and the analysis); NV-MRI wants B0 well above it (default 0.30 T, docs/physics.md "
+            "section 2.3)")
 
 
 class SimMriSample:
@@ -165,4 +203,5 @@ class SimMriSample:
         return s
 
 
-__all__ = ["MriLayer", "SimMriConfig", "SimMriSample"]
+__all__ = ["B_ANTICROSSING_T", "NEAR_ANTICROSSING_T", "MriLayer", "SimMriConfig", "SimMriSample",
+           "anticrossing_warning"]

@@ -30,6 +30,11 @@ def from_dict(cls: type[T], data: object, where: str) -> T:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: unknown field (known: {', '.join(sorted(names))})")
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    absent = [n for n in required if n not in data]
+    if absent:
+        raise ConfigError(f"{where}.{absent[0]}: missing (required: {', '.join(required)})")
     values = {}
     for name, value in data.items():
         values[name] = _convert(hints[name], value, f"{where}.{name}")
@@ -269,7 +274,7 @@ class MriConfig:
         d = [b - a for a, b in zip(self.psf_gaps, self.psf_gaps[1:])]
         require(all(x > 0 for x in d), f"{where}.psf_gaps", f"must be increasing, got {list(self.psf_gaps)}")
         require(all(abs(x - d[0]) <= 1e-6 * d[0] for x in d), f"{where}.psf_gaps",
-                f"must be evenly spaced, got steps {d}")
+                f"must be evenly spaced, got steps of {', '.join(f'{x:.4g}' for x in d)} m")
         for k, sec in enumerate(self.sections):
             require(math.isfinite(sec.y), f"{where}.sections[{k}].y", "must be finite (m)")
             require(len(sec.gaps) >= 1, f"{where}.sections[{k}].gaps", "must list at least one apex height (m)")

@@ -8,18 +8,22 @@ conformance check (`rt.hal.check_devices`) runs on what is composed.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from nvscope.firmware_sim import DetectorParams, Sample, SimScanner, SimTimeTagger, warm_up
-from nvscope.firmware_sim.mri_sample import MriLayer, SimMriConfig, SimMriSample
+from nvscope.firmware_sim.mri_sample import MriLayer, SimMriConfig, SimMriSample, anticrossing_warning
 from nvscope.firmware_sim.pulsed import SimMicrowaveSource, SimPhotonCounter, SimPulseGenerator
 from nvscope.firmware_sim.qubit import (LorentzianNoise, NoiseSpectrum, OhmicNoise, OneOverFNoise, ReadoutParams,
                                         SimQubit)
 
 from .config import ConfigError, RigConfig, from_dict
 from .hal import DeviceError, RigDevices, check_devices
+from .mri import check_mri
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SIM: dict = {
     "sample": {"emitters": [{"x": 0.0, "y": 0.0}, {"x": 0.3e-6, "y": 0.1e-6}], "background_rate": 3000.0},
@@ -87,6 +91,9 @@ def sim_instrument(cfg: RigConfig) -> tuple[dict, dict]:
     sample = None
     if "mri" in (cfg.sim or DEFAULT_SIM):
         mri = from_dict(SimMriConfig, sim.mri, "sim.mri")
+        warning = anticrossing_warning(mri.b0_t)
+        if warning:
+            log.warning("%s", warning)
         layer = from_dict(MriLayer, mri.layer, "sim.mri.layer") if mri.layer else None
         sample = SimMriSample.from_config(mri, layer, scanner, microwave, rf)
         truth.update(sample.truth())
@@ -102,10 +109,11 @@ def sim_instrument(cfg: RigConfig) -> tuple[dict, dict]:
 
 
 def compose_devices(cfg: RigConfig, sim: bool = False) -> RigDevices:
-    """The rig's devices from `cfg.devices` (`sim`: every device simulated), conformance-checked.
+    """The rig's devices from `cfg.devices` (`sim`: every device simulated), conformance-checked, and
+    the `[mri]` run checked against them when they can run one (rt/mri.py `check_mri`).
 
     ConfigError (one line, naming the field) when no device is configured, a required one is
-    missing or does not fit its interface.
+    missing or does not fit its interface, or the [mri] scan cannot be run on them.
     """
     table = {name: getattr(cfg.devices, name) for name in SIM_ALL}
     if not sim and not any(table.values()):
@@ -131,6 +139,11 @@ def compose_devices(cfg: RigConfig, sim: bool = False) -> RigDevices:
         check_devices(devices)
     except DeviceError as exc:
         raise ConfigError(str(exc)) from None
+    if all(getattr(devices, n) is not None for n in ("microwave", "counter", "pulser")):
+        try:  # an [mri] this rig cannot run is refused now, not at the run's start
+            check_mri(cfg.mri, devices, cfg.coherence.timing)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     return devices
 
 

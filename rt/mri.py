@@ -40,7 +40,7 @@ from .hal import DeviceError, RigDevices, ScannerConstraints
 from .kernels.lock import (RECOVERY_HALF_SPAN_FWHM, dither_delta, feedforward, lock_cycles, lock_lost, lock_pixel,
                            lock_step, lorentzian_error_slope, recovery_sweep, sweep_minimum)
 from .kernels.pulses import ShotTiming, coherence_shot, deer_pulse_times, dither_cycle
-from .kernels.spin_constants import dark_rf_frequency
+from .kernels.spin_constants import D_HZ, GAMMA_NV_HZ_PER_T, dark_rf_frequency
 from .kernels.tip_stepping import TipPath, concat, section_path, stack_path
 from .state import StateError
 
@@ -61,6 +61,27 @@ RECOVERY_POINTS: int = int(round(2 * RECOVERY_HALF_SPAN_FWHM / SWEEP_STEP_FWHM))
 
 SWEEP_CYCLES: int = 4
 """Dither cycles' time counted at each frequency of a sweep (FM off): 4 x 2 gate_s."""
+
+
+MIN_PHOTONS_PER_GATE: float = 1.0
+"""Fewer photons per dither gate than this with the tip retracted cannot lock (the run fails at its start)."""
+
+NEAR_ANTICROSSING_T: float = 0.05
+"""A retracted line that puts B0 within this (T) of the ground-state level anticrossing is warned about."""
+
+
+def anticrossing_warning(f_retracted_hz: float) -> str | None:
+    """A one-line explanation (None when far) for a tip-retracted NV line (Hz) that puts B0 within
+    NEAR_ANTICROSSING_T of the level anticrossing: there |gamma_NV B0 - D| = f, so B0 is f / gamma_NV from it."""
+    distance_t = f_retracted_hz / GAMMA_NV_HZ_PER_T
+    if distance_t >= NEAR_ANTICROSSING_T:
+        return None
+    return (f"the NV line with the tip retracted at {f_retracted_hz / 1e6:.1f} MHz puts B0 only "
+            f"{distance_t * 1e3:.1f} mT from the ground-state level anticrossing ({D_HZ / GAMMA_NV_HZ_PER_T:.4f} T): "
+            "the tip's field mixes ms = 0 and -1 there, the locked line is weak and far from the aligned-field "
+            "formula, and B0 = (f + D) / gamma_NV behind f_rf and the analysis may be wrong (it assumes B0 above "
+            "the anticrossing); NV-MRI wants B0 well above it (0.30 T: the line near 5.54 GHz), docs/physics.md "
+            "section 2.3")
 
 
 class MriPath(NamedTuple):
@@ -87,21 +108,101 @@ def mri_path(mri: MriConfig) -> MriPath:
     return MriPath(scan, concat([retracted, psf, deer_path]))
 
 
-def check_path(path: MriPath, travel: ScannerConstraints) -> None:
+def _fields_of(mri: MriConfig, path: MriPath, i: int, axis: int) -> str:
+    """The [mri] fields that put tip position i where it is along axis (0 x, 1 y, 2 z)."""
+    scan, plane, iy = int(path.scan[i]), int(path.path.plane[i]), int(path.path.iy[i])
+    n_deer = len(mri.deer_gaps)
+    section = scan == DEER and plane >= n_deer
+    if scan == RETRACTED:
+        return "mri.retract_z"
+    if axis == 0:
+        return "mri.x0, mri.nx, mri.step"
+    if axis == 1:
+        return f"mri.sections[{plane - n_deer}].y" if section else "mri.y0, mri.ny, mri.step"
+    if section:
+        return f"mri.sections[{plane - n_deer}].gaps[{iy}]"
+    return f"mri.psf_gaps[{plane}]" if scan == PSF else f"mri.deer_gaps[{plane}]"
+
+
+def check_path(path: MriPath, travel: ScannerConstraints, mri: MriConfig | None = None) -> None:
     """ValueError (one line) for the first tip position at a gap <= 0 (the tip would touch the surface)
-    or outside the scanner's travel: checked before anything moves."""
+    or outside the scanner's travel: checked before anything moves (and when the rig's file loads).
+    With `mri` (the config the path came from) the line names the fields that put it there."""
     xyz = path.path.xyz
     bad = np.flatnonzero(~(xyz[:, 2] > 0))
     if bad.size:
         i = int(bad[0])
+        where = f" (set by {_fields_of(mri, path, i, 2)})" if mri is not None else ""
         raise ValueError(f"mri: tip position {i} at gap {xyz[i, 2]:.4g} m would be driven into the surface "
-                         "(every gap must be > 0 m)")
+                         f"(every gap must be > 0 m){where}")
     for axis, (lo, hi) in enumerate((travel.x_range, travel.y_range, travel.z_range)):
         out = np.flatnonzero((xyz[:, axis] < lo) | (xyz[:, axis] > hi))
         if out.size:
             i = int(out[0])
+            where = f"; set by {_fields_of(mri, path, i, axis)}" if mri is not None else ""
             raise ValueError(f"mri: tip position {i} ({', '.join(f'{v:.4g}' for v in xyz[i])}) m is outside the "
-                             f"scanner's travel in {'xyz'[axis]} [{lo:.4g}, {hi:.4g}] m ({out.size} positions)")
+                             f"scanner's travel in {'xyz'[axis]} [{lo:.4g}, {hi:.4g}] m ({out.size} positions{where})")
+
+
+class MriSequences(NamedTuple):
+    """What an NV-MRI run plays, compiled and checked against the rig's devices (`check_mri`): the tip
+    path, the dither's half-step delta (Hz), its repetitions per cycle and the dither cycle, and the DEER
+    shot with the RF pi pulse and the echo without it (None without DEER positions)."""
+
+    path: MriPath
+    delta: float
+    reps: int
+    cycle: object
+    deer_shot: object | None
+    echo_shot: object | None
+
+
+def check_mri(mri: MriConfig, devices: RigDevices, timing: ShotTiming = ShotTiming()) -> MriSequences:
+    """Everything an NV-MRI run on `devices` can be refused for before it moves anything: the devices
+    it needs, every tip position inside the scanner's travel and above the surface, the dither within
+    the microwave's FM deviation, the dither cycle and DEER shots playable by the pulse generator.
+    ValueError (one line, naming the [mri] field) otherwise; the rig calls it when its file loads
+    (rt/devices.py) and again at run start (`MriPlan`)."""
+    missing = [n for n in ("microwave", "counter", "pulser") if getattr(devices, n) is None]
+    path = mri_path(mri)
+    has_deer = bool((path.scan == DEER).any())
+    if has_deer and devices.rf is None:
+        missing.append("rf")
+    if missing:
+        raise ValueError(f"mri: this rig has no {', '.join(missing)} (an NV-MRI run needs them)")
+    check_path(path, devices.scanner.constraints, mri)
+    lk = mri.lock
+    delta = dither_delta(lk.fwhm_hz)
+    if delta > devices.microwave.constraints.max_fm_deviation_hz:
+        raise ValueError(f"mri.lock.fwhm_hz: the dither of {delta:.4g} Hz it sets exceeds the microwave's FM "
+                         f"deviation ({devices.microwave.constraints.max_fm_deviation_hz:.4g} Hz)")
+    margin = RECOVERY_HALF_SPAN_FWHM * lk.fwhm_hz + delta  # a recovery sweep and the dither beyond the range
+    f_lo, f_hi = devices.microwave.constraints.frequency_range
+    if lk.search_lo_hz - margin < f_lo or lk.search_hi_hz + margin > f_hi:
+        name = "mri.lock.search_lo_hz" if lk.search_lo_hz - margin < f_lo else "mri.lock.search_hi_hz"
+        raise ValueError(f"{name}: the search range [{lk.search_lo_hz:.6g}, {lk.search_hi_hz:.6g}] Hz and the "
+                         f"+-{margin:.4g} Hz a lock may sweep beyond it leave the microwave's range "
+                         f"[{f_lo:.6g}, {f_hi:.6g}] Hz")
+    reps = max(1, round(lk.gate_s / DITHER_HALF_PERIOD_S))
+    cycle = dither_cycle(lk.gate_s / reps)
+    shots = [("mri.lock.gate_s", cycle)]
+    deer_shot = echo_shot = None
+    if has_deer:
+        nv, rf = deer_pulse_times(mri.tau_s)
+        deer_shot = coherence_shot(mri.tau_s, nv, timing, rf_times=rf)
+        echo_shot = coherence_shot(mri.tau_s, nv, timing)
+        shots += [("mri.tau_s", deer_shot), ("mri.tau_s", echo_shot)]
+    pulser = devices.pulser.constraints
+    for name, shot in shots:  # a sequence the generator cannot play is refused before anything moves
+        try:
+            pulser.check(shot)
+        except DeviceError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    for name, n in (("mri.lock.gate_s", reps * max(lk.cycles, SWEEP_CYCLES)), ("mri.deer_shots", mri.deer_shots)):
+        if n > pulser.max_repetitions:
+            raise ValueError(f"{name}: {n} repetitions in one play exceed the pulse generator's "
+                             f"{pulser.max_repetitions}")
+    return MriSequences(path, delta, reps, cycle, deer_shot, echo_shot)
 
 
 class MriPlan:
@@ -109,30 +210,13 @@ class MriPlan:
     the search sweeps and the recovery sweeps."""
 
     def __init__(self, run_id: str, mri: MriConfig, devices: RigDevices, timing: ShotTiming = ShotTiming()):
-        missing = [n for n in ("microwave", "counter", "pulser") if getattr(devices, n) is None]
-        self.path = mri_path(mri)
-        has_deer = bool((self.path.scan == DEER).any())
-        if has_deer and devices.rf is None:
-            missing.append("rf")
-        if missing:
-            raise ValueError(f"mri: this rig has no {', '.join(missing)} (an NV-MRI run needs them)")
-        check_path(self.path, devices.scanner.constraints)
+        checked = check_mri(mri, devices, timing)
+        self.path = checked.path
         self.run_id, self.mri, self.devices, lk = run_id, mri, devices, mri.lock
-        self.delta = dither_delta(lk.fwhm_hz)
+        self.delta = checked.delta
         self.slope = lorentzian_error_slope(lk.fwhm_hz, lk.contrast, self.delta)
-        if self.delta > devices.microwave.constraints.max_fm_deviation_hz:
-            raise ValueError(f"mri: the dither of {self.delta:.4g} Hz exceeds the microwave's FM deviation "
-                             f"({devices.microwave.constraints.max_fm_deviation_hz:.4g} Hz)")
-        self.reps = max(1, round(lk.gate_s / DITHER_HALF_PERIOD_S))
-        self.cycle = dither_cycle(lk.gate_s / self.reps)
-        shots = [self.cycle]
-        if has_deer:
-            nv, rf = deer_pulse_times(mri.tau_s)
-            self.deer_shot = coherence_shot(mri.tau_s, nv, timing, rf_times=rf)
-            self.echo_shot = coherence_shot(mri.tau_s, nv, timing)
-            shots += [self.deer_shot, self.echo_shot]
-        for s in shots:  # a sequence the generator cannot play is refused before anything moves
-            devices.pulser.constraints.check(s)
+        self.reps, self.cycle = checked.reps, checked.cycle
+        self.deer_shot, self.echo_shot = checked.deer_shot, checked.echo_shot
         self.grids = {}  # (scan, plane) -> locked frequencies (lines, nx) Hz, NaN where not (yet) locked
         for scan, plane, iy in zip(self.path.scan, self.path.path.plane, self.path.path.iy):
             key = (int(scan), int(plane))
@@ -254,13 +338,18 @@ class MriPlan:
         pulser.play(self.reps * lk.cycles)
         g = counter.gated_counts()
         self.i0 = (g.signal + g.reference) / (2.0 * lk.cycles)
-        if not self.i0 > 0:
-            raise DeviceError("mri: no photons counted with the tip retracted (laser or counter off?)")
+        if not self.i0 >= MIN_PHOTONS_PER_GATE:
+            raise DeviceError(f"mri: {self.i0 * lk.cycles:.4g} photons in {lk.cycles} gates of mri.lock.gate_s = "
+                              f"{lk.gate_s:.4g} s with the tip retracted, under {MIN_PHOTONS_PER_GATE:g} per gate: "
+                              "too few for a lock (a longer gate_s; or is the laser or counter off?)")
         mw.set_output(True)
         f, sigma, state, cycles, photons = self._lock(math.nan)
         if state == LOST:
-            raise DeviceError(f"mri: no ODMR line found with the tip retracted in [{lk.search_lo_hz:.6g}, "
-                              f"{lk.search_hi_hz:.6g}] Hz")
+            raise DeviceError(f"mri: no ODMR line found with the tip retracted in mri.lock.search_lo_hz.."
+                              f"search_hi_hz [{lk.search_lo_hz:.6g}, {lk.search_hi_hz:.6g}] Hz")
+        warning = anticrossing_warning(f)
+        if warning:
+            log.warning("run %s: %s", self.run_id, warning)
         self.f_retracted = f
         self.f_rf = dark_rf_frequency(f, self.mri.rf_offset_hz)
         if self.devices.rf is not None:
@@ -346,5 +435,6 @@ class MriPlan:
         return out[0], out[1]
 
 
-__all__ = ["RETRACTED", "PSF", "DEER", "LOCKED", "RECOVERED", "LOST", "DITHER_HALF_PERIOD_S", "MriPath", "mri_path",
-           "check_path", "MriPlan"]
+__all__ = ["RETRACTED", "PSF", "DEER", "LOCKED", "RECOVERED", "LOST", "DITHER_HALF_PERIOD_S", "MIN_PHOTONS_PER_GATE",
+           "NEAR_ANTICROSSING_T", "MriPath", "mri_path", "check_path", "MriSequences", "check_mri", "MriPlan",
+           "anticrossing_warning"]

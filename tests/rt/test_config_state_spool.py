@@ -87,6 +87,17 @@ def test_spool_keeps_until_ack_survives_restart_and_is_bounded(tmp_path):
     ("devices = 3\n", "rig.toml.devices: expected a table"),
     ("[coherence.timing]\npi_s = -1e-9\n", "rig.toml.coherence.timing: pi_s must be a finite time >= 0 s"),
     ("[coherence.timing]\ngate_s = 2e-6\n", "rig.toml.coherence.timing: gate_s must be > 0 s and fit twice"),
+    ("[mri]\nnxx = 3\n", "rig.toml.mri.nxx: unknown field \\(known: deer_gaps, "),
+    ("[mri.lock]\ngian = 0.3\n", "rig.toml.mri.lock.gian: unknown field"),
+    ("[mri]\nnx = 0\n", "rig.toml.mri.nx: must be >= 1, got 0$"),
+    ("[mri]\npsf_gaps = [0.0, 5e-9]\n", "rig.toml.mri.psf_gaps\\[0\\]: must be > 0 m"),
+    ("[mri]\ndeer_gaps = [-1e-9]\n", "rig.toml.mri.deer_gaps\\[0\\]: must be > 0 m"),
+    ("[mri]\npsf_gaps = [10e-9, 12e-9, 15e-9]\n", "rig.toml.mri.psf_gaps: must be evenly spaced, got steps of 2e-09, 3e-09 m$"),
+    ("[[mri.sections]]\ny = 0.0\ngaps = []\n", "rig.toml.mri.sections\\[0\\].gaps: must list at least one"),
+    ("[[mri.sections]]\ny = 0.0\n", "rig.toml.mri.sections\\[0\\].gaps: missing \\(required: y, gaps\\)$"),
+    ("[[mri.sections]]\ny = 0.0\ngaps = [1e-8]\nz = 3\n", "rig.toml.mri.sections\\[0\\].z: unknown field"),
+    ("[mri.lock]\ngate_s = 0.0\n", "rig.toml.mri.lock.gate_s: must be > 0 s"),
+    ("[mri.lock]\nsearch_hi_hz = 5.5e9\n", "rig.toml.mri.lock.search_hi_hz: must exceed search_lo_hz"),
 ])
 def test_bad_devices_config_is_one_line_naming_the_field(tmp_path, text, words):
     path = tmp_path / "rig.toml"

@@ -122,7 +122,8 @@ def test_a_tip_driven_into_the_surface_is_refused_at_load_and_at_run_start():
     devices = compose_devices(cfg, sim=True)
     moves = devices.scanner.moves
     bad = dataclasses.replace(cfg.mri, deer_gaps=(20 * NM, 0.0))  # built past the config's check
-    with pytest.raises(ValueError, match="^mri: tip position 106 at gap 0 m would be driven into the surface"):
+    with pytest.raises(ValueError, match=r"^mri: tip position 106 at gap 0 m would be driven into the surface "
+                                         r"\(every gap must be > 0 m\) \(set by mri.deer_gaps\[1\]\)$"):
         MriPlan("r", bad, devices)
     assert devices.scanner.moves == moves
 
@@ -132,7 +133,8 @@ def test_positions_outside_the_scanners_travel_are_refused_before_anything_moves
     devices = compose_devices(cfg, sim=True)
     devices.scanner = SimScanner(ScannerConstraints((-2.5e-9, 50e-6), (-50e-6, 50e-6), (-10e-6, 10e-6)))
     with pytest.raises(ValueError, match=r"^mri: tip position 1 \(-3e-09, -2e-09, 1.8e-08\) m is outside the "
-                                         r"scanner's travel in x \[-2.5e-09, 5e-05\] m \(15 positions\)$"):
+                                         r"scanner's travel in x \[-2.5e-09, 5e-05\] m \(15 positions; set by mri.x0, mri.nx, "
+                                         r"mri.step\)$"):
         MriPlan("r", cfg.mri, devices)
     assert devices.scanner.moves == 0
 
@@ -198,3 +200,74 @@ def test_the_default_mri_config_is_a_small_fast_scan():
     m = MriConfig()
     assert (m.nx, m.ny, m.step) == (21, 21, 1e-9) and len(mri_path(m)) == 1 + 5 * 441
     assert RigConfig().mri == m
+
+
+def _rig_config(tmp_path: Path, text: str) -> RigConfig:
+    from nvscope.rt.config import load_rig_config
+
+    path = tmp_path / "rig.toml"
+    path.write_text(text)
+    return load_rig_config(path)
+
+
+@pytest.mark.parametrize("text, line", [
+    ("[mri]\nretract_z = 20e-6\n", r"^mri: tip position 0 \(0, 0, 2e-05\) m is outside the scanner's travel in z "
+                                    r"\[-1e-05, 1e-05\] m \(1 positions; set by mri.retract_z\)$"),
+    ("[[mri.sections]]\ny = 60e-6\ngaps = [2e-8]\n", r"set by mri.sections\[0\].y\)$"),
+    ("[mri.lock]\nfwhm_hz = 200e6\nsearch_hi_hz = 7e9\n", r"^mri.lock.fwhm_hz: the dither of 5.774e\+07 Hz"),
+    ("[mri.lock]\nsearch_lo_hz = 1e6\nsearch_hi_hz = 1.5e9\n", r"^mri.lock.search_lo_hz: the search range .* leave the "
+                                                             r"microwave's range \[9000, 2e\+10\] Hz$"),
+])
+def test_an_mri_scan_the_rig_cannot_run_is_refused_when_its_file_loads(tmp_path, text, line):
+    cfg = _rig_config(tmp_path, text)  # valid on its own: only the devices can refuse it
+    with pytest.raises(ConfigError, match=line):
+        compose_devices(cfg, sim=True)
+
+
+@pytest.mark.parametrize("text, line", [
+    ("[sim.mri]\nb0_t = 0.0\n", r"^sim.mri: b0_t must be a bias along the NV axis above the level anticrossing"),
+    ("[sim.mri]\nb0_t = 0.09\n", r"^sim.mri: b0_t must be .* got 0.09$"),
+    ("[sim.mri]\ndark_spins = [[0.0, 0.0, 5e-9]]\n", r"^sim.mri: dark_spins\[0\] at z = 5e-09 m lies above the "
+                                                     r"diamond surface"),
+    ("[sim.mri]\ndark_spins = [[0.0, 0.0, 30e-9]]\n", r"above the diamond surface"),  # where the tip would be
+    ("[sim.mri]\ndark_spins = [[0.0, 0.0, -10e-9]]\n", r"^sim.mri: dark_spins\[0\] .* sits on the NV"),
+    ("[sim.mri]\nnv_depth_m = -1e-9\n", r"^sim.mri: nv_depth_m must be > 0 m"),
+    ("[sim.mri.layer]\ndensity_per_m2 = 1e17\nheight_m = 3e-9\n", r"^sim.mri.layer: height_m must be <= 0 m"),
+])
+def test_a_sim_mri_sample_that_cannot_be_is_refused_in_one_line(tmp_path, text, line):
+    cfg = _rig_config(tmp_path, text)
+    with pytest.raises(ConfigError, match=line):
+        compose_devices(cfg, sim=True)
+
+
+def test_a_bias_near_the_anticrossing_is_warned_about_at_load_and_at_run_start(tmp_path, caplog):
+    from nvscope.firmware_sim.mri_sample import B_ANTICROSSING_T
+    from nvscope.rt.mri import anticrossing_warning
+
+    assert B_ANTICROSSING_T == pytest.approx(0.10239, abs=1e-5)  # D / gamma_NV
+    cfg = _rig_config(tmp_path, "[sim.mri]\nb0_t = 0.1024\n")
+    with caplog.at_level("WARNING"):
+        compose_devices(cfg, sim=True)
+    assert "within 50 mT of the ground-state level anticrossing" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        compose_devices(_rig_config(tmp_path, "[sim.mri]\nb0_t = 0.30\n"), sim=True)
+    assert "anticrossing" not in caplog.text
+    # the rig's own check, from the retracted line: |gamma B0 - D| = f puts B0 f / gamma from it
+    assert anticrossing_warning(5.539e9) is None and anticrossing_warning(1.5e9) is None
+    assert "1.0 mT from the ground-state level anticrossing" in anticrossing_warning(28.03e6)
+
+
+def test_a_gate_too_short_to_count_a_photon_fails_the_run_at_its_start_naming_gate_s(tmp_path):
+    cfg = config(lock={"gate_s": 1e-12})
+    devices = compose_devices(cfg, sim=True)
+    sent = rig_run(tmp_path, cfg, devices)
+    assert [type(m) for m in sent] == [RunStart, RunEnd] and sent[-1].exit_status == "failed"
+    assert "mri.lock.gate_s = 1e-12 s" in sent[-1].reason and "\n" not in sent[-1].reason
+
+
+def test_a_search_range_that_misses_the_line_fails_the_run_at_its_start_naming_the_range(tmp_path):
+    cfg = config(lock={"search_lo_hz": 6.0e9, "search_hi_hz": 6.4e9})
+    sent = rig_run(tmp_path, cfg)
+    assert [type(m) for m in sent] == [RunStart, RunEnd] and sent[-1].exit_status == "failed"
+    assert "no ODMR line found with the tip retracted in mri.lock.search_lo_hz" in sent[-1].reason
