@@ -312,9 +312,12 @@ class MriPlan:
             if iy > 1:
                 return feedforward(np.ascontiguousarray(g[iy - 2:iy, ix]), math.nan)
             last = g[0, ix]
-            if prev is None or prev.shape[0] < 2:
+            if prev is not None and prev.shape[0] >= 2:
+                step = prev[1, ix] - prev[0, ix]
+            elif self.kind[1]:
                 return math.nan  # a section's lines are gaps apart: search
-            step = prev[1, ix] - prev[0, ix]
+            else:
+                step = math.nan  # a plane's lines are a step apart: the local sweep below
         if not math.isfinite(last):
             return math.nan
         if math.isfinite(step):

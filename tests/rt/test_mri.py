@@ -50,7 +50,7 @@ def run_plan(cfg: RigConfig, devices=None, before=None) -> tuple[MriPlan, list, 
 
 
 def test_every_pixel_locks_on_the_line_with_a_sigma_that_matches_the_scatter():
-    plan, sent, devices = run_plan(config())
+    plan, sent, devices = run_plan(config(seed=5))
     locks = [m for m in sent if isinstance(m, Lock)]
     assert len(locks) == len(mri_path(config().mri)) == 1 + 3 * 35
     assert [m.index for m in locks] == list(range(len(locks)))
@@ -271,3 +271,23 @@ def test_a_search_range_that_misses_the_line_fails_the_run_at_its_start_naming_t
     sent = rig_run(tmp_path, cfg)
     assert [type(m) for m in sent] == [RunStart, RunEnd] and sent[-1].exit_status == "failed"
     assert "no ODMR line found with the tip retracted in mri.lock.search_lo_hz" in sent[-1].reason
+
+
+def test_a_planes_second_line_without_a_plane_before_starts_from_a_local_sweep_not_a_search():
+    """docs/physics.md section 2.4: a lock starts from its prediction; with one point to go on (the line
+    before, no plane before) a sweep of +-5 linewidths around it, not the whole search range (451 points)."""
+    cfg = config()
+    devices = compose_devices(cfg, sim=True)
+    lo = cfg.mri.lock.search_lo_hz
+    set_frequency, searches = devices.microwave.set_frequency, []
+
+    def counting(f: float) -> None:
+        if f == lo:  # the first frequency of a sweep over the search range
+            searches.append(f)
+        set_frequency(f)
+
+    devices.microwave.set_frequency = counting
+    plan, sent, _ = run_plan(cfg, devices)
+    # the retracted reference and the first pixel of each plane (2 PSF, 1 DEER) search; nothing else
+    assert len(searches) == 4, plan.stats
+    assert {m.state for m in sent if isinstance(m, Lock)} == {LOCKED}
