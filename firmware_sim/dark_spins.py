@@ -73,7 +73,7 @@ def dark_resonance(b_total: np.ndarray) -> np.ndarray:
 def deer_signal(spins: DarkSpins, field_at: Callable[[np.ndarray], np.ndarray], nv_position: np.ndarray,
                 n_nv: np.ndarray, f_rf: float, tau: float, t_pi_rf: float, t2star: float,
                 line: str = "lorentzian") -> np.ndarray:
-    """DEER signal (echo with RF / echo without RF, 0-1) = prod_k [1 - p_k (1 - cos(pi J_k tau))].
+    """DEER signal (echo with RF / echo without RF, -1 to 1) = prod_k [1 - p_k (1 - cos(pi J_k tau))].
 
     field_at(points (K, 3) m) -> total field (..., K, 3) T at the spins (bias + tip; leading axes,
     e.g. one per tip position, give the signal's shape); nv_position (3,) m; n_nv the NV axis;
@@ -95,7 +95,7 @@ def deer_signal(spins: DarkSpins, field_at: Callable[[np.ndarray], np.ndarray], 
 
 
 def count_ratio(signal: np.ndarray, contrast: float = 0.25, coherence: float = 1.0) -> np.ndarray:
-    """Expected n_rf / n_ref of the pulsed readout for a DEER signal (0-1): a shot ends in ms=0 with
+    """Expected n_rf / n_ref of the pulsed readout for a DEER signal (-1 to 1): a shot ends in ms=0 with
     probability (1 + C S)/2 (C the echo's own coherence), and ms=-1 gives `contrast` fewer photons."""
     s = np.asarray(signal, dtype=np.float64)
     return (1.0 - contrast * (1.0 - coherence * s) / 2.0) / (1.0 - contrast * (1.0 - coherence) / 2.0)
@@ -103,7 +103,7 @@ def count_ratio(signal: np.ndarray, contrast: float = 0.25, coherence: float = 1
 
 def signal_from_counts(n_rf: np.ndarray, n_ref: np.ndarray, contrast: float = 0.25,
                        coherence: float = 1.0) -> np.ndarray:
-    """The DEER signal (0-1) estimated from the counts with and without RF (inverse of count_ratio)."""
+    """The DEER signal (-1 to 1) estimated from the counts with and without RF (inverse of count_ratio)."""
     ratio = np.asarray(n_rf, dtype=np.float64) / np.asarray(n_ref, dtype=np.float64)
     ref = 1.0 - contrast * (1.0 - coherence) / 2.0
     return (1.0 - 2.0 * (1.0 - ratio * ref) / contrast) / coherence
@@ -118,8 +118,8 @@ def deer_counts(signal: np.ndarray, shots: int, rng: np.random.Generator, photon
     if not (shots >= 0 and photons_per_shot >= 0 and 0 <= contrast <= 1 and 0 <= coherence <= 1):
         raise ValueError("deer counts need shots >= 0, photons_per_shot >= 0, 0 <= contrast <= 1 and "
                          f"0 <= coherence <= 1, got {shots}, {photons_per_shot}, {contrast}, {coherence}")
-    if not np.all((s >= 0) & (s <= 1)):
-        raise ValueError("deer counts: the DEER signal must lie in [0, 1]")
+    if not np.all((s >= -1) & (s <= 1)):  # an echo ratio: a spin with pi J tau near pi inverts the echo
+        raise ValueError("deer counts: the DEER signal must lie in [-1, 1]")
     lam = shots * photons_per_shot
     n_rf = rng.poisson(lam * (1.0 - contrast * (1.0 - coherence * s) / 2.0))
     n_ref = rng.poisson(np.broadcast_to(lam * (1.0 - contrast * (1.0 - coherence) / 2.0), s.shape))

@@ -19,7 +19,7 @@ from .mri.cli import add_mri_parser
 from .srm.g2_cli import add_g2_parser
 from .vqns.cli import add_vqns_parser
 
-RUN_KINDS = ("srm", "vqns")
+RUN_KINDS = ("srm", "vqns", "mri")
 """The run kinds `nvscope host --run` can start."""
 
 
@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--out", default="nvscope-data", help="folder for the run files")
     h.add_argument("--run", action="append", default=[], metavar="KIND", choices=RUN_KINDS,
                    help="start a run of this kind (srm: antibunching scan, vqns: adaptive noise "
-                        "spectroscopy) once connected; runs go one after another; repeatable")
+                        "spectroscopy, mri: NV-MRI tip scan with DEER maps and localization) once "
+                        "connected; runs go one after another; repeatable")
     add_vqns_parser(sub)
     add_g2_parser(sub)
     add_mri_parser(sub)

@@ -209,7 +209,19 @@ def test_deer_counts_are_poisson_and_estimate_the_signal(coherence):
 
 def test_deer_counts_refuse_bad_input():
     rng = np.random.default_rng(0)
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
         deer_counts(np.array([1.2]), 100, rng)
+    with pytest.raises(ValueError):
+        deer_counts(np.array([-1.2]), 100, rng)
     with pytest.raises(ValueError, match="contrast"):
         deer_counts(np.array([0.5]), 100, rng, contrast=1.5)
+
+
+def test_a_spin_at_pi_j_tau_near_pi_inverts_the_echo_and_its_counts_follow():
+    """One flipped spin (p = 1) with pi J tau = pi multiplies the echo by 1 - 2 = -1: fewer photons with
+    RF than without, as count_ratio says (the counts must not refuse a negative signal)."""
+    s = np.array([1.0 - 1.0 * (1.0 - np.cos(np.pi))])
+    assert s[0] == pytest.approx(-1.0)
+    n_rf, n_ref = deer_counts(s, 2_000_000, np.random.default_rng(3), photons_per_shot=0.03, contrast=0.25)
+    assert n_rf[0] / n_ref[0] == pytest.approx(count_ratio(s)[0], abs=5 * np.sqrt(2 / n_ref[0]))
+    assert count_ratio(s)[0] == pytest.approx(0.75)
