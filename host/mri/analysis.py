@@ -78,7 +78,7 @@ def localization_input(maps: MriMaps) -> tuple[dict, list[tuple[str, np.ndarray]
     if n < len(usable):
         notes.append(f"PSF planes {sorted(set(range(len(usable))) - set(planes))} left out of the localization "
                      f"(more than {PSF_FILL_MAX:.0%} of their pixels missing or lost, or not adjacent to the rest)")
-    detuning = []
+    detuning, f_sigma = [], []
     for z in planes:
         plane = maps.detuning[z]
         if not np.isfinite(plane).all():
@@ -86,8 +86,13 @@ def localization_input(maps: MriMaps) -> tuple[dict, list[tuple[str, np.ndarray]
                          "for the localization (the stored map keeps NaN)")
             plane = _fill_plane(plane, maps.psf_tip[z])
         detuning.append(plane)
+        sig = maps.f_sigma[z]
+        ok = np.isfinite(sig) & (sig > 0)  # an interpolated pixel gets its plane's largest lock sigma
+        f_sigma.append(np.where(ok, sig, np.max(sig[ok]) if ok.any() else np.nan))
     arrays: dict = {"psf_tip": maps.psf_tip[z0:z0 + n],
                     "detuning": np.stack(detuning) if detuning else np.zeros((0, *maps.detuning.shape[1:]))}
+    if f_sigma and np.isfinite(f_sigma).all():  # the lock's standard errors, propagated into the positions
+        arrays["detuning_sigma"] = np.stack(f_sigma)
     with_data = [d for d in maps.deer if d.valid.any()]
     if len(with_data) == 1 and with_data[0].valid.all():
         d = with_data[0]

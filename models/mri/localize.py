@@ -1,7 +1,7 @@
 """NV-MRI localization: dark spins (k = 1..3, product model, k by BIC) or a dense layer (Richardson-Lucy)
 from a DEER map and the PSF stack (docs/physics.md section 2.6); the `nvscope mri localize` result.
 
-model="auto": fit the spin model first; if even its best fit leaves the map unexplained (reduced
+model="auto": fit the spin model first (k = 0..3); if even its best fit leaves the map unexplained (reduced
 chi^2 > AUTO_LAYER_CHI2: more resonant structure than three spins make) and the map is one lateral
 plane, the layer model is used. Spin positions are relative to the NV (+z out of the diamond).
 """
@@ -66,7 +66,8 @@ class Localization:
 
 
 def _coverage(problem: SpinProblem, positions_m: np.ndarray, fit_model: np.ndarray) -> None:
-    """MriInputError when a spin's resonant pixels, shifted by its position, fall off the PSF grid."""
+    """MriInputError when a spin's resonant pixels, shifted by its position, fall off the PSF grid (only
+    for spins the BIC kept: a fit to noise is reported as no spin, never refused)."""
     for r in positions_m:
         shifted = problem.tips - r
         inside = problem.slice.spline.inside(shifted, margin=0.0)
@@ -89,6 +90,11 @@ def localize(scan: MriScan, model: str = "auto") -> Localization:
         fits = fit_spins(problem)
         best = choose_k(fits)
         if model == "spins" or best.chi2_reduced <= AUTO_LAYER_CHI2 or scan.deer_tip.ndim != 3:
+            if best.k == 0:
+                gain = fits[0].chi2 - fits[1].chi2
+                warnings.append(f"no dark spin detected: the best single spin lowers chi^2 by only {gain:.1f}, "
+                                f"less than the {fits[1].bic - fits[1].chi2:.1f} its four parameters cost (BIC); "
+                                "the DEER map is noise at this tau and shot count")
             _coverage(problem, best.positions_m, best.model)
             if best.at_bound:
                 warnings.append("a spin's depth sits at the edge of the depths the PSF stack covers "

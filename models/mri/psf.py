@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, sparse
 from scipy.optimize import least_squares
 
 from nvscope.rt.kernels.spin_constants import D_HZ, GAMMA_DARK_HZ_PER_T, GAMMA_NV_HZ_PER_T
@@ -34,6 +34,7 @@ class PsfSpline:
         self.step = np.array([x[1] - x[0], y[1] - y[0], z[1] - z[0]])
         self.upper = np.array([x[-1], y[-1], z[-1]])
         v = scan.detuning if values is None else values
+        self.shape = v.shape  # (Nz, Ny, Nx)
         self.coeffs = ndimage.spline_filter(np.ascontiguousarray(v, dtype=np.float64), order=3, mode="nearest")
 
     def __call__(self, apex_m: np.ndarray) -> np.ndarray:
@@ -43,6 +44,36 @@ class PsfSpline:
         coords = np.stack([idx[..., 2].ravel(), idx[..., 1].ravel(), idx[..., 0].ravel()])
         out = ndimage.map_coordinates(self.coeffs, coords, order=3, mode="nearest", prefilter=False)
         return out.reshape(a.shape[:-1])
+
+    def linear_map(self, apex_m: np.ndarray, reach: int = 4) -> sparse.csr_matrix:
+        """The interpolation as a matrix G (N, Nz Ny Nx): spline(apex) = G @ values.ravel() for apex (N, 3) m.
+        The cubic spline is a tensor product of 1-D splines, each linear in the grid values; each point keeps
+        the 2 reach nodes per axis around it (the spline filter's response falls 3.7x per node, so the
+        dropped weights are < 1e-3)."""
+        a = np.asarray(apex_m, dtype=np.float64).reshape(-1, 3)
+        idx = (a - self.origin) / self.step
+        per_axis = []
+        for ax, n in zip((2, 1, 0), self.shape):  # z, y, x: the stack's axes
+            u = idx[:, ax]
+            m = min(2 * reach, n)
+            j0 = np.clip(np.floor(np.clip(u, 0.0, n - 1.0)).astype(np.int64) - reach + 1, 0, n - m)
+            cols = j0[:, None] + np.arange(m)
+            w = np.empty(cols.shape)
+            for j in range(n):  # the interpolated impulse at node j, at every u
+                hit = (cols == j)
+                rows = np.nonzero(hit.any(axis=1))[0]
+                if rows.size == 0:
+                    continue
+                imp = ndimage.spline_filter1d(np.eye(n)[j], order=3, mode="nearest")
+                w[hit] = ndimage.map_coordinates(imp, u[rows][None, :], order=3, mode="nearest", prefilter=False)
+            per_axis.append((cols, w))
+        (cz, wz), (cy, wy), (cx, wx) = per_axis
+        ny, nx = self.shape[1], self.shape[2]
+        col = (cz[:, :, None, None] * ny + cy[:, None, :, None]) * nx + cx[:, None, None, :]
+        val = wz[:, :, None, None] * wy[:, None, :, None] * wx[:, None, None, :]
+        n_pts = a.shape[0]
+        rows = np.repeat(np.arange(n_pts), col[0].size)
+        return sparse.csr_matrix((val.ravel(), (rows, col.ravel())), shape=(n_pts, int(np.prod(self.shape))))
 
     def inside(self, apex_m: np.ndarray, margin: float = 0.0) -> np.ndarray:
         """Whether each apex position (..., 3) m lies inside the grid (bool)."""

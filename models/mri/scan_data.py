@@ -15,6 +15,10 @@ import numpy as np
 from nvscope.rt.kernels.spin_constants import D_HZ, GAMMA_NV_HZ_PER_T
 
 REQUIRED_ARRAYS = ("psf_tip", "detuning", "deer_tip", "deer")
+OPTIONAL_ARRAYS = ("deer_sigma", "detuning_sigma")
+"""Optional arrays: deer_sigma (...) the DEER dip's standard error (else estimated from the map), and
+detuning_sigma (Nz, Ny, Nx) Hz the lock's standard error of each detuning pixel (its f_sigma; else the rms
+residual of the tip-dipole fit to the stack), propagated into the positions' sigmas."""
 REQUIRED_SCALARS = ("f_rf", "b0", "depth", "t_pi_rf", "t2star_dark", "tau")
 OPTIONAL_SCALARS = {"readout_contrast": 0.25, "echo_coherence": 1.0}
 """Optional scalars and their defaults (docs/physics.md section 2.5): the pulsed readout's contrast and the
@@ -33,7 +37,8 @@ class MriInputError(ValueError):
 @dataclass(frozen=True)
 class MriScan:
     """One NV-MRI scan, validated: psf_tip (Nz, Ny, Nx, 3) m, detuning (Nz, Ny, Nx) Hz, deer_tip (..., 3) m,
-    deer (...) the dip 1 - N_rf/N_ref, deer_sigma (...) or None, and the scalars in SI units."""
+    deer (...) the dip 1 - N_rf/N_ref, deer_sigma (...) or None, the scalars in SI units, and
+    detuning_sigma (Nz, Ny, Nx) Hz (the lock's standard error of each detuning pixel) or None."""
 
     psf_tip: np.ndarray
     detuning: np.ndarray
@@ -48,6 +53,7 @@ class MriScan:
     tau: float
     readout_contrast: float = 0.25
     echo_coherence: float = 1.0
+    detuning_sigma: np.ndarray | None = None
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -134,6 +140,13 @@ def scan_from_arrays(arrays: dict) -> MriScan:
             raise MriInputError(f"`deer_sigma` has shape {sigma.shape}, `deer` has {deer.shape}")
         if not np.all(sigma > 0):
             raise MriInputError("`deer_sigma` must be > 0 everywhere")
+    det_sigma = None
+    if "detuning_sigma" in arrays:
+        det_sigma = _array(arrays, "detuning_sigma")
+        if det_sigma.shape != detuning.shape:
+            raise MriInputError(f"`detuning_sigma` has shape {det_sigma.shape}, `detuning` has {detuning.shape}")
+        if not np.all(det_sigma > 0):
+            raise MriInputError("`detuning_sigma` must be > 0 Hz everywhere")
     _check_grid(psf_tip)
     if psf_tip[..., 2].min() <= 0:
         raise MriInputError(f"`psf_tip` reaches z = {psf_tip[..., 2].min():.3g} m: a tip at or below the surface")
@@ -163,10 +176,11 @@ def scan_from_arrays(arrays: dict) -> MriScan:
             f"({ANTICROSSING_T:.4f} T): there the NV line is not gamma_NV B - D (the tip's transverse field mixes "
             "the levels and the tip shift can change sign), so the PSF misassigns the dark spins' slice; "
             "the positions are not reliable")
-    for a in (psf_tip, detuning, deer_tip, deer) + ((sigma,) if sigma is not None else ()):
-        a.setflags(write=False)
+    for a in (psf_tip, detuning, deer_tip, deer, sigma, det_sigma):
+        if a is not None:
+            a.setflags(write=False)
     return MriScan(psf_tip=psf_tip, detuning=detuning, deer_tip=deer_tip, deer=deer, deer_sigma=sigma,
-                   warnings=tuple(warnings), **s)
+                   detuning_sigma=det_sigma, warnings=tuple(warnings), **s)
 
 
 def load_mri_npz(path: str) -> MriScan:
@@ -174,7 +188,7 @@ def load_mri_npz(path: str) -> MriScan:
     from nvscope.proto.command_line import InputError
     from nvscope.proto.npz_files import load_npz
 
-    keys = REQUIRED_ARRAYS + ("deer_sigma",) + REQUIRED_SCALARS + tuple(OPTIONAL_SCALARS)
+    keys = REQUIRED_ARRAYS + OPTIONAL_ARRAYS + REQUIRED_SCALARS + tuple(OPTIONAL_SCALARS)
     try:
         arrays = load_npz(path, keys)
     except InputError as exc:
@@ -185,4 +199,5 @@ def load_mri_npz(path: str) -> MriScan:
         raise MriInputError(f"{path}: {exc}") from None
 
 
-__all__ = ["MriScan", "MriInputError", "scan_from_arrays", "load_mri_npz", "ANTICROSSING_T", "OPTIONAL_SCALARS"]
+__all__ = ["MriScan", "MriInputError", "scan_from_arrays", "load_mri_npz", "ANTICROSSING_T", "OPTIONAL_SCALARS",
+           "OPTIONAL_ARRAYS"]

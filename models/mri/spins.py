@@ -13,11 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 from scipy.optimize import least_squares
 
 from nvscope.rt.kernels.deer import FlipTable
 
-from .psf import SliceModel
+from .psf import RATIO, SliceModel
 from .scan_data import MriInputError, MriScan
 
 NM = 1e-9
@@ -74,6 +75,11 @@ class SpinProblem:
         self.sigma_given = scan.deer_sigma is not None
         self.sigma = scan.deer_sigma.ravel() if self.sigma_given else np.full(self.y.size, max(noise_estimate(scan.deer), 1e-12))
         self.a = scan.dip_per_signal
+        if scan.detuning_sigma is not None:
+            self.detuning_sigma = scan.detuning_sigma.ravel()
+        else:  # the lock noise as the tip-dipole fit's residual (or none without a dipole)
+            rms = self.slice.dipole.rms_hz if self.slice.dipole is not None else 0.0
+            self.detuning_sigma = np.full(scan.detuning.size, rms)
         top = abs(self.slice.offset) + 1.1 * float(np.max(np.abs(scan.detuning))) + 100e6  # the largest |Delta| (Hz)
         t2 = scan.t2star_dark if np.isfinite(scan.t2star_dark) else 40 * scan.t_pi_rf
         self.tables = [FlipTable(scan.t_pi_rf, t2 * f if f < 1 else scan.t2star_dark, "lorentzian", top)
@@ -107,6 +113,33 @@ class SpinProblem:
             prod *= 1.0 - self.flip(np.array([x, y, z]), stage) * w
         return self.a * (1.0 - prod)
 
+    def dip_psf_map(self, params: np.ndarray) -> list[tuple[np.ndarray, sparse.csr_matrix]]:
+        """d dip / d detuning, the model dip's linear response to the PSF stack's pixels, per spin: (the DEER
+        pixels it reaches, their rows (n, Nz Ny Nx)), through the spin's shifted spline
+        (Delta = ... - (gamma_d/gamma_NV) PSF(t - r)); the dip at a pixel is the sum over spins."""
+        q = np.reshape(params, (-1, 4))
+        table = self.tables[-1]
+        h = 0.02 * 0.5 / self.scan.t_pi_rf  # Omega / 50 (Hz): the flip line is wider than Omega
+        deltas = [self.slice.detuning(self.tips, np.array([x, y, z]) * NM) for x, y, z, _ in q]
+        factors = [1.0 - table(d) * w for d, (_, _, _, w) in zip(deltas, q)]
+        out = []
+        for k, (x, y, z, w) in enumerate(q):
+            dp = (table(deltas[k] + h) - table(deltas[k] - h)) / (2 * h)
+            other = np.prod([f for j, f in enumerate(factors) if j != k], axis=0) if len(q) > 1 else 1.0
+            coef = self.a * w * dp * other * (-RATIO)  # d dip / d Delta_k times d Delta_k / d PSF
+            lit = np.nonzero(np.abs(coef) > 1e-6 * max(np.abs(coef).max(), 1e-300))[0]
+            g = self.slice.spline.linear_map(self.tips[lit] - np.array([x, y, z]) * NM)
+            out.append((lit, sparse.diags(coef[lit]) @ g))
+        return out
+
+    def psf_covariance(self, params: np.ndarray, jac: np.ndarray, h_inv: np.ndarray) -> np.ndarray:
+        """The parameters' covariance from the PSF stack's noise (detuning_sigma), propagated linearly
+        through the fit: dp = -(J^T J)^-1 J^T diag(1/sigma) G d(detuning), G = dip_psf_map."""
+        js = jac / self.sigma[:, None]
+        u = sum((g.T @ js[lit]).T for lit, g in self.dip_psf_map(params))  # (P, Nz Ny Nx)
+        a = h_inv @ u
+        return (a * self.detuning_sigma**2) @ a.T
+
     def bounds(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         margin = 0.05
         lo = np.tile([self.xy_lo[0], self.xy_lo[1], self.z_lo + margin, 0.0], k)
@@ -138,6 +171,8 @@ class SpinProblem:
             cov = np.full((p.size, p.size), np.inf)
         if not self.sigma_given:
             cov = cov * chi2 / max(self.y.size - p.size, 1)
+        if np.all(np.isfinite(cov)) and np.any(self.detuning_sigma > 0):
+            cov = cov + self.psf_covariance(p, jac, np.linalg.pinv(jac.T @ jac))
         sig = np.sqrt(np.abs(np.diag(cov))).reshape(k, 4)
         q = p.reshape(k, 4)
         lo, hi = self.bounds(k)
@@ -220,17 +255,41 @@ def xcorr_starts(problem: SpinProblem, residual: np.ndarray, n_best: int = 1, st
     return out
 
 
-def fit_spins(problem: SpinProblem, k_max: int = 3) -> list[SpinFit]:
-    """The best fits with k = 1..k_max spins: k = 1 from the cross-correlation; each further spin from
-    the previous fit's residual (cross-correlation) and from splitting a spin in two along x, y, z."""
-    fits: list[SpinFit] = []
-    starts = [s[None, :] for s in xcorr_starts(problem, problem.y, n_best=2)]
+N_STARTS = 6
+"""Single-spin starts: the best cross-correlation peaks over the depth grid, each fitted briefly; the
+FULL_FITS best of them are fitted to convergence and the lowest chi^2 kept (a noisy map's best peak
+can be a side lobe, and a fit started there stops in a local minimum)."""
+FULL_FITS = 3
+
+
+def no_spin(problem: SpinProblem) -> SpinFit:
+    """The k = 0 model (no dark spin: dip 0 everywhere), against which the one-spin fit must pay its BIC."""
+    chi2 = float(np.sum((problem.y / problem.sigma) ** 2))
+    return SpinFit(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), chi2, problem.y.size, np.zeros(problem.y.size),
+                   False)
+
+
+def _best_of(problem: SpinProblem, starts: list[np.ndarray], stages_short, stages_full, n_full: int):
+    short = []
+    for c in starts:
+        p, sol = problem.fit(c, stages=stages_short, max_nfev=8)
+        short.append((sol.cost, p))
+    short.sort(key=lambda s: s[0])
     best = None
-    for s in starts:
-        p, sol = problem.fit(s)
+    for _, p in short[:n_full]:
+        p2, sol = problem.fit(p.reshape(-1, 4), stages=stages_full)
         if best is None or sol.cost < best[1].cost:
-            best = (p, sol)
-    fits.append(problem.result(*best))
+            best = (p2, sol)
+    return best
+
+
+def fit_spins(problem: SpinProblem, k_max: int = 3) -> list[SpinFit]:
+    """The best fits with k = 0..k_max spins: k = 1 from the best of several cross-correlation peaks
+    (N_STARTS, FULL_FITS); each further spin from the previous fit's residual (cross-correlation) and from
+    splitting a spin in two along x, y, z."""
+    fits: list[SpinFit] = [no_spin(problem)]
+    starts = [s[None, :] for s in xcorr_starts(problem, problem.y, n_best=N_STARTS)]
+    fits.append(problem.result(*_best_of(problem, starts, (0,), (0, 1), FULL_FITS)))
     for k in range(2, k_max + 1):
         prev = np.column_stack([fits[-1].positions_m / NM, fits[-1].weights])
         cands = []
@@ -244,23 +303,14 @@ def fit_spins(problem: SpinProblem, k_max: int = 3) -> list[SpinFit]:
                 a[3] = b[3] = prev[i, 3] / 2 + 0.05
                 cands.append(np.vstack([np.delete(prev, i, axis=0), a, b]))
         # a short fit of every start, then the two best to convergence
-        short = []
-        for c in cands:
-            p, sol = problem.fit(c, stages=(1,), max_nfev=8)
-            short.append((sol.cost, p))
-        short.sort(key=lambda s: s[0])
-        best = None
-        for _, p in short[:2]:
-            p2, sol = problem.fit(p.reshape(-1, 4), stages=(1,))
-            if best is None or sol.cost < best[1].cost:
-                best = (p2, sol)
-        fits.append(problem.result(*best))
+        fits.append(problem.result(*_best_of(problem, cands, (1,), (1,), 2)))
     return fits
 
 
 def choose_k(fits: list[SpinFit]) -> SpinFit:
-    """The fit with the smallest BIC (chi^2 + 4 k ln n); the chi^2 is the sigma-weighted one."""
+    """The fit with the smallest BIC (chi^2 + 4 k ln n; k = 0 when no spin pays its parameters); the chi^2
+    is the sigma-weighted one."""
     return min(fits, key=lambda f: f.bic)
 
 
-__all__ = ["SpinFit", "SpinProblem", "fit_spins", "choose_k", "xcorr_starts", "noise_estimate"]
+__all__ = ["SpinFit", "SpinProblem", "fit_spins", "no_spin", "N_STARTS", "choose_k", "xcorr_starts", "noise_estimate"]

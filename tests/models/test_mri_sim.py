@@ -66,7 +66,20 @@ def simulate_scan(spins_rel_nv_m, rng, *, depth=10 * NM, b0=0.30, half_width=6 *
                t_pi_rf=t_pi, t2star_dark=t2star, tau=tau, readout_contrast=contrast)
     if give_sigma:
         out["deer_sigma"] = ratio * np.sqrt(1.0 / n_rf + 1.0 / n_ref)
+        if lock_sigma_hz > 0:
+            out["detuning_sigma"] = np.full(det.shape, float(lock_sigma_hz))
     return out
+
+
+RIG = dict(half_width=10 * NM, step=1 * NM, psf_gaps=np.array([14, 17, 20, 23]) * NM, deer_gaps=(20 * NM,),
+           rf_offset_hz=630e6, tau=2e-6, shots=1_000_000, lock_sigma_hz=0.45e6)
+"""The rig's [mri] defaults (rt/config.py MriConfig): a 21 x 21 grid at 1 nm, the PSF at four gaps with the
+real lock's noise (~0.45 MHz a pixel), one DEER plane at 20 nm, tau 2 us, 1e6 shots a pixel."""
+
+
+def rig_scan(spins_rel_nv_m, rng, **over):
+    """simulate_scan with the rig's defaults (RIG), any of them overridden."""
+    return simulate_scan(spins_rel_nv_m, rng, **{**RIG, **over})
 
 
 def test_simulated_psf_is_the_nv_line_shift_and_the_slice_is_where_the_analysis_puts_it():
@@ -75,7 +88,7 @@ def test_simulated_psf_is_the_nv_line_shift_and_the_slice_is_where_the_analysis_
 
     rng = np.random.default_rng(0)
     r = np.array([0.5, -0.3, 6.0]) * NM
-    arrays = simulate_scan([r], rng, lock_sigma_hz=0.0, shots=10**12)
+    arrays = simulate_scan([r], rng, lock_sigma_hz=0.0, shots=10**12, rf_offset_hz=725e6)  # the ring ~4 nm out
     scan = scan_from_arrays(arrays)
     # on axis the tip pulls the NV line up (gamma B - D rises with B_par): the PSF is positive, largest at the centre
     mid = scan.detuning.shape[1] // 2
