@@ -52,6 +52,16 @@ def test_end_to_end_writes_the_out_json(tmp_path, arrays, capsys):
     assert "wrote" in cap.out
 
 
+def test_a_map_of_noise_is_no_spin_with_a_warning_not_a_refusal(tmp_path, arrays, capsys):
+    rng = np.random.default_rng(5)
+    noise = _bad(arrays, deer=rng.normal(0.0, 1.0, arrays["deer"].shape) * arrays["deer_sigma"])
+    code, out, cap = _run(tmp_path, noise, capsys)
+    assert code == 0, cap.err
+    res = json.loads(out.read_text())
+    assert res["model"] == "spins" and res["spins"] == [] and 0.7 < res["chi2_reduced"] < 1.3
+    assert "warning: no dark spin detected" in cap.err
+
+
 def test_help_states_units(capsys):
     with pytest.raises(SystemExit):
         main(["mri", "localize", "--help"])
@@ -105,6 +115,10 @@ BAD = {
     "negative depth": (lambda a: _bad(a, depth=-1e-8), "`depth` must be > 0 m"),
     "zero tau": (lambda a: _bad(a, tau=0.0), "`tau` must be > 0 s"),
     "bad contrast": (lambda a: _bad(a, readout_contrast=1.5), "`readout_contrast` must be in (0, 1]"),
+    "detuning sigma shape": (lambda a: _bad(a, detuning_sigma=a["detuning_sigma"][:-1]), "`detuning_sigma` has shape"),
+    "detuning sigma zero": (lambda a: _bad(a, detuning_sigma=0 * a["detuning_sigma"]),
+                            "`detuning_sigma` must be > 0 Hz"),
+    "nan detuning sigma": (lambda a: _bad(a, detuning_sigma=_nan(a["detuning_sigma"])), "`detuning_sigma` has 1 NaN"),
 }
 
 
