@@ -52,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_rig_config(args.config)
         sock = rig_socket(ctx, args.bind)
-        rig = build_rig(cfg, args.sim, sock)
+        try:
+            rig = build_rig(cfg, args.sim, sock)
+        except ConfigError as exc:  # the devices' and [sim]'s fields, named after the file as load_rig_config does
+            raise ConfigError(f"{Path(args.config).name}.{exc}" if args.config else str(exc)) from None
     except ConfigError as exc:
         print(f"nvscope rig: bad configuration: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

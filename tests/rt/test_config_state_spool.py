@@ -135,8 +135,10 @@ def test_the_rig_refuses_without_devices_in_one_line(tmp_path, capsys):
     from nvscope.rt.rig_main import main
 
     path = tmp_path / "rig.toml"
-    for text, words in (("seed = 2\n", "devices: no hardware drivers"),
-                        ("[devices]\ntagger = {kind = 'visa'}\n", "devices.tagger.kind: no driver 'visa' yet")):
+    for text, words in (("seed = 2\n", "rig.toml.devices: no hardware drivers"),
+                        ("[devices]\ntagger = {kind = 'visa'}\n", "rig.toml.devices.tagger.kind: no driver 'visa' yet"),
+                        ("[devices]\nscanner = {kind = 'sim'}\ntagger = {kind = 'sim'}\n[sim]\npace = -1.0\n",
+                         "rig.toml.sim.pace: must be >= 0")):
         path.write_text(text)
         assert main(["--config", str(path), "--bind", "tcp://127.0.0.1:*"]) == 2
         err = capsys.readouterr().err.strip()
