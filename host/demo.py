@@ -89,6 +89,11 @@ seed = 20261124
 [link]
 spool_dir = "{spool}"
 
+[mri]
+# The echo's weight 1 - cos(pi J tau) of a spin 4.5 nm above the NV (J about -1 MHz) is ~2 at 1 us
+# (the default 2 us would put pi J tau near 2 pi, where the spin all but vanishes from the map).
+tau_s = 1e-6
+
 [sim]
 pace = 0.0
 
@@ -256,11 +261,11 @@ def summarize_mri(path: Path, what: str, wall_s: float) -> str:
                          " (nm, relative to the NV):")
             for i, spin in enumerate(loc["spins"]):
                 p, e = np.array(spin["position_m"]) * 1e9, np.array(spin["sigma_m"]) * 1e9
-                found = ", ".join(f"{c} {v:6.2f} +- {s:.2f}" for c, v, s in zip("xyz", p, e))
+                found = ", ".join(f"{c} {v:7.3f} +- {s:.3f}" for c, v, s in zip("xyz", p, e))
                 true = truth[nearest[i]] * 1e9 if len(truth) and len(nearest) > i else None
                 lines.append(f"      found {found}" + ("" if true is None else
                              f"   truth {', '.join(f'{v:6.2f}' for v in true)}   error "
-                             f"{', '.join(f'{d:+.2f}' for d in p - true)}"))
+                             f"{', '.join(f'{d:+.3f}' for d in p - true)} ({', '.join(f'{d / s:+.1f}' for d, s in zip(p - true, e))} sigma)"))
             for w in json.loads(a["mri_warnings"]):
                 lines.append(f"    warning: {w}")
         lines.append(f"    figures: {', '.join(json.loads(a['figures']))}" if "figures" in a else "")
