@@ -89,7 +89,7 @@ def main() -> None:
     seps = np.array(seps)
     msg = f"sep error rms {np.sqrt(np.mean((seps - 1)**2)):.3f} nm (target < 0.15)" if seps.size else "none resolved"
     print(f"pair 1 nm apart: resolved as two in {ok}/{reps}; {msg}; auto chose spins in {auto_ok}/{reps}")
-    hs, ds, auto_ok = [], [], 0
+    hs, ds, hsig, dsig, auto_ok = [], [], [], [], 0
     for i in range(reps):
         rng = np.random.default_rng(SEED0 + 200 + i)
         lw = 15 * NM
@@ -103,12 +103,17 @@ def main() -> None:
             loc = localize(scan, "layer")
         hs.append(loc.layer.height_m / NM)
         ds.append(loc.layer.density_per_m2 / 1e18)
+        hsig.append(loc.layer.height_sigma_m / NM)
+        dsig.append(loc.layer.density_sigma_per_m2 / 1e18)
     hs, ds = np.array(hs), np.array(ds)
     print(f"layer 10 nm above the NV, 0.5 spins/nm^2 ({hs.size} scans, +-15 nm): height error "
           f"{np.abs(hs - 10).max():.2f} nm max (target 1), density {ds.mean():.3f} mean, "
           f"{np.abs(ds / 0.5 - 1).max() * 100:.0f} % max error (target 30 %), rms {np.sqrt(np.mean((ds / 0.5 - 1)**2)) * 100:.0f} %; "
           f"auto chose the layer in {auto_ok}/{hs.size}")
     print("  densities (spins/nm^2):", np.round(ds, 3).tolist(), " heights (nm):", np.round(hs, 2).tolist())
+    print(f"  reported sigma (mean): height {np.mean(hsig):.3f} nm, density {np.mean(dsig):.3f} /nm^2; pull rms "
+          f"height {np.sqrt(np.mean(((hs - 10) / np.array(hsig))**2)):.2f}, density "
+          f"{np.sqrt(np.mean(((ds - 0.5) / np.array(dsig))**2)):.2f} (should be ~1)")
     print(f"({time.time() - t0:.0f} s)")
 
 
