@@ -27,6 +27,7 @@ class RtLink:
         self.cfg = cfg
         self.peer: bytes | None = None
         self.malformed = 0
+        self.sent: dict[str, int] = {}  # highest sequence number sent, per run
         self._last_progress = time.monotonic()
         self._last_heartbeat = 0.0
         self._waiting_logged = False
@@ -43,6 +44,7 @@ class RtLink:
         self._waiting_logged = False
         frames = encode(msg)
         self.spool.put(msg.run_id, msg.seq, frames)
+        self.sent[msg.run_id] = max(self.sent.get(msg.run_id, -1), msg.seq)
         self._transmit(frames)
 
     def send_now(self, msg: Message) -> bool:
@@ -102,6 +104,12 @@ class RtLink:
                     log.error("dropped a malformed message from the host: %s", exc)
                     continue
                 if isinstance(msg, Ack):
+                    sent = max(self.sent.get(msg.run_id, -1), self.spool.last_seq(msg.run_id))
+                    if msg.seq > sent >= 0:  # acknowledges what was never sent: forged or foreign
+                        self.malformed += 1
+                        log.error("refused an ack of run %s up to seq %d: only up to %d was sent (nothing "
+                                  "deleted from the spool)", msg.run_id, msg.seq, sent)
+                        continue
                     if self.spool.ack(msg.run_id, msg.seq):
                         self._last_progress = time.monotonic()
                 elif isinstance(msg, Hello):

@@ -177,3 +177,36 @@ def test_a_noise_spectrum_that_is_not_a_spectrum_is_one_line(tmp_path, table, wo
     with pytest.raises(ConfigError, match=words) as exc:
         compose_devices(load_rig_config(path), sim=True)
     assert "\n" not in str(exc.value)
+
+
+def test_an_ack_beyond_what_was_sent_deletes_nothing(tmp_path):
+    """A forged ack (seq 10^9 while the host is down) used to empty the spool; it is now a counted
+    protocol error, and the real host's ack still works."""
+    import zmq
+
+    from nvscope.proto import encode
+    from nvscope.proto.endpoints import rig_socket
+    from nvscope.proto.messages import Ack, Coherence, Hello
+    from nvscope.rt.config import LinkConfig
+    from nvscope.rt.link import RtLink
+
+    ctx = zmq.Context()
+    sock = rig_socket(ctx, "tcp://127.0.0.1:*")
+    link = RtLink(sock, Spool(tmp_path / "spool", 100), LinkConfig(resend_after_s=60.0))
+    host = ctx.socket(zmq.DEALER)
+    host.connect(sock.getsockopt(zmq.LAST_ENDPOINT).decode())
+    try:
+        host.send_multipart(encode(Hello(run_id="", seq=0, version="test")))
+        link.poll(2000)
+        for seq in range(3):
+            link.send(Coherence(run_id="r1", seq=seq), lambda _: None)
+        host.send_multipart(encode(Ack(run_id="r1", seq=10**9)))
+        assert link.poll(2000) == []
+        assert len(link.spool) == 3 and link.malformed == 1
+        host.send_multipart(encode(Ack(run_id="r1", seq=1)))
+        link.poll(2000)
+        assert len(link.spool) == 1 and link.spool.last_seq("r1") == 2 and link.malformed == 1
+    finally:
+        host.close(linger=0)
+        sock.close(linger=0)
+        ctx.term()
