@@ -287,7 +287,8 @@ class RunSession:
         return analysis(store)
 
     def _finished(self, finished: Callable[[RunSession], None]) -> None:
-        self.phase, self.exit_status = RunPhase.FINISHED, self.end.exit_status
+        # the file's status: a run the rig called completed but whose file has gaps is failed (store.finalize)
+        self.phase, self.exit_status = RunPhase.FINISHED, str(self.store.f.attrs["exit_status"])
         log.info("run %s %s: %s", self.run_id, self.exit_status, self.store.path)
         finished(self)
 

@@ -156,7 +156,14 @@ class RunStore:
         self._columns.clear()
         with h5py.File(self.path, "r+", libver="latest") as f:
             f["stored_seq"][0] = end.seq
-            f.attrs["exit_status"], f.attrs["reason"] = end.exit_status, end.reason
+            status, reason = end.exit_status, end.reason
+            gaps = f["gaps"][()]
+            if len(gaps) and status == "completed":  # messages never arrived: the run is not complete
+                missing = int((gaps[:, 1] - gaps[:, 0] + 1).sum())
+                status = "failed"
+                reason = (f"{missing} messages never arrived (seq ranges {gaps.tolist()}); the rig reported the "
+                          f"run completed")
+            f.attrs["exit_status"], f.attrs["reason"] = status, reason
             f.attrs["n_pixels_done"] = end.n_pixels
             for key, value in attrs.items():
                 f.attrs[key] = value

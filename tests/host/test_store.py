@@ -162,3 +162,16 @@ def test_a_file_of_an_older_host_gets_the_lock_and_deer_tables_when_reopened(new
         assert again.f["lock/seq"][()].tolist() == [2] and again.f["pixels/seq"][()].tolist() == [1]
     finally:
         again.close()
+
+
+def test_a_run_with_gaps_is_never_completed(new_store):
+    """The rig may say `completed`, but a run whose file lacks messages is `failed`, and says which."""
+    from nvscope.proto.messages import RunEnd
+
+    store = new_store()
+    store.add(_pixel(1))
+    store.add(_pixel(4))  # 2 and 3 never came
+    store.flush()
+    store.finalize(RunEnd(run_id="run", seq=5, exit_status="completed", n_pixels=4), {}, {})
+    assert store.f.attrs["exit_status"] == "failed"
+    assert store.f.attrs["reason"].startswith("2 messages never arrived (seq ranges [[2, 3]])")
