@@ -83,6 +83,10 @@ def require(cond: bool, where: str, what: str) -> None:
         raise ConfigError(f"{where}: {what}")
 
 
+MAX_GRID_SIDE = 4096
+"""The most pixels along one side of a raster (a 4096 x 4096 scan at 0.2 s a pixel takes 39 days)."""
+
+
 @dataclass(frozen=True)
 class ScanConfig:
     """A 2D raster: nx x ny pixels of `step` m from (x0, y0) m at height z m, `dwell_s` s per pixel.
@@ -123,14 +127,19 @@ class ScanConfig:
 
     def check(self, where: str) -> None:
         """Validate ranges; raise ConfigError naming the field."""
-        require(self.nx >= 1, f"{where}.nx", f"must be >= 1, got {self.nx}")
-        require(self.ny >= 1, f"{where}.ny", f"must be >= 1, got {self.ny}")
-        require(self.step > 0, f"{where}.step", f"must be > 0 m, got {self.step}")
-        require(self.dwell_s > 0, f"{where}.dwell_s", f"must be > 0 s, got {self.dwell_s}")
-        require(0 < self.slice_s, f"{where}.slice_s", f"must be > 0 s, got {self.slice_s}")
+        require(1 <= self.nx <= MAX_GRID_SIDE, f"{where}.nx", f"must be in [1, {MAX_GRID_SIDE}], got {self.nx}")
+        require(1 <= self.ny <= MAX_GRID_SIDE, f"{where}.ny", f"must be in [1, {MAX_GRID_SIDE}], got {self.ny}")
+        for name in ("x0", "y0", "z"):
+            require(math.isfinite(getattr(self, name)), f"{where}.{name}", f"must be finite (m), got {getattr(self, name)}")
+        require(math.isfinite(self.step) and self.step > 0, f"{where}.step", f"must be finite and > 0 m, got {self.step}")
+        require(math.isfinite(self.dwell_s) and self.dwell_s > 0, f"{where}.dwell_s",
+                f"must be finite and > 0 s, got {self.dwell_s}")
+        require(math.isfinite(self.slice_s) and 0 < self.slice_s, f"{where}.slice_s",
+                f"must be finite and > 0 s, got {self.slice_s}")
         require(self.histogram_mode in HISTOGRAM_MODES, f"{where}.histogram_mode",
                 f"must be {' or '.join(map(repr, HISTOGRAM_MODES))}, got {self.histogram_mode!r}")
-        require(self.tac_dead_s >= 0, f"{where}.tac_dead_s", f"must be >= 0 s, got {self.tac_dead_s}")
+        require(math.isfinite(self.tac_dead_s) and self.tac_dead_s >= 0, f"{where}.tac_dead_s",
+                f"must be finite and >= 0 s, got {self.tac_dead_s}")
         self.check_adaptive(where)
 
     def check_adaptive(self, where: str) -> None:
@@ -158,8 +167,10 @@ class LinkConfig:
     def check(self, where: str) -> None:
         """Validate ranges; raise ConfigError naming the field."""
         require(self.window >= 1, f"{where}.window", f"must be >= 1, got {self.window}")
-        require(self.resend_after_s > 0, f"{where}.resend_after_s", "must be > 0 s")
-        require(self.heartbeat_s > 0, f"{where}.heartbeat_s", "must be > 0 s")
+        require(math.isfinite(self.resend_after_s) and self.resend_after_s > 0, f"{where}.resend_after_s",
+                f"must be finite and > 0 s, got {self.resend_after_s}")
+        require(math.isfinite(self.heartbeat_s) and self.heartbeat_s > 0, f"{where}.heartbeat_s",
+                f"must be finite and > 0 s, got {self.heartbeat_s}")
 
 
 @dataclass(frozen=True)

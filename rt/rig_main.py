@@ -34,7 +34,11 @@ def build_rig(cfg: RigConfig, sim: bool, sock: zmq.Socket) -> Rig:
     devices = compose_devices(cfg, sim)
     warm_up()
     software_version()  # asks git once (~6 ms), now rather than in the first run's run_start
-    spool = Spool(cfg.link.spool_dir or default_spool_dir(), cfg.link.window)
+    directory = cfg.link.spool_dir or default_spool_dir()
+    try:
+        spool = Spool(directory, cfg.link.window)
+    except OSError as exc:  # a file in its place, no permission, a read-only disk
+        raise ConfigError(f"link.spool_dir: cannot keep the spool in {directory} ({exc.strerror or exc})") from None
     return Rig(cfg, devices, RtLink(sock, spool, cfg.link))
 
 

@@ -13,7 +13,7 @@ from nvscope.rt.state import RunState, StateError, transition
 
 
 @pytest.mark.parametrize("text, words", [
-    ("[scan]\ndwell_s = -1\n", "scan.dwell_s: must be > 0"),
+    ("[scan]\ndwell_s = -1\n", "scan.dwell_s: must be finite and > 0"),
     ("[scan]\nnx = 'ten'\n", "scan.nx: expected an integer"),
     ("[scan]\ndwel_s = 1.0\n", "scan.dwel_s: unknown field"),
     ("[scan]\nhistogram_mode = 'fast'\n", "scan.histogram_mode: must be 'allpairs' or 'startstop'"),
@@ -210,3 +210,25 @@ def test_an_ack_beyond_what_was_sent_deletes_nothing(tmp_path):
         host.close(linger=0)
         sock.close(linger=0)
         ctx.term()
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[scan]\ndwell_s = inf\n", "scan.dwell_s: must be finite and > 0 s, got inf"),
+    ("[scan]\nslice_s = nan\n", "scan.slice_s: must be finite and > 0 s, got nan"),
+    ("[scan]\nstep = inf\n", "scan.step: must be finite and > 0 m"),
+    ("[scan]\nx0 = inf\n", "scan.x0: must be finite"),
+    ("[scan]\nnx = 100000\nny = 100000\n", "scan.nx: must be in [1, 4096], got 100000"),
+    ("[link]\nheartbeat_s = inf\n", "link.heartbeat_s: must be finite and > 0 s"),
+    ("[link]\nspool_dir = \"{file}\"\n", "link.spool_dir: cannot keep the spool in"),
+])
+def test_values_that_would_spin_or_never_end_are_one_line_errors(tmp_path, capsys, text, words):
+    """An infinite dwell used to spin the rig at 81 % CPU deaf to SIGTERM, a 1e5 x 1e5 grid was taken,
+    and a spool_dir that is a file ended in a traceback (issue 11)."""
+    from nvscope.rt.rig_main import main
+
+    (tmp_path / "afile").write_text("")
+    path = tmp_path / "rig.toml"
+    path.write_text(text.replace("{file}", (tmp_path / "afile").as_posix()))
+    assert main(["--sim", "--config", str(path), "--bind", "tcp://127.0.0.1:*"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("nvscope rig: bad configuration: rig.toml.") and words in err and "\n" not in err
