@@ -255,6 +255,10 @@ def _read_estimate_input(path: str) -> dict:
     return out
 
 
+MAX_EVENTS = 2**53
+"""The most events a histogram may hold: its sum stays exact in float64 and int64."""
+
+
 def _counts(a: np.ndarray, key: str, path: str) -> np.ndarray:
     """Histogram counts as int64: integers, or floats that are whole numbers; >= 0, finite."""
     if a.dtype.kind == "b" or a.dtype.kind not in "iuf":
@@ -266,6 +270,9 @@ def _counts(a: np.ndarray, key: str, path: str) -> np.ndarray:
             raise InputError(f"{path}: `{key}` must be integer counts, got non-integer values")
     if (a < 0).any():
         raise InputError(f"{path}: `{key}` has negative counts ({int((a < 0).sum())} bins, smallest {a.min()})")
+    if (a.astype(np.float64).sum(axis=-1) > MAX_EVENTS).any():  # float sums: int64 ones would wrap
+        raise InputError(f"{path}: `{key}`: a histogram holds more than 2^53 = {MAX_EVENTS:.3g} events (its sum "
+                         "would not be exact; photon counts are never that large)")
     return a.astype(np.int64)
 
 

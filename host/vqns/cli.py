@@ -26,6 +26,7 @@ EXIT_OK = 0
 EXIT_FIT_FAILED = 3
 DEFAULT_RESTARTS, DEFAULT_LORENTZIANS, DEFAULT_SEED = 100, 3, 0
 """FitConfig's defaults, repeated so that building the parser does not import the fit (numba)."""
+MAX_RESTARTS = 10_000  # 100 give a band; 10^6 took minutes and ended in a MemoryError
 MAX_LORENTZIANS = 12  # beyond 4 the amplitudes are solved row by row (slower)
 """The amplitude projection enumerates the supports of M amplitudes (2^M): keep M small."""
 SENSITIVITY_ORDER = ("rows of `sensitivity` and entries of `scores` follow `candidates` (the input "
@@ -46,7 +47,7 @@ def add_vqns_parser(subparsers) -> argparse.ArgumentParser:
     f.add_argument("input", metavar="IN.npz", help="measured coherence curves")
     f.add_argument("-o", "--out", required=True, metavar="OUT.npz", help="where to write the result")
     f.add_argument("--restarts", type=int, default=DEFAULT_RESTARTS,
-                   help=f"random starts of the fit, >= 1 (default {DEFAULT_RESTARTS})")
+                   help=f"random starts of the fit, 1..{MAX_RESTARTS} (default {DEFAULT_RESTARTS})")
     f.add_argument("--lorentzians", type=int, default=DEFAULT_LORENTZIANS,
                    help=f"Lorentzians in the spectrum, 1..{MAX_LORENTZIANS} (default {DEFAULT_LORENTZIANS})")
     f.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed, >= 0 (default {DEFAULT_SEED})")
@@ -103,8 +104,8 @@ def _fit(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace):
     from nvscope.models.vqns.fit import FitConfig
 
-    if args.restarts < 1:
-        raise InputError(f"--restarts must be >= 1, got {args.restarts}")
+    if not 1 <= args.restarts <= MAX_RESTARTS:
+        raise InputError(f"--restarts must be 1..{MAX_RESTARTS}, got {args.restarts}")
     if not 1 <= args.lorentzians <= MAX_LORENTZIANS:
         raise InputError(f"--lorentzians must be 1..{MAX_LORENTZIANS}, got {args.lorentzians}")
     if args.seed < 0:

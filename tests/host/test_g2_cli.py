@@ -236,6 +236,9 @@ def test_estimate_bad_inputs(tmp_path):
         "len_tacq.npz": ({**good, "t_acq": np.ones(7)}, "`t_acq`"),
         "tacq0.npz": ({**good, "t_acq": np.array([1.0, 0.0, 1.0, 1.0])}, "t_acq"),
         "partial.npz": ({"hist": h, "n_a": good["n_a"]}, "n_b"),
+        "huge.npz": ({"hist": np.where(np.arange(215) % 100 == 50, 2**62, 0)[None, :].repeat(2, 0)},
+                     "more than 2^53"),  # its int64 sum used to wrap negative: 'fewer events than...'
+        "huge_float.npz": ({"hist": np.full((1, 215), 1e17)}, "more than 2^53"),
     }
     out = tmp_path / "o.npz"
     for name, (content, words) in cases.items():
