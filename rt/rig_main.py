@@ -17,7 +17,7 @@ from .config import ConfigError, RigConfig, load_rig_config
 from .kernels import warm_up
 from .link import RtLink
 from .rig import Rig
-from .spool import Spool
+from .spool import Spool, SpoolInUse
 
 
 def default_spool_dir() -> Path:
@@ -37,6 +37,8 @@ def build_rig(cfg: RigConfig, sim: bool, sock: zmq.Socket) -> Rig:
     directory = cfg.link.spool_dir or default_spool_dir()
     try:
         spool = Spool(directory, cfg.link.window)
+    except SpoolInUse as exc:
+        raise ConfigError(f"link.spool_dir: {exc}") from None
     except OSError as exc:  # a file in its place, no permission, a read-only disk
         raise ConfigError(f"link.spool_dir: cannot keep the spool in {directory} ({exc.strerror or exc})") from None
     return Rig(cfg, devices, RtLink(sock, spool, cfg.link))

@@ -5,6 +5,7 @@ A rig that is killed and restarted finds its spool and replays it; the host drop
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 from collections import OrderedDict
@@ -15,12 +16,32 @@ import msgpack
 log = logging.getLogger(__name__)
 
 
+class SpoolInUse(OSError):
+    """Another rig process holds this spool (two rigs on one spool break each other's runs)."""
+
+
 class Spool:
-    """Ordered store of encoded messages keyed by (run_id, seq), bounded by `capacity` messages."""
+    """Ordered store of encoded messages keyed by (run_id, seq), bounded by `capacity` messages.
+
+    One rig at a time: the spool holds an exclusive lock on `spool.lock` in its folder while it is
+    open (released by `close()` or when the process ends, however it ends); a second rig on the same
+    folder gets `SpoolInUse` naming the holder's pid."""
 
     def __init__(self, directory: str | Path, capacity: int):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.directory / "spool.lock", "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.seek(0)
+            holder = self._lock_file.read().strip() or "unknown"
+            self._lock_file.close()
+            raise SpoolInUse(f"{self.directory} is in use by another rig (pid {holder}); give each rig its own "
+                             "link.spool_dir") from None
+        self._lock_file.truncate(0)
+        self._lock_file.write(str(os.getpid()))
+        self._lock_file.flush()
         self.capacity = capacity
         self._items: OrderedDict[tuple[str, int], list[bytes]] = OrderedDict()
         self._load()
@@ -40,6 +61,10 @@ class Spool:
         if self._items:
             log.info("spool: %d unacknowledged messages from an earlier session in %s",
                      len(self._items), self.directory)
+
+    def close(self) -> None:
+        """Release the spool for another rig (what it holds stays on disk)."""
+        self._lock_file.close()
 
     def __len__(self) -> int:
         return len(self._items)

@@ -72,6 +72,7 @@ def test_spool_keeps_until_ack_survives_restart_and_is_bounded(tmp_path):
     with pytest.raises(OverflowError, match="spool full"):
         spool.put("run", 4, encode(Pixel(run_id="run", seq=4)))
     assert spool.ack("run", 1) == 1 and spool.ack("other", 9) == 0
+    spool.close()  # the rig ends (a killed process releases its lock just the same)
     again = Spool(tmp_path, capacity=3)  # a rig killed and restarted finds what was not acked
     msgs = [decode(frames) for frames in again.pending()]
     assert [m.seq for m in msgs] == [2, 3]
@@ -232,3 +233,22 @@ def test_values_that_would_spin_or_never_end_are_one_line_errors(tmp_path, capsy
     assert main(["--sim", "--config", str(path), "--bind", "tcp://127.0.0.1:*"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("nvscope rig: bad configuration: rig.toml.") and words in err and "\n" not in err
+
+
+def test_a_second_rig_on_the_same_spool_is_refused_in_one_line(tmp_path, capsys):
+    """Two rigs on one spool broke each other's runs (issue 11): the second is refused, naming the first."""
+    import os
+
+    from nvscope.rt.rig_main import main
+    from nvscope.rt.spool import SpoolInUse
+
+    first = Spool(tmp_path / "spool", 10)
+    with pytest.raises(SpoolInUse, match=f"in use by another rig \\(pid {os.getpid()}\\)"):
+        Spool(tmp_path / "spool", 10)
+    path = tmp_path / "rig.toml"
+    path.write_text(f"[link]\nspool_dir = \"{(tmp_path / 'spool').as_posix()}\"\n")
+    assert main(["--sim", "--config", str(path), "--bind", "tcp://127.0.0.1:*"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "rig.toml.link.spool_dir:" in err and "in use by another rig" in err and "\n" not in err
+    first.close()
+    Spool(tmp_path / "spool", 10).close()  # free again once the first is gone
