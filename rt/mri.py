@@ -37,7 +37,7 @@ from nvscope.proto.messages import LOCK_STATES, MRI_SCANS, Deer, Lock, MeasureCo
 
 from .config import MriConfig
 from .hal import DeviceError, RigDevices, ScannerConstraints
-from .kernels.lock import (RECOVERY_HALF_SPAN_FWHM, dither_delta, feedforward, lock_cycles, lock_lost, lock_pixel,
+from .kernels.lock import (RECOVERY_HALF_SPAN_FWHM, dither_delta, feedforward, lock_lost, lock_pixel,
                            lock_step, lorentzian_error_slope, recovery_sweep, sweep_minimum)
 from .kernels.pulses import ShotTiming, coherence_shot, deer_pulse_times, dither_cycle
 from .kernels.spin_constants import D_HZ, GAMMA_NV_HZ_PER_T, dark_rf_frequency
@@ -223,6 +223,7 @@ class MriPlan:
             self.grids[key] = max(self.grids.get(key, 0), int(iy) + 1)
         self.grids = {k: np.full((n, mri.nx), np.nan) for k, n in self.grids.items()}
         self.counts = np.zeros((lk.cycles, 2), np.int64)
+        self.centres = np.zeros(lk.cycles)  # the dither centre (Hz) each cycle was acquired at
         self.line: list[float] = []  # locked frequencies of the line so far (Hz)
         self.grid: np.ndarray | None = None  # of the plane or section being scanned
         self.previous: np.ndarray | None = None  # of the one before it, when of the same kind
@@ -404,9 +405,10 @@ class MriPlan:
         mw, counter, pulser, lk = self.devices.microwave, self.devices.counter, self.devices.pulser, self.mri.lock
         mw.set_fm_deviation(self.delta)
         self._load(self.cycle)
-        counts, delta, slope, gain, reps = self.counts, self.delta, self.slope, lk.gain, self.reps
+        counts, centres, delta, slope, gain, reps = self.counts, self.centres, self.delta, self.slope, lk.gain, self.reps
         f_c = f_start
         for k in range(lk.cycles):
+            centres[k] = f_c
             mw.set_frequency(f_c)
             counter.arm()
             pulser.play(reps)
@@ -415,13 +417,12 @@ class MriPlan:
             counts[k, 1] = g.reference
             f_c = lock_step(f_c, counts[k, 0], counts[k, 1], delta, slope, gain)[0]
         _, f_lock, f_sigma, _ = lock_pixel(f_start, counts, delta, lk.fwhm_hz, lk.contrast, gain, lk.n_settle)
-        used = counts[lk.n_settle:]
-        centres = lock_cycles(f_start, counts, delta, slope, gain)[0][lk.n_settle:-1]
+        used, settled = counts[lk.n_settle:], centres[lk.n_settle:]
         # held: the dither points sit in the dip, the centre had converged on the estimate (on average within
         # HWHM / 2, every cycle within 3 HWHM: not wandering in the tails), and the error bar is a real one
         held = not lock_lost(float(used.mean()) / self.i0, lk.contrast) \
-            and abs(float(centres.mean()) - f_lock) < 0.25 * lk.fwhm_hz \
-            and float(np.abs(centres - f_lock).max()) < 0.75 * lk.fwhm_hz and 0.0 < f_sigma < math.inf
+            and abs(float(settled.mean()) - f_lock) < 0.25 * lk.fwhm_hz \
+            and float(np.abs(settled - f_lock).max()) < 0.75 * lk.fwhm_hz and 0.0 < f_sigma < math.inf
         return float(f_lock), float(f_sigma), held, int(counts.sum())
 
     def _deer(self, f_lock: float) -> tuple[int, int]:
