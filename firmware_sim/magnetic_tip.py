@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nvscope.rt.kernels.dipole import dipole_field
+
 
 @dataclass(frozen=True)
 class TipParams:
@@ -61,10 +63,8 @@ def _offsets(points_m: np.ndarray, apex_m: np.ndarray, tip: TipParams) -> tuple[
 def tip_field(points_m: np.ndarray, apex_m: np.ndarray, tip: TipParams = TipParams()) -> np.ndarray:
     """B (..., 3) in T at `points_m` (..., 3) in m of the tip with its apex at `apex_m` (..., 3) in m
     (broadcast against each other): (mu0 / 4 pi) [3 (m . u) u - m] / |r - r_c|^3."""
-    r, n = _offsets(points_m, apex_m, tip)
-    k = tip.moment_t_m3
-    u = r / n
-    return (3.0 * (u @ k)[..., None] * u - k) / n**3
+    r, _ = _offsets(points_m, apex_m, tip)
+    return dipole_field(r, tip.moment_t_m3)
 
 
 def tip_field_gradient(points_m: np.ndarray, apex_m: np.ndarray, tip: TipParams = TipParams()) -> np.ndarray:

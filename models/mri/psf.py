@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage, sparse
 from scipy.optimize import least_squares
 
+from nvscope.rt.kernels.dipole import dipole_field
 from nvscope.rt.kernels.spin_constants import D_HZ, GAMMA_DARK_HZ_PER_T, GAMMA_NV_HZ_PER_T
 
 from .scan_data import MriScan
@@ -80,13 +81,6 @@ class PsfSpline:
         a = np.asarray(apex_m, dtype=np.float64)
         tol = 1e-9 * self.step + margin
         return np.all((a >= self.origin - tol) & (a <= self.upper + tol), axis=-1)
-
-
-def dipole_field(rel_m: np.ndarray, moment_t_m3: np.ndarray) -> np.ndarray:
-    """Field (..., 3) T of a point dipole (mu0 m / 4 pi = moment, T m^3) at offsets (..., 3) m from it."""
-    d = np.linalg.norm(rel_m, axis=-1, keepdims=True)
-    u = rel_m / d
-    return (3.0 * np.sum(moment_t_m3 * u, axis=-1, keepdims=True) * u - moment_t_m3) / d**3
 
 
 def nv_shift(b_tip_t: np.ndarray, b0_t: float) -> np.ndarray:
@@ -188,4 +182,4 @@ class SliceModel:
         return self.spline(apex_m) + nv_shift(self.dipole.field_at_nv(apex_m), self.dipole.b0_t)
 
 
-__all__ = ["PsfSpline", "TipDipole", "fit_tip_dipole", "dipole_field", "nv_shift", "SliceModel", "RATIO"]
+__all__ = ["PsfSpline", "TipDipole", "fit_tip_dipole", "nv_shift", "SliceModel", "RATIO"]
