@@ -200,37 +200,42 @@ LOCK_STATES: tuple[str, ...] = ("locked", "recovered", "lost")
 the recovery sweep and locked; lost (the dip was not found: its frequency is not to be trusted)."""
 
 
-def _check_tip_pixel(msg: "Lock | Deer") -> None:
-    """The checks of an NV-MRI tip position's indices and position (m)."""
-    if not 0 <= msg.scan < len(MRI_SCANS):
-        raise ProtocolError(f"{msg.kind}.scan: {msg.scan}, expected 0-{len(MRI_SCANS) - 1} ({', '.join(MRI_SCANS)})")
-    for name in ("index", "plane", "ix", "iy"):
-        if getattr(msg, name) < 0:
-            raise ProtocolError(f"{msg.kind}.{name}: {getattr(msg, name)}, expected >= 0")
-    if not np.all(np.isfinite(msg.position)):
-        raise ProtocolError(f"{msg.kind}.position: not finite")
-
-
 @dataclass(frozen=True)
-class Lock(Message):
-    """The NV frequency lock at one tip position of an NV-MRI run (docs/physics.md section 2.4).
+class TipPixel(Message):
+    """What every NV-MRI message of one tip position carries: its running number in the run (`index`),
+    which scan (index into MRI_SCANS), the plane (or vertical section) of that scan, the pixel's grid
+    indices in it (a section: ix along the line, iy the height), and the tip apex (m; x, y from the NV's
+    lateral position, z the apex's height above the surface)."""
 
-    index: the tip position's running number in the run (its `deer` message has the same);
-    scan: index into MRI_SCANS; plane: the plane (or vertical section) of that scan; ix, iy: the
-    pixel's grid indices in it (a section: ix along the line, iy the height); position: the tip
-    apex (m; x, y from the NV's lateral position, z the apex's height above the surface).
-    f_lock_hz: the locked NV frequency (Hz) and f_sigma_hz its shot-noise standard error (Hz);
-    state: index into LOCK_STATES; cycles: dither cycles used; photons: photons counted in them."""
-
-    kind: ClassVar[str] = "lock"
-    schema: ClassVar[int] = 2  # 2: scan, plane, grid indices, position, sigma, state, photons
-    durable: ClassVar[bool] = True
     index: int = 0
     scan: int = 0
     plane: int = 0
     ix: int = 0
     iy: int = 0
     position: Annotated[np.ndarray, Array("<f8", (3,))] = field(default_factory=lambda: np.zeros(3))
+
+    def check(self) -> None:
+        """Indices in range and a finite position."""
+        if not 0 <= self.scan < len(MRI_SCANS):
+            raise ProtocolError(f"{self.kind}.scan: {self.scan}, expected 0-{len(MRI_SCANS) - 1} "
+                                f"({', '.join(MRI_SCANS)})")
+        for name in ("index", "plane", "ix", "iy"):
+            if getattr(self, name) < 0:
+                raise ProtocolError(f"{self.kind}.{name}: {getattr(self, name)}, expected >= 0")
+        if not np.all(np.isfinite(self.position)):
+            raise ProtocolError(f"{self.kind}.position: not finite")
+
+
+@dataclass(frozen=True)
+class Lock(TipPixel):
+    """The NV frequency lock at one tip position of an NV-MRI run (docs/physics.md section 2.4); the tip
+    position's fields are `TipPixel`'s (a DEER pixel's `deer` message has the same `index`).
+    f_lock_hz: the locked NV frequency (Hz) and f_sigma_hz its shot-noise standard error (Hz);
+    state: index into LOCK_STATES; cycles: dither cycles used; photons: photons counted in them."""
+
+    kind: ClassVar[str] = "lock"
+    schema: ClassVar[int] = 2  # 2: scan, plane, grid indices, position, sigma, state, photons
+    durable: ClassVar[bool] = True
     f_lock_hz: float = 0.0
     f_sigma_hz: float = 0.0
     state: int = 0
@@ -239,7 +244,7 @@ class Lock(Message):
 
     def check(self) -> None:
         """Indices in range, a finite position and frequency, sigma > 0 (inf when lost), counts >= 0."""
-        _check_tip_pixel(self)
+        super().check()
         if not 0 <= self.state < len(LOCK_STATES):
             raise ProtocolError(f"lock.state: {self.state}, expected 0-{len(LOCK_STATES) - 1} "
                                 f"({', '.join(LOCK_STATES)})")
@@ -252,19 +257,14 @@ class Lock(Message):
 
 
 @dataclass(frozen=True)
-class Deer(Message):
+class Deer(TipPixel):
     """A DEER measurement at one tip position of an NV-MRI run (docs/physics.md section 2.5): photons of
     `shots` spin echoes with the RF pi pulse at `f_rf_hz` (n_rf) and of as many without it (n_ref),
-    over the echo's total time `tau_s`. Tip fields as in `Lock` (same `index`)."""
+    over the echo's total time `tau_s`. Tip fields as in `TipPixel` (the same `index` as its `lock`)."""
 
     kind: ClassVar[str] = "deer"
     durable: ClassVar[bool] = True
-    index: int = 0
     scan: int = 2
-    plane: int = 0
-    ix: int = 0
-    iy: int = 0
-    position: Annotated[np.ndarray, Array("<f8", (3,))] = field(default_factory=lambda: np.zeros(3))
     f_rf_hz: float = 0.0
     tau_s: float = 0.0
     shots: int = 0
@@ -273,7 +273,7 @@ class Deer(Message):
 
     def check(self) -> None:
         """Indices in range, a finite position, f_rf and tau > 0, shots and photons >= 0."""
-        _check_tip_pixel(self)
+        super().check()
         for name in ("f_rf_hz", "tau_s"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
