@@ -112,6 +112,18 @@ def _check_grid(tip: np.ndarray) -> None:
                             f"(x along Nx, y along Ny, z along Nz)")
 
 
+def _optional_sigma(arrays: dict, key: str, of: str, shape: tuple[int, ...], unit: str) -> np.ndarray | None:
+    """The optional one-sigma array `key` of the array `of` (its `shape`), > 0 everywhere; None when absent."""
+    if key not in arrays:
+        return None
+    sigma = _array(arrays, key)
+    if sigma.shape != shape:
+        raise MriInputError(f"`{key}` has shape {sigma.shape}, `{of}` has {shape}")
+    if not np.all(sigma > 0):
+        raise MriInputError(f"`{key}` must be > 0{unit} everywhere")
+    return sigma
+
+
 def scan_from_arrays(arrays: dict) -> MriScan:
     """An `MriScan` from the IN.npz arrays and scalars (SI units); MriInputError (one line) if anything is
     missing, misshapen, not finite, not a regular grid, or out of range."""
@@ -133,20 +145,8 @@ def scan_from_arrays(arrays: dict) -> MriScan:
         raise MriInputError(f"`deer` has shape {deer.shape}, `deer_tip` needs {deer_tip.shape[:-1]}")
     if deer.size < 16:
         raise MriInputError(f"`deer` has {deer.size} pixels, too few to localize anything")
-    sigma = None
-    if "deer_sigma" in arrays:
-        sigma = _array(arrays, "deer_sigma")
-        if sigma.shape != deer.shape:
-            raise MriInputError(f"`deer_sigma` has shape {sigma.shape}, `deer` has {deer.shape}")
-        if not np.all(sigma > 0):
-            raise MriInputError("`deer_sigma` must be > 0 everywhere")
-    det_sigma = None
-    if "detuning_sigma" in arrays:
-        det_sigma = _array(arrays, "detuning_sigma")
-        if det_sigma.shape != detuning.shape:
-            raise MriInputError(f"`detuning_sigma` has shape {det_sigma.shape}, `detuning` has {detuning.shape}")
-        if not np.all(det_sigma > 0):
-            raise MriInputError("`detuning_sigma` must be > 0 Hz everywhere")
+    sigma = _optional_sigma(arrays, "deer_sigma", "deer", deer.shape, "")
+    det_sigma = _optional_sigma(arrays, "detuning_sigma", "detuning", detuning.shape, " Hz")
     _check_grid(psf_tip)
     if psf_tip[..., 2].min() <= 0:
         raise MriInputError(f"`psf_tip` reaches z = {psf_tip[..., 2].min():.3g} m: a tip at or below the surface")
