@@ -25,6 +25,10 @@ class DeviceError(RuntimeError):
     or does not fit the interface it is used for."""
 
 
+class DeviceTimeout(DeviceError):
+    """An instrument did not answer in time: transient (the rig pauses, records it, and retries the step)."""
+
+
 def _range(name: str, r: tuple[float, float], unit: str) -> None:
     lo, hi = r
     if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
