@@ -321,7 +321,7 @@ def check_devices(devices: RigDevices) -> None:
                           "pulse generator")
 
 
-__all__ = ["DeviceError", "ScannerConstraints", "Scanner", "TimeTaggerConstraints", "TagBlock", "TimeTagger",
+__all__ = ["DeviceError", "DeviceTimeout", "ScannerConstraints", "Scanner", "TimeTaggerConstraints", "TagBlock", "TimeTagger",
            "MicrowaveConstraints", "MicrowaveSource", "PhotonCounterConstraints", "GateCounts", "PhotonCounter",
            "PulseGeneratorConstraints", "PulseGenerator", "Pulse", "Sequence", "CHANNELS", "RigDevices",
            "DEVICE_INTERFACES", "check_device", "check_devices"]
