@@ -1,5 +1,8 @@
 """The adaptive VQNS loop: measure FID and echo, fit, propose, request the best CPMG-n, repeat,
-until the band is narrow enough over the probed frequencies or the budget of curves is spent."""
+until the band is narrow enough over the probed frequencies or the budget of curves is spent.
+
+A host that reconnects in the middle of a VQNS run adopts it (`VqnsController.adopt`): the loop is
+rebuilt from the curves in the run's file and its recorded settings, and goes on (docs/run-files.md)."""
 
 from __future__ import annotations
 
@@ -89,12 +92,18 @@ class VqnsController:
     """
 
     def __init__(self, host, run_id: str, cfg: VqnsLoopConfig = VqnsLoopConfig()):
+        self._setup(host, run_id, cfg)
+        self._listen()
+
+    def _setup(self, host, run_id: str, cfg: VqnsLoopConfig) -> None:
+        """The state of a loop that has measured nothing (nothing runs or listens yet)."""
         self.host = host
         self.run_id = run_id
         self.cfg = cfg
         self.data: CoherenceSet | None = None
         self.steps: list[VqnsStep] = []
-        self.pending = 0
+        self.pending = 0  # curves requested and not yet arrived: len(self._asked)
+        self._asked: list[int] = []  # the pulse numbers requested and not yet arrived
         self.done = False
         self.stop_reason = ""
         self._inbox: deque[Message] = deque()
@@ -102,19 +111,73 @@ class VqnsController:
         self._busy = False
         self._ended = False  # the run ended (its analysis began): nothing more is requested
         self._closed = False
+        self.adopted = ""  # adopted from a run's file: "<n> curves from the file"; else ""
+        self._adopted_seq = -1  # adopted: the file's last stored seq (curves up to it are in `data`)
+        self._refit = False  # adopted: the worker fits the curves from the file first
+        self._file: dict[str, np.ndarray] | None = None  # adopted: the file's curves, until taken into `data`
+        self._not_restored: list[str] = []  # adopted: what the file could not give back
         self._thread = threading.Thread(target=self._work, name=f"vqns-{run_id}", daemon=True)
+
+    def _listen(self) -> None:
+        """Start the worker and take the daemon's stored messages."""
         self._thread.start()
-        host.observers.append(self.on_message)
+        self.host.observers.append(self.on_message)
+
+    @classmethod
+    def adopt(cls, host, run_id: str, store: RunStore, cfg: VqnsLoopConfig = VqnsLoopConfig()) -> VqnsController:
+        """The loop of a VQNS run that another host began (and died driving), rebuilt from its file.
+
+        The curves stored in `store` (in seq order) are fitted on the worker, as `update` does, which
+        then requests the next curve or stops the run by the stopping rule. The settings recorded in
+        the file (`vqns_loop_config`) are used; `cfg` only for a file that records none. Curves the
+        dead host requested may still arrive: they are taken as data (and fitted as usual). Call it
+        on the thread that stores the run's messages (the daemon's I/O thread), between its steps.
+        Raises ValueError (one line) for a run that is not VQNS or has ended.
+        """
+        f = store.f
+        kind = f.attrs.get("run_kind", "")
+        if kind != "vqns":
+            raise ValueError(f"run {run_id}: cannot adopt a {kind or 'unknown'} run as VQNS ({store.path.name})")
+        if store.finished:
+            raise ValueError(f"run {run_id}: already ended ({f.attrs['exit_status']}), nothing to adopt")
+        recorded = f.attrs.get("vqns_loop_config")
+        lost: list[str] = []
+        if recorded is not None:
+            cfg, lost = loop_config_from_json(recorded)
+        else:
+            lost = ["the loop's settings (the file records none; this host's are used)"]
+        curves = read_coherence(f)
+        order = np.argsort(curves["seq"], kind="stable")
+        curves = {name: column[order] for name, column in curves.items()}
+        n = len(order)
+        ctl = cls.__new__(cls)
+        ctl._setup(host, run_id, cfg)
+        ctl.adopted = f"{n} curves from the file"
+        ctl._adopted_seq = max(store.last_seq, int(curves["seq"].max()) if n else -1)
+        ctl._not_restored = lost + [f"the steps fitted before adoption (the dead host's): vqns/steps begins at {n} "
+                                    "curves, with a cold fit"]
+        ctl._file, ctl._refit = curves, True
+        for what in lost:
+            log.warning("VQNS run %s adopted: not restorable: %s", run_id, what)
+        log.info("VQNS run %s adopted with %d curves from %s", run_id, n, store.path.name)
+        ctl._listen()
+        return ctl
 
     def run_attributes(self) -> dict[str, str]:
-        """The loop's settings and stopping rule, for the run's file (JSON and words)."""
-        return {"vqns_loop_config": json.dumps(dataclasses.asdict(self.cfg), sort_keys=True, default=str),
-                "vqns_stopping_rule": self.cfg.stopping_rule}
+        """The loop's settings and stopping rule, for the run's file (JSON and words); an adopted
+        loop adds `vqns_adopted` ("<n> curves from the file") and what it could not restore."""
+        attrs = {"vqns_loop_config": json.dumps(dataclasses.asdict(self.cfg), sort_keys=True, default=str),
+                 "vqns_stopping_rule": self.cfg.stopping_rule}
+        if self.adopted:
+            attrs["vqns_adopted"] = self.adopted
+            attrs["vqns_adopted_not_restored"] = "; ".join(self._not_restored)
+        return attrs
 
     def request(self, n_pulses: int) -> None:
         """Ask the rig for one CPMG-n curve (from any thread)."""
         with self._cond:
-            self.pending += 1
+            self._asked.append(int(n_pulses))
+            self.pending = len(self._asked)
         self.host.command(MeasureCoherence, self.run_id, n_pulses=int(n_pulses), t=self.cfg.times)
 
     def begin(self) -> None:
@@ -126,6 +189,8 @@ class VqnsController:
         """(daemon's I/O thread) A stored message: this run's coherence curves are queued for the worker."""
         if msg.run_id != self.run_id or not isinstance(msg, (Coherence, RunEnd)):
             return
+        if isinstance(msg, Coherence) and msg.seq <= self._adopted_seq:
+            return  # adopted: already read from the file
         with self._cond:
             if isinstance(msg, RunEnd):
                 self._ended = True
@@ -136,7 +201,7 @@ class VqnsController:
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until every queued curve is fitted; False when `timeout` (s) ran out first."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self._inbox and not self._busy, timeout)
+            return self._cond.wait_for(lambda: not self._inbox and not self._busy and not self._refit, timeout)
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Stop listening and end the worker thread (a fit in flight is finished first)."""
@@ -152,13 +217,16 @@ class VqnsController:
         """The worker: take the queued curves, fit when none is pending any more, repeat."""
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._inbox or self._closed)
-                if not self._inbox:
+                self._cond.wait_for(lambda: self._inbox or self._refit or self._closed)
+                if not self._inbox and not self._refit:
                     return  # closed
                 curves = list(self._inbox)
                 self._inbox.clear()
+                refit, self._refit = self._refit, False
                 self._busy = True
             try:
+                if refit:
+                    self._fit_file()
                 for msg in curves:
                     self._take(msg)
             finally:
@@ -171,8 +239,10 @@ class VqnsController:
         if self.done:
             return
         with self._cond:
-            self.pending -= 1
-            pending = self.pending
+            if msg.n_pulses in self._asked:
+                self._asked.remove(msg.n_pulses)
+            # else: a curve not asked for (one the dead host of an adopted run requested): data; pending stays
+            pending = self.pending = len(self._asked)
         try:
             if self.data is None:
                 self.data = coherence_set(np.array([msg.n_pulses]), msg.t[None], msg.coherence[None], msg.sigma[None])
@@ -187,6 +257,37 @@ class VqnsController:
             log.exception("VQNS run %s: fit failed", self.run_id)
             self.finish(f"failed: fit of {len(self.data.n_pulses) if self.data else 0} curves: "
                         f"{type(exc).__name__}: {exc}")
+
+    def _file_curves(self) -> None:
+        """The adopted file's curves into `data`, as they arrived (NaN padding dropped)."""
+        curves, self._file = self._file, None
+        for n, t, c, s in zip(curves["n_pulses"], curves["t"], curves["coherence"], curves["sigma"]):
+            keep = np.isfinite(t)
+            if self.data is None:
+                self.data = coherence_set(np.array([n]), t[keep][None], c[keep][None], s[keep][None])
+            else:
+                self.data = self.data.append(int(n), t[keep], c[keep], s[keep])
+
+    def _fit_file(self) -> None:
+        """(worker) Adopted: fit the curves from the file, then request the next or stop; while the
+        first curves (`cfg.first`) are not all in, request the missing ones instead (no fit)."""
+        if self.done:
+            return
+        n = len(self._file["seq"])
+        missing = [k for k in self.cfg.first if k not in set(int(m) for m in self._file["n_pulses"])]
+        try:
+            self._file_curves()
+            if missing:  # those the dead host had in flight may come too: they are data
+                for k in missing:
+                    self.request(k)
+            else:
+                self.update()
+        except ValueError as exc:
+            log.error("VQNS run %s: %s", self.run_id, exc)
+            self.finish(f"failed: the {n} curves from the file: {exc}")
+        except Exception as exc:
+            log.exception("VQNS run %s: fit failed", self.run_id)
+            self.finish(f"failed: fit of the {n} curves from the file: {type(exc).__name__}: {exc}")
 
     def update(self) -> None:
         """(worker) Fit (warm after the first), rank the candidates, then request the best or stop."""
@@ -238,6 +339,44 @@ class VqnsController:
         attrs.update(result_attrs)
         attrs["fit_config"] = json.dumps(self.cfg.fit.__dict__)
         return res, attrs
+
+
+def loop_config_from_json(text: str) -> tuple[VqnsLoopConfig, list[str]]:
+    """The loop settings recorded in a run's file (`vqns_loop_config`, JSON), and the names of
+    those that could not be restored (unknown to this version, or of the wrong kind: defaults used)."""
+    try:
+        recorded = json.loads(text)
+    except ValueError:
+        return VqnsLoopConfig(), ["vqns_loop_config (not JSON; defaults used)"]
+    if not isinstance(recorded, dict):
+        return VqnsLoopConfig(), ["vqns_loop_config (not a table; defaults used)"]
+    fit_recorded = recorded.pop("fit", {})
+    fit_kw, lost = _fields_from(FitConfig, fit_recorded if isinstance(fit_recorded, dict) else {}, "fit.")
+    if not isinstance(fit_recorded, dict):
+        lost.append("fit")
+    kw, lost_loop = _fields_from(VqnsLoopConfig, recorded, "")
+    try:
+        return VqnsLoopConfig(**kw, fit=FitConfig(**fit_kw)), lost + lost_loop
+    except (TypeError, ValueError) as exc:
+        return VqnsLoopConfig(), [f"vqns_loop_config ({exc}; defaults used)"]
+
+
+def _fields_from(kind: type, recorded: dict, prefix: str) -> tuple[dict, list[str]]:
+    """The fields of dataclass `kind` in `recorded`, cast to their defaults' types; the names not restored."""
+    defaults = kind()
+    names = {f.name for f in dataclasses.fields(kind) if f.name != "fit"}
+    kw, lost = {}, [prefix + k for k in sorted(recorded) if k not in names]
+    for name in names & set(recorded):
+        default, value = getattr(defaults, name), recorded[name]
+        if isinstance(default, tuple) and isinstance(value, list) and all(type(v) is int for v in value):
+            kw[name] = tuple(value)
+        elif type(default) is int and type(value) is int:
+            kw[name] = value
+        elif type(default) is float and type(value) in (int, float):
+            kw[name] = float(value)
+        else:
+            lost.append(f"{prefix}{name} = {value!r}")
+    return kw, lost
 
 
 def vqns_results(steps: list[VqnsStep], curves: dict[str, np.ndarray], truth: dict,
