@@ -343,8 +343,9 @@ class Spool:
         return len(self._index.items) >= self.capacity
 
     def put(self, run_id: str, seq: int, frames: list[bytes]) -> None:
-        """Keep a message until acknowledged (in the file when this returns; fsynced in batches)."""
-        if self.full:
+        """Keep a message until acknowledged (in the file when this returns; fsynced in batches); the
+        same (run_id, seq) again replaces it in place. OverflowError when `capacity` messages wait."""
+        if self.full and (run_id, seq) not in self._index.items:
             raise OverflowError(f"spool full: {len(self)} messages unacknowledged in {self.directory}")
         self._put(run_id, seq, frames)
 
