@@ -1,15 +1,26 @@
 """The rig's devices, composed in one place from the `[devices]` table of the rig's configuration.
 
-`kind = "sim"` is the only driver today: every simulated device is part of one simulated
-instrument (`firmware_sim`), set up by the `[sim]` tables (sample, detectors, noise, readout,
-pace) and seeded from the rig's seed. `nvscope rig --sim` simulates every device. The
+`kind = "sim"`: every simulated device is part of one simulated instrument (`firmware_sim`), set
+up by the `[sim]` tables (sample, detectors, noise, readout, pace) and seeded from the rig's seed.
+`nvscope rig --sim` simulates every device. The hardware drivers (`DRIVERS`, rt/drivers/) take
+their own fields, e.g.
+
+    microwave = {kind = "visa_microwave", resource = "TCPIP::192.168.1.5::INSTR", timeout_s = 2.0}
+    scanner   = {kind = "visa_piezo", resource = "ASRL1::INSTR", timeout_s = 2.0}
+    tagger    = {kind = "swabian", serial = "", channels = [1, 2]}
+
+(`visa_library = "path/to/file.yaml@sim"` opens a VISA one on pyvisa-sim); a driver's module, and
+pyvisa or the tagger's API, is imported only when a table names it. Hardware and simulated devices
+may be mixed (the simulated tagger then sees the simulated scanner, not the hardware one). The
 conformance check (`rt.hal.check_devices`) runs on what is composed.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -108,17 +119,57 @@ def sim_instrument(cfg: RigConfig) -> tuple[dict, dict]:
     return devices, truth
 
 
-def compose_devices(cfg: RigConfig, sim: bool = False) -> RigDevices:
-    """The rig's devices from `cfg.devices` (`sim`: every device simulated), conformance-checked, and
-    the `[mri]` run checked against them when they can run one (rt/mri.py `check_mri`).
+class Driver(NamedTuple):
+    """A hardware driver: its module under rt/drivers/, its `[devices]` fields (a dataclass of that
+    module), its class (with `from_config(cfg, name)`), and the RigDevices fields it can be."""
 
-    ConfigError (one line, naming the field) when no device is configured, a required one is
-    missing or does not fit its interface, or the [mri] scan cannot be run on them.
-    """
-    table = {name: getattr(cfg.devices, name) for name in SIM_ALL}
-    if not sim and not any(table.values()):
-        raise ConfigError("devices: no hardware drivers are configured on this rig yet: use --sim "
-                          "(or a [devices] table with kind = \"sim\")")
+    module: str
+    config: str
+    cls: str
+    fits: tuple[str, ...]
+
+
+DRIVERS: dict[str, Driver] = {
+    "visa_microwave": Driver("microwave_visa", "VisaMicrowaveConfig", "VisaMicrowaveSource", ("microwave", "rf")),
+    "visa_piezo": Driver("piezo_visa", "VisaPiezoConfig", "VisaPiezoScanner", ("scanner",)),
+    "swabian": Driver("swabian_tagger", "SwabianConfig", "SwabianTagger", ("tagger",)),
+}
+"""The hardware drivers a `[devices]` table may name by `kind` (besides "sim")."""
+
+
+def driver_device(name: str, table: dict) -> object:
+    """Open the hardware device `devices.<name>` describes; ConfigError (one line) naming the field, or
+    the instrument when it cannot be opened."""
+    kind = table.get("kind")
+    if kind not in DRIVERS:
+        raise ConfigError(f"devices.{name}.kind: no driver {kind!r} (known: sim, {', '.join(DRIVERS)})")
+    driver = DRIVERS[kind]
+    if name not in driver.fits:
+        raise ConfigError(f"devices.{name}.kind: a {kind!r} device is a {' or '.join(driver.fits)}, not a {name}")
+    module = importlib.import_module(f"{__package__}.drivers.{driver.module}")
+    fields = from_dict(getattr(module, driver.config), {k: v for k, v in table.items() if k != "kind"},
+                       f"devices.{name}")
+    try:
+        return getattr(module, driver.cls).from_config(fields, name)
+    except DeviceError as exc:  # it cannot be opened, or does not answer
+        raise ConfigError(f"devices.{name}: {exc}") from None
+    except ValueError as exc:  # ranges that are not (min, max)
+        raise ConfigError(f"devices.{name}: {exc}") from None
+
+
+def close_devices(devices: dict) -> None:
+    """Close the opened hardware devices that have a close() (after a failed composition)."""
+    for device in devices.values():
+        close = getattr(device, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception as exc:  # noqa: BLE001 (closing is best effort; the first error is reported)
+                log.warning("closing %s failed: %s", type(device).__name__, exc)
+
+
+def _compose(cfg: RigConfig, sim: bool, table: dict, hardware: dict) -> RigDevices:
+    """The simulated devices the table (or `sim`) asks for, with the `hardware` ones, checked."""
     chosen: dict = {}
     truth: dict = {}
     if sim or any(t.get("kind") == "sim" for t in table.values()):
@@ -131,6 +182,7 @@ def compose_devices(cfg: RigConfig, sim: bool = False) -> RigDevices:
                     raise ConfigError(f"devices.{name}: the simulated {name} needs a qubit: add [[sim.noise]] tables "
                                       "or a [sim.mri] table")
                 chosen[name] = simulated[name]
+    chosen.update(hardware)
     devices = RigDevices(**chosen, truth=truth) if {"scanner", "tagger"} <= set(chosen) else None
     if devices is None:
         missing = next(n for n in ("scanner", "tagger") if n not in chosen)
@@ -147,4 +199,28 @@ def compose_devices(cfg: RigConfig, sim: bool = False) -> RigDevices:
     return devices
 
 
-__all__ = ["DEFAULT_SIM", "SIM_ALL", "noise_spectrum", "sim_instrument", "compose_devices"]
+def compose_devices(cfg: RigConfig, sim: bool = False) -> RigDevices:
+    """The rig's devices from `cfg.devices` (`sim`: every device simulated), conformance-checked, and
+    the `[mri]` run checked against them when they can run one (rt/mri.py `check_mri`).
+
+    ConfigError (one line, naming the field) when no device is configured, a required one is
+    missing or does not fit its interface, or the [mri] scan cannot be run on them.
+    """
+    table = {name: getattr(cfg.devices, name) for name in SIM_ALL}
+    if not sim and not any(table.values()):
+        raise ConfigError("devices: no devices are configured on this rig: use --sim, or a [devices] table "
+                          f"(kind = \"sim\" or one of {', '.join(DRIVERS)})")
+    hardware: dict = {}
+    try:
+        for name, t in table.items():
+            if not sim and t and t.get("kind") != "sim":
+                hardware[name] = driver_device(name, t)
+        devices = _compose(cfg, sim, table, hardware)
+    except BaseException:  # a device refused or a field wrong: what was opened is closed again
+        close_devices(hardware)
+        raise
+    return devices
+
+
+__all__ = ["DEFAULT_SIM", "SIM_ALL", "Driver", "DRIVERS", "driver_device", "close_devices", "noise_spectrum",
+           "sim_instrument", "compose_devices"]
