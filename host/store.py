@@ -17,7 +17,7 @@ from typing import ClassVar
 import h5py
 import numpy as np
 
-from nvscope.proto.messages import Coherence, Deer, Lock, Message, Pixel, RunEnd, RunStart
+from nvscope.proto.messages import Coherence, Deer, Lock, Message, Notice, Pixel, RunEnd, RunStart
 from nvscope.proto.records import record_fields
 from nvscope.proto.version import software_version
 
@@ -54,13 +54,16 @@ def run_path(out_dir: Path, run_id: str) -> Path:
 class RunStore:
     """The open file of one run: append messages in sequence, flush, finalize."""
 
-    tables: ClassVar[dict[str, type[Message]]] = {"pixels": Pixel, "coherence": Coherence, "lock": Lock, "deer": Deer}
+    tables: ClassVar[dict[str, type[Message]]] = {"pixels": Pixel, "coherence": Coherence, "lock": Lock, "deer": Deer,
+                                                  "notices": Notice}
     """The stored message kinds: group name -> message class, one dataset per `record_fields` column."""
 
     def __init__(self, path: Path, f: h5py.File):
         self.path = path
         self.f = f
         self.last_seq = int(f["stored_seq"][0])
+        self.duplicates = int(f["duplicates"][0]) if "duplicates" in f else 0
+        """Copies of stored messages received again and dropped (replays), over every host of the run."""
         self.finished = f.attrs["exit_status"] != "running"
         self._columns: dict[str, dict[str, h5py.Dataset]] = {}  # open dataset handles per table (a lookup costs ~1 ms)
 
@@ -80,6 +83,7 @@ class RunStore:
         a["exit_status"], a["reason"] = "running", ""
         f.create_dataset("stored_seq", data=np.array([start.seq - 1], dtype="<i8"))  # run_start is added next
         f.create_dataset("gaps", shape=(0, 2), maxshape=(None, 2), dtype="<i8", chunks=(64, 2))
+        f.create_dataset("duplicates", data=np.zeros(1, dtype="<i8"))
         for group, kind in cls.tables.items():
             _create_table(f.create_group(group), kind)
         _prepare_pixel_g2(f, g2_attrs or {})
@@ -103,6 +107,8 @@ class RunStore:
             for group, kind in cls.tables.items():  # a file of an older host lacks the newer tables
                 if group not in f:
                     _create_table(f.create_group(group), kind)
+            if "duplicates" not in f:
+                f.create_dataset("duplicates", data=np.zeros(1, dtype="<i8"))
             _prepare_pixel_g2(f, g2_attrs or {})  # SWMR allows no new dataset or attribute after this
             f.swmr_mode = True
         return store
@@ -146,9 +152,11 @@ class RunStore:
         self.last_seq = msg.seq
 
     def flush(self) -> None:
-        """Make everything added so far durable (the ack follows this)."""
+        """Make everything added so far durable, to the disk (fsync: a power cut keeps it); the ack follows."""
         self.f["stored_seq"][0] = self.last_seq
+        self.f["duplicates"][0] = self.duplicates
         self.f.flush()
+        os.fsync(self.f.id.get_vfd_handle())
 
     def finalize(self, end: RunEnd, results: dict[str, np.ndarray], attrs: dict[str, object]) -> None:
         """Close the streaming file and add the results, the exit status and its reason."""
@@ -156,6 +164,8 @@ class RunStore:
         self._columns.clear()
         with h5py.File(self.path, "r+", libver="latest") as f:
             f["stored_seq"][0] = end.seq
+            if "duplicates" in f:
+                f["duplicates"][0] = self.duplicates
             status, reason = end.exit_status, end.reason
             gaps = f["gaps"][()]
             if len(gaps) and status == "completed":  # messages never arrived: the run is not complete
@@ -171,6 +181,11 @@ class RunStore:
                 if name in f:
                     del f[name]
                 f.create_dataset(name, data=arr)
+        fd = os.open(self.path, os.O_RDONLY)  # the results and exit status reach the disk before the ack
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         self.f = h5py.File(self.path, "r", libver="latest")
         self.last_seq, self.finished = end.seq, True
 
@@ -197,6 +212,8 @@ def _append_row(columns: dict[str, h5py.Dataset], msg: Message) -> None:
     n = columns["seq"].shape[0]
     for name, ds in columns.items():
         value = getattr(msg, name)
+        if ds.dtype.kind == "S":  # text, UTF-8, cut to the column's width
+            value = value.encode()[: ds.dtype.itemsize]
         if ds.ndim == 2 and ds.maxshape[1] is None:  # a row of any width, NaN-padded
             width = max(ds.shape[1], len(value))
             ds.resize((n + 1, width))

@@ -295,12 +295,53 @@ class RunEnd(Message):
 
 
 @dataclass(frozen=True)
+class Notice(Message):
+    """Something the run went through that is not data: an instrument that timed out and the retry
+    (`source`: the device's [devices] name; `text`: one line); stored in the run file's /notices."""
+
+    kind: ClassVar[str] = "notice"
+    durable: ClassVar[bool] = True
+    source: str = ""
+    text: str = ""
+    retry: int = 0
+
+
+@dataclass(frozen=True)
 class Heartbeat(Message):
-    """rt is alive; `seq` is the last data sequence number sent in `run_id` (-1: none)."""
+    """A daemon is alive (sent both ways, every `link.heartbeat_s`). From rt: `state` of the rig, the
+    run in progress (`run_id`, `run_kind`, steps `done` of `planned`; 0 planned: open-ended), `seq` the
+    last data sequence number sent (-1: none), `unacked` messages in its journal. From the host:
+    `state` = 'host' and `info`, what it reports of itself (stored, duplicates, malformed, out dir)."""
 
     kind: ClassVar[str] = "heartbeat"
+    schema: ClassVar[int] = 2  # 2: run_kind, done, planned, info; sent by the host too
     state: str = "idle"
     unacked: int = 0
+    run_kind: str = ""
+    done: int = 0
+    planned: int = 0
+    info: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Refused(Message):
+    """rt did not apply a command of the host's (`command`: its kind; `run_id`, `seq`: the command's)
+    and says why; `busy_run`/`busy_kind`: the run the rig is running, if any."""
+
+    kind: ClassVar[str] = "refused"
+    command: str = ""
+    reason: str = ""
+    busy_run: str = ""
+    busy_kind: str = ""
+
+
+@dataclass(frozen=True)
+class Status(Message):
+    """rt's answer to `status_request`: what the rig is doing (`info`: state, run, progress, journal
+    depth, last ack, the host that controls it and what that host last reported; docs/cli.md)."""
+
+    kind: ClassVar[str] = "status"
+    info: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- host -> rt (commands)
@@ -352,6 +393,13 @@ class PartialG2(Message):
 
 
 @dataclass(frozen=True)
+class StatusRequest(Message):
+    """Any authenticated peer asks the rig what it is doing (answered with `status`; never a command)."""
+
+    kind: ClassVar[str] = "status_request"
+
+
+@dataclass(frozen=True)
 class Ack(Message):
     """The host has durably stored every message of `run_id` up to and including `seq`."""
 
@@ -360,6 +408,6 @@ class Ack(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.kind: cls
-    for cls in (RunStart, Pixel, PartialPixel, Coherence, Lock, Deer, RunEnd, Heartbeat,
-                Hello, Start, Stop, MeasureCoherence, PartialG2, Ack)
+    for cls in (RunStart, Pixel, PartialPixel, Coherence, Lock, Deer, Notice, RunEnd, Heartbeat, Refused, Status,
+                Hello, Start, Stop, MeasureCoherence, PartialG2, StatusRequest, Ack)
 }

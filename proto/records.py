@@ -12,8 +12,9 @@ import numpy as np
 
 from .messages import Array, Message, field_specs
 
-SCALAR_DTYPES: dict[type, str] = {int: "<i8", float: "<f8", bool: "|b1"}
-"""Column dtype of each scalar field type (str and dict fields have no column)."""
+SCALAR_DTYPES: dict[type, str] = {int: "<i8", float: "<f8", bool: "|b1", str: "|S256"}
+"""Column dtype of each scalar field type (dict fields have no column); a str is stored as UTF-8, cut
+at 256 bytes (a fixed width: SWMR appends no variable-length data)."""
 
 
 def record_fields(cls: type[Message]) -> dict[str, tuple[str, tuple[int, ...]]]:

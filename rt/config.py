@@ -160,9 +160,17 @@ class LinkConfig:
     """The rt side of the link: unacknowledged messages kept on disk, at most `window` of them."""
 
     spool_dir: str = ""
+    """The journal's folder (default: one per rig, named after its bind endpoint; rt/rig_main.py)."""
     window: int = 2000
     resend_after_s: float = 2.0
     heartbeat_s: float = 1.0
+    peer_timeout_s: float = 5.0
+    """A host silent this long is reported, and another host may take over the rig."""
+    key_file: str = ""
+    """The rig's CurveZMQ secret key file (`nvscope keys init`); with `allowed_hosts`, the link is
+    encrypted and only the listed hosts connect (required to bind beyond loopback)."""
+    allowed_hosts: str = ""
+    """A host public key file (.key), or a folder of them: the hosts allowed to connect."""
 
     def check(self, where: str) -> None:
         """Validate ranges; raise ConfigError naming the field."""
@@ -171,6 +179,26 @@ class LinkConfig:
                 f"must be finite and > 0 s, got {self.resend_after_s}")
         require(math.isfinite(self.heartbeat_s) and self.heartbeat_s > 0, f"{where}.heartbeat_s",
                 f"must be finite and > 0 s, got {self.heartbeat_s}")
+        require(math.isfinite(self.peer_timeout_s) and self.peer_timeout_s > self.heartbeat_s,
+                f"{where}.peer_timeout_s", f"must be finite and > heartbeat_s ({self.heartbeat_s} s), "
+                f"got {self.peer_timeout_s}")
+        require(bool(self.key_file) == bool(self.allowed_hosts), f"{where}.{'allowed_hosts' if self.key_file else 'key_file'}",
+                "missing: CurveZMQ needs both key_file (the rig's secret key) and allowed_hosts (the hosts' public keys)")
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """`[retry]`: an instrument call that times out is retried `attempts` times, `pause_s` apart, each
+    retry recorded in the run (/notices); after that the run fails saying so."""
+
+    attempts: int = 3
+    pause_s: float = 1.0
+
+    def check(self, where: str) -> None:
+        """Validate ranges; raise ConfigError naming the field."""
+        require(0 <= self.attempts <= 100, f"{where}.attempts", f"must be in [0, 100], got {self.attempts}")
+        require(math.isfinite(self.pause_s) and 0 <= self.pause_s <= 600, f"{where}.pause_s",
+                f"must be in [0, 600] s, got {self.pause_s}")
 
 
 @dataclass(frozen=True)
@@ -347,6 +375,7 @@ class RigConfig:
     coherence: CoherenceConfig = field(default_factory=CoherenceConfig)
     mri: MriConfig = field(default_factory=MriConfig)
     devices: DevicesConfig = field(default_factory=DevicesConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
     sim: dict = field(default_factory=dict)
 
     def check(self, where: str) -> None:

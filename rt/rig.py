@@ -18,12 +18,13 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections import deque
 from pathlib import Path
 
 import numpy as np
 
-from nvscope.proto.messages import MeasureCoherence, Message, PartialG2, RunEnd, RunStart, Start, Stop
+from nvscope.proto.messages import MeasureCoherence, Message, Notice, PartialG2, RunEnd, RunStart, Start, Stop
 from nvscope.proto.version import software_version
 
 from .config import RigConfig
@@ -64,6 +65,13 @@ class Rig:
         self.next_seq = 0  # of the run's next data message
         self.plan: Plan | None = None  # of the run in progress
         self.adaptive: AdaptiveDwell | None = None  # of the scan in progress, with adaptive dwell on
+        self.run_kind = ""
+        self.planned = 0  # steps of the run in progress (0: open-ended)
+        self.done = 0  # steps taken
+        self.notices: list[tuple[str, str, int]] = []
+        """Instrument retries during the step being taken (device, line, retry), recorded after it."""
+        self.started = time.time()
+        link.describe = self.describe
 
     # ------------------------------------------------------------------ the idle loop
     def serve_forever(self) -> None:
@@ -75,7 +83,7 @@ class Rig:
                 start = self._apply(self.commands.popleft())
                 if start is not None:
                     self._run(start)  # the commands queued behind the start are applied by the run loop
-            self.link.heartbeat(self.run_id, self.state.value)
+            self._heartbeat()
         for _ in range(20):  # up to ~2 s for the host to ack what is in flight; the rest stays spooled
             if not len(self.link.spool):
                 break
@@ -93,7 +101,7 @@ class Rig:
             return None
         event = COMMAND_EVENTS.get(type(cmd))
         if event is None:
-            log.warning("ignored command %s (not for this rig)", cmd.kind)
+            self.link.refuse(cmd, f"{cmd.kind} is not a command of the rig")
             return None
         try:
             if event is not Event.START and self.state is not RunState.IDLE and cmd.run_id != self.run_id:
@@ -102,7 +110,9 @@ class Rig:
             if event is Event.MEASURE:
                 self.plan.add(cmd)
         except StateError as exc:
-            log.warning("refused %s for run %s: %s", cmd.kind, cmd.run_id, exc)
+            busy = self.state is not RunState.IDLE
+            self.link.refuse(cmd, f"{exc}" + (f" (the rig is running {self.run_kind} run {self.run_id})" if busy else ""),
+                             busy_run=self.run_id if busy else "", busy_kind=self.run_kind if busy else "")
             return None
         self.state = state
         if event is Event.STOP:
@@ -113,33 +123,45 @@ class Rig:
     def _run(self, start: Start) -> None:
         """One run: run_start; the plan's steps, the commands that arrived applied before each;
         run_end with the exit status and reason (always sent)."""
-        self.run_id, self.stop_reason, self.next_seq = start.run_id, "", 0
+        self.run_id, self.run_kind, self.stop_reason, self.next_seq = start.run_id, start.run_kind, "", 0
         n_pixels, grid = self._grid(start.run_kind)
-        self._send(RunStart(run_id=start.run_id, seq=0, run_kind=start.run_kind,
-                            config={**dataclasses.asdict(self.cfg), "sim_truth": self.devices.truth},
-                            version=software_version(), seed=self.cfg.seed, n_pixels=n_pixels,
-                            grid_shape=np.array(grid)))
-        status, reason, done = ExitStatus.COMPLETED, "", 0
+        self.planned, self.done, self.notices = n_pixels, 0, []
+        run_start = RunStart(run_id=start.run_id, seq=0, run_kind=start.run_kind,
+                             config={**dataclasses.asdict(self.cfg), "sim_truth": self.devices.truth},
+                             version=software_version(), seed=self.cfg.seed, n_pixels=n_pixels,
+                             grid_shape=np.array(grid))
+        self._send(run_start)
+        self.link.run_start = run_start
+        status, reason = ExitStatus.COMPLETED, ""
         try:
             self.plan = self._plan(start)
             while not self.plan.done:
                 if self._serve(0 if self.plan.ready else 100):
                     break
                 if self.plan.ready:
-                    got = self.plan.step(self.next_seq)
+                    got = None
+                    try:
+                        got = self.plan.step(self.next_seq)
+                    finally:
+                        if got is None:
+                            self._record_notices()  # the retries of a step that failed, before the run's end
                     for msg in (got,) if isinstance(got, Message) else got:  # an mri DEER pixel: lock, deer
                         self._send(msg)
-                    done += 1
+                    self._record_notices()  # the retries of this step, after its data (numbered after it)
+                    self.done += 1
             if self.state is RunState.STOPPING:
                 status, reason = ExitStatus.STOPPED, self.stop_reason
         except Exception as exc:  # a device error ends the run, never silently
-            status, reason = ExitStatus.FAILED, f"{type(exc).__name__}: {exc}"
+            status = ExitStatus.FAILED
+            reason = f"{type(exc).__name__}: {exc} (at step {self.done + 1} of {self.planned or 'open-ended'}; " \
+                     f"{self.done} steps done and sent)"
             log.error("run %s failed: %s", start.run_id, reason)
         self.link.send(RunEnd(run_id=start.run_id, seq=self.next_seq, exit_status=status.value, reason=reason,
-                              n_pixels=done), self._queue)
+                              n_pixels=self.done), self._queue)
+        self.link.run_start = None
         self._marker.unlink(missing_ok=True)
         self.state = transition(self.state, Event.END)
-        self._report(status, reason, done)
+        self._report(status, reason, self.done)
         self.plan, self.adaptive = None, None
 
     def _grid(self, run_kind: str) -> tuple[int, tuple[int, int]]:
@@ -175,7 +197,7 @@ class Rig:
         if self.shutdown.is_set() and self.state is RunState.RUNNING:
             self.state = transition(self.state, Event.STOP)
             self.stop_reason = SHUTDOWN_REASON
-        self.link.heartbeat(self.run_id, self.state.value)
+        self._heartbeat()
         return self.state is not RunState.RUNNING
 
     def _send(self, msg: Message) -> None:
@@ -188,7 +210,29 @@ class Rig:
         """While a message waits for room in the spool: queue what arrives (applied at the next
         step), and heartbeat (the host sees how many wait)."""
         self.commands.extend(commands)
-        self.link.heartbeat(self.run_id, self.state.value)
+        self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        running = self.state is not RunState.IDLE
+        self.link.heartbeat(self.run_id if running else "", self.state.value, self.run_kind if running else "",
+                            self.done, self.planned)
+
+    def report_retry(self, device: str, line: str, retry: int) -> None:
+        """(a device call timed out and is retried) Record it in the run after the step."""
+        self.notices.append((device, line, retry))
+
+    def _record_notices(self) -> None:
+        for device, line, retry in self.notices:
+            self._send(Notice(run_id=self.run_id, seq=self.next_seq, source=device, text=line[:250], retry=retry))
+        self.notices = []
+
+    def describe(self) -> dict:
+        """What the rig is doing, for `nvscope status` (the link adds its own part)."""
+        running = self.state is not RunState.IDLE
+        return {"daemon": "rig", "pid": os.getpid(), "version": software_version(), "state": self.state.value,
+                "uptime_s": round(time.time() - self.started, 1),
+                "run": {"run_id": self.run_id, "run_kind": self.run_kind, "done": self.done, "planned": self.planned,
+                        "next_seq": self.next_seq} if running else None}
 
     def _report(self, status: ExitStatus, reason: str, done: int) -> None:
         """Log how the run ended, the steps it did not take, and pixels the host left unanswered."""

@@ -8,7 +8,7 @@ from typing import Annotated, ClassVar
 import numpy as np
 import pytest
 
-from nvscope.proto.messages import Array, Coherence, Deer, Lock, Pixel
+from nvscope.proto.messages import Array, Coherence, Deer, Lock, Notice, Pixel
 from nvscope.proto.records import record_fields
 
 
@@ -42,7 +42,7 @@ def test_a_new_field_becomes_a_column_in_declaration_order():
 
 @dataclass(frozen=True)
 class _Named(Pixel):
-    label: str = ""
+    label: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,12 @@ class _IntTrace(Pixel):
     trace: Annotated[np.ndarray, Array("<i8", (-1,))] = field(default_factory=lambda: np.zeros(0, "<i8"))
 
 
+def test_text_fields_are_utf8_columns_of_fixed_width():
+    assert record_fields(Notice)["text"] == ("|S256", ())
+
+
 def test_fields_without_a_column_type_are_refused_by_name():
-    with pytest.raises(TypeError, match="_Named.label: a str field has no column type"):
+    with pytest.raises(TypeError, match="_Named.label: a dict field has no column type"):
         record_fields(_Named)
     with pytest.raises(TypeError, match="_IntTrace.trace: .* cannot be a NaN-padded row"):
         record_fields(_IntTrace)

@@ -112,7 +112,7 @@ class QuietLink:
         out, self.answers = self.answers, []
         return out
 
-    def heartbeat(self, run_id: str, state: str) -> None:
+    def heartbeat(self, run_id: str, state: str, *progress) -> None:
         pass
 
 

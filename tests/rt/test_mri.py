@@ -152,7 +152,7 @@ class Link:
     def poll(self, timeout_ms: int) -> list:
         return []
 
-    def heartbeat(self, run_id: str, state: str) -> None:
+    def heartbeat(self, run_id: str, state: str, *progress) -> None:
         pass
 
 

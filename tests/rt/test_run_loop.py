@@ -53,6 +53,7 @@ class ScriptedLink:
         self.heartbeats: list[str] = []
         self.timeouts_ms: list[int] = []
         self.markers: list[dict] = []
+        self.refused: list[str] = []
         self.spool = FakeSpool(directory)
 
     def send(self, msg: Message, serve) -> None:
@@ -69,8 +70,12 @@ class ScriptedLink:
             self.markers.append(json.loads(marker.read_text()))
         return self.host(self.sent)
 
-    def heartbeat(self, run_id: str, state: str) -> None:
+    def heartbeat(self, run_id: str, state: str, *progress) -> None:
         self.heartbeats.append(state)
+
+    def refuse(self, cmd: Message, reason: str, busy_run: str = "", busy_kind: str = "", to=None) -> None:
+        """What the real link answers the host with (a `refused` message), recorded."""
+        self.refused.append(f"refused {cmd.kind} for run {cmd.run_id}: {reason}" + (f" [busy {busy_run}]" if busy_run else ""))
 
 
 def rig_config(**scan) -> RigConfig:
@@ -136,9 +141,9 @@ def test_a_scan_runs_its_plan_to_the_end_with_heartbeats_and_a_marker(tmp_path):
 def test_stop_for_another_run_is_refused_naming_the_run_then_the_stop_ends_it(tmp_path, caplog):
     host = once(lambda sent: len(pixels(sent)) == 2,
                 [Stop(run_id="r0", seq=5), Stop(run_id="r1", seq=6, reason="enough for today")])
-    with caplog.at_level(logging.WARNING):
-        rig, link = run(tmp_path, host)
-    assert "refused stop for run r0: run r0 is not the running run r1" in caplog.text
+    rig, link = run(tmp_path, host)
+    assert link.refused == ["refused stop for run r0: run r0 is not the running run r1 (the rig is running srm run r1) "
+                            "[busy r1]"]
     assert len(pixels(link.sent)) == 2  # stopped at the pixel boundary
     end = link.sent[-1]
     assert (end.seq, end.exit_status, end.reason, end.n_pixels) == (3, "stopped", "enough for today", 2)
@@ -148,22 +153,23 @@ def test_a_second_start_and_a_measurement_in_a_scan_are_refused_with_the_state_n
     host = once(lambda sent: len(pixels(sent)) == 1,
                 [Start(run_id="r2", seq=7, run_kind="srm"),
                  MeasureCoherence(run_id="r1", seq=8, n_pulses=1, t=np.array([1e-6]))])
-    with caplog.at_level(logging.WARNING):
-        rig, link = run(tmp_path, host)
-    assert "refused start for run r2: cannot 'start' while running" in caplog.text
-    assert "refused measure_coherence for run r1: an srm run takes no measure_coherence" in caplog.text
+    rig, link = run(tmp_path, host)
+    assert link.refused[0].startswith("refused start for run r2: cannot 'start' while running")
+    assert link.refused[0].endswith("[busy r1]")  # the host learns which run the rig is busy with
+    assert link.refused[1].startswith("refused measure_coherence for run r1: an srm run takes no measure_coherence")
     assert link.sent[-1].exit_status == "completed" and len(pixels(link.sent)) == 6
 
 
 def test_idle_rig_refuses_stop_and_measure_and_ignores_a_late_partial_g2(tmp_path, caplog):
     cfg = rig_config()
-    rig = Rig(cfg, devices=None, link=ScriptedLink(tmp_path, lambda sent: []))
+    link = ScriptedLink(tmp_path, lambda sent: [])
+    rig = Rig(cfg, devices=None, link=link)
     with caplog.at_level(logging.DEBUG):
         assert rig._apply(Stop(run_id="r1", seq=1)) is None
         assert rig._apply(MeasureCoherence(run_id="r1", seq=2, n_pulses=0, t=np.array([1e-6]))) is None
         assert rig._apply(PartialG2(run_id="r1", seq=3, index=0, dwell_s=0.1, g2=0.2, g2_std=0.01)) is None
-    assert "cannot 'stop' while idle" in caplog.text and "cannot 'measure' while idle" in caplog.text
-    assert "ignored a late partial_g2" in caplog.text and rig.state is RunState.IDLE
+    assert "cannot 'stop' while idle" in link.refused[0] and "cannot 'measure' while idle" in link.refused[1]
+    assert len(link.refused) == 2 and "ignored a late partial_g2" in caplog.text and rig.state is RunState.IDLE
 
 
 def test_shutdown_ends_the_run_at_the_pixel_boundary_as_stopped(tmp_path):
@@ -213,7 +219,7 @@ def test_a_device_error_fails_the_run_with_the_reason_and_the_next_seq(tmp_path)
     rig, link = run(tmp_path, lambda sent: [], devices=dataclasses.replace(devices, scanner=BrokenScanner()))
     end = link.sent[-1]
     assert (end.exit_status, end.seq, end.n_pixels) == ("failed", 3, 2)
-    assert end.reason == "DeviceError: scanner: no answer within 1 s"
+    assert end.reason == "DeviceError: scanner: no answer within 1 s (at step 3 of 6; 2 steps done and sent)"
 
 
 def test_an_unknown_run_kind_fails_at_once(tmp_path):
@@ -236,8 +242,7 @@ def test_a_coherence_run_measures_what_the_host_asks_in_order_until_it_stops(tmp
             return [Stop(run_id="r1", seq=4), MeasureCoherence(run_id="r1", seq=5, n_pulses=2, t=t)]
         return []
     host.said = False
-    with caplog.at_level(logging.WARNING):
-        rig, link = run(tmp_path, host, run_kind="vqns")
+    rig, link = run(tmp_path, host, run_kind="vqns")
     curves = [m for m in link.sent if isinstance(m, Coherence)]
     assert [(c.seq, c.n_pulses) for c in curves] == [(1, 0), (2, 1)]
     start = link.sent[0]  # a coherence run plans no pixels
@@ -245,7 +250,7 @@ def test_a_coherence_run_measures_what_the_host_asks_in_order_until_it_stops(tmp
     assert np.all(np.isfinite(curves[0].coherence))
     end = link.sent[-1]
     assert (end.exit_status, end.reason, end.seq, end.n_pixels) == ("stopped", "stopped by the host", 3, 2)
-    assert "cannot 'measure' while stopping" in caplog.text  # the measurement behind the stop
+    assert "cannot 'measure' while stopping" in link.refused[-1]  # the measurement behind the stop
     assert 100 in link.timeouts_ms  # with nothing to measure, the loop waits for commands
 
 
