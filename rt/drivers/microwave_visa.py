@@ -15,9 +15,10 @@ from ..config import ConfigError
 from ..hal import MicrowaveConstraints
 from .visa import VisaInstrument, check_visa_fields, control, in_range, to_bool
 
-DEFAULT_CONSTRAINTS = MicrowaveConstraints(frequency_range=(9e3, 6e9), power_range=(-145.0, 18.0),
+DEFAULT_CONSTRAINTS = MicrowaveConstraints(frequency_range=(100e3, 20e9), power_range=(-145.0, 18.0),
                                            max_fm_deviation_hz=16e6)
-"""An SMB100A with the 6 GHz option; set the instrument's own (or a safer power limit) in [devices]."""
+"""An SMB100A with the 20 GHz option (the NV-MRI lock's default search reaches 6.4 GHz); set the
+instrument's own ranges, or a safer power limit, in [devices]."""
 
 
 @dataclass(frozen=True)
