@@ -159,6 +159,8 @@ class VisaInstrument:
 
     def ask(self, cmd: str) -> str:
         """The instrument's reply to the query `cmd`, stripped; DeviceTimeout when none comes in time."""
+        if self._stale:
+            self.drain_errors()
         return self._io(cmd, True).strip()
 
     def write(self, cmd: str) -> None:
@@ -193,12 +195,12 @@ class VisaInstrument:
     def drain_errors(self, most: int = 20) -> None:
         """Empty the error queue (errors left from before, or from a query that timed out), logging them."""
         self._stale = False
-        if self.error_query is None:
-            return
         try:
             self.resource.clear()  # device clear: drops a late reply still in the buffers
         except Exception:  # noqa: BLE001 (not every interface or backend has one)
             pass
+        if self.error_query is None:
+            return
         old = []
         for _ in range(most):
             error = self._error()
