@@ -18,6 +18,7 @@ also stops its authenticator. One keyed rig socket per ZeroMQ context (ZAP has o
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import zmq
@@ -34,6 +35,9 @@ HIGH_WATER_MARK = 10_000
 """Messages ZeroMQ queues per peer before it pushes back."""
 ZAP_DOMAIN = b"nvscope"
 """The ZAP domain of the rig's keyed socket (with ZAP_ENFORCE_DOMAIN: no authenticator, no entry)."""
+
+ZAP_RELEASE_WAIT_S = 1.0
+"""How long a new keyed rig socket waits for the ZAP endpoint of one just closed in its context (s)."""
 
 log = logging.getLogger(__name__)
 
@@ -131,15 +135,20 @@ def rig_socket(ctx: zmq.Context, endpoint: str, security: RigSecurity | None = N
 
 
 def _start_authenticator(ctx: zmq.Context, allowed_hosts: str) -> ThreadAuthenticator:
-    auth = ThreadAuthenticator(ctx, log=logging.getLogger(f"{__name__}.zap"))
-    try:
-        auth.start()
-    except zmq.ZMQError as exc:
-        auth.stop()
-        if exc.errno == zmq.EADDRINUSE:
-            raise EndpointError("a keyed rig socket needs its own ZeroMQ context: this one already has a "
-                                "ZAP authenticator") from None
-        raise
+    deadline = time.monotonic() + ZAP_RELEASE_WAIT_S
+    while True:
+        auth = ThreadAuthenticator(ctx, log=logging.getLogger(f"{__name__}.zap"))
+        try:
+            auth.start()
+            break
+        except zmq.ZMQError as exc:
+            auth.stop()
+            if exc.errno != zmq.EADDRINUSE:
+                raise
+            if time.monotonic() > deadline:  # not one just closed (ZeroMQ unbinds it a moment later)
+                raise EndpointError("a keyed rig socket needs its own ZeroMQ context: this one already has a "
+                                    "ZAP authenticator") from None
+            time.sleep(0.01)
     auth.configure_curve_callback(ZAP_DOMAIN.decode(), credentials_provider=_AllowedHosts(allowed_hosts))
     return auth
 

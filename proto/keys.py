@@ -111,14 +111,13 @@ def _read_certificate(path: Path) -> tuple[bytes | None, bytes | None]:
 def load_keypair(secret_file: str | os.PathLike) -> tuple[bytes, bytes]:
     """The (public, secret) z85 keys of a `NAME.key_secret` file; refused when group or others may read it."""
     path = Path(secret_file)
-    if path.is_file():
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            raise KeyFileError(f"{path}: secret key file is open to group/others (mode {mode:04o}): "
-                               f"run chmod 600 {path}")
     public, secret = _read_certificate(path)
     if secret is None and public is not None:
         raise KeyFileError(f"{path}: holds no secret key (a public .key file? give the {SECRET_SUFFIX} file)")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise KeyFileError(f"{path}: secret key file is open to group/others (mode {mode:04o}): "
+                           f"run chmod 600 {path}")
     public = _check_key(public, path, "public")
     secret = _check_key(secret, path, "secret")
     if zmq.curve_public(secret) != public:
