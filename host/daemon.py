@@ -12,6 +12,7 @@ with `post`, which queues them and wakes the I/O thread.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import socket
 import threading
@@ -24,8 +25,10 @@ from pathlib import Path
 import zmq
 
 from nvscope.proto import ProtocolError, decode, encode
-from nvscope.proto.endpoints import host_socket
-from nvscope.proto.messages import Ack, Heartbeat, Hello, Message, PartialPixel, Pixel, RunEnd, RunStart, Start
+from nvscope.proto.endpoints import HostSecurity, host_socket
+from nvscope.proto.logs import RateLimitedLog
+from nvscope.proto.messages import (Ack, Heartbeat, Hello, MeasureCoherence, Message, PartialG2, PartialPixel, Pixel,
+                                    Refused, RunEnd, RunStart, Start, Status, Stop)
 from nvscope.proto.version import software_version
 
 from .analysis_process import AnalysisProcesses
@@ -39,6 +42,15 @@ log = logging.getLogger(__name__)
 
 HELLO_AFTER_SILENCE_S = 3.0
 """Say hello again when the rig has been silent this long (it heartbeats every second)."""
+HEARTBEAT_S = 1.0
+"""How often the host tells the rig it is alive (and what it has stored)."""
+PEER_TIMEOUT_S = 5.0
+"""A rig silent this long is reported, and its runs marked as waiting for it."""
+PROGRESS_EVERY_S = 30.0
+"""How often a run's progress is logged (pixels done of planned, elapsed, remaining)."""
+KEPT_COMMANDS = (Start, Stop, MeasureCoherence, PartialG2)
+"""Commands kept and sent again when the rig is not connected at the moment they are sent (hellos,
+heartbeats and acks are not: newer ones replace them)."""
 LATENCY_WINDOW = 10_000
 """How many of the latest ack and answer latencies `HostStats` keeps."""
 CLOSE_WAIT_S = 60.0
@@ -58,6 +70,10 @@ class HostStats:
     malformed: int = 0
     orphans: int = 0
     finished: list[tuple[str, str]] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
+    """The rig's refusals of this host's commands, in order (each also logged)."""
+    adopted: list[str] = field(default_factory=list)
+    """Runs this host took over in the middle (started by another host, or by itself before a restart)."""
     ack_latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     """Per ack: seconds from receiving the oldest message it acknowledges to sending it (the last ones)."""
     answer_latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
@@ -83,9 +99,24 @@ class HostDaemon:
     dwell's partial pixels and analyses each run at its end (`analyses`, by run kind), beside the I/O."""
 
     def __init__(self, endpoint: str, out_dir: str | Path, analyses: dict[str, Analysis],
-                 ctx: zmq.Context | None = None, batch: int = 512, g2_estimator: G2Estimator | None = None):
+                 ctx: zmq.Context | None = None, batch: int = 512, g2_estimator: G2Estimator | None = None,
+                 security: HostSecurity | None = None, peer_timeout_s: float = PEER_TIMEOUT_S):
         self.ctx = ctx or zmq.Context.instance()
-        self.sock = host_socket(self.ctx, endpoint)
+        self.endpoint = endpoint
+        self.sock = host_socket(self.ctx, endpoint, security)
+        self.peer_timeout_s = peer_timeout_s
+        self.on_adopt: Callable[[RunSession], None] | None = None
+        """Called (I/O thread) when a session opens for a run in progress that this host did not start:
+        the host adopts it (the CLI drives an adopted VQNS run on)."""
+        self.rig_silent = False
+        """The rig has been silent for longer than `peer_timeout_s`: its runs wait for it."""
+        self._malformed_log = RateLimitedLog(log, "malformed frames")
+        self._refusals_log = RateLimitedLog(log, "refusals (another host controls the rig)")
+        self._hello_at: float | None = None  # when to say hello again (the rig is another host's for now)
+        self._unsent: deque[Message] = deque()
+        self._last_heartbeat_sent = 0.0
+        self._last_progress_log: dict[str, float] = {}
+        self._lost: set[str] = set()  # runs ended here because the rig no longer knows them
         self.out_dir = Path(out_dir)
         self.analyses = analyses
         """Run-end analysis by run kind; run on the analysis worker (may be changed while runs go)."""
@@ -111,7 +142,7 @@ class HostDaemon:
         self._poller.register(self._wake_r, zmq.POLLIN)
         self._io_thread = threading.get_ident()
         self._orphans_logged: set[str] = set()
-        self._last_heard = time.monotonic()
+        self._last_heard = self._last_spoke = time.monotonic()
         self._closed = False
         self.processes = AnalysisProcesses()
         """This daemon's worker processes (started at the first job): shape refits, run-end analyses
@@ -130,9 +161,24 @@ class HostDaemon:
     def send(self, msg: Message) -> None:
         """Send a command to the rig: now on the I/O thread, through `post` from any other."""
         if threading.get_ident() == self._io_thread:
-            self.sock.send_multipart(encode(msg))
+            self._transmit(msg)
         else:
             self.post(msg)
+
+    def _transmit(self, msg: Message) -> bool:
+        """(I/O thread) Send now without waiting; a command the rig cannot take now (not connected) is
+        kept and sent again at the next step, oldest first; a hello, heartbeat or ack is dropped."""
+        if self._unsent and isinstance(msg, (*KEPT_COMMANDS, Hello)):
+            self._unsent.append(msg)  # behind the ones already waiting: the order is kept
+            return False
+        try:
+            self.sock.send_multipart(encode(msg), flags=zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            if isinstance(msg, KEPT_COMMANDS) or (isinstance(msg, Hello) and not any(isinstance(m, Hello)
+                                                                                    for m in self._unsent)):
+                self._unsent.append(msg)  # a hello once: the rig replays once per reconnection
+            return False
 
     def post(self, msg: Message) -> None:
         """Send a command to the rig from any thread: queued, and sent by the I/O thread as soon as it
@@ -144,7 +190,7 @@ class HostDaemon:
         """Send an answer to a message received at `t_recv` (monotonic s), timing the round trip: now
         on the I/O thread, through the outbox from any other."""
         if threading.get_ident() == self._io_thread:
-            self.sock.send_multipart(encode(msg))
+            self._transmit(msg)
             self.stats.answer_latency_s.append(time.monotonic() - t_recv)
         else:
             self._outbox.put((msg, t_recv))
@@ -184,15 +230,41 @@ class HostDaemon:
         if self._wake_r in events or self._wake_r.fileno() in events:
             self._drain_wake()
         n = 0
+        now = time.monotonic()
         if self.sock in events or self.sock.poll(0, zmq.POLLIN):
-            self._last_heard = time.monotonic()
+            if self.rig_silent:
+                self.rig_silent = False
+                log.info("rig %s back after %.1f s of silence", self.endpoint, now - self._last_heard)
+            self._last_heard = self._last_spoke = now
             n = self._io_batch()
-        elif time.monotonic() - self._last_heard > HELLO_AFTER_SILENCE_S:
-            self.hello()  # a rig that restarted does not know this host until it speaks
-            self._last_heard = time.monotonic()
+        else:
+            silent = now - self._last_heard
+            if silent > self.peer_timeout_s and not self.rig_silent:
+                self.rig_silent = True
+                waiting = [r for r, s in self.sessions.items() if s.phase is RunPhase.STREAMING]
+                log.warning("rig %s silent for %.1f s%s", self.endpoint, silent,
+                            f": runs {', '.join(waiting)} waiting for it" if waiting else "")
+            if now - self._last_spoke > HELLO_AFTER_SILENCE_S:
+                self.hello()  # a rig that restarted does not know this host until it speaks
+                self._last_spoke = now
+        if self._hello_at is not None and now >= self._hello_at:
+            self._hello_at = None
+            self.hello()
+        if now - self._last_heartbeat_sent >= HEARTBEAT_S:
+            self._last_heartbeat_sent = now
+            self._transmit(Heartbeat(run_id="", seq=0, state="host", info=self.report()))
+            self._malformed_log.tick()
+            self._refusals_log.tick()
         self._run_on_io()
         self._send_posted()
         return n
+
+    def report(self) -> dict:
+        """What this host tells the rig of itself (shown by `nvscope status`)."""
+        return {"daemon": "host", "pid": os.getpid(), "out": str(self.out_dir.resolve()), "stored": self.stats.stored,
+                "duplicates": self.stats.duplicates, "malformed": self.stats.malformed,
+                "runs": {r: s.phase.value for r, s in list(self.sessions.items())[-8:]},
+                "rig_silent": self.rig_silent}
 
     def _io_batch(self) -> int:
         """Receive, store, flush, ack one batch; hand its pixels to the on-line g2 and its ended runs
@@ -232,10 +304,15 @@ class HostDaemon:
                 msg = decode(frames)
             except ProtocolError as exc:
                 self.stats.malformed += 1
-                log.error("dropped a malformed message (%d so far): %s", self.stats.malformed, exc)
+                self._malformed_log.event(f"rig {self.endpoint}", str(exc))
                 continue
             if isinstance(msg, Heartbeat):
                 self.last_heartbeat = msg
+                self._progress(msg)
+            elif isinstance(msg, Refused):
+                self._refused(msg)
+            elif isinstance(msg, Status):
+                pass  # answers a status_request of `nvscope status`, not of this host
             elif isinstance(msg, PartialPixel):
                 self._answer(msg, t_recv)
             elif msg.durable:
@@ -254,6 +331,8 @@ class HostDaemon:
         store = session.store
         if msg.seq <= store.last_seq or session.phase is not RunPhase.STREAMING:
             self.stats.duplicates += 1
+            if session.phase is RunPhase.STREAMING:
+                store.duplicates += 1  # written with the next flush
             if isinstance(msg, RunEnd) and session.phase is RunPhase.STREAMING:
                 b.ends.append((session, msg))  # stored, but a host died before finishing the run
             return
@@ -313,15 +392,34 @@ class HostDaemon:
             return None
         session = RunSession(msg.run_id, store, self.lanes, self.g2_estimator)
         self.sessions[msg.run_id] = session
+        if msg.run_id not in self.run_attributes and not store.finished and not isinstance(msg, RunEnd):
+            self.stats.adopted.append(msg.run_id)
+            log.info("adopting run %s (%s) in progress: stored up to seq %d", msg.run_id, session.kind, store.last_seq)
+            if self.on_adopt is not None:
+                self.on_adopt(session)
         return session
 
     def _analyse_when_ready(self, session: RunSession) -> None:
         session.analyse_when_ready(self.analyses.get(session.kind), self._finished)
 
     def _finished(self, session: RunSession) -> None:
-        """(I/O thread) A run's results and exit status are durable: acknowledge its run_end."""
+        """(I/O thread) A run's results and exit status are durable: acknowledge its run_end (one the rig sent)."""
         self.stats.finished.append((session.run_id, session.exit_status))
-        self.send(Ack(run_id=session.run_id, seq=session.end.seq))
+        if session.run_id not in self._lost:
+            self.send(Ack(run_id=session.run_id, seq=session.end.seq))
+
+    def end_lost_run(self, run_id: str, reason: str) -> None:
+        """(I/O thread) End a run whose run_end will never come (the rig no longer knows it: restarted
+        without its journal) as failed, saying why; analysed and finished like any run."""
+        session = self.sessions.get(run_id)
+        if session is None or session.phase is not RunPhase.STREAMING:
+            return
+        self._lost.add(run_id)
+        log.error("run %s: %s; ending it as failed", run_id, reason)
+        session.store.flush()
+        session.ended(RunEnd(run_id=run_id, seq=session.store.last_seq + 1, exit_status="failed", reason=reason,
+                             n_pixels=session.store.n_pixels))
+        self._analyse_when_ready(session)
 
     def _run_on_io(self) -> None:
         """Run what the workers handed back (g2 estimates, runs finished), then write the g2 rows that
@@ -350,14 +448,50 @@ class HostDaemon:
                     self._analyse_when_ready(session)
 
     def _send_posted(self) -> None:
+        while self._unsent:  # commands the rig could not take before: first, in order
+            try:
+                self.sock.send_multipart(encode(self._unsent[0]), flags=zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self._unsent.popleft()
         while True:
             try:
                 msg, t_recv = self._outbox.get_nowait()
             except queue.Empty:
                 return
-            self.sock.send_multipart(encode(msg))
+            self._transmit(msg)
             if t_recv is not None:
                 self.stats.answer_latency_s.append(time.monotonic() - t_recv)
+
+    def _refused(self, msg: Refused) -> None:
+        """The rig did not apply a command of this host's: say why, keep it for the CLI. Refused
+        because another host controls the rig: say hello again in a second (it takes over once that
+        host has been silent for the rig's peer timeout)."""
+        self.stats.refused.append(msg)
+        if msg.later and not msg.busy_run:
+            if self._hello_at is None:
+                self._refusals_log.event(f"rig {self.endpoint}", f"{msg.command}: {msg.reason}")
+            self._hello_at = time.monotonic() + 1.0
+            return
+        log.error("rig refused %s of run %s: %s", msg.command, msg.run_id or "-", msg.reason)
+
+    def _progress(self, hb: Heartbeat) -> None:
+        """Log a run's progress from the rig's heartbeat, every `PROGRESS_EVERY_S`."""
+        if hb.state != "running" or not hb.run_id:
+            return
+        now = time.monotonic()
+        first = self._last_progress_log.setdefault(hb.run_id, now)
+        if now - first < PROGRESS_EVERY_S or now - self._last_progress_log.get(f"{hb.run_id}/log", 0.0) < PROGRESS_EVERY_S:
+            return
+        self._last_progress_log[f"{hb.run_id}/log"] = now
+        session = self.sessions.get(hb.run_id)
+        elapsed = time.time() - float(session.store.f.attrs.get("created_unix_s", time.time())) if session else 0.0
+        if hb.planned:
+            left = elapsed * (hb.planned - hb.done) / hb.done if hb.done else float("nan")
+            log.info("run %s (%s): %d of %d steps (%.0f %%), %.0f s elapsed, about %.0f s left", hb.run_id,
+                     hb.run_kind, hb.done, hb.planned, 100 * hb.done / hb.planned, elapsed, left)
+        else:
+            log.info("run %s (%s): %d steps, %.0f s elapsed", hb.run_id, hb.run_kind, hb.done, elapsed)
 
     def _drain_wake(self) -> None:
         try:

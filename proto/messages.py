@@ -326,13 +326,15 @@ class Heartbeat(Message):
 @dataclass(frozen=True)
 class Refused(Message):
     """rt did not apply a command of the host's (`command`: its kind; `run_id`, `seq`: the command's)
-    and says why; `busy_run`/`busy_kind`: the run the rig is running, if any."""
+    and says why; `busy_run`/`busy_kind`: the run the rig is running, if any; `later`: the command may
+    be accepted later (the rig is busy with a run, or another host controls it for now)."""
 
     kind: ClassVar[str] = "refused"
     command: str = ""
     reason: str = ""
     busy_run: str = ""
     busy_kind: str = ""
+    later: bool = False
 
 
 @dataclass(frozen=True)

@@ -328,7 +328,7 @@ class MriConfig:
         require(self.t2star_dark_s > 0, f"{where}.t2star_dark_s", f"must be > 0 s, got {self.t2star_dark_s}")
 
 
-DEVICE_KINDS: tuple[str, ...] = ("sim",)
+DEVICE_KINDS: tuple[str, ...] = ("sim", "visa_microwave", "visa_piezo", "swabian")
 """The drivers a `[devices]` entry may name (`kind`); VISA drivers come with the headless rig."""
 
 
@@ -345,7 +345,8 @@ class DevicesConfig:
     rf: dict = field(default_factory=dict)
 
     def check(self, where: str) -> None:
-        """Every entry names a known driver and nothing else; raise ConfigError naming the field."""
+        """Every entry names a known driver; a "sim" entry takes only kind (a driver's own fields are
+        checked by rt/devices.py against its config dataclass); raise ConfigError naming the field."""
         for name in ("scanner", "tagger", "microwave", "counter", "pulser", "rf"):
             table = getattr(self, name)
             if not table:
@@ -353,10 +354,10 @@ class DevicesConfig:
             kind = table.get("kind")
             require(kind is not None, f"{where}.{name}.kind", f"missing (known: {', '.join(DEVICE_KINDS)})")
             require(kind in DEVICE_KINDS, f"{where}.{name}.kind",
-                    f"no driver {kind!r} yet (known: {', '.join(DEVICE_KINDS)})")
+                    f"no driver {kind!r} (known: {', '.join(DEVICE_KINDS)})")
             extra = sorted(set(table) - {"kind"})
-            require(not extra, f"{where}.{name}.{extra[0] if extra else ''}",
-                    f"unknown field (a {kind!r} device takes only kind; the simulation is set in [sim])")
+            require(kind != "sim" or not extra, f"{where}.{name}.{extra[0] if extra else ''}",
+                    "unknown field (a 'sim' device takes only kind; the simulation is set in [sim])")
 
     @property
     def configured(self) -> bool:

@@ -129,11 +129,13 @@ class RtLink:
                 break
         self._last_progress = self._last_replay = self.clock()
 
-    def refuse(self, cmd: Message, reason: str, busy_run: str = "", busy_kind: str = "", to: bytes | None = None) -> None:
-        """Answer a command that is not applied with its reason (logged at most once per interval)."""
+    def refuse(self, cmd: Message, reason: str, busy_run: str = "", busy_kind: str = "", to: bytes | None = None,
+               later: bool = False) -> None:
+        """Answer a command that is not applied with its reason (logged at most once per interval);
+        `later`: it may be accepted later (busy, or another host in control for now)."""
         self.refusals.event(self.owner or "?", f"{cmd.kind} of run {cmd.run_id or '-'}: {reason}")
         self._transmit(encode(Refused(run_id=cmd.run_id, seq=cmd.seq, command=cmd.kind, reason=reason[:500],
-                                      busy_run=busy_run, busy_kind=busy_kind)), to)
+                                      busy_run=busy_run, busy_kind=busy_kind, later=later or bool(busy_run))), to)
 
     def heartbeat(self, run_id: str, state: str, run_kind: str = "", done: int = 0, planned: int = 0) -> None:
         """Send a heartbeat if one is due (not stored, not acknowledged); fsync the journal's tail;
@@ -157,6 +159,8 @@ class RtLink:
         handled here, the owner's other commands returned; malformed frames are counted and dropped,
         anyone else's commands refused."""
         commands: list[Message] = []
+        if timeout_ms > 0:
+            self.spool.sync()  # before waiting: what is journaled reaches the disk (nothing to do if it has)
         if self.sock.poll(timeout_ms, zmq.POLLIN):
             while True:
                 try:
@@ -190,7 +194,9 @@ class RtLink:
         if isinstance(msg, Hello):
             return self._hello(msg, who, routing_id)
         if who != self.owner:
-            self.refuse(msg, f"{who} does not control this rig ({self.owner or 'no host'} does)", to=routing_id)
+            if not isinstance(msg, Heartbeat):  # a waiting host's heartbeats need no answer
+                self.refuse(msg, f"{who} does not control this rig ({self.owner or 'no host'} does; say hello first)",
+                            to=routing_id, later=True)
             return None
         self._heard_from_owner(routing_id)
         if isinstance(msg, Heartbeat):
@@ -208,7 +214,7 @@ class RtLink:
         if self.owner is not None and who != self.owner and now - self.heard <= self.cfg.peer_timeout_s:
             self.refuse(msg, f"another host ({self.owner}) controls this rig, heard {now - self.heard:.1f} s ago; "
                              f"a host takes over once it has been silent for {self.cfg.peer_timeout_s:g} s",
-                        to=routing_id)
+                        to=routing_id, later=True)
             return None
         if who != self.owner:
             log.info("host %s (%s) now controls the rig%s", who, msg.version,

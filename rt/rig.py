@@ -13,14 +13,12 @@ Commands that arrive while a message waits for room in the spool are queued, not
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import signal
 import threading
 import time
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 
@@ -40,13 +38,6 @@ COMMAND_EVENTS: dict[type[Message], Event] = {Start: Event.START, Stop: Event.ST
 """The event each command of the host is, checked against the state table."""
 
 SHUTDOWN_REASON = "rig shut down (signal)"
-
-
-def write_marker(path: Path, info: dict) -> None:
-    """Replace the run-in-progress marker atomically: a rig killed while writing leaves the old one."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(info))
-    os.replace(tmp, path)
 
 
 class Rig:
@@ -130,6 +121,7 @@ class Rig:
                              config={**dataclasses.asdict(self.cfg), "sim_truth": self.devices.truth},
                              version=software_version(), seed=self.cfg.seed, n_pixels=n_pixels,
                              grid_shape=np.array(grid))
+        self.link.spool.begin_run(start.run_id)  # a rig that dies during the run ends it when restarted
         self._send(run_start)
         self.link.run_start = run_start
         status, reason = ExitStatus.COMPLETED, ""
@@ -159,7 +151,7 @@ class Rig:
         self.link.send(RunEnd(run_id=start.run_id, seq=self.next_seq, exit_status=status.value, reason=reason,
                               n_pixels=self.done), self._queue)
         self.link.run_start = None
-        self._marker.unlink(missing_ok=True)
+        self.link.spool.end_run(start.run_id)
         self.state = transition(self.state, Event.END)
         self._report(status, reason, self.done)
         self.plan, self.adaptive = None, None
@@ -204,7 +196,6 @@ class Rig:
         """Send a run's data message (kept until acknowledged) and record it in the marker."""
         self.link.send(msg, self._queue)
         self.next_seq = msg.seq + 1
-        write_marker(self._marker, {"run_id": msg.run_id, "next_seq": self.next_seq})
 
     def _queue(self, commands: list[Message]) -> None:
         """While a message waits for room in the spool: queue what arrives (applied at the next
@@ -245,29 +236,19 @@ class Rig:
                         self.adaptive.unanswered, self.adaptive.reply_timeout_s)
 
     # ------------------------------------------------------------------ start-up and shut-down
-    @property
-    def _marker(self) -> Path:
-        """A file in the spool folder naming the run in progress, so a restarted rig can close it."""
-        return self.link.spool.directory / "run_in_progress.json"
-
     def close_interrupted_run(self) -> None:
-        """If the previous rig process died during a run, end that run as failed (after its replay)."""
-        if not self._marker.exists():
+        """If the previous rig process died during a run (the journal has its begin and no end), end
+        that run as failed, numbered after everything it put (which is replayed before it)."""
+        interrupted = self.link.spool.interrupted_run()
+        if interrupted is None:
             return
-        try:
-            info = json.loads(self._marker.read_text())
-            info["run_id"], info["next_seq"]
-        except (ValueError, KeyError, TypeError) as exc:  # written by an older rig, or damaged on disk
-            log.error("cannot tell which run was interrupted (%s unreadable: %s); it stays 'running' in "
-                      "the host's file", self._marker, exc)
-            self._marker.unlink()
-            return
-        reason = "the rig process ended during the run; pixels up to the last one sent are kept"
-        log.error("run %s was interrupted: ending it as failed", info["run_id"])
-        seq = max(self.link.spool.last_seq(info["run_id"]) + 1, info["next_seq"])
-        self.link.send(RunEnd(run_id=info["run_id"], seq=seq, exit_status=ExitStatus.FAILED.value, reason=reason,
-                              n_pixels=seq - 1), self._queue)
-        self._marker.unlink()
+        run_id, seq = interrupted
+        reason = (f"the rig process ended during the run; its messages up to seq {seq - 1} are kept (those not yet "
+                  "acknowledged are replayed from the rig's journal)")
+        log.error("run %s was interrupted: ending it as failed", run_id)
+        self.link.send(RunEnd(run_id=run_id, seq=seq, exit_status=ExitStatus.FAILED.value, reason=reason,
+                              n_pixels=max(seq - 1, 0)), self._queue)
+        self.link.spool.end_run(run_id)
 
     def install_signal_handlers(self) -> None:
         """SIGINT/SIGTERM end the rig cleanly (the current pixel finishes, run_end is sent)."""

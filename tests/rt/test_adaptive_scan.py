@@ -153,20 +153,3 @@ def test_rig_takes_any_answer_for_this_pixel_and_waits_only_when_two_slices_ahea
     dwell.end()
     rig._apply(answer(6, 0.1, 0.01))  # after the pixel ended: ignored
     assert not dwell.enough and dwell.unanswered == 1
-
-
-def test_a_damaged_run_marker_is_reported_and_removed_not_fatal(tmp_path, caplog):
-    from types import SimpleNamespace
-
-    from nvscope.rt.rig import write_marker
-
-    cfg = from_dict(RigConfig, {}, "rig")
-    link = SimpleNamespace(spool=SimpleNamespace(directory=tmp_path))
-    rig = Rig(cfg, devices=None, link=link)
-    marker = tmp_path / "run_in_progress.json"
-    marker.write_text("")  # what a rig killed inside a non-atomic write used to leave
-    rig.close_interrupted_run()
-    assert not marker.exists() and "unreadable" in caplog.text
-    write_marker(marker, {"run_id": "r", "next_seq": 3})
-    assert json.loads(marker.read_text()) == {"run_id": "r", "next_seq": 3}
-    assert not marker.with_suffix(".tmp").exists()

@@ -81,8 +81,8 @@ def test_spool_keeps_until_ack_survives_restart_and_is_bounded(tmp_path):
 
 
 @pytest.mark.parametrize("text, words", [
-    ("[devices]\ntagger = {kind = 'visa'}\n", "rig.toml.devices.tagger.kind: no driver 'visa' yet \\(known: sim\\)$"),
-    ("[devices]\nscanner = {port = 'COM1'}\n", "rig.toml.devices.scanner.kind: missing \\(known: sim\\)$"),
+    ("[devices]\ntagger = {kind = 'visa'}\n", "rig.toml.devices.tagger.kind: no driver 'visa' \\(known: sim, visa_microwave, visa_piezo, swabian\\)$"),
+    ("[devices]\nscanner = {port = 'COM1'}\n", "rig.toml.devices.scanner.kind: missing \\(known: sim, visa_microwave, visa_piezo, swabian\\)$"),
     ("[devices]\ntagger = {kind = 'sim', port = 3}\n", "rig.toml.devices.tagger.port: unknown field"),
     ("[devices]\nlaser = {kind = 'sim'}\n", "rig.toml.devices.laser: unknown field"),
     ("devices = 3\n", "rig.toml.devices: expected a table"),
@@ -136,8 +136,8 @@ def test_the_rig_refuses_without_devices_in_one_line(tmp_path, capsys):
     from nvscope.rt.rig_main import main
 
     path = tmp_path / "rig.toml"
-    for text, words in (("seed = 2\n", "rig.toml.devices: no hardware drivers"),
-                        ("[devices]\ntagger = {kind = 'visa'}\n", "rig.toml.devices.tagger.kind: no driver 'visa' yet"),
+    for text, words in (("seed = 2\n", "rig.toml.devices: no devices are configured"),
+                        ("[devices]\ntagger = {kind = 'visa'}\n", "rig.toml.devices.tagger.kind: no driver 'visa' (known: sim, visa_microwave"),
                         ("[devices]\nscanner = {kind = 'sim'}\ntagger = {kind = 'sim'}\n[sim]\npace = -1.0\n",
                          "rig.toml.sim.pace: must be >= 0")):
         path.write_text(text)

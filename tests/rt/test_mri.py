@@ -22,6 +22,7 @@ from nvscope.rt.hal import ScannerConstraints
 from nvscope.rt.kernels.spin_constants import dark_rf_frequency
 from nvscope.rt.mri import DEER, LOCKED, LOST, PSF, RECOVERED, RETRACTED, MriPlan, mri_path
 from nvscope.rt.rig import Rig
+from nvscope.rt.spool import Spool
 from nvscope.rt.state import RunState
 
 NM = 1e-9
@@ -144,7 +145,7 @@ class Link:
 
     def __init__(self, directory: Path):
         self.sent = []
-        self.spool = type("S", (), {"directory": directory, "__len__": lambda s: 0})()
+        self.spool = Spool(directory / "journal", 100)  # nothing is put: every message is taken at once
 
     def send(self, msg, serve) -> None:
         self.sent.append(msg)

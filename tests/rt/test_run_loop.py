@@ -29,19 +29,6 @@ from nvscope.rt.spool import Spool
 from nvscope.rt.state import Event, ExitStatus, RunState, StateError, transition
 
 
-class FakeSpool:
-    """Everything is acknowledged at once."""
-
-    def __init__(self, directory: Path):
-        self.directory = directory
-
-    def __len__(self) -> int:
-        return 0
-
-    def last_seq(self, run_id: str) -> int:
-        return -1
-
-
 class ScriptedLink:
     """A link to a scripted host: `host(sent)` is asked at every poll, with every durable message sent
     so far, for the commands it sends now. Records heartbeats (state) and poll timeouts (ms)."""
@@ -52,12 +39,15 @@ class ScriptedLink:
         self.partials: list[PartialPixel] = []
         self.heartbeats: list[str] = []
         self.timeouts_ms: list[int] = []
-        self.markers: list[dict] = []
+        self.open_runs: list[tuple[str, ...]] = []
         self.refused: list[str] = []
-        self.spool = FakeSpool(directory)
+        self.spool = Spool(directory / "journal", 100)
 
     def send(self, msg: Message, serve) -> None:
+        """Journaled, and acknowledged at once by the scripted host."""
         self.sent.append(msg)
+        self.spool.put(msg.run_id, msg.seq, [b"m"])
+        self.spool.ack(msg.run_id, msg.seq)
 
     def send_now(self, msg: Message) -> bool:
         self.partials.append(msg)
@@ -65,9 +55,7 @@ class ScriptedLink:
 
     def poll(self, timeout_ms: int) -> list[Message]:
         self.timeouts_ms.append(timeout_ms)
-        marker = self.spool.directory / "run_in_progress.json"
-        if marker.exists():
-            self.markers.append(json.loads(marker.read_text()))
+        self.open_runs.append(tuple(self.spool._index.open))  # begun and not ended in the journal
         return self.host(self.sent)
 
     def heartbeat(self, run_id: str, state: str, *progress) -> None:
@@ -125,7 +113,7 @@ def test_state_table_takes_events_and_their_values():
     assert {s.value for s in ExitStatus} == {"completed", "stopped", "failed"}  # the wire values
 
 
-def test_a_scan_runs_its_plan_to_the_end_with_heartbeats_and_a_marker(tmp_path):
+def test_a_scan_runs_its_plan_to_the_end_with_heartbeats_and_the_run_journaled(tmp_path):
     rig, link = run(tmp_path, lambda sent: [])
     assert isinstance(link.sent[0], RunStart) and link.sent[0].seq == 0
     assert [p.seq for p in pixels(link.sent)] == [1, 2, 3, 4, 5, 6]
@@ -134,8 +122,8 @@ def test_a_scan_runs_its_plan_to_the_end_with_heartbeats_and_a_marker(tmp_path):
     assert isinstance(end, RunEnd) and (end.seq, end.exit_status, end.reason, end.n_pixels) == (7, "completed", "", 6)
     assert set(link.timeouts_ms) == {0}  # a plan with steps ready never waits for commands
     assert link.heartbeats and set(link.heartbeats) == {"running"}  # offered at every step
-    # the marker named the run and the next seq before every step (written after each message sent)
-    assert link.markers == [{"run_id": "r1", "next_seq": k} for k in range(1, 7)]
+    # the journal held the run as begun (not ended) at every step, and ended after its run_end
+    assert link.open_runs == [("r1",)] * 6 and not link.spool._index.open
 
 
 def test_stop_for_another_run_is_refused_naming_the_run_then_the_stop_ends_it(tmp_path, caplog):
@@ -366,21 +354,24 @@ def test_tags_lost_to_a_full_tagger_buffer_travel_with_the_pixel():
         assert s.dwell_s == f.dwell_s  # the clock runs on whatever is lost
 
 
-def test_a_rig_restarted_after_dying_mid_run_ends_that_run_as_failed_once(tmp_path, caplog):
-    """The fast unit of the kill -9 end-to-end test: the marker the dead rig left names its run and
-    next seq; the new rig sends that run's run_end as failed with the next unused seq, then forgets it."""
+def test_a_rig_restarted_after_dying_mid_run_ends_that_run_as_failed_once(tmp_path):
+    """The fast unit of the kill -9 end-to-end test: the journal the dead rig left has its run begun and
+    not ended, with seqs up to 4 put; the new rig sends that run's run_end as failed with the next unused
+    seq and records its end, so a third process leaves it alone."""
+    dead = Spool(tmp_path / "journal", 100)
+    dead.begin_run("dead")
+    for seq in range(5):
+        dead.put("dead", seq, [b"m"])
+    dead.ack("dead", 2)
+    dead.close()  # (a kill -9 releases the lock the same way)
     cfg = rig_config()
     link = ScriptedLink(tmp_path, lambda sent: [])
-    (tmp_path / "run_in_progress.json").write_text(json.dumps({"run_id": "dead", "next_seq": 5}))
     rig = Rig(cfg, compose_devices(cfg, sim=True), link)
     rig.close_interrupted_run()
     (end,) = link.sent
     assert isinstance(end, RunEnd) and (end.run_id, end.seq, end.exit_status, end.n_pixels) == ("dead", 5, "failed", 4)
     assert "rig process ended during the run" in end.reason
-    assert not (tmp_path / "run_in_progress.json").exists()
     rig.close_interrupted_run()  # nothing left to close
     assert len(link.sent) == 1
-    (tmp_path / "run_in_progress.json").write_text("{")  # damaged on disk: reported, not fatal
-    with caplog.at_level(logging.ERROR):
-        rig.close_interrupted_run()
-    assert len(link.sent) == 1 and "cannot tell which run was interrupted" in caplog.text
+    link.spool.close()
+    assert Spool(tmp_path / "journal", 100).interrupted_run() is None
