@@ -120,6 +120,7 @@ def rig_socket(ctx: zmq.Context, endpoint: str, security: RigSecurity | None = N
         sock.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
         sock.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IPV6, int("[" in endpoint))  # tcp://[::1]:port needs it
         if security is not None:
             sock.authenticator = _start_authenticator(ctx, security.allowed_hosts)
             sock.curve_server = True
@@ -177,6 +178,7 @@ def host_socket(ctx: zmq.Context, endpoint: str, security: HostSecurity | None =
         sock.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
         sock.setsockopt(zmq.LINGER, 1000)
         sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.IPV6, int("[" in endpoint))
         if security is not None:
             sock.curve_publickey = public
             sock.curve_secretkey = secret

@@ -121,6 +121,17 @@ def test_loopback_ipc_and_inproc_need_no_keys(tmp_path):
         ctx.term()
 
 
+def test_ipv6_loopback(contexts):
+    rig_ctx, host_ctx = contexts
+    try:
+        rig = rig_socket(rig_ctx, "tcp://[::1]:*")
+    except zmq.ZMQError as exc:  # a machine without IPv6
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    host = host_socket(host_ctx, _endpoint(rig))
+    assert _round_trip(rig, host)[1] == [b"hello", b"rig"]
+    rig.close()
+
+
 def test_socket_options_kept_and_host_does_not_queue_for_an_absent_rig(tmp_path):
     ctx = zmq.Context()
     rig = rig_socket(ctx, "tcp://127.0.0.1:*")

@@ -88,7 +88,8 @@ def test_a_summary_names_several_peers(logger, caplog):
             limited.event(f"peer-{i % 3:02d}", f"d{i}")
         clock.t += 3
         limited.flush()
-    assert _lines(caplog)[1] == "250 malformed frames from 3 peers (last peer-00) in the last 3 s (251 in all); last: d249"
+    assert _lines(caplog)[1] == ("250 malformed frames from 3 peers (last peer-00) in the last 3 s (251 in all); "
+                                 "last: d249")
 
 
 def test_interval_must_be_positive(logger):
