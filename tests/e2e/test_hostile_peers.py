@@ -241,3 +241,264 @@ def test_keyed_rig_lets_in_only_allowed_hosts_and_loopback_is_required_without_k
     assert far.returncode == 2
     lines = far.stderr.strip().splitlines()
     assert len(lines) == 1 and "tcp://192.0.2.1:5557" in lines[0] and "CurveZMQ keys" in lines[0], far.stderr
+
+
+# ---------------------------------------------------------------------------------------- 3. fuzz
+
+FUZZ_FRAMES = 10_000
+HOSTILE_RUN_IDS = ["../x", "/abs", "../../escaped", "a/b", ".hidden", "..", "x" * 200, "run\x00id", "-lead"]
+
+
+def real_messages(run_id: str = "srm-fuzz") -> list:
+    """One of each message kind, as the daemons send them (the seeds of the mutations)."""
+    hist = np.arange(215, dtype=np.int64)
+    t = np.linspace(1e-6, 1e-4, 8)
+    return [Hello(run_id="", seq=0, version="0.1"), Start(run_id=run_id, seq=1, run_kind="srm"),
+            Stop(run_id=run_id, seq=2, reason="why"), Ack(run_id=run_id, seq=3),
+            MeasureCoherence(run_id=run_id, seq=4, n_pulses=2, t=t),
+            PartialG2(run_id=run_id, seq=5, index=1, dwell_s=0.1, g2=0.3, g2_std=0.1),
+            StatusRequest(run_id="", seq=0), Heartbeat(run_id="", seq=0, state="host", info={"stored": 3}),
+            RunStart(run_id=run_id, seq=0, config={"scan": {"nx": 2}}, n_pixels=4, grid_shape=np.array([2, 2])),
+            Pixel(run_id=run_id, seq=1, dwell_s=0.1, n_a=5, n_b=6, n_events=int(hist.sum()), hist=hist),
+            PartialPixel(run_id=run_id, seq=1, dwell_s=0.05, n_events=int(hist.sum()), hist=hist),
+            Coherence(run_id=run_id, seq=2, t=t, coherence=np.ones(8), sigma=np.ones(8) * 0.1, repetitions=3),
+            RunEnd(run_id=run_id, seq=9, n_pixels=4), Refused(run_id=run_id, seq=1, command="start", reason="busy"),
+            Status(run_id="", seq=0, info={"state": "idle"})]
+
+
+def _body(msg) -> list:
+    return msgpack.unpackb(encode(msg)[0], raw=False)
+
+
+def _random_object(rng: random.Random, depth: int = 0):
+    r = rng.randrange(8 if depth < 3 else 5)
+    return [lambda: rng.randrange(-2**63, 2**64), lambda: rng.random(), lambda: "".join(rng.choice("nvscope/._x\u00e9")
+            for _ in range(rng.randrange(12))), lambda: rng.randbytes(rng.randrange(20)), lambda: None,
+            lambda: [_random_object(rng, depth + 1) for _ in range(rng.randrange(5))],
+            lambda: {str(rng.randrange(9)): _random_object(rng, depth + 1) for _ in range(rng.randrange(4))},
+            lambda: ["nvscope", _random_object(rng, depth + 1)]][r]()
+
+
+def _mutant(rng: random.Random, seeds: list, abs_id: str) -> list[bytes]:
+    """One hostile multipart message (list of frames)."""
+    seed = rng.choice(seeds)
+    frames = [bytes(f) for f in encode(seed)]
+    what = rng.randrange(9)
+    if what == 0:  # random bytes, 1-3 frames; some msgpack bombs (huge declared lengths, deep nesting)
+        bombs = [b"\xdd\xff\xff\xff\xff", b"\xdf\xff\xff\xff\xff", b"\xdb\xff\xff\xff\xff", b"\x91" * 5000,
+                 b"\xc6\x7f\xff\xff\xff"]
+        first = rng.choice(bombs) if rng.random() < 0.1 else rng.randbytes(rng.randrange(300))
+        return [first, *(rng.randbytes(rng.randrange(50)) for _ in range(rng.randrange(3)))]
+    if what == 1:  # a real message truncated
+        return [frames[0][:rng.randrange(len(frames[0]))], *frames[1:]]
+    if what == 2:  # a real message with bits flipped
+        raw = bytearray(frames[0])
+        for _ in range(rng.randrange(1, 9)):
+            raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
+        return [bytes(raw), *frames[1:]]
+    if what == 3:  # valid msgpack of the wrong shape
+        head = _body(seed)
+        shapes = [_random_object(rng), head[:rng.randrange(4)], [*head, 1], ["other", *head[1:]],
+                  [head[0], head[1], head[2], list(head[3].items())],
+                  [*head[:3], {k: v for k, v in head[3].items() if rng.random() < 0.7}],
+                  [*head[:3], {**head[3], "extra": 1}],
+                  [*head[:3], {k: _random_object(rng) if rng.random() < 0.3 else v for k, v in head[3].items()}]]
+        return [msgpack.packb(rng.choice(shapes), use_bin_type=True)]
+    if what == 4:  # an unknown kind
+        head = _body(seed)
+        head[1] = rng.choice(["", "pixel2", "PIXEL", "shutdown", "exec", "ack ", 7, None, ["ack"]])
+        return [msgpack.packb(head, use_bin_type=True)]
+    if what == 5:  # huge ints (beyond int64, or array shapes of 2^40)
+        head = _body(seed)
+        ints = [k for k, v in head[3].items() if type(v) is int]
+        big = rng.choice([2**63, 2**64 - 1])  # beyond int64 (msgpack packs up to 2^64 - 1)
+        if ints and rng.random() < 0.7:
+            head[3][rng.choice(ints)] = big
+        else:
+            head = ["nvscope", "measure_coherence", 1, {"run_id": "r", "seq": 1, "n_pulses": 1,
+                                                         "t": {"nd": ["<f8", [2**40]], "b": b"\0" * 8}}]
+        return [msgpack.packb(head, use_bin_type=True)]
+    if what == 6:  # wrong schema version
+        head = _body(seed)
+        head[2] = rng.choice([0, head[2] + 1, 99, -1, "1", None, 1.0 if head[2] != 1 else 2.0])
+        return [msgpack.packb(head, use_bin_type=True)]
+    if what == 7:  # hostile run ids (paths)
+        head = _body(seed)
+        head[3]["run_id"] = rng.choice([*HOSTILE_RUN_IDS, abs_id])
+        return [msgpack.packb(head, use_bin_type=True), *frames[1:]]
+    return [*frames, rng.randbytes(rng.randrange(1, 40))]  # a real message with a frame too many
+
+
+def hostile_frames(seed: int, n: int, abs_id: str, allowed_valid: tuple = ()) -> tuple[list[list[bytes]], list]:
+    """`n` hostile messages from a seeded generator, and the message each decodes to (None: malformed).
+    A mutant that happens to decode to a kind not in `allowed_valid` is drawn again."""
+    rng = random.Random(seed)
+    seeds = real_messages()
+    out, decoded = [], []
+    while len(out) < n:
+        frames = _mutant(rng, seeds, abs_id)
+        try:
+            msg = decode(frames)
+        except ProtocolError:
+            msg = None
+        if msg is not None and not isinstance(msg, allowed_valid):
+            continue
+        out.append(frames)
+        decoded.append(msg)
+    return out, decoded
+
+
+def test_the_rig_survives_10000_hostile_frames_during_a_scan(tmp_path):
+    cfg = write_rig_config(tmp_path / "rig.toml", nx=8, ny=6, dwell=0.1, spool_dir=str(tmp_path / "journal"))
+    rig, endpoint, rig_err = start_rig(tmp_path, cfg)
+    out = tmp_path / "data"
+    # any valid message but the two a stranger may send unanswered/answered (heartbeat, status_request)
+    refusable = tuple(c for c in MESSAGE_TYPES.values() if c not in (Heartbeat, StatusRequest))
+    garbage, decoded = hostile_frames(11, FUZZ_FRAMES, str(tmp_path / "abs-escaped"), refusable)
+    n_valid = sum(m is not None for m in decoded)
+    host = ctx = None
+    try:
+        host, _, host_err = start_host(tmp_path, endpoint, out, "--run", "srm", "--exit-when-done")
+        before = wait_status(endpoint, lambda i: (i.get("run") or {}).get("done", 0) >= 2)
+        planned = before["run"]["planned"]
+        ctx = zmq.Context()
+        fuzz = ctx.socket(zmq.DEALER)
+        fuzz.setsockopt(zmq.ROUTING_ID, b"fuzzer")
+        fuzz.setsockopt(zmq.LINGER, 0)
+        fuzz.connect(endpoint)
+        replies = []
+        t0 = time.monotonic()
+        for frames in garbage:
+            fuzz.send_multipart(frames)
+            while fuzz.poll(0):
+                replies.append(decode(fuzz.recv_multipart()))
+        t_sent = time.monotonic() - t0
+        replies += recv_all(fuzz, n_valid - len(replies), timeout=20.0)
+        t_answered = time.monotonic() - t0
+        assert host.poll() is None or host.returncode == 0  # the scan goes on meanwhile
+        assert host.wait(timeout=60) == 0, host_err.read_text()
+        assert rig.poll() is None  # no crash
+        status = subprocess.run([*CLI, "status", endpoint, "--json"], capture_output=True, text=True, timeout=30)
+        assert status.returncode == 0, status.stderr
+        after = json.loads(status.stdout)
+    finally:
+        if ctx is not None:
+            ctx.destroy(0)
+        kill(host)
+        assert stop(rig) == 0
+    check_complete_run(one_run_file(out), planned)
+    # every frame counted: the malformed ones as malformed, the ones that decode (to anything but a heartbeat
+    # or status request) as refused; the fuzzer gets one `refused` answer for each of the latter
+    assert after["malformed"] - before["malformed"] == FUZZ_FRAMES - n_valid
+    assert after["refused"] - before["refused"] == n_valid
+    assert len(replies) == n_valid and all(isinstance(r, Refused) and r.later for r in replies)
+    assert after["host"]["id"] == before["host"]["id"]  # still the host in control
+    errors = [line for line in rig_err.read_text().splitlines() if " ERROR: " in line]
+    fuzz_errors = [line for line in errors if "malformed frames" in line]
+    assert 1 <= len(fuzz_errors) <= 5 and all("peer-" + b"fuzzer".hex() in line for line in fuzz_errors), errors
+    assert len(errors) <= 10, errors
+    assert not (tmp_path / "abs-escaped").exists() and not (tmp_path / "x").exists()
+    print(f"\nrig fuzz: {FUZZ_FRAMES} frames ({FUZZ_FRAMES - n_valid} malformed, {n_valid} valid but refused) "
+          f"sent in {t_sent:.2f} s, all answered/counted in {t_answered:.2f} s; {len(errors)} ERROR lines")
+
+
+@pytest.mark.xfail(strict=True, reason="rt/link.py RtLink.refuse logs every refusal as coming from the owner "
+                                       "(self.owner), not from the peer that was refused: an intruder's frames are "
+                                       "logged as 'refused messages from <the controlling host>'")
+def test_the_rigs_refusal_log_names_the_refused_peer(tmp_path, caplog):
+    from nvscope.rt.config import LinkConfig
+    from nvscope.rt.link import RtLink
+    from nvscope.rt.spool import Spool
+
+    ctx = zmq.Context()
+    sock = rig_socket(ctx, "tcp://127.0.0.1:*")
+    endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+    spool = Spool(tmp_path / "journal", 100)
+    link = RtLink(sock, spool, LinkConfig())
+    owner, intruder = ctx.socket(zmq.DEALER), ctx.socket(zmq.DEALER)
+    try:
+        for s, name in ((owner, b"owner"), (intruder, b"intruder")):
+            s.setsockopt(zmq.ROUTING_ID, name)
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(endpoint)
+        owner.send_multipart(encode(Hello(run_id="", seq=0, version="t")))
+        deadline = time.monotonic() + 5
+        while link.owner is None and time.monotonic() < deadline:
+            link.poll(50)
+        intruder.send_multipart(encode(Stop(run_id="srm-x", seq=1, reason="intruder")))
+        with caplog.at_level("ERROR", logger="nvscope.rt.link"):
+            while not link.refusals.count and time.monotonic() < deadline:
+                link.poll(50)
+        assert link.owner == "peer-" + b"owner".hex() and link.refusals.count == 1
+        lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+        assert lines and lines[0].startswith("refused messages from peer-" + b"intruder".hex()), lines
+    finally:
+        owner.close()
+        intruder.close()
+        spool.close()
+        sock.close()
+        ctx.term()
+
+
+def test_the_host_survives_10000_hostile_frames_around_a_valid_run(tmp_path):
+    ctx = zmq.Context()
+    rig = rig_socket(ctx, "tcp://127.0.0.1:*")  # a hand-driven rig
+    rig.setsockopt(zmq.SNDTIMEO, 20_000)
+    endpoint = rig.getsockopt(zmq.LAST_ENDPOINT).decode()
+    out = tmp_path / "deep" / "out"
+    abs_id = str(tmp_path / "abs-escaped")
+    garbage, decoded = hostile_frames(12, FUZZ_FRAMES, abs_id)  # every one of them malformed
+    assert not any(decoded)
+    run_id, nx, ny = "srm-fuzzed-1", 5, 4
+    hist = np.arange(215, dtype=np.int64) % 7
+    run = [RunStart(run_id=run_id, seq=0, run_kind="srm", config={"scan": {"nx": nx, "ny": ny}}, version="v-test",
+                    seed=3, n_pixels=nx * ny, grid_shape=np.array([ny, nx]))]
+    run += [Pixel(run_id=run_id, seq=i + 1, index=i, ix=i % nx, iy=i // nx, position=np.array([i * 1e-7, 0, 0]),
+                  dwell_s=0.05, n_a=1000 + i, n_b=1100 + i, n_events=int(hist.sum()), hist=hist)
+            for i in range(nx * ny)]
+    run.append(RunEnd(run_id=run_id, seq=nx * ny + 1, exit_status="completed", n_pixels=nx * ny))
+    host = None
+    try:
+        host, host_out, host_err = start_host(tmp_path, endpoint, out, "--exit-when-done")
+        assert rig.poll(30_000), host_err.read_text()
+        while True:
+            peer, *frames = rig.recv_multipart()
+            if isinstance(decode(frames), Hello):
+                break
+        t0 = time.monotonic()
+        chunks = np.array_split(np.arange(FUZZ_FRAMES), len(run) + 1)
+        for msg, chunk in zip([*run, None], chunks):
+            for i in chunk:
+                rig.send_multipart([peer, *garbage[i]])
+            if msg is not None:
+                rig.send_multipart([peer, *encode(msg)])
+        t_sent = time.monotonic() - t0
+        acks = []
+        deadline = time.monotonic() + 60
+        while host.poll() is None and time.monotonic() < deadline:
+            if rig.poll(100):
+                msg = decode(rig.recv_multipart()[1:])
+                if isinstance(msg, Ack):
+                    acks.append(msg.seq)
+        assert host.wait(timeout=30) == 0, host_err.read_text()
+        t_done = time.monotonic() - t0
+    finally:
+        kill(host)
+        rig.close()
+        ctx.term()
+    assert max(acks) == nx * ny + 1  # the run_end, acknowledged once its file was final
+    summary = host_out.read_text()
+    assert f"host: {len(run)} messages stored, 0 duplicates dropped, {FUZZ_FRAMES} malformed dropped" in summary
+    path = one_run_file(out)
+    assert path == out / f"{run_id}.h5"
+    check_complete_run(path, nx * ny)
+    with h5py.File(path, "r") as f:
+        assert f["pixels/n_a"][()].tolist() == [1000 + i for i in range(nx * ny)]
+        assert f["stored_seq"][0] == nx * ny + 1
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file() and out not in p.parents) == sorted(
+        tmp_path / n for n in ("host.out", "host.err"))  # nothing written outside --out (hostile run ids)
+    assert not Path("/abs.h5").exists() and not Path("/abs").exists()
+    log_lines = [line for line in host_err.read_text().splitlines() if "malformed" in line]
+    assert 1 <= len(log_lines) <= 4, log_lines
+    print(f"\nhost fuzz: {FUZZ_FRAMES} malformed frames around a {len(run)}-message run sent in {t_sent:.2f} s; "
+          f"run stored and host exited after {t_done:.2f} s; {len(log_lines)} log lines for them")
