@@ -502,3 +502,58 @@ def test_the_host_survives_10000_hostile_frames_around_a_valid_run(tmp_path):
     assert 1 <= len(log_lines) <= 4, log_lines
     print(f"\nhost fuzz: {FUZZ_FRAMES} malformed frames around a {len(run)}-message run sent in {t_sent:.2f} s; "
           f"run stored and host exited after {t_done:.2f} s; {len(log_lines)} log lines for them")
+
+
+# ---------------------------------------------------------------------------------------- 4. a stopped host
+
+
+def test_a_host_stopped_longer_than_the_peer_timeout_is_reported_and_the_run_completes(tmp_path):
+    window = 2000
+    cfg = write_rig_config(tmp_path / "rig.toml", nx=10, ny=10, dwell=0.1, spool_dir=str(tmp_path / "journal"),
+                           peer_timeout_s=2, heartbeat_s=0.5, window=window)
+    rig, endpoint, rig_err = start_rig(tmp_path, cfg)
+    out = tmp_path / "data"
+    host = None
+    try:
+        host, host_out, host_err = start_host(tmp_path, endpoint, out, "--run", "srm", "--exit-when-done",
+                                              "--peer-timeout", "2")
+        info = wait_status(endpoint, lambda i: (i.get("run") or {}).get("done", 0) >= 10)
+        planned = info["run"]["planned"]
+        os.kill(host.pid, signal.SIGSTOP)
+        t_stop = time.monotonic()
+        reported = None
+        while time.monotonic() - t_stop < 8:
+            if reported is None and "silent for" in rig_err.read_text():
+                reported = time.monotonic() - t_stop
+            if reported is not None and time.monotonic() - t_stop > 4.0:  # stopped twice the peer timeout
+                break
+            time.sleep(0.05)
+        during = ask_status(endpoint, 2.0)
+        os.kill(host.pid, signal.SIGCONT)
+        t_cont = time.monotonic()
+        assert reported is not None and reported <= 2 + 0.5 + 2.0, (reported, rig_err.read_text())
+        assert during["host"]["silent"] and during["state"] == "running", during  # acquisition went on
+        assert host.wait(timeout=60) == 0, host_err.read_text()
+        t_done = time.monotonic() - t_cont
+        after = ask_status(endpoint, 3.0)
+    finally:
+        if host is not None and host.poll() is None:
+            os.kill(host.pid, signal.SIGCONT)
+        kill(host)
+        assert stop(rig) == 0
+    log = rig_err.read_text()
+    silent = [line for line in log.splitlines() if "silent for" in line]
+    assert len(silent) == 1 and "waits for it" in silent[0], silent  # reported once, naming the waiting run
+    assert "back after" in log
+    numbers = check_complete_run(one_run_file(out), planned)
+    dup = numbers["duplicates"]
+    dup_host = int(re.search(r"(\d+) duplicates dropped", host_out.read_text())[1])
+    # the file counts those of the run while it streams; the host also those after its end (a replayed run_end)
+    assert dup <= dup_host
+    # a stopped host gets no replays while silent; once back, at most one replay of what is unacknowledged,
+    # which is at most the run's messages (run_start, pixels, run_end), well under the window
+    assert dup_host <= planned + 2 <= window, (dup, dup_host)
+    print(f"\nSIGSTOP: silence reported {reported:.2f} s after the stop (peer timeout 2 s); run done "
+          f"{t_done:.2f} s after SIGCONT; {dup} duplicates in the file ({dup_host} dropped by "
+          f"the host) for {planned + 2} messages; "
+          f"rig replays {after['replays']}")
