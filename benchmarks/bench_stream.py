@@ -89,6 +89,11 @@ class Timers:
         setattr(owner, name, timed)
         self._undo.append((owner, name, orig))
 
+    def replace(self, owner: object, name: str, new: Callable) -> None:
+        """Set `owner.name` to `new` until exit."""
+        self._undo.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, new)
+
     def snapshot(self) -> dict[str, tuple[float, int]]:
         return {k: (self.total[k], self.count[k]) for k in self.total}
 
@@ -127,8 +132,41 @@ def make_pixels(run_id: str, n: int, seed: int) -> list[Pixel]:
 
 
 # ---------------------------------------------------------------------------------------- the host
+def prototype_batched_store(timers: Timers) -> None:
+    """(--prototype-batched-store; a what-if, not nvscope's code) RunStore.add buffers consecutive pixels
+    and RunStore.flush writes them as one block per column (one resize and one write per column per
+    batch instead of per pixel) before its own flush and fsync; other messages write the buffer first."""
+    from nvscope.host.store import PIXEL_FIELDS, RunStore
+
+    add, flush = RunStore.add, RunStore.flush
+
+    def write_pending(store: RunStore) -> None:
+        rows = store.__dict__.pop("_pending_pixels", [])
+        if not rows:
+            return
+        cols = store.__dict__.setdefault("_pixel_columns", {k: store.f["pixels"][k] for k in PIXEL_FIELDS})
+        n = cols["seq"].shape[0]
+        for name, ds in cols.items():
+            ds.resize(n + len(rows), axis=0)
+            ds[n:] = np.asarray([getattr(m, name) for m in rows], dtype=ds.dtype)
+
+    def batched_add(store: RunStore, msg) -> None:
+        if isinstance(msg, Pixel) and msg.seq == store.last_seq + 1:
+            store.__dict__.setdefault("_pending_pixels", []).append(msg)
+            store.last_seq = msg.seq
+            return
+        write_pending(store)
+        add(store, msg)
+
+    def batched_flush(store: RunStore) -> None:
+        write_pending(store)
+        flush(store)
+    timers.replace(RunStore, "add", batched_add)
+    timers.replace(RunStore, "flush", batched_flush)
+
+
 def serve_host(endpoint: str, out: str, security: HostSecurity | None, stop: Callable[[], bool],
-               no_g2: bool = False) -> dict:
+               no_g2: bool = False, batched: bool = False) -> dict:
     """A real HostDaemon (no run-end analysis) stepping until `stop()`; its stats and the host-side timers:
     decode, HDF5 appends (RunStore.add), HDF5 flush, the whole flush (+ fsync), and every flush's
     (run, stored seq, monotonic end)."""
@@ -139,10 +177,12 @@ def serve_host(endpoint: str, out: str, security: HostSecurity | None, stop: Cal
 
     flushes: list[tuple[str, int, float, float]] = []
     with Timers() as timers:
+        if batched:
+            prototype_batched_store(timers)
         timers.wrap(daemon, "decode", "host decode")
-        timers.wrap(RunStore, "add", "host HDF5 append (RunStore.add)")
+        timers.wrap(RunStore, "add", "host HDF5 append (RunStore.add)" + (" (buffered)" if batched else ""))
         timers.wrap(h5py.File, "flush", "host HDF5 flush (File.flush)")
-        timers.wrap(RunStore, "flush", "host flush total (HDF5 flush + fsync)",
+        timers.wrap(RunStore, "flush", "host flush total (HDF5 flush + fsync)" + (" + block writes" if batched else ""),
                     after=lambda a, t, dt: flushes.append((a[0].path.stem, a[0].last_seq, t, dt)))
         ctx = zmq.Context()
         host = daemon.HostDaemon(endpoint, out, {}, ctx=ctx, security=security)
@@ -165,19 +205,22 @@ def _stdin_has_line() -> bool:
 class HostRunner:
     """The host daemon in a thread of this process or in its own process; `finish()` returns its report."""
 
-    def __init__(self, mode: str, endpoint: str, out: Path, security: HostSecurity | None, no_g2: bool):
+    def __init__(self, mode: str, endpoint: str, out: Path, security: HostSecurity | None, no_g2: bool,
+                 batched: bool):
         self.mode = mode
         if mode == "thread":
             self._stop = threading.Event()
             self._result: dict = {}
             self._thread = threading.Thread(target=lambda: self._result.update(
-                serve_host(endpoint, str(out), security, self._stop.is_set, no_g2)), daemon=True)
+                serve_host(endpoint, str(out), security, self._stop.is_set, no_g2, batched)), daemon=True)
             self._thread.start()
         else:
             args = [sys.executable, __file__, "--serve-host", endpoint, str(out)]
             if security is not None:
                 args += ["--host-key", security.secret_key_file, "--rig-key", security.rig_public_key]
-            self._proc = subprocess.Popen(args + (["--no-g2"] if no_g2 else []), stdin=subprocess.PIPE,
+            args += ["--no-g2"] if no_g2 else []
+            args += ["--prototype-batched-store"] if batched else []
+            self._proc = subprocess.Popen(args, stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, text=True)
 
     def finish(self) -> dict:
@@ -316,13 +359,14 @@ def raw_rate(frames: list[list[bytes]], mode: str, keys: tuple[RigSecurity, Host
 
 
 # ---------------------------------------------------------------------------------------- the pipeline
-def pipeline(tmp: Path, name: str, keys: tuple[RigSecurity, HostSecurity] | None, mode: str, no_g2: bool,
+def pipeline(tmp: Path, name: str, keys: tuple[RigSecurity, HostSecurity] | None, host: dict,
              pixels: list[Pixel], pace_s: float | None = None) -> tuple[dict, dict]:
     """A fresh rig and host for one run of `pixels` (every `pace_s` s if given): the rig's result (with
     its timers) and the host's report."""
     with Timers() as timers:
         rig = Rig(tmp / f"journal-{name}", keys[0] if keys else None, timers)
-        host = HostRunner(mode, rig.endpoint, tmp / f"out-{name}", keys[1] if keys else None, no_g2)
+        host = HostRunner(host["mode"], rig.endpoint, tmp / f"out-{name}", keys[1] if keys else None,
+                          host["no_g2"], host["batched"])
         try:
             rig.wait_for_host()
             before = timers.snapshot()
@@ -367,6 +411,9 @@ def main() -> None:
     ap.add_argument("--host-in", choices=("process", "thread"), default="process",
                     help="where the host daemon's I/O loop runs (default: its own process)")
     ap.add_argument("--no-g2", action="store_true", help="host without the on-line g2 estimate (for profiling)")
+    ap.add_argument("--prototype-batched-store", action="store_true",
+                    help="what-if: the host writes each batch's pixels as one block per column (a proposed change "
+                         "to host/store.py, patched in for this run only)")
     ap.add_argument("--dir", help="folder for journals and run files (default: a temporary one; a real disk: "
                                   "fsync is measured)")
     ap.add_argument("--n", type=int, help="pixels per throughput run")
@@ -379,7 +426,7 @@ def main() -> None:
     logging.getLogger("nvscope.rt.link").setLevel(logging.ERROR)  # "acquisition paused" is expected here
     host_sec = HostSecurity(args.host_key, args.rig_key) if args.host_key else None
     if args.serve_host:
-        report = serve_host(*args.serve_host, host_sec, _stdin_has_line, args.no_g2)
+        report = serve_host(*args.serve_host, host_sec, _stdin_has_line, args.no_g2, args.prototype_batched_store)
         print(json.dumps(report), flush=True)
         return
     if args.raw_receive:
@@ -389,19 +436,21 @@ def main() -> None:
     size = SIZES["quick" if args.quick else "default"]
     n, n_paced = args.n or size["n"], size["paced"]
     mode = args.host_in
+    how = {"mode": mode, "no_g2": args.no_g2, "batched": args.prototype_batched_store}
     with tempfile.TemporaryDirectory(prefix="bench-stream-", dir=args.dir) as tmp_name:
         tmp = Path(tmp_name)
         keys = make_keys(tmp / "keys")
         pixels = make_pixels("bench-a", n, 0)
         frames = [encode(p) for p in pixels]
         print(f"bench_stream: {n} pixels of {len(frames[0][0])} bytes per throughput run, {n_paced} paced at "
-              f"{PACE_S * 1e3:g} ms; host in a {mode}{' (no on-line g2)' if args.no_g2 else ''}; files in {tmp}")
+              f"{PACE_S * 1e3:g} ms; host in a {mode}{' (no on-line g2)' if args.no_g2 else ''}"
+          f"{'; PROTOTYPE batched store (not nvscope as it is)' if args.prototype_batched_store else ''}; files in {tmp}")
         raw_frames = [frames[i % n] for i in range(max(n, RAW_MIN))]
         raw = raw_rate(raw_frames, mode, None)
         raw_curve = raw_rate(raw_frames, mode, keys)
-        thr, rep_curve = pipeline(tmp, "curve", keys, mode, args.no_g2, pixels)
-        thr_plain, rep_plain = pipeline(tmp, "plain", None, mode, args.no_g2, pixels)
-        lat, rep_lat = pipeline(tmp, "paced", keys, mode, args.no_g2, make_pixels("bench-c", n_paced, 2), PACE_S)
+        thr, rep_curve = pipeline(tmp, "curve", keys, how, pixels)
+        thr_plain, rep_plain = pipeline(tmp, "plain", None, how, pixels)
+        lat, rep_lat = pipeline(tmp, "paced", keys, how, make_pixels("bench-c", n_paced, 2), PACE_S)
 
     rate = n / thr["wall_s"]
     rate_plain = n / thr_plain["wall_s"]
@@ -422,6 +471,10 @@ def main() -> None:
     print(f"(b) paced at {1e-3 * sent_rate:.2f} k pixels/s (goal 1.00), CurveZMQ on, {n_paced} pixels:")
     print(f"  rig send -> ack received (rig):        p50 {ms(pct(to_ack, 50))}  p99 {ms(pct(to_ack, 99))}  "
           f"max {ms(np.nanmax(to_ack))}   goal p99 <= {ms(GOAL_P99_S).strip()}: {ok(pct(to_ack, 99) <= GOAL_P99_S)}")
+    late = send - send[0] >= 1.0
+    if late.any():
+        print(f"  the same after the first second ({late.sum()} pixels): p50 {ms(pct(to_ack[late], 50))}  "
+              f"p99 {ms(pct(to_ack[late], 99))}  max {ms(np.nanmax(to_ack[late]))}")
     print(f"  rig send -> host flush+fsync done:     p50 {ms(pct(to_durable, 50))}  p99 {ms(pct(to_durable, 99))}  "
           f"max {ms(np.nanmax(to_durable))}")
     print(f"  host flush+fsync per batch ({len(flush)} flushes, {n_paced / max(1, len(flush)):.1f} px each): "
