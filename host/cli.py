@@ -15,16 +15,14 @@ from pathlib import Path
 import zmq
 
 from nvscope.proto.command_line import EXIT_BAD_INPUT, InputError, OneLineParser
-from nvscope.proto.endpoints import DEFAULT_RIG_ENDPOINT, EndpointError, HostSecurity
+from nvscope.proto.endpoints import DEFAULT_RIG_ENDPOINT, PEER_TIMEOUT_S, EndpointError, HostSecurity
 from nvscope.proto.keys import KeyFileError
 from nvscope.proto.logs import setup_logging
 
-from .daemon import PEER_TIMEOUT_S
 from .keys_cli import add_keys_parser, keys_command
-from .status_cli import add_status_parser, status_command
-
 from .mri.cli import add_mri_parser
 from .srm.g2_cli import add_g2_parser
+from .status_cli import add_status_parser, status_command
 from .vqns.cli import add_vqns_parser
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from pathlib import Path
 import zmq
 
 from nvscope.proto import ProtocolError, decode, encode
-from nvscope.proto.endpoints import HostSecurity, host_socket
+from nvscope.proto.endpoints import PEER_TIMEOUT_S, HostSecurity, host_socket
 from nvscope.proto.logs import RateLimitedLog
 from nvscope.proto.messages import (Ack, Heartbeat, Hello, MeasureCoherence, Message, PartialG2, PartialPixel, Pixel,
                                     Refused, RunEnd, RunStart, Start, Status, Stop)
@@ -44,8 +44,6 @@ HELLO_AFTER_SILENCE_S = 3.0
 """Say hello again when the rig has been silent this long (it heartbeats every second)."""
 HEARTBEAT_S = 1.0
 """How often the host tells the rig it is alive (and what it has stored)."""
-PEER_TIMEOUT_S = 5.0
-"""A rig silent this long is reported, and its runs marked as waiting for it."""
 PROGRESS_EVERY_S = 30.0
 """How often a run's progress is logged (pixels done of planned, elapsed, remaining)."""
 KEPT_COMMANDS = (Start, Stop, MeasureCoherence, PartialG2)
@@ -55,6 +53,11 @@ LATENCY_WINDOW = 10_000
 """How many of the latest ack and answer latencies `HostStats` keeps."""
 CLOSE_WAIT_S = 60.0
 """How long `close` waits for running analyses before it abandons them (their files stay valid)."""
+
+def _one_line(exc: Exception) -> str:
+    """An exception as one line (HDF5's messages span several)."""
+    return f"{type(exc).__name__}: " + " ".join(str(exc).split())[:300]
+
 
 __all__ = ["Analysis", "HostDaemon", "HostStats", "HELLO_AFTER_SILENCE_S"]
 
@@ -117,6 +120,8 @@ class HostDaemon:
         self._last_heartbeat_sent = 0.0
         self._last_progress_log: dict[str, float] = {}
         self._lost: set[str] = set()  # runs ended here because the rig no longer knows them
+        self._store_errors: dict[str, float] = {}  # runs whose file cannot be written now: last try (monotonic s)
+        self._storage_log = RateLimitedLog(log, "storage failures")
         self.out_dir = Path(out_dir)
         self.analyses = analyses
         """Run-end analysis by run kind; run on the analysis worker (may be changed while runs go)."""
@@ -255,6 +260,8 @@ class HostDaemon:
             self._transmit(Heartbeat(run_id="", seq=0, state="host", info=self.report()))
             self._malformed_log.tick()
             self._refusals_log.tick()
+            self._storage_log.tick()
+            self._retry_storage()
         self._run_on_io()
         self._send_posted()
         return n
@@ -274,8 +281,13 @@ class HostDaemon:
             session.ended(end)
         for session in b.touched.values():
             if session.phase in (RunPhase.STREAMING, RunPhase.ENDING):  # the file is still the I/O thread's
-                session.store.flush()
+                try:
+                    session.store.flush()
+                except Exception as exc:  # a full disk: nothing acknowledged, the rig keeps it all
+                    self._storage_failed(session, exc)
         for run_id, session in b.touched.items():  # a run_end is acked once its results are written
+            if run_id in self._store_errors:
+                continue
             seq = session.store.last_seq
             if session.phase in (RunPhase.ENDING, RunPhase.ANALYSING):
                 seq = session.end.seq - 1
@@ -322,8 +334,16 @@ class HostDaemon:
         return b
 
     def _store(self, msg: Message, t_recv: float, b: _Batch) -> None:
-        """Add one data message to its run's file (a duplicate is counted and dropped)."""
-        session = self._session_for(msg)
+        """Add one data message to its run's file (a duplicate is counted and dropped). While the run's
+        file cannot be written (a full disk) its messages are left to the rig, which keeps them."""
+        if msg.run_id in self._store_errors:
+            return
+        try:
+            session = self._session_for(msg)
+        except Exception as exc:  # the file cannot be created or reopened (a full disk, permissions)
+            self._storage_log.event(f"run {msg.run_id}", f"cannot open its file in {self.out_dir}: "
+                                                         f"{type(exc).__name__}: {exc}; the rig keeps its messages")
+            return
         if session is None:
             return
         b.touched[msg.run_id] = session
@@ -336,14 +356,13 @@ class HostDaemon:
             if isinstance(msg, RunEnd) and session.phase is RunPhase.STREAMING:
                 b.ends.append((session, msg))  # stored, but a host died before finishing the run
             return
-        if isinstance(msg, Pixel):
-            session.pixel_arriving(msg, t_recv)  # its g2 is estimated while it is written
         try:
             store.add(msg)
-        except Exception as exc:
-            if isinstance(msg, Pixel):
-                session.storing_failed(exc)
-            raise
+        except Exception as exc:  # a full disk: the row is not written, nothing of it is acknowledged
+            self._storage_failed(session, exc)
+            return
+        if isinstance(msg, Pixel):
+            session.pixel_arriving(msg, t_recv)  # its g2 is estimated while the batch is flushed
         b.stored.append(msg)
         self.stats.stored += 1
         if isinstance(msg, Pixel):
@@ -463,6 +482,35 @@ class HostDaemon:
             if t_recv is not None:
                 self.stats.answer_latency_s.append(time.monotonic() - t_recv)
 
+    def _storage_failed(self, session: RunSession, exc: Exception) -> None:
+        """A run's file could not be written: stop storing (and acknowledging) its messages, which the
+        rig keeps in its journal; `_retry_storage` tries again every second."""
+        first = session.run_id not in self._store_errors
+        self._store_errors[session.run_id] = time.monotonic()
+        if first:
+            self._storage_log.event(f"run {session.run_id}", f"cannot write {session.store.path}: "
+                                    f"{_one_line(exc)}; stored up to seq {session.store.last_seq}, the rest stays in "
+                                    "the rig's journal until this host can write again (retried every second)")
+
+    def _retry_storage(self) -> None:
+        """Try again to flush the runs whose file could not be written; once it works, acknowledge and
+        ask the rig to replay what it kept (hello)."""
+        now = time.monotonic()
+        for run_id, since in list(self._store_errors.items()):
+            if now - since < 1.0:
+                continue
+            session = self.sessions[run_id]
+            try:
+                session.store.flush()
+            except Exception:
+                self._store_errors[run_id] = now
+                continue
+            del self._store_errors[run_id]
+            log.info("run %s: its file can be written again; stored up to seq %d, the rig replays the rest",
+                     run_id, session.store.last_seq)
+            self.send(Ack(run_id=run_id, seq=session.store.last_seq))
+            self.hello()
+
     def _refused(self, msg: Refused) -> None:
         """The rig did not apply a command of this host's: say why, keep it for the CLI. Refused
         because another host controls the rig: say hello again in a second (it takes over once that
@@ -529,6 +577,8 @@ class HostDaemon:
         if not settled:
             log.error("closing with analysis still running after %.0f s: abandoned (the files keep their data)",
                       wait_s)
+        for rate_limited in (self._malformed_log, self._refusals_log, self._storage_log):
+            rate_limited.flush()
         for session in self.sessions.values():  # first: an analysis abandoned now writes nothing
             session.close()
         self.processes.close(wait=settled)  # abandoned: its workers are stopped, their callers fail

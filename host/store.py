@@ -134,21 +134,29 @@ class RunStore:
             g[name][n:] = values
 
     def add(self, msg: Message) -> None:
-        """Store one data message that follows `last_seq` (a jump is recorded as a gap and reported)."""
+        """Store one data message that follows `last_seq` (a jump is recorded as a gap and reported).
+        All or nothing: a write that fails (a full disk) leaves no part of the row, and raises."""
+        group = next((g for g, kind in self.tables.items() if isinstance(msg, kind)), None)
+        if group is not None:
+            columns = self._columns.get(group)
+            if columns is None:
+                columns = self._columns[group] = {name: self.f[group][name] for name in record_fields(self.tables[group])}
+            n = columns["seq"].shape[0]
+            try:
+                _append_row(columns, msg)
+            except Exception:
+                for ds in columns.values():  # the columns written before the failure are cut back
+                    if ds.shape[0] > n:
+                        ds.resize(n, axis=0)
+                raise
+        elif not isinstance(msg, (RunStart, RunEnd)):  # their content lives in the attributes
+            log.warning("run %s: no storage for message kind %s (seq %d)", msg.run_id, msg.kind, msg.seq)
         if msg.seq > self.last_seq + 1:
             gaps = self.f["gaps"]
             gaps.resize(gaps.shape[0] + 1, axis=0)
             gaps[-1] = (self.last_seq + 1, msg.seq - 1)
             log.error("run %s: messages %d..%d never arrived (gap recorded in %s)",
                       msg.run_id, self.last_seq + 1, msg.seq - 1, self.path.name)
-        group = next((g for g, kind in self.tables.items() if isinstance(msg, kind)), None)
-        if group is not None:
-            columns = self._columns.get(group)
-            if columns is None:
-                columns = self._columns[group] = {name: self.f[group][name] for name in record_fields(self.tables[group])}
-            _append_row(columns, msg)
-        elif not isinstance(msg, (RunStart, RunEnd)):  # their content lives in the attributes
-            log.warning("run %s: no storage for message kind %s (seq %d)", msg.run_id, msg.kind, msg.seq)
         self.last_seq = msg.seq
 
     def flush(self) -> None:

@@ -31,6 +31,9 @@ DEFAULT_RIG_ENDPOINT = "tcp://127.0.0.1:5557"
 """Where `nvscope rig` binds and `nvscope host` connects by default."""
 RIG_SOCKET = zmq.ROUTER
 HOST_SOCKET = zmq.DEALER
+PEER_TIMEOUT_S = 5.0
+"""A peer silent this long is reported (both daemons heartbeat every second); a host may then take over
+the rig from a silent one (the rig's [link] peer_timeout_s, the host's --peer-timeout)."""
 HIGH_WATER_MARK = 10_000
 """Messages ZeroMQ queues per peer before it pushes back."""
 ZAP_DOMAIN = b"nvscope"

@@ -9,6 +9,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nvscope.proto.endpoints import PEER_TIMEOUT_S
 from nvscope.proto.histogram import HISTOGRAM_MODES
 
 from .kernels.pulses import ShotTiming
@@ -164,7 +165,7 @@ class LinkConfig:
     window: int = 2000
     resend_after_s: float = 2.0
     heartbeat_s: float = 1.0
-    peer_timeout_s: float = 5.0
+    peer_timeout_s: float = PEER_TIMEOUT_S
     """A host silent this long is reported, and another host may take over the rig."""
     key_file: str = ""
     """The rig's CurveZMQ secret key file (`nvscope keys init`); with `allowed_hosts`, the link is
