@@ -11,7 +11,7 @@ Who may do what:
 - An ack beyond what was sent is a protocol error (counted, refused), never a licence to delete.
 Replays: everything unacknowledged is sent again when the owner says hello on a new connection (a
 burst of queued hellos replays once), and when the owner is heard but acknowledges nothing for
-`resend_after_s` (backing off to 60 s); a silent host gets no replays, so a stopped host does not
+`resend_after_s` (backing off to 30 s); a silent host gets no replays, so a stopped host does not
 come back to a storm of duplicates.
 """
 
@@ -33,7 +33,7 @@ from .spool import Spool
 
 log = logging.getLogger(__name__)
 
-MAX_RESEND_S = 60.0
+MAX_RESEND_S = 30.0
 """The longest wait between two replays to a host that is heard but acknowledges nothing."""
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from nvscope.host.store import RunStore, read_coherence, read_deer, read_lock, read_pixels, run_path
-from nvscope.proto.messages import Array, Coherence, Deer, Lock, Pixel, RunStart
+from nvscope.proto.messages import Array, Coherence, Deer, Lock, Notice, Pixel, RunStart
 
 
 def _pixel(seq: int, kind=Pixel, **extra) -> Pixel:
@@ -175,3 +175,42 @@ def test_a_run_with_gaps_is_never_completed(new_store):
     store.finalize(RunEnd(run_id="run", seq=5, exit_status="completed", n_pixels=4), {}, {})
     assert store.f.attrs["exit_status"] == "failed"
     assert store.f.attrs["reason"].startswith("2 messages never arrived (seq ranges [[2, 3]])")
+
+
+def test_notices_are_stored_as_utf8_text_and_duplicates_are_counted(new_store):
+    store = new_store()
+    long = "µ-wave (TCPIP::x): no reply " + "x" * 400
+    store.add(Notice(run_id="run", seq=1, source="microwave", text=long, retry=2))
+    store.duplicates += 3
+    store.flush()
+    with h5py.File(store.path, "r", libver="latest", swmr=True) as f:
+        text = f["notices/text"][0].decode()
+        assert f["notices/source"][0].decode() == "microwave" and f["notices/retry"][()].tolist() == [2]
+        assert text == long.encode()[:256].decode() and f["duplicates"][()].tolist() == [3]
+
+
+class _FailingColumns(RunStore):
+    """A store whose `dwell_s` column cannot be written (a full disk, in the middle of a row)."""
+
+    def add(self, msg):
+        import nvscope.host.store as mod
+        real = mod._append_row
+
+        def half(columns, m):
+            for name, ds in columns.items():
+                if name == "dwell_s":
+                    raise OSError(28, "No space left on device")
+                ds.resize(ds.shape[0] + 1, axis=0)
+        mod._append_row = half
+        try:
+            super().add(msg)
+        finally:
+            mod._append_row = real
+
+
+def test_a_row_that_cannot_be_written_leaves_nothing_of_itself(new_store):
+    store = new_store(_FailingColumns)
+    with pytest.raises(OSError, match="No space left"):
+        store.add(_pixel(2))  # seq 2 after 0: would also be a gap [1, 1]
+    assert store.last_seq == 0 and store.n_pixels == 0 and store.f["gaps"].shape[0] == 0
+    assert {store.f["pixels"][name].shape[0] for name in ("seq", "hist", "index")} == {0}
