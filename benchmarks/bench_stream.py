@@ -381,7 +381,7 @@ def pipeline(tmp: Path, name: str, keys: tuple[RigSecurity, HostSecurity] | None
     return result, report
 
 
-def host_timers_for(report: dict, run_id: str) -> dict:
+def host_timers_for(report: dict, run_id: str) -> np.ndarray:
     """Durations of the host's flushes of one run."""
     return np.array([dt for r, _, _, dt in report["flushes"] if r == run_id])
 
