@@ -4,6 +4,7 @@ host stopped (SIGSTOP) for longer than the peer timeout, and two rigs side by si
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 import zmq
 
+from nvscope.host.keys_cli import keys_command
 from nvscope.host.status_cli import ask_status
 from nvscope.proto import ProtocolError, decode, encode
 from nvscope.proto.endpoints import HostSecurity, host_socket, rig_socket
@@ -87,6 +89,19 @@ def stop(proc: subprocess.Popen, timeout: float = 20) -> int:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     return proc.wait(timeout=timeout)
+
+
+def wait_handles_sigterm(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Wait until the process has its SIGTERM handler (its daemon is set up): a SIGTERM before that is
+    Python's default (exit -15), not the daemon's clean stop (Linux: SigCgt in /proc/PID/status)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        caught = int(re.search(r"^SigCgt:\s*([0-9a-f]+)", status, re.M)[1], 16)
+        if caught & (1 << (signal.SIGTERM - 1)):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"pid {proc.pid} has no SIGTERM handler after {timeout} s (exit {proc.poll()})")
 
 
 def kill(*procs: subprocess.Popen) -> None:
@@ -180,15 +195,21 @@ def test_an_intruder_is_refused_and_the_run_completes_with_every_pixel(tmp_path)
 # ---------------------------------------------------------------------------------------- 2. keys
 
 
-def keys_init(folder: Path, name: str) -> tuple[Path, Path]:
-    proc = subprocess.run([*CLI, "keys", "init", str(folder), "--name", name], capture_output=True, text=True,
-                          timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return folder / f"{name}.key", folder / f"{name}.key_secret"
+def keys_init(folder: Path, name: str, cli: bool = False) -> tuple[Path, Path]:
+    """`nvscope keys init FOLDER --name NAME`, as a process (`cli`) or through host.keys_cli in this one."""
+    if cli:
+        proc = subprocess.run([*CLI, "keys", "init", str(folder), "--name", name], capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0 and "key_file" in proc.stdout, proc.stderr
+    else:
+        assert keys_command(argparse.Namespace(keys_action="init", dir=str(folder), name=name)) == 0
+    public, secret = folder / f"{name}.key", folder / f"{name}.key_secret"
+    assert (secret.stat().st_mode & 0o777) == 0o600 and (folder.stat().st_mode & 0o777) == 0o700
+    return public, secret
 
 
 def test_keyed_rig_lets_in_only_allowed_hosts_and_loopback_is_required_without_keys(tmp_path):
-    rig_pub, rig_secret = keys_init(tmp_path / "rig-keys", "rig")
+    rig_pub, rig_secret = keys_init(tmp_path / "rig-keys", "rig", cli=True)
     host_pub, host_secret = keys_init(tmp_path / "host-keys", "host")
     stranger_pub, stranger_secret = keys_init(tmp_path / "stranger-keys", "stranger")
     allowed = tmp_path / "allowed"
@@ -205,7 +226,9 @@ def test_keyed_rig_lets_in_only_allowed_hosts_and_loopback_is_required_without_k
             procs.append((name, *start_host(tmp_path, endpoint, tmp_path / name, "--run", "srm", *args, name=name)))
         assert ask_status(endpoint, 1.0) is None
         assert ask_status(endpoint, 1.0, HostSecurity(str(stranger_secret), str(rig_pub))) is None
-        time.sleep(1.0)
+        for _, proc, _, _ in procs:
+            wait_handles_sigterm(proc)  # connected, saying hello, asking for its run: in vain
+        time.sleep(0.5)
         info = ask_status(endpoint, 3.0, keyed)
         assert info is not None and info["state"] == "idle" and info["host"]["id"] is None, info
         for name, proc, _, err in procs:
@@ -509,7 +532,7 @@ def test_the_host_survives_10000_hostile_frames_around_a_valid_run(tmp_path):
 
 def test_a_host_stopped_longer_than_the_peer_timeout_is_reported_and_the_run_completes(tmp_path):
     window = 2000
-    cfg = write_rig_config(tmp_path / "rig.toml", nx=10, ny=10, dwell=0.1, spool_dir=str(tmp_path / "journal"),
+    cfg = write_rig_config(tmp_path / "rig.toml", nx=10, ny=8, dwell=0.1, spool_dir=str(tmp_path / "journal"),
                            peer_timeout_s=2, heartbeat_s=0.5, window=window)
     rig, endpoint, rig_err = start_rig(tmp_path, cfg)
     out = tmp_path / "data"
@@ -557,3 +580,45 @@ def test_a_host_stopped_longer_than_the_peer_timeout_is_reported_and_the_run_com
           f"{t_done:.2f} s after SIGCONT; {dup} duplicates in the file ({dup_host} dropped by "
           f"the host) for {planned + 2} messages; "
           f"rig replays {after['replays']}")
+
+
+# ---------------------------------------------------------------------------------------- 5. two rigs
+
+
+def test_two_rigs_side_by_side_have_their_own_journals_and_a_third_on_a_journal_in_use_is_refused(tmp_path):
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    cfg = write_rig_config(tmp_path / "rig.toml", nx=4, ny=3, dwell=0.1)  # no spool_dir: the default journal
+    rigs, hosts = [], []
+    try:
+        for name in ("a", "b"):
+            rigs.append(start_rig(tmp_path, cfg, name=f"rig-{name}", env=env))
+        for (_, endpoint, _), name in zip(rigs, ("a", "b")):
+            hosts.append(start_host(tmp_path, endpoint, tmp_path / f"data-{name}", "--run", "srm", "--exit-when-done",
+                                    name=f"host-{name}"))
+        journals = []
+        for _, endpoint, _ in rigs:
+            journal = Path(ask_status(endpoint, 5.0)["journal"]["directory"])
+            port = endpoint.rpartition(":")[2]
+            assert journal == tmp_path / "state" / "nvscope" / f"rig-tcp-127.0.0.1-{port}"
+            journals.append(journal)
+        assert sorted(p.name for p in (tmp_path / "state" / "nvscope").iterdir()) == sorted(j.name for j in journals)
+        # a third rig on the journal of a running one: one line naming it, exit 2, the running one untouched
+        third_cfg = write_rig_config(tmp_path / "third.toml", spool_dir=str(journals[0]))
+        third = subprocess.run([PY, "-m", "nvscope.rt.rig_main", "--sim", "--bind", "tcp://127.0.0.1:*",
+                                "--config", str(third_cfg)], capture_output=True, text=True, timeout=60, env=env)
+        assert third.returncode == 2 and third.stdout == ""
+        lines = third.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(journals[0]) in lines[0] and f"pid {rigs[0][0].pid}" in lines[0], third.stderr
+        for proc, _, err in hosts:
+            assert proc.wait(timeout=60) == 0, err.read_text()
+        for _, endpoint, _ in rigs:
+            assert ask_status(endpoint, 3.0)["journal"]["unacked"] == 0
+    finally:
+        kill(*(h[0] for h in hosts))
+        codes = [stop(r[0]) for r in rigs]
+    assert codes == [0, 0]
+    for name in ("a", "b"):
+        check_complete_run(one_run_file(tmp_path / f"data-{name}"), 12)
+    for _, _, err in rigs:
+        assert "Traceback" not in err.read_text()
+    print(f"\ntwo rigs: journals {[j.name for j in journals]}; third rig: {lines[0]}")
