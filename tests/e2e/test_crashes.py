@@ -6,17 +6,16 @@ disk under the host's --out. Each prints the counts it measured (run with -s to 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
 
 from nvscope.host.status_cli import ask_status
@@ -28,8 +27,9 @@ _spec.loader.exec_module(_daemons)
 stop = _daemons.stop  # SIGTERM, the exit code
 wait_for_pixels = _daemons._wait_for_pixels  # a run file with at least n pixels, read as it is written
 
-LINK = "heartbeat_s = 0.2\npeer_timeout_s = 1.0\nwindow = {window}\n"
-"""Added to [link]: a dead host's rig is taken over by a new host after 1 s of silence (not 5)."""
+LINK = "heartbeat_s = 0.2\npeer_timeout_s = 2.0\nwindow = {window}\n"
+"""Added to [link]: a dead host's rig is taken over by a new host after 2 s of silence (not 5; the host
+heartbeats every 1 s)."""
 
 VQNS_RIG_TOML = """\
 seed = 9
@@ -64,11 +64,12 @@ def env(tmp: Path) -> dict[str, str]:
 
 
 def start_rig(cfg: Path, endpoint: str = "tcp://127.0.0.1:*") -> tuple[subprocess.Popen, str]:
-    """A rig process (its log in <cfg>.<pid>.log); returns it and its endpoint."""
+    """A rig process (its log in <cfg stem>.<ns>.log, path as `rig.log_path`); returns it and its endpoint."""
     log = cfg.with_suffix(f".{time.monotonic_ns()}.log")
     with open(log, "w") as stderr:
         rig = subprocess.Popen([sys.executable, "-m", "nvscope.rt.rig_main", "--sim", "--bind", endpoint, "--config",
                                 str(cfg)], stdout=subprocess.PIPE, stderr=stderr, text=True, env=env(cfg.parent))
+    rig.log_path = log
     line = rig.stdout.readline().strip()
     assert line.startswith("bound "), log.read_text()
     return rig, line.split()[1]
@@ -103,6 +104,14 @@ class Host:
         m = EXIT_LINE.search(self.out_path.read_text())
         assert m, (self.out_path.read_text(), self.log[-2000:])
         return int(m[1]), int(m[2]), int(m[3])
+
+
+def logged_at(text: str, needle: str) -> float:
+    """The time (Unix s) of the first log line containing `needle`."""
+    line = next((line for line in text.splitlines() if needle in line), None)
+    assert line is not None, f"no line with {needle!r} in:\n{text[-3000:]}"
+    stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    return stamp.timestamp()
 
 
 def read_run(path: Path) -> dict:
@@ -265,6 +274,7 @@ def test_a_host_restarted_with_the_same_run_during_a_scan_finishes_that_run_then
     assert len(files) == 2 and files[0] == path, files
     mine = files[1].stem
     assert f"adopting run {path.stem}" in log
+    assert f"rig refused start of run {mine}: cannot 'start' while running" in log, log[-3000:]  # said why
     assert re.search(rf"run {mine} waits: .*the rig is running srm run {path.stem}", log), log[-3000:]
     for p in files:
         assert_complete(read_run(p), n)
@@ -328,7 +338,7 @@ def test_a_rig_restarted_with_another_journal_ends_the_lost_run_failed_within_se
         rig, _ = start_rig(srm_config(tmp_path, nx, ny, spool="other-spool", name="rig2.toml"), endpoint)
         t0 = time.monotonic()
         rc = host.wait(30)
-        took = time.monotonic() - t0
+        exited = time.monotonic() - t0
     finally:
         if host.proc.poll() is None:
             host.kill()
@@ -339,10 +349,13 @@ def test_a_rig_restarted_with_another_journal_ends_the_lost_run_failed_within_se
     run = read_run(path)
     assert run["status"] == "failed" and "no longer knows this run" in run["reason"], run["reason"]
     assert run["seq"] == list(range(1, len(run["seq"]) + 1))
-    # hello after 3 s of silence, then idle heartbeats for the 1.5 s peer timeout
-    assert took < 12, took
-    print(f"\n[rig with another journal] the run ended failed {took:.1f} s after the new rig was bound "
-          f"(host peer timeout 1.5 s); {len(run['seq'])} pixels kept")
+    # the host says hello after 3 s of silence, then the rig's idle heartbeats for its 1.5 s peer timeout
+    bound = logged_at(rig.log_path.read_text(), "INFO: bound ")
+    took = logged_at(log, "the rig no longer knows this run") - bound
+    assert 1.5 < took < 8, took
+    print(f"\n[rig with another journal] the run ended as failed {took:.1f} s after the new rig was bound "
+          f"(host peer timeout 1.5 s), the host exited {exited:.1f} s after (analysis done); "
+          f"{len(run['seq'])} pixels kept")
 
 
 # ---------------------------------------------------------------------------------------------- 6
@@ -379,6 +392,11 @@ def fill(disk: Path) -> Path:
     return filler
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "host/daemon.py HostDaemon._retry_storage/_store: once the file can be written again the host acks "
+    "what it stored and says hello, but the rig's next live pixel arrives before the replay of what it kept "
+    "(same connection): RunStore.add records it as a gap (e.g. 'messages 40..127 never arrived'), the replayed "
+    "ones are dropped as duplicates, the later acks delete them from the rig's journal: pixels lost, run failed"))
 def test_a_full_disk_under_the_host_loses_nothing_once_space_is_back(tmp_path, small_disk):
     nx, ny = 20, 15  # 300 pixels of ~2 kB: more than fits beside the filler
     n, out = nx * ny, small_disk / "data"
@@ -402,9 +420,11 @@ def test_a_full_disk_under_the_host_loses_nothing_once_space_is_back(tmp_path, s
         assert stop(rig) == 0
     lines = [line for line in log_full.splitlines() if "ERROR" in line or "Traceback" in line]
     assert "Traceback" not in log_full, log_full[-3000:]
-    assert 1 <= len(lines) <= 3 and any("No space left" in line for line in lines), "\n".join(lines[:20])
+    assert 1 <= len(lines) <= 2 and any("No space left" in line for line in lines), "\n".join(lines[:20])
+    run = read_run(path)
+    assert run["gaps"] == [], (run["gaps"], host.log[-3000:])  # nothing the rig kept was lost
+    assert_complete(run, n)
     assert rc == 0, host.log[-3000:]
-    assert_complete(read_run(path), n)
     print(f"\n[full disk] the disk filled at stored seq ~{stored_full}; the rig kept "
           f"{status['journal']['unacked']} messages meanwhile; {len(lines)} error line(s) logged: {lines[0][:200]}; "
           f"once space was back the run completed with {n} pixels, no gaps")
