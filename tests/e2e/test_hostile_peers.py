@@ -192,6 +192,54 @@ def test_an_intruder_is_refused_and_the_run_completes_with_every_pixel(tmp_path)
     assert re.findall(r"run (\S+) completed", rig_err.read_text()) == [run_id]  # the intruder's start: no run
 
 
+def test_a_forged_ack_from_the_controlling_host_deletes_nothing(tmp_path):
+    """The issue's scenario: an ack of seq 10^9 made the rig delete its journal (the file then had gaps and
+    said completed). Now it is refused and every message stays until really acknowledged."""
+    cfg = write_rig_config(tmp_path / "rig.toml", nx=4, ny=3, dwell=0.1, spool_dir=str(tmp_path / "journal"))
+    rig, endpoint, _ = start_rig(tmp_path, cfg)
+    ctx = zmq.Context()
+    run_id = "srm-forged-ack"
+    try:
+        host = host_socket(ctx, endpoint)  # a hand-driven host: it controls the rig (first hello)
+        host.send_multipart(encode(Hello(run_id="", seq=0, version="hand")))
+        host.send_multipart(encode(Start(run_id=run_id, seq=1, run_kind="srm")))
+        data: dict[int, object] = {}
+        refusals = []
+
+        def receive(timeout_ms: int) -> None:
+            if host.poll(timeout_ms):
+                msg = decode(host.recv_multipart())
+                if isinstance(msg, Refused):
+                    refusals.append(msg)
+                elif msg.durable:
+                    data[msg.seq] = msg  # replays: kept once
+
+        deadline = time.monotonic() + 30
+        while len(data) < 4 and time.monotonic() < deadline:
+            receive(100)
+        host.send_multipart(encode(Ack(run_id=run_id, seq=10**9)))
+        while not refusals and time.monotonic() < deadline:
+            receive(100)
+        info = ask_status(endpoint, 3.0)
+        assert info["journal"]["unacked"] >= len(data) >= 4, info  # nothing deleted
+        while not any(isinstance(m, RunEnd) for m in data.values()) and time.monotonic() < deadline:
+            receive(100)
+        end = max(data)
+        assert sorted(data) == list(range(end + 1)) and isinstance(data[end], RunEnd)
+        assert data[end].exit_status == "completed" and data[end].n_pixels == 12
+        assert len(refusals) == 1 and refusals[0].command == "ack", refusals
+        assert f"acknowledges seq {10**9} of run {run_id}, but only up to" in refusals[0].reason
+        assert "nothing deleted" in refusals[0].reason
+        assert ask_status(endpoint, 3.0)["journal"]["unacked"] == end + 1  # all still kept
+        host.send_multipart(encode(Ack(run_id=run_id, seq=end)))  # a true ack deletes them
+        info = wait_status(endpoint, lambda i: i["journal"]["unacked"] == 0, timeout=10)
+        assert info["refused"] == 1 and info["last_ack"]["seq"] == end
+        host.close(0)
+    finally:
+        ctx.destroy(0)
+        assert stop(rig) == 0
+
+
 # ---------------------------------------------------------------------------------------- 2. keys
 
 
