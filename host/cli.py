@@ -166,7 +166,9 @@ def _host(args: argparse.Namespace) -> int:
     print(f"host: {daemon.stats.stored} messages stored, {daemon.stats.duplicates} duplicates dropped, "
           f"{daemon.stats.malformed} malformed dropped; files in {Path(args.out).resolve()}")
     status = dict(daemon.stats.finished)
-    incomplete = [f"{r} {status.get(r, 'not finished')}" for r in mine if status.get(r) != "completed"]
+    stopped_by_rule = {c.run_id for c in controllers if c.done and not c.stop_reason.startswith("failed")}
+    incomplete = [f"{r} {status.get(r, 'not finished')}" for r in mine if status.get(r) != "completed"
+                  and not (status.get(r) == "stopped" and r in stopped_by_rule)]  # a VQNS loop ends by stopping
     if args.exit_when_done and incomplete:
         print(f"host: runs that did not complete: {', '.join(incomplete)}", file=sys.stderr)
         return 1

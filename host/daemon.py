@@ -46,6 +46,9 @@ HEARTBEAT_S = 1.0
 """How often the host tells the rig it is alive (and what it has stored)."""
 PROGRESS_EVERY_S = 30.0
 """How often a run's progress is logged (pixels done of planned, elapsed, remaining)."""
+RESYNC_S = 60.0
+"""After a run's file could be written again: how long live messages beyond the next one wait for the
+rig's replay of the ones dropped meanwhile (a gap is recorded only after that)."""
 KEPT_COMMANDS = (Start, Stop, MeasureCoherence, PartialG2)
 """Commands kept and sent again when the rig is not connected at the moment they are sent (hellos,
 heartbeats and acks are not: newer ones replace them)."""
@@ -122,6 +125,9 @@ class HostDaemon:
         self._lost: set[str] = set()  # runs ended here because the rig no longer knows them
         self._store_errors: dict[str, float] = {}  # runs whose file cannot be written now: last try (monotonic s)
         self._storage_log = RateLimitedLog(log, "storage failures")
+        self._resync: dict[str, float] = {}
+        """Runs whose messages were dropped here (a full disk): a message beyond the next one is not stored
+        (no gap recorded: the rig still has the missing ones and replays them) until this time (monotonic s)."""
         self.out_dir = Path(out_dir)
         self.analyses = analyses
         """Run-end analysis by run kind; run on the analysis worker (may be changed while runs go)."""
@@ -338,6 +344,12 @@ class HostDaemon:
         file cannot be written (a full disk) its messages are left to the rig, which keeps them."""
         if msg.run_id in self._store_errors:
             return
+        resync = self._resync.get(msg.run_id)
+        if resync is not None:  # after messages were dropped here: wait for the replay to bring the next one
+            session = self.sessions[msg.run_id]
+            if msg.seq > session.store.last_seq + 1 and time.monotonic() < resync:
+                return
+            del self._resync[msg.run_id]
         try:
             session = self._session_for(msg)
         except Exception as exc:  # the file cannot be created or reopened (a full disk, permissions)
@@ -462,7 +474,7 @@ class HostDaemon:
                     try:
                         session.write_g2()
                     except Exception as exc:  # e.g. a full disk: logged, the I/O path goes on
-                        log.error("run %s: g2 rows not written: %s: %s", session.run_id, type(exc).__name__, exc)
+                        self._storage_log.event(f"run {session.run_id}", f"g2 rows not written: {_one_line(exc)}")
                 if session.phase is RunPhase.ENDING:
                     self._analyse_when_ready(session)
 
@@ -487,6 +499,7 @@ class HostDaemon:
         rig keeps in its journal; `_retry_storage` tries again every second."""
         first = session.run_id not in self._store_errors
         self._store_errors[session.run_id] = time.monotonic()
+        self._resync[session.run_id] = float("inf")  # until its file can be written again
         if first:
             self._storage_log.event(f"run {session.run_id}", f"cannot write {session.store.path}: "
                                     f"{_one_line(exc)}; stored up to seq {session.store.last_seq}, the rest stays in "
@@ -506,6 +519,7 @@ class HostDaemon:
                 self._store_errors[run_id] = now
                 continue
             del self._store_errors[run_id]
+            self._resync[run_id] = now + RESYNC_S  # live messages wait for the replay of the missing ones
             log.info("run %s: its file can be written again; stored up to seq %d, the rig replays the rest",
                      run_id, session.store.last_seq)
             self.send(Ack(run_id=run_id, seq=session.store.last_seq))

@@ -66,6 +66,8 @@ class RunStore:
         """Copies of stored messages received again and dropped (replays), over every host of the run."""
         self.finished = f.attrs["exit_status"] != "running"
         self._columns: dict[str, dict[str, h5py.Dataset]] = {}  # open dataset handles per table (a lookup costs ~1 ms)
+        self._rows: dict[str, list[Message]] = {}  # added, not yet written: by table, in order
+        self._gaps: list[tuple[int, int]] = []  # found, not yet written
 
     @classmethod
     def create(cls, path: Path, start: RunStart, g2_attrs: dict[str, object] | None = None) -> RunStore:
@@ -115,8 +117,8 @@ class RunStore:
 
     @property
     def n_pixels(self) -> int:
-        """Pixels stored so far."""
-        return int(self.f["pixels/seq"].shape[0])
+        """Pixels stored so far (added: written by the next flush)."""
+        return int(self.f["pixels/seq"].shape[0]) + len(self._rows.get("pixels", ()))
 
     @property
     def n_g2(self) -> int:
@@ -134,40 +136,55 @@ class RunStore:
             g[name][n:] = values
 
     def add(self, msg: Message) -> None:
-        """Store one data message that follows `last_seq` (a jump is recorded as a gap and reported).
-        All or nothing: a write that fails (a full disk) leaves no part of the row, and raises."""
+        """Add one data message that follows `last_seq` (a jump is recorded as a gap and reported); it is
+        written with the batch at the next `flush`."""
         group = next((g for g, kind in self.tables.items() if isinstance(msg, kind)), None)
         if group is not None:
-            columns = self._columns.get(group)
-            if columns is None:
-                columns = self._columns[group] = {name: self.f[group][name] for name in record_fields(self.tables[group])}
-            n = columns["seq"].shape[0]
-            try:
-                _append_row(columns, msg)
-            except Exception:
-                for ds in columns.values():  # the columns written before the failure are cut back
-                    if ds.shape[0] > n:
-                        ds.resize(n, axis=0)
-                raise
+            self._rows.setdefault(group, []).append(msg)
         elif not isinstance(msg, (RunStart, RunEnd)):  # their content lives in the attributes
             log.warning("run %s: no storage for message kind %s (seq %d)", msg.run_id, msg.kind, msg.seq)
         if msg.seq > self.last_seq + 1:
-            gaps = self.f["gaps"]
-            gaps.resize(gaps.shape[0] + 1, axis=0)
-            gaps[-1] = (self.last_seq + 1, msg.seq - 1)
+            self._gaps.append((self.last_seq + 1, msg.seq - 1))
             log.error("run %s: messages %d..%d never arrived (gap recorded in %s)",
                       msg.run_id, self.last_seq + 1, msg.seq - 1, self.path.name)
         self.last_seq = msg.seq
 
     def flush(self) -> None:
-        """Make everything added so far durable, to the disk (fsync: a power cut keeps it); the ack follows."""
+        """Write what was added (one block per column and table), then make it durable, to the disk
+        (fsync: a power cut keeps it); the ack follows. All or nothing: a write that fails (a full disk)
+        leaves none of the batch's rows in the file, keeps them for the next flush, and raises."""
+        self._write_rows()
         self.f["stored_seq"][0] = self.last_seq
         self.f["duplicates"][0] = self.duplicates
         self.f.flush()
         os.fsync(self.f.id.get_vfd_handle())
 
+    def _write_rows(self) -> None:
+        if not self._rows and not self._gaps:
+            return
+        grown: list[tuple[h5py.Dataset, int]] = []  # every dataset resized, with its length before
+        try:
+            for group, msgs in self._rows.items():
+                columns = self._columns.get(group)
+                if columns is None:
+                    columns = self._columns[group] = {name: self.f[group][name]
+                                                      for name in record_fields(self.tables[group])}
+                _append_rows(columns, msgs, grown)
+            if self._gaps:
+                gaps = self.f["gaps"]
+                grown.append((gaps, gaps.shape[0]))
+                gaps.resize(gaps.shape[0] + len(self._gaps), axis=0)
+                gaps[-len(self._gaps):] = self._gaps
+        except Exception:
+            for ds, n in grown:  # cut back: no part of the batch stays
+                if ds.shape[0] > n:
+                    ds.resize(n, axis=0)
+            raise
+        self._rows, self._gaps = {}, []
+
     def finalize(self, end: RunEnd, results: dict[str, np.ndarray], attrs: dict[str, object]) -> None:
         """Close the streaming file and add the results, the exit status and its reason."""
+        self._write_rows()
         self.f.close()
         self._columns.clear()
         with h5py.File(self.path, "r+", libver="latest") as f:
@@ -215,23 +232,27 @@ def _create_table(g: h5py.Group, kind: type[Message]) -> None:
                              chunks=(chunk_rows, *row))
 
 
-def _append_row(columns: dict[str, h5py.Dataset], msg: Message) -> None:
-    """Append `msg` as the next row of its table's `columns` (a variable-length row widens its dataset as needed)."""
-    n = columns["seq"].shape[0]
+def _append_rows(columns: dict[str, h5py.Dataset], msgs: list[Message],
+                 grown: list[tuple[h5py.Dataset, int]]) -> None:
+    """Append `msgs` as the next rows of their table's `columns`: one resize and one write per column
+    (a variable-length row widens its dataset as needed); each dataset resized is noted in `grown`."""
+    n, k = columns["seq"].shape[0], len(msgs)
     for name, ds in columns.items():
-        value = getattr(msg, name)
+        values = [getattr(m, name) for m in msgs]
+        grown.append((ds, n))
         if ds.dtype.kind == "S":  # text, UTF-8, cut to the column's width
-            value = value.encode()[: ds.dtype.itemsize]
-        if ds.ndim == 2 and ds.maxshape[1] is None:  # a row of any width, NaN-padded
-            width = max(ds.shape[1], len(value))
-            ds.resize((n + 1, width))
-            padded = np.full(width, np.nan)
-            padded[: len(value)] = value
-            ds[n] = padded
+            block = np.array([v.encode()[: ds.dtype.itemsize] for v in values], dtype=ds.dtype)
+            ds.resize(n + k, axis=0)
+        elif ds.ndim == 2 and ds.maxshape[1] is None:  # rows of any width, NaN-padded
+            width = max(ds.shape[1], *(len(v) for v in values))
+            block = np.full((k, width), np.nan)
+            for row, v in zip(block, values):
+                row[: len(v)] = v
+            ds.resize((n + k, width))
         else:
-            ds.resize(n + 1, axis=0)
-            ds[n] = value
-
+            block = np.asarray(values, dtype=ds.dtype)
+            ds.resize(n + k, axis=0)
+        ds[n:n + k] = block
 
 def _prepare_pixel_g2(f: h5py.File, attrs: dict[str, object]) -> None:
     """Add the on-line g2 datasets that the file lacks and set `attrs` (before SWMR starts)."""

@@ -180,9 +180,9 @@ class LinkConfig:
                 f"must be finite and > 0 s, got {self.resend_after_s}")
         require(math.isfinite(self.heartbeat_s) and self.heartbeat_s > 0, f"{where}.heartbeat_s",
                 f"must be finite and > 0 s, got {self.heartbeat_s}")
-        require(math.isfinite(self.peer_timeout_s) and self.peer_timeout_s > self.heartbeat_s,
-                f"{where}.peer_timeout_s", f"must be finite and > heartbeat_s ({self.heartbeat_s} s), "
-                f"got {self.peer_timeout_s}")
+        require(math.isfinite(self.peer_timeout_s) and self.peer_timeout_s >= max(2.0, 2 * self.heartbeat_s),
+                f"{where}.peer_timeout_s", f"must be finite and >= 2 s and twice heartbeat_s (the host heartbeats "
+                f"every second), got {self.peer_timeout_s}")
         require(bool(self.key_file) == bool(self.allowed_hosts), f"{where}.{'allowed_hosts' if self.key_file else 'key_file'}",
                 "missing: CurveZMQ needs both key_file (the rig's secret key) and allowed_hosts (the hosts' public keys)")
 

@@ -130,10 +130,11 @@ class RtLink:
         self._last_progress = self._last_replay = self.clock()
 
     def refuse(self, cmd: Message, reason: str, busy_run: str = "", busy_kind: str = "", to: bytes | None = None,
-               later: bool = False) -> None:
-        """Answer a command that is not applied with its reason (logged at most once per interval);
-        `later`: it may be accepted later (busy, or another host in control for now)."""
-        self.refusals.event(self.owner or "?", f"{cmd.kind} of run {cmd.run_id or '-'}: {reason}")
+               later: bool = False, peer: str | None = None) -> None:
+        """Answer a command of `peer` (default: the host in control; `to`: its connection) that is not
+        applied with its reason (logged at most once per interval); `later`: it may be accepted later
+        (busy, or another host in control for now)."""
+        self.refusals.event(peer or self.owner or "?", f"{cmd.kind} of run {cmd.run_id or '-'}: {reason}")
         self._transmit(encode(Refused(run_id=cmd.run_id, seq=cmd.seq, command=cmd.kind, reason=reason[:500],
                                       busy_run=busy_run, busy_kind=busy_kind, later=later or bool(busy_run))), to)
 
@@ -196,7 +197,7 @@ class RtLink:
         if who != self.owner:
             if not isinstance(msg, Heartbeat):  # a waiting host's heartbeats need no answer
                 self.refuse(msg, f"{who} does not control this rig ({self.owner or 'no host'} does; say hello first)",
-                            to=routing_id, later=True)
+                            to=routing_id, later=True, peer=who)
             return None
         self._heard_from_owner(routing_id)
         if isinstance(msg, Heartbeat):
@@ -214,7 +215,7 @@ class RtLink:
         if self.owner is not None and who != self.owner and now - self.heard <= self.cfg.peer_timeout_s:
             self.refuse(msg, f"another host ({self.owner}) controls this rig, heard {now - self.heard:.1f} s ago; "
                              f"a host takes over once it has been silent for {self.cfg.peer_timeout_s:g} s",
-                        to=routing_id, later=True)
+                        to=routing_id, later=True, peer=who)
             return None
         if who != self.owner:
             log.info("host %s (%s) now controls the rig%s", who, msg.version,

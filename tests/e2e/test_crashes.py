@@ -242,9 +242,6 @@ def test_a_host_killed_during_a_vqns_loop_is_replaced_by_one_that_adopts_and_fin
           f"dropped; its exit code {r['rc']}")
 
 
-@pytest.mark.xfail(strict=True, reason="host/cli.py _host: --exit-when-done exits 1 after a VQNS run that its own "
-                                       "loop stopped (stopping rule met): exit_status 'stopped' counts as 'did not "
-                                       "complete', so a VQNS run can never exit 0")
 def test_exit_when_done_exits_0_after_an_adopted_vqns_run_that_met_its_stopping_rule(vqns_adopted):
     assert vqns_adopted["run"]["attrs"]["stop_reason"].startswith("band narrower")
     assert vqns_adopted["rc"] == 0
@@ -392,11 +389,6 @@ def fill(disk: Path) -> Path:
     return filler
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "host/daemon.py HostDaemon._retry_storage/_store: once the file can be written again the host acks "
-    "what it stored and says hello, but the rig's next live pixel arrives before the replay of what it kept "
-    "(same connection): RunStore.add records it as a gap (e.g. 'messages 40..127 never arrived'), the replayed "
-    "ones are dropped as duplicates, the later acks delete them from the rig's journal: pixels lost, run failed"))
 def test_a_full_disk_under_the_host_loses_nothing_once_space_is_back(tmp_path, small_disk):
     nx, ny = 20, 15  # 300 pixels of ~2 kB: more than fits beside the filler
     n, out = nx * ny, small_disk / "data"

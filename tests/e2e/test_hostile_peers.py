@@ -473,9 +473,6 @@ def test_the_rig_survives_10000_hostile_frames_during_a_scan(tmp_path):
           f"sent in {t_sent:.2f} s, all answered/counted in {t_answered:.2f} s; {len(errors)} ERROR lines")
 
 
-@pytest.mark.xfail(strict=True, reason="rt/link.py RtLink.refuse logs every refusal as coming from the owner "
-                                       "(self.owner), not from the peer that was refused: an intruder's frames are "
-                                       "logged as 'refused messages from <the controlling host>'")
 def test_the_rigs_refusal_log_names_the_refused_peer(tmp_path, caplog):
     from nvscope.rt.config import LinkConfig
     from nvscope.rt.link import RtLink

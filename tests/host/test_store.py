@@ -190,27 +190,33 @@ def test_notices_are_stored_as_utf8_text_and_duplicates_are_counted(new_store):
 
 
 class _FailingColumns(RunStore):
-    """A store whose `dwell_s` column cannot be written (a full disk, in the middle of a row)."""
+    """A store whose `dwell_s` column cannot be written (a full disk, in the middle of a batch)."""
 
-    def add(self, msg):
+    def flush(self):
         import nvscope.host.store as mod
-        real = mod._append_row
+        real = mod._append_rows
 
-        def half(columns, m):
+        def half(columns, msgs, grown):
             for name, ds in columns.items():
+                grown.append((ds, ds.shape[0]))
                 if name == "dwell_s":
                     raise OSError(28, "No space left on device")
-                ds.resize(ds.shape[0] + 1, axis=0)
-        mod._append_row = half
+                ds.resize(ds.shape[0] + len(msgs), axis=0)
+        mod._append_rows = half
         try:
-            super().add(msg)
+            super().flush()
         finally:
-            mod._append_row = real
+            mod._append_rows = real
 
 
-def test_a_row_that_cannot_be_written_leaves_nothing_of_itself(new_store):
+def test_a_batch_that_cannot_be_written_leaves_nothing_of_itself_and_is_written_later(new_store):
     store = new_store(_FailingColumns)
+    store.add(_pixel(2))  # seq 2 after 0: also a gap [1, 1]
+    store.add(_pixel(3))
     with pytest.raises(OSError, match="No space left"):
-        store.add(_pixel(2))  # seq 2 after 0: would also be a gap [1, 1]
-    assert store.last_seq == 0 and store.n_pixels == 0 and store.f["gaps"].shape[0] == 0
+        store.flush()
+    assert store.f["gaps"].shape[0] == 0 and store.f["stored_seq"][0] == -1
     assert {store.f["pixels"][name].shape[0] for name in ("seq", "hist", "index")} == {0}
+    RunStore.flush(store)  # space is back: the same batch is written whole
+    assert store.f["pixels/seq"][()].tolist() == [2, 3] and store.f["gaps"][()].tolist() == [[1, 1]]
+    assert store.f["stored_seq"][0] == 3
