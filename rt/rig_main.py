@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import re
@@ -77,7 +78,7 @@ def build_rig(cfg: RigConfig, sim: bool, sock: zmq.Socket, endpoint: str = DEFAU
 
 def main(argv: list[str] | None = None) -> int:
     """Run the rig daemon until SIGINT/SIGTERM; print 'bound <endpoint>' on stdout once listening."""
-    p = OneLineParser(prog="nvscope rig", description=DESCRIPTION)
+    p = OneLineParser(prog="nvscope rig", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sim", action="store_true", help="drive the simulated instrument")
     p.add_argument("--bind", default=DEFAULT_RIG_ENDPOINT,
                    help=f"ZeroMQ endpoint to bind ('*' port: any free; default {DEFAULT_RIG_ENDPOINT})")
@@ -98,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:  # the devices' and [sim]'s fields, named after the file as load_rig_config does
             close_socket(sock)
             raise ConfigError(f"{Path(args.config).name}.{exc}" if args.config else str(exc)) from None
-    except (ConfigError, KeyFileError, EndpointError) as exc:
+    except (ConfigError, KeyFileError) as exc:
         print(f"nvscope rig: bad configuration: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except EndpointError as exc:
+        print(f"nvscope rig: --bind: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except zmq.ZMQError as exc:
         print(f"nvscope rig: cannot bind {args.bind}: {exc}", file=sys.stderr)
