@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from bench_latency import ms, pct  # this folder is on the path when a benchmark runs as a script
 from nvscope.proto import encode
 from nvscope.proto.endpoints import HostSecurity, RigSecurity, host_socket, rig_socket
 from nvscope.proto.keys import init_keys
@@ -52,15 +53,6 @@ RAW_MIN = 50_000
 """Messages of a raw pyzmq run at least (the pixels' frames cycled): long enough for a stable rate."""
 
 
-def pct(x, q: float) -> float:
-    """Percentile `q` of the finite values of `x` (NaN if none)."""
-    x = np.asarray(x, dtype=float)
-    x = x[np.isfinite(x)]
-    return float(np.percentile(x, q)) if len(x) else float("nan")
-
-
-def ms(x: float) -> str:
-    return f"{1e3 * x:7.2f} ms"
 
 
 # ---------------------------------------------------------------------------------------- timers
@@ -132,41 +124,8 @@ def make_pixels(run_id: str, n: int, seed: int) -> list[Pixel]:
 
 
 # ---------------------------------------------------------------------------------------- the host
-def prototype_batched_store(timers: Timers) -> None:
-    """(--prototype-batched-store; a what-if, not nvscope's code) RunStore.add buffers consecutive pixels
-    and RunStore.flush writes them as one block per column (one resize and one write per column per
-    batch instead of per pixel) before its own flush and fsync; other messages write the buffer first."""
-    from nvscope.host.store import PIXEL_FIELDS, RunStore
-
-    add, flush = RunStore.add, RunStore.flush
-
-    def write_pending(store: RunStore) -> None:
-        rows = store.__dict__.pop("_pending_pixels", [])
-        if not rows:
-            return
-        cols = store.__dict__.setdefault("_pixel_columns", {k: store.f["pixels"][k] for k in PIXEL_FIELDS})
-        n = cols["seq"].shape[0]
-        for name, ds in cols.items():
-            ds.resize(n + len(rows), axis=0)
-            ds[n:] = np.asarray([getattr(m, name) for m in rows], dtype=ds.dtype)
-
-    def batched_add(store: RunStore, msg) -> None:
-        if isinstance(msg, Pixel) and msg.seq == store.last_seq + 1:
-            store.__dict__.setdefault("_pending_pixels", []).append(msg)
-            store.last_seq = msg.seq
-            return
-        write_pending(store)
-        add(store, msg)
-
-    def batched_flush(store: RunStore) -> None:
-        write_pending(store)
-        flush(store)
-    timers.replace(RunStore, "add", batched_add)
-    timers.replace(RunStore, "flush", batched_flush)
-
-
 def serve_host(endpoint: str, out: str, security: HostSecurity | None, stop: Callable[[], bool],
-               no_g2: bool = False, batched: bool = False) -> dict:
+               no_g2: bool = False) -> dict:
     """A real HostDaemon (no run-end analysis) stepping until `stop()`; its stats and the host-side timers:
     decode, HDF5 appends (RunStore.add), HDF5 flush, the whole flush (+ fsync), and every flush's
     (run, stored seq, monotonic end)."""
@@ -177,12 +136,10 @@ def serve_host(endpoint: str, out: str, security: HostSecurity | None, stop: Cal
 
     flushes: list[tuple[str, int, float, float]] = []
     with Timers() as timers:
-        if batched:
-            prototype_batched_store(timers)
         timers.wrap(daemon, "decode", "host decode")
-        timers.wrap(RunStore, "add", "host HDF5 append (RunStore.add)" + (" (buffered)" if batched else ""))
+        timers.wrap(RunStore, "add", "host append to the batch (RunStore.add)")
         timers.wrap(h5py.File, "flush", "host HDF5 flush (File.flush)")
-        timers.wrap(RunStore, "flush", "host flush total (HDF5 flush + fsync)" + (" + block writes" if batched else ""),
+        timers.wrap(RunStore, "flush", "host flush total (block writes, HDF5 flush, fsync)",
                     after=lambda a, t, dt: flushes.append((a[0].path.stem, a[0].last_seq, t, dt)))
         ctx = zmq.Context()
         host = daemon.HostDaemon(endpoint, out, {}, ctx=ctx, security=security)
@@ -205,21 +162,19 @@ def _stdin_has_line() -> bool:
 class HostRunner:
     """The host daemon in a thread of this process or in its own process; `finish()` returns its report."""
 
-    def __init__(self, mode: str, endpoint: str, out: Path, security: HostSecurity | None, no_g2: bool,
-                 batched: bool):
+    def __init__(self, mode: str, endpoint: str, out: Path, security: HostSecurity | None, no_g2: bool):
         self.mode = mode
         if mode == "thread":
             self._stop = threading.Event()
             self._result: dict = {}
             self._thread = threading.Thread(target=lambda: self._result.update(
-                serve_host(endpoint, str(out), security, self._stop.is_set, no_g2, batched)), daemon=True)
+                serve_host(endpoint, str(out), security, self._stop.is_set, no_g2)), daemon=True)
             self._thread.start()
         else:
             args = [sys.executable, __file__, "--serve-host", endpoint, str(out)]
             if security is not None:
                 args += ["--host-key", security.secret_key_file, "--rig-key", security.rig_public_key]
             args += ["--no-g2"] if no_g2 else []
-            args += ["--prototype-batched-store"] if batched else []
             self._proc = subprocess.Popen(args, stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, text=True)
 
@@ -366,7 +321,7 @@ def pipeline(tmp: Path, name: str, keys: tuple[RigSecurity, HostSecurity] | None
     with Timers() as timers:
         rig = Rig(tmp / f"journal-{name}", keys[0] if keys else None, timers)
         host = HostRunner(host["mode"], rig.endpoint, tmp / f"out-{name}", keys[1] if keys else None,
-                          host["no_g2"], host["batched"])
+                          host["no_g2"])
         try:
             rig.wait_for_host()
             before = timers.snapshot()
@@ -411,9 +366,6 @@ def main() -> None:
     ap.add_argument("--host-in", choices=("process", "thread"), default="process",
                     help="where the host daemon's I/O loop runs (default: its own process)")
     ap.add_argument("--no-g2", action="store_true", help="host without the on-line g2 estimate (for profiling)")
-    ap.add_argument("--prototype-batched-store", action="store_true",
-                    help="what-if: the host writes each batch's pixels as one block per column (a proposed change "
-                         "to host/store.py, patched in for this run only)")
     ap.add_argument("--dir", help="folder for journals and run files (default: a temporary one; a real disk: "
                                   "fsync is measured)")
     ap.add_argument("--n", type=int, help="pixels per throughput run")
@@ -426,7 +378,7 @@ def main() -> None:
     logging.getLogger("nvscope.rt.link").setLevel(logging.ERROR)  # "acquisition paused" is expected here
     host_sec = HostSecurity(args.host_key, args.rig_key) if args.host_key else None
     if args.serve_host:
-        report = serve_host(*args.serve_host, host_sec, _stdin_has_line, args.no_g2, args.prototype_batched_store)
+        report = serve_host(*args.serve_host, host_sec, _stdin_has_line, args.no_g2)
         print(json.dumps(report), flush=True)
         return
     if args.raw_receive:
@@ -436,15 +388,14 @@ def main() -> None:
     size = SIZES["quick" if args.quick else "default"]
     n, n_paced = args.n or size["n"], size["paced"]
     mode = args.host_in
-    how = {"mode": mode, "no_g2": args.no_g2, "batched": args.prototype_batched_store}
+    how = {"mode": mode, "no_g2": args.no_g2}
     with tempfile.TemporaryDirectory(prefix="bench-stream-", dir=args.dir) as tmp_name:
         tmp = Path(tmp_name)
         keys = make_keys(tmp / "keys")
         pixels = make_pixels("bench-a", n, 0)
         frames = [encode(p) for p in pixels]
         print(f"bench_stream: {n} pixels of {len(frames[0][0])} bytes per throughput run, {n_paced} paced at "
-              f"{PACE_S * 1e3:g} ms; host in a {mode}{' (no on-line g2)' if args.no_g2 else ''}"
-          f"{'; PROTOTYPE batched store (not nvscope as it is)' if args.prototype_batched_store else ''}; files in {tmp}")
+              f"{PACE_S * 1e3:g} ms; host in a {mode}{' (no on-line g2)' if args.no_g2 else ''}; files in {tmp}")
         raw_frames = [frames[i % n] for i in range(max(n, RAW_MIN))]
         raw = raw_rate(raw_frames, mode, None)
         raw_curve = raw_rate(raw_frames, mode, keys)

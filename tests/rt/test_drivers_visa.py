@@ -21,7 +21,8 @@ from nvscope.rt.devices import DRIVERS, compose_devices
 from nvscope.rt.drivers.microwave_visa import VisaMicrowaveSource
 from nvscope.rt.drivers.piezo_visa import VisaPiezoScanner
 from nvscope.rt.drivers.visa import control
-from nvscope.rt.hal import DeviceError, DeviceTimeout, MicrowaveConstraints, ScannerConstraints, check_device
+from nvscope.rt.hal import (DeviceError, DeviceTimeout, MicrowaveConstraints, MicrowaveSource, Scanner,
+                            ScannerConstraints, check_device)
 
 SIM = Path(nvscope.rt.drivers.__file__).parent / "sim"
 MW_RES, PIEZO_RES = "TCPIP::192.168.1.5::INSTR", "ASRL1::INSTR"
@@ -101,8 +102,11 @@ def test_microwave_settings_are_set_and_read_back(mw):
 
 def test_the_drivers_fit_their_interfaces(mw, piezo):
     for name in ("microwave", "rf"):
-        check_device(name, mw)
+        check_device(name, mw)  # raises DeviceError naming what does not fit
     check_device("scanner", piezo)
+    assert isinstance(mw, MicrowaveSource) and isinstance(piezo, Scanner)
+    with pytest.raises(DeviceError, match="scanner"):  # the check can fail: a source is no scanner
+        check_device("scanner", mw)
 
 
 @pytest.mark.parametrize("call, words", [

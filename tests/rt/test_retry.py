@@ -7,15 +7,15 @@ import dataclasses
 
 import pytest
 
-from nvscope.proto.messages import Notice, Pixel, RunEnd
+from nvscope.proto.messages import Notice, Pixel, RunEnd, Start
 from nvscope.rt.config import RetryConfig
 from nvscope.rt.devices import compose_devices
 from nvscope.rt.hal import DeviceTimeout, check_device
 from nvscope.rt.retry import Retrying
 
-from .test_run_loop import ScriptedLink, rig_config
 from nvscope.rt.rig import Rig
-from nvscope.proto.messages import Start
+
+from .test_run_loop import ScriptedLink, rig_config
 
 
 class FlakyScanner:
@@ -51,7 +51,9 @@ def run_with(tmp_path, fail_at: dict[int, int], attempts: int):
 def test_a_wrapped_device_still_fits_its_interface():
     cfg = rig_config()
     devices = compose_devices(cfg, sim=True)
-    check_device("scanner", Retrying("scanner", devices.scanner, RetryConfig(), lambda *a: None))
+    wrapped = Retrying("scanner", devices.scanner, RetryConfig(), lambda *a: None)
+    check_device("scanner", wrapped)  # raises DeviceError naming what does not fit
+    assert wrapped.constraints is devices.scanner.constraints and wrapped.move_to.__name__ == "move_to"
 
 
 def test_timeouts_are_retried_recorded_and_the_pixels_are_whole(tmp_path):
