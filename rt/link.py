@@ -249,6 +249,13 @@ class RtLink:
             self._resend_s = self.cfg.resend_after_s
         self.last_ack = (msg.run_id, msg.seq, self.clock())
 
+    def close(self) -> None:
+        """Write the pending summaries of the rate-limited logs and release the journal (what it holds
+        stays on disk for the next rig)."""
+        self.malformed.flush()
+        self.refusals.flush()
+        self.spool.close()
+
     # ------------------------------------------------------------------ status
     def status(self) -> dict:
         """The rig's `status` answer: its own state (`describe`) and the link's."""

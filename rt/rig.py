@@ -79,8 +79,6 @@ class Rig:
             if not len(self.link.spool):
                 break
             self.link.poll(100)
-        self.link.malformed.flush()
-        self.link.refusals.flush()
         if len(self.link.spool):
             log.warning("%d messages not acknowledged; kept in %s for replay",
                         len(self.link.spool), self.link.spool.directory)

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rig.serve_forever()
     finally:
-        rig.link.spool.close()
+        rig.link.close()
         close_socket(sock)
         ctx.term()
     return 0

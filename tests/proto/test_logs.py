@@ -142,8 +142,8 @@ def test_setup_logging_rotates(tmp_path, restore_root_logging, monkeypatch):
     monkeypatch.setattr("nvscope.proto.logs.LOG_FILE_BYTES", 2000)
     log_file = tmp_path / "host.log"
     setup_logging("host", str(log_file), verbose=False)
-    for handler in logging.getLogger().handlers:
-        if not isinstance(handler, logging.handlers.RotatingFileHandler):
+    for handler in logging.getLogger().handlers:  # ours only: pytest's capture handlers stay as they are
+        if getattr(handler, "_nvscope", False) and not isinstance(handler, logging.handlers.RotatingFileHandler):
             handler.setLevel(logging.CRITICAL)  # keep stderr quiet
     for i in range(200):
         logging.getLogger("nvscope.host").info("line %d %s", i, "x" * 50)
