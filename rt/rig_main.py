@@ -18,6 +18,7 @@ from nvscope.proto.logs import setup_logging
 from nvscope.proto.version import software_version
 
 from .config import ConfigError, RigConfig, load_rig_config
+from .hal import DEVICE_INTERFACES
 from .kernels import warm_up
 from .link import RtLink
 from .retry import Retrying
@@ -25,6 +26,9 @@ from .rig import Rig
 from .spool import Spool, SpoolInUse
 
 log = logging.getLogger(__name__)
+
+DEVICE_ROLES = tuple(DEVICE_INTERFACES)
+"""The rig's device roles (RigDevices fields): scanner, tagger, microwave, counter, pulser, rf."""
 
 DESCRIPTION = """The real-time rig daemon (rt): drives the instruments, runs one run at a time as the
 host commands, and streams every result to the host, which stores and acknowledges it.
@@ -69,7 +73,7 @@ def build_rig(cfg: RigConfig, sim: bool, sock: zmq.Socket, endpoint: str = DEFAU
     except OSError as exc:  # a file in its place, no permission, a read-only disk
         raise ConfigError(f"link.spool_dir: cannot keep the journal in {directory} ({exc.strerror or exc})") from None
     rig = Rig(cfg, devices, RtLink(sock, spool, cfg.link))
-    for name in ("scanner", "tagger", "microwave", "counter", "pulser", "rf"):
+    for name in DEVICE_ROLES:
         device = getattr(devices, name)
         if device is not None and not sim and getattr(cfg.devices, name).get("kind", "sim") != "sim":
             setattr(devices, name, Retrying(name, device, cfg.retry, rig.report_retry))
@@ -114,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rig.serve_forever()
     finally:
+        from .devices import close_devices
+
+        close_devices({name: getattr(rig.devices, name) for name in DEVICE_ROLES})  # the instruments' sessions
         rig.link.close()
         close_socket(sock)
         ctx.term()

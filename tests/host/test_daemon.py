@@ -4,6 +4,7 @@ holds up neither; a run's session closes it; commands posted from other threads 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -499,3 +500,28 @@ def test_close_abandons_an_analysis_running_in_its_process(rig_and_host):
         assert f.attrs["exit_status"] == "running" and "analysis_error" not in f.attrs
         assert f["pixels/seq"][()].tolist() == [1, 2]
     assert host.stats.finished == []
+
+
+def test_a_silent_rig_is_reported_within_the_timeout_and_its_return_too(tmp_path, caplog):
+    ctx = zmq.Context()
+    rig = rig_socket(ctx, "tcp://127.0.0.1:*")
+    host = HostDaemon(rig.getsockopt(zmq.LAST_ENDPOINT).decode(), tmp_path, analyses={}, ctx=ctx, peer_timeout_s=0.5)
+    peer = recv_hello(rig)
+    run = "srm-quiet"
+    try:
+        rig.send_multipart([peer, *encode(RunStart(run_id=run, seq=0, n_pixels=3, grid_shape=np.array([1, 3])))])
+        pump(host, rig, 1)
+        t0 = time.monotonic()
+        with caplog.at_level(logging.INFO):
+            while not host.rig_silent and time.monotonic() - t0 < 3.0:
+                host.step(20)
+            waited, reported = time.monotonic() - t0, host.rig_silent
+            rig.send_multipart([peer, *encode(pixel(run, 1))])
+            pump(host, rig, 1)
+        assert reported and waited < 1.0, waited  # 0.5 s after the last frame heard (before t0)
+        assert "silent for" in caplog.text and f"runs {run} waiting for it" in caplog.text
+        assert not host.rig_silent and "back after" in caplog.text
+    finally:
+        host.close()
+        rig.close()
+        ctx.term()

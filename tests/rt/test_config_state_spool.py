@@ -252,3 +252,56 @@ def test_a_second_rig_on_the_same_spool_is_refused_in_one_line(tmp_path, capsys)
     assert "rig.toml.link.spool_dir:" in err and "in use by another rig" in err and "\n" not in err
     first.close()
     Spool(tmp_path / "spool", 10).close()  # free again once the first is gone
+
+
+def test_a_burst_of_hellos_replays_once_and_a_silent_host_gets_no_replays(tmp_path):
+    """Eight queued hellos of one reconnection replay the journal once; a host that is not heard gets no
+    replay from the resend timer, one that is heard but acknowledges nothing gets them with back-off."""
+    import zmq
+
+    from nvscope.proto import decode, encode
+    from nvscope.proto.endpoints import rig_socket
+    from nvscope.proto.messages import Coherence, Heartbeat, Hello
+    from nvscope.rt.config import LinkConfig
+    from nvscope.rt.link import RtLink
+
+    now = [0.0]
+    ctx = zmq.Context()
+    sock = rig_socket(ctx, "tcp://127.0.0.1:*")
+    link = RtLink(sock, Spool(tmp_path / "j", 100), LinkConfig(resend_after_s=1.0), clock=lambda: now[0])
+    host = ctx.socket(zmq.DEALER)
+    host.connect(sock.getsockopt(zmq.LAST_ENDPOINT).decode())
+
+    def received() -> int:
+        n = 0
+        while host.poll(200):
+            if not isinstance(decode(host.recv_multipart()), Heartbeat):
+                n += 1
+        return n
+    try:
+        host.send_multipart(encode(Hello(run_id="", seq=0, version="t")))
+        link.poll(2000)
+        for seq in range(5):
+            link.send(Coherence(run_id="r", seq=seq), lambda _: None)
+        assert received() == 5 and link.replays == 1
+        now[0] += 5.0  # later, a burst of hellos queued during an outage arrives
+        for _ in range(8):
+            host.send_multipart(encode(Hello(run_id="", seq=0, version="t")))
+        for _ in range(4):
+            link.poll(200)
+        assert (link.replays, link.hellos_ignored) == (2, 7) and received() == 5  # the burst: one replay of 5
+        now[0] += 10.0  # nothing heard, nothing acknowledged: a silent host gets no replay
+        link.poll(50)
+        assert link.replays == 2 and received() == 0
+        host.send_multipart(encode(Heartbeat(run_id="", seq=0, state="host")))  # heard, still no ack
+        link.poll(2000)
+        assert link.replays == 3 and received() == 5
+        now[0] += 1.5  # back-off: the next replay waits 2 s, not 1
+        host.send_multipart(encode(Heartbeat(run_id="", seq=0, state="host")))
+        link.poll(2000)
+        assert link.replays == 3
+    finally:
+        host.close(linger=0)
+        link.close()
+        sock.close(linger=0)
+        ctx.term()

@@ -84,3 +84,37 @@ def test_retry_config_out_of_range_is_refused_naming_the_field(attempts, pause):
     from nvscope.rt.config import ConfigError, RigConfig, from_dict
     with pytest.raises(ConfigError, match=r"^rig\.retry\.(attempts|pause_s): must be in"):
         from_dict(RigConfig, {"retry": {"attempts": attempts, "pause_s": pause}}, "rig")
+
+
+def test_the_rig_retries_its_real_instruments_and_not_the_simulated_ones(tmp_path):
+    """`build_rig` wraps every device of a real driver (here VISA on pyvisa-sim) in `Retrying`."""
+    import zmq
+
+    from nvscope.proto.endpoints import rig_socket
+    from nvscope.rt.config import load_rig_config
+    from nvscope.rt.rig_main import build_rig
+
+    from .test_drivers_visa import MW_LIB, MW_RES, PIEZO_LIB, PIEZO_RES
+
+    path = tmp_path / "rig.toml"
+    path.write_text(f"""
+[link]
+spool_dir = "{tmp_path / 'journal'}"
+[devices]
+microwave = {{kind = "visa_microwave", resource = "{MW_RES}", visa_library = "{MW_LIB}"}}
+scanner = {{kind = "visa_piezo", resource = "{PIEZO_RES}", visa_library = "{PIEZO_LIB}", settle_s = 0.001}}
+tagger = {{kind = "sim"}}
+""")
+    ctx = zmq.Context()
+    sock = rig_socket(ctx, "tcp://127.0.0.1:*")
+    try:
+        rig = build_rig(load_rig_config(path), sim=False, sock=sock)
+        d = rig.devices
+        assert isinstance(d.microwave, Retrying) and isinstance(d.scanner, Retrying)
+        assert not isinstance(d.tagger, Retrying)
+        d.microwave.set_frequency(2.87e9)  # through the wrapper to the instrument
+        assert d.microwave.frequency == 2.87e9
+        rig.link.close()
+    finally:
+        sock.close()
+        ctx.term()
