@@ -213,7 +213,7 @@ class RunSession:
 
     def write_g2(self) -> None:
         """(I/O thread) Write the estimates that follow the rows written so far, in row order, in one
-        append and one flush however many deliveries they came in."""
+        append and one flush (for readers; no fsync) however many deliveries they came in."""
         ready = []
         n = self.store.n_g2
         while n in self._estimates:
@@ -225,7 +225,7 @@ class RunSession:
         g2, std, reason = (np.concatenate([getattr(est, k) for _, est in ready])
                            for k in ("g2", "g2_std", "reason"))
         self.store.add_g2(g2, std, reason, time.monotonic() - t_recv)
-        self.store.flush()
+        self.store.flush(durable=False)  # derived rows: a restarted host estimates those it finds missing
 
     def _fail(self, pipeline: RunG2Pipeline, exc: Exception) -> None:
         """(I/O thread) The on-line g2 failed: none from now on in this run (the maps at run end are

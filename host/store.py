@@ -149,15 +149,17 @@ class RunStore:
                       msg.run_id, self.last_seq + 1, msg.seq - 1, self.path.name)
         self.last_seq = msg.seq
 
-    def flush(self) -> None:
-        """Write what was added (one block per column and table), then make it durable, to the disk
-        (fsync: a power cut keeps it); the ack follows. All or nothing: a write that fails (a full disk)
-        leaves none of the batch's rows in the file, keeps them for the next flush, and raises."""
+    def flush(self, durable: bool = True) -> None:
+        """Write what was added (one block per column and table) and flush it for readers; `durable`:
+        then make it durable, to the disk (fsync: a power cut keeps it; the ack follows). All or nothing:
+        a write that fails (a full disk) leaves none of the batch's rows in the file, keeps them for the
+        next flush, and raises."""
         self._write_rows()
         self.f["stored_seq"][0] = self.last_seq
         self.f["duplicates"][0] = self.duplicates
         self.f.flush()
-        os.fsync(self.f.id.get_vfd_handle())
+        if durable:
+            os.fsync(self.f.id.get_vfd_handle())
 
     def _write_rows(self) -> None:
         if not self._rows and not self._gaps:
