@@ -7,7 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 
 COHERENCE_RANGE = (-0.05, 1.05)
-"""Coherence outside this range cannot come from C = exp(-chi) plus readout noise."""
+"""Coherence outside this range cannot come from C = exp(-chi) plus a little readout bias."""
+NOISE_SIGMAS = 5.0
+"""A point with an error bar is judged in units of it: only beyond COHERENCE_RANGE by more than this many
+of its sigma is it not noise (a noisy curve's points legitimately fall outside [0, 1])."""
 
 
 class CoherenceDataError(ValueError):
@@ -78,16 +81,20 @@ def coherence_set(n_pulses, t, coherence, sigma=None) -> CoherenceSet:
             raise CoherenceDataError(f"row {i}: times must be > 0 s, got {row[row <= 0][0]}")
         if (np.diff(row) <= 0).any():
             raise CoherenceDataError(f"row {i}: times are not strictly increasing")
+    if sigma is not None:
+        s = np.where(mask, s, np.nan)
+        if (s[mask] <= 0).any() or not np.isfinite(s[mask]).all():
+            raise CoherenceDataError("sigma must be finite and > 0 wherever a point was measured")
     lo, hi = COHERENCE_RANGE
-    bad = mask & ((c < lo) | (c > hi))
+    slack = NOISE_SIGMAS * np.where(mask, s, 0.0) if sigma is not None else np.zeros_like(c)
+    bad = mask & ((c < lo - slack) | (c > hi + slack))
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise CoherenceDataError(f"coherence[{i}, {j}] = {c[i, j]:.3g} is outside [{lo}, {hi}]")
+        beyond = "" if sigma is None else (f" by {(max(lo - c[i, j], c[i, j] - hi)) / s[i, j]:.1f} sigma "
+                                           f"(sigma {s[i, j]:.2g}; noise reaches {NOISE_SIGMAS:g} sigma at most)")
+        raise CoherenceDataError(f"coherence[{i}, {j}] = {c[i, j]:.3g} is outside [{lo}, {hi}]{beyond}")
     t = np.where(mask, t, np.nan)
     c = np.where(mask, c, np.nan)
     if sigma is None:
         return CoherenceSet(n.astype(np.int64), t, c, np.where(mask, np.nan, np.nan), False)
-    s = np.where(mask, s, np.nan)
-    if (s[mask] <= 0).any() or not np.isfinite(s[mask]).all():
-        raise CoherenceDataError("sigma must be finite and > 0 wherever a point was measured")
     return CoherenceSet(n.astype(np.int64), t, c, s, True)

@@ -87,3 +87,20 @@ def test_band_covers_the_truth_on_noisy_curves():
         _, s_lo, s_hi = fit.band(omega)
         coverage.append(np.mean((truth >= s_lo) & (truth <= s_hi)))
     assert np.mean(coverage) >= 0.6 and min(coverage) >= 0.4, coverage
+
+
+def test_noisy_curves_are_judged_in_units_of_their_own_sigma():
+    """At 1e6 shots (sigma ~ 0.046) an echo's points fall outside [-0.05, 1.05] by noise alone: they are
+    data, not bad input; a point far beyond its error bar is still refused, naming how far."""
+    rng = np.random.default_rng(3)
+    t = np.array([np.geomspace(1e-7, 1e-5, 40)] * 2)
+    sigma = np.full(t.shape, 0.046)
+    c = np.exp(-t / 5e-6) + sigma * rng.standard_normal(t.shape)
+    assert (c > 1.05).any()  # what the fixed range used to refuse
+    data = coherence_set(np.array([0, 1]), t, c, sigma)
+    assert data.sigma_given and np.array_equal(data.coherence, c)
+    c[1, 3] = 1.05 + 6 * 0.046
+    with pytest.raises(CoherenceDataError, match=r"coherence\[1, 3\] = 1.33 is outside \[-0.05, 1.05\] by 6.0 sigma"):
+        coherence_set(np.array([0, 1]), t, c, sigma)
+    with pytest.raises(CoherenceDataError, match="outside"):  # without sigma: the fixed range
+        coherence_set(np.array([0, 1]), t, np.clip(c, None, 1.2))
