@@ -136,6 +136,9 @@ def _host(args: argparse.Namespace) -> int:
             done = {r for r, _ in daemon.stats.finished}
             for refusal in daemon.stats.refused[seen:]:
                 if current is not None and refusal.command == "start" and refusal.run_id == current[0]:
+                    for controller in [c for c in controllers if c.run_id == current[0]]:
+                        controller.close()  # its first requests were refused too: a fresh loop if it starts
+                        controllers.remove(controller)
                     if refusal.later:  # the rig is busy with a run (adopted meanwhile) or not ours yet
                         log.warning("run %s waits: %s", current[0], refusal.reason)
                         retry = (refusal.busy_run, time.monotonic() + 2.0)
@@ -154,8 +157,8 @@ def _host(args: argparse.Namespace) -> int:
                 mine.append(current[0])
                 _start(daemon, current, controllers, VqnsController)
             elif (args.exit_when_done and not queue and mine and not adopted_running
-                  and (current is None or current[0] in done) and all(r in done for r in mine if r in daemon.sessions
-                                                                      or r == (current or ("",))[0])):
+                  and (current is None or current[0] in done)
+                  and all(r in done for r in mine if r in daemon.sessions)):  # (a start refused has no session)
                 break
             idle_since = _check_lost_run(daemon, mine, done, idle_since)
             daemon.step(200)
