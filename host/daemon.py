@@ -542,10 +542,9 @@ class HostDaemon:
         if hb.state != "running" or not hb.run_id:
             return
         now = time.monotonic()
-        first = self._last_progress_log.setdefault(hb.run_id, now)
-        if now - first < PROGRESS_EVERY_S or now - self._last_progress_log.get(f"{hb.run_id}/log", 0.0) < PROGRESS_EVERY_S:
+        if now - self._last_progress_log.setdefault(hb.run_id, now) < PROGRESS_EVERY_S:  # (first heartbeat: now)
             return
-        self._last_progress_log[f"{hb.run_id}/log"] = now
+        self._last_progress_log[hb.run_id] = now
         session = self.sessions.get(hb.run_id)
         elapsed = time.time() - float(session.store.f.attrs.get("created_unix_s", time.time())) if session else 0.0
         if hb.planned:

@@ -348,7 +348,7 @@ class DevicesConfig:
     def check(self, where: str) -> None:
         """Every entry names a known driver; a "sim" entry takes only kind (a driver's own fields are
         checked by rt/devices.py against its config dataclass); raise ConfigError naming the field."""
-        for name in ("scanner", "tagger", "microwave", "counter", "pulser", "rf"):
+        for name in (f.name for f in dataclasses.fields(self)):
             table = getattr(self, name)
             if not table:
                 continue

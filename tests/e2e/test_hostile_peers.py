@@ -5,6 +5,7 @@ host stopped (SIGSTOP) for longer than the peer timeout, and two rigs side by si
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import random
@@ -33,25 +34,11 @@ from nvscope.proto.messages import (MESSAGE_TYPES, Ack, Coherence, Heartbeat, He
 PY = sys.executable
 CLI = [PY, "-m", "nvscope.host.cli"]
 
-RIG_TOML = """\
-seed = 5
-[scan]
-nx = {nx}
-ny = {ny}
-x0 = -0.3e-6
-y0 = -0.3e-6
-step = 150e-9
-dwell_s = {dwell}
-slice_s = 0.02
-[link]
-resend_after_s = 0.5
-{link}
-[sim]
-pace = {pace}
-[sim.sample]
-background_rate = 2000.0
-emitters = [{{ x = 0.0, y = 0.0 }}]
-"""
+_spec = importlib.util.spec_from_file_location("e2e_daemons", Path(__file__).with_name("test_daemons.py"))
+_daemons = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_daemons)
+RIG_TOML = _daemons.RIG_TOML.replace('spool_dir = "{spool}"\nresend_after_s = 0.5\n', 'resend_after_s = 0.5\n{link}\n')
+"""test_daemons' small simulated scan, with extra [link] fields in place of its spool_dir (the default journal)."""
 
 
 def toml_value(v) -> str:

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-import nvscope.rt.config as rt_config
 import nvscope.rt.drivers
-from nvscope.rt.config import ConfigError, DevicesConfig, RigConfig, load_rig_config, require
-from nvscope.rt.devices import DRIVERS, compose_devices
+from nvscope.rt.config import ConfigError, RigConfig, load_rig_config
+from nvscope.rt.devices import compose_devices
 from nvscope.rt.drivers.microwave_visa import VisaMicrowaveSource
 from nvscope.rt.drivers.piezo_visa import VisaPiezoScanner
 from nvscope.rt.drivers.visa import control
@@ -28,29 +27,6 @@ SIM = Path(nvscope.rt.drivers.__file__).parent / "sim"
 MW_RES, PIEZO_RES = "TCPIP::192.168.1.5::INSTR", "ASRL1::INSTR"
 MW_LIB, PIEZO_LIB = f"{SIM / 'microwave.yaml'}@sim", f"{SIM / 'piezo.yaml'}@sim"
 TIMEOUT_S = 0.3
-
-
-def relaxed_check(self: DevicesConfig, where: str) -> None:
-    """What DevicesConfig.check becomes (the lead applies it in rt/config.py): kind known; a "sim" entry
-    takes only kind; a driver's own fields are checked by rt/devices.py against its config dataclass."""
-    for name in ("scanner", "tagger", "microwave", "counter", "pulser", "rf"):
-        table = getattr(self, name)
-        if not table:
-            continue
-        kind = table.get("kind")
-        require(kind is not None, f"{where}.{name}.kind", f"missing (known: {', '.join(rt_config.DEVICE_KINDS)})")
-        require(kind in rt_config.DEVICE_KINDS, f"{where}.{name}.kind",
-                f"no driver {kind!r} (known: {', '.join(rt_config.DEVICE_KINDS)})")
-        extra = sorted(set(table) - {"kind"})
-        require(kind != "sim" or not extra, f"{where}.{name}.{extra[0] if extra else ''}",
-                "unknown field (a 'sim' device takes only kind; the simulation is set in [sim])")
-
-
-@pytest.fixture
-def drivers_allowed(monkeypatch):
-    """[devices] accepting the hardware kinds, until rt/config.py does."""
-    monkeypatch.setattr(rt_config, "DEVICE_KINDS", ("sim", *DRIVERS))
-    monkeypatch.setattr(DevicesConfig, "check", relaxed_check)
 
 
 @pytest.fixture
@@ -222,7 +198,7 @@ def rig_toml(tmp_path: Path, devices: str) -> Path:
     return path
 
 
-def test_a_rig_is_composed_from_a_devices_table_with_visa_instruments(tmp_path, drivers_allowed):
+def test_a_rig_is_composed_from_a_devices_table_with_visa_instruments(tmp_path):
     path = rig_toml(tmp_path, f"""
 microwave = {{kind = "visa_microwave", resource = "{MW_RES}", timeout_s = 0.5, visa_library = "{MW_LIB}"}}
 rf = {{kind = "visa_microwave", resource = "{MW_RES}", visa_library = "{MW_LIB}", power_range = [-145.0, 0.0]}}
@@ -263,14 +239,14 @@ pulser = {{kind = "sim"}}
     (f'scanner = {{kind = "visa_piezo", resource = "ASRL9::INSTR", visa_library = "{PIEZO_LIB}"}}',
      "devices.scanner: scanner (ASRL9::INSTR): "),  # pyvisa-sim opens it, and it does not answer ERR?
 ])
-def test_a_devices_table_that_cannot_be_used_is_one_line_naming_the_field(tmp_path, drivers_allowed, entry, words):
+def test_a_devices_table_that_cannot_be_used_is_one_line_naming_the_field(tmp_path, entry, words):
     path = rig_toml(tmp_path, entry + '\ntagger = {kind = "sim"}')
     with pytest.raises(ConfigError) as exc:
         compose_devices(load_rig_config(path))
     assert str(exc.value).startswith(words) and "\n" not in str(exc.value), str(exc.value)
 
 
-def test_what_was_opened_is_closed_when_the_composition_fails(tmp_path, drivers_allowed, monkeypatch):
+def test_what_was_opened_is_closed_when_the_composition_fails(tmp_path, monkeypatch):
     closed = []
     monkeypatch.setattr(VisaPiezoScanner, "close", lambda self: closed.append(self.name))
     path = rig_toml(tmp_path, f"""
