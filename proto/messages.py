@@ -21,7 +21,7 @@ from typing import Annotated, ClassVar
 
 import numpy as np
 
-from .histogram import N_BINS
+from .histogram import HISTOGRAM_MODES, N_BINS
 
 
 class ProtocolError(ValueError):
@@ -110,10 +110,12 @@ class RunStart(Message):
 
 @dataclass(frozen=True)
 class Pixel(Message):
-    """One scanned pixel: position (m), dwell (s), singles counts and the start-stop histogram."""
+    """One scanned pixel: position (m), dwell (s), singles counts and the delay histogram with how it was
+    acquired (`histogram_mode`, the converter's dead time and its accepted starts: the histogram's model
+    needs them, docs/physics.md section 1)."""
 
     kind: ClassVar[str] = "pixel"
-    schema: ClassVar[int] = 2  # 2: lost_tags
+    schema: ClassVar[int] = 3  # 2: lost_tags; 3: histogram_mode, tac_dead_s, n_starts
     durable: ClassVar[bool] = True
     index: int = 0
     ix: int = 0
@@ -128,9 +130,16 @@ class Pixel(Message):
         default_factory=lambda: np.zeros(N_BINS, dtype="<i8"))
     lost_tags: int = 0
     """Tags the time tagger lost to a full buffer during this pixel (its histogram lacks them)."""
+    histogram_mode: str = "allpairs"
+    """How `hist` was acquired (`histogram.HISTOGRAM_MODES`)."""
+    tac_dead_s: float = 0.0
+    """startstop: the converter's dead time after a stop, s (0 for allpairs)."""
+    n_starts: int = -1
+    """startstop: the starts the converter accepted during the pixel; -1: not counted (allpairs)."""
 
     def check(self) -> None:
-        """Dwell > 0 s, singles, bins and lost tags non-negative, `n_events` the sum of `hist`."""
+        """Dwell > 0 s, singles, bins and lost tags non-negative, `n_events` the sum of `hist`, a known
+        histogram mode with its dead time and accepted starts."""
         _check_counts(self)
         if self.lost_tags < 0:
             raise ProtocolError(f"pixel.lost_tags: must be >= 0, got {self.lost_tags}")
@@ -144,6 +153,7 @@ class PartialPixel(Message):
     the host answers it with a `partial_g2` and forgets it."""
 
     kind: ClassVar[str] = "partial_pixel"
+    schema: ClassVar[int] = 2  # 2: histogram_mode, tac_dead_s, n_starts
     index: int = 0
     dwell_s: float = 0.0
     n_a: int = 0
@@ -151,9 +161,12 @@ class PartialPixel(Message):
     n_events: int = 0
     hist: Annotated[np.ndarray, Array("<i8", (N_BINS,))] = field(
         default_factory=lambda: np.zeros(N_BINS, dtype="<i8"))
+    histogram_mode: str = "allpairs"
+    tac_dead_s: float = 0.0
+    n_starts: int = -1
 
     def check(self) -> None:
-        """As `Pixel.check`: dwell > 0 s, counts non-negative, `n_events` the sum of `hist`."""
+        """As `Pixel.check`: dwell > 0 s, counts non-negative, `n_events` the sum of `hist`, the mode."""
         _check_counts(self)
 
 
@@ -171,6 +184,13 @@ def _check_counts(msg: Pixel | PartialPixel) -> None:
     total = int(hist.sum()) if not hist.size or hist.max() < 2**63 // hist.size else sum(hist.tolist())
     if msg.n_events != total:
         raise ProtocolError(f"{msg.kind}.n_events: {msg.n_events}, but the histogram holds {total} events")
+    if msg.histogram_mode not in HISTOGRAM_MODES:
+        raise ProtocolError(f"{msg.kind}.histogram_mode: {msg.histogram_mode[:40]!r}, expected one of {HISTOGRAM_MODES}")
+    if not (math.isfinite(msg.tac_dead_s) and msg.tac_dead_s >= 0):
+        raise ProtocolError(f"{msg.kind}.tac_dead_s: {msg.tac_dead_s!r} s, expected finite and >= 0")
+    if msg.n_starts < -1 or (msg.histogram_mode == "startstop" and 0 <= msg.n_starts < total):
+        raise ProtocolError(f"{msg.kind}.n_starts: {msg.n_starts} accepted starts, expected -1 (not counted) "
+                            f"or at least the {total} events binned (each ends one start's conversion)")
 
 
 @dataclass(frozen=True)
@@ -385,13 +405,17 @@ class MeasureCoherence(Message):
 @dataclass(frozen=True)
 class PartialG2(Message):
     """The host's g2(0) and its std for one `partial_pixel` (same run_id, seq, index and dwell_s);
-    NaN when the histogram cannot be estimated yet."""
+    NaN when the histogram cannot be estimated yet. `predicted_std` is what adaptive dwell decides
+    on: the g2(0) std predicted from the pixel's singles rate and the scan's model alone, never from
+    the pixel's own estimate (which would bias the stopped pixels); NaN: no prediction yet."""
 
     kind: ClassVar[str] = "partial_g2"
+    schema: ClassVar[int] = 2  # 2: predicted_std
     index: int = 0
     dwell_s: float = 0.0
     g2: float = 0.0
     g2_std: float = 0.0
+    predicted_std: float = float("nan")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ import dataclasses
 
 import msgpack
 import numpy as np
+
+from nvscope.proto.histogram import HISTOGRAM_MODES
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -36,7 +38,9 @@ def _value(spec):
 
 
 COUNTS = {"dwell_s": st.floats(1e-9, 1e6), "n_a": st.integers(0, 2**62), "n_b": st.integers(0, 2**62),
-          "hist": st.lists(st.integers(0, 2**50), min_size=215, max_size=215).map(lambda v: np.array(v, dtype="<i8"))}
+          "hist": st.lists(st.integers(0, 2**50), min_size=215, max_size=215).map(lambda v: np.array(v, dtype="<i8")),
+          "histogram_mode": st.sampled_from(HISTOGRAM_MODES), "tac_dead_s": st.floats(0, 1e-6),
+          "n_starts": st.just(-1)}
 """Fields whose values `Pixel.check` and `PartialPixel.check` constrain (n_events follows from hist)."""
 
 

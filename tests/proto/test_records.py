@@ -17,6 +17,7 @@ def test_pixel_and_coherence_rows_are_the_documented_layout():
         "seq": ("<i8", ()), "index": ("<i8", ()), "ix": ("<i8", ()), "iy": ("<i8", ()),
         "position": ("<f8", (3,)), "dwell_s": ("<f8", ()), "n_a": ("<i8", ()), "n_b": ("<i8", ()),
         "n_events": ("<i8", ()), "hist": ("<i8", (215,)), "lost_tags": ("<i8", ()),
+        "histogram_mode": ("|S256", ()), "tac_dead_s": ("<f8", ()), "n_starts": ("<i8", ()),
     }
     assert record_fields(Coherence) == {
         "seq": ("<i8", ()), "n_pulses": ("<i8", ()), "t": ("<f8", (-1,)), "coherence": ("<f8", (-1,)),
