@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from numba import njit
 
+from nvscope.rt.kernels.three_level import g2_shape_from_rates
+
 NEVER_PS: int = int(np.iinfo(np.int64).max)
 """Arrival time (ps) of a photon that never comes (an emitter that is not collected, a zero rate)."""
 DARK_RATE: float = 1e-20
@@ -81,20 +83,7 @@ def emission_rate(rates: ThreeLevelRates) -> float:
 
 def g2_parameters(rates: ThreeLevelRates) -> tuple[float, float, float]:
     """(a, t1, t2), dimensionless and s, of g2(tau) = 1 - (1 + a) e^{-|tau|/t1} + a e^{-|tau|/t2}."""
-    k12, k21, k23, k31 = rates.k12, rates.k21, rates.k23, rates.k31
-    # The non-zero eigenvalues of M are -lam1, -lam2: lam^2 - s lam + p = 0 (trace and the sum
-    # of the principal 2x2 minors of -M).
-    s = k12 + k21 + k23 + k31
-    p = k12 * k23 + k12 * k31 + k21 * k31 + k23 * k31
-    disc = s * s - 4.0 * p
-    if not disc > 1e-12 * s * s:
-        raise ValueError(f"the rate matrix of {rates} has complex or degenerate eigenvalues "
-                         "(damped oscillation): g2 is not of the two-exponential form")
-    lam1 = 0.5 * (s + np.sqrt(disc))
-    lam2 = p / lam1
-    # p2(tau | p(0) = ground) / p2_ss = g2: g2(0) = 0 and g2'(0+) = k12 / p2_ss fix a.
-    a = (lam2 - k31 + k12 * k23 / k31) / (lam1 - lam2)
-    return float(a), float(1.0 / lam1), float(1.0 / lam2)
+    return g2_shape_from_rates(rates.k12, rates.k21, rates.k23, rates.k31)
 
 
 def g2_emitter(tau_s: np.ndarray | float, rates: ThreeLevelRates) -> np.ndarray:

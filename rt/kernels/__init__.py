@@ -1,5 +1,5 @@
 """rt.kernels: the kernels the rig runs, pure and importable by everyone (binning, pulse timing, the
-NV frequency lock, tip stepping, spin constants).
+NV frequency lock, tip stepping, spin constants, the three-level emitter's g2 shape).
 
 `warm_up()` compiles every Numba kernel of the rig (or loads it from Numba's on-disk cache) on
 tiny inputs; the rig calls it before it says `bound`, so its first pixel does not pay the compile.
@@ -8,6 +8,8 @@ tiny inputs; the rig calls it before it says `bound`, so its first pixel does no
 from __future__ import annotations
 
 import numpy as np
+
+from .three_level import g2_shape_from_rates
 
 
 def warm_up() -> None:
@@ -42,4 +44,4 @@ def _warm_up_lock() -> None:
     sweep_minimum(freqs, 100.0 - 10.0 * np.exp(-((freqs - 5.5e9) / 1e7) ** 2), 8e6)
 
 
-__all__ = ["warm_up"]
+__all__ = ["warm_up", "g2_shape_from_rates"]

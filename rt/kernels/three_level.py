@@ -1,0 +1,44 @@
+"""The three-level emitter's g2 shape from its rates (docs/physics.md section 1.3).
+
+States 1 (ground), 2 (excited), 3 (shelving); rates in 1/s: k12 pump (proportional to the local
+excitation intensity), k21 radiative, k23 intersystem crossing, k31 shelf decay. The normalized
+intensity correlation of one emitter is
+
+    g2(tau) = 1 - (1 + a) exp(-|tau|/t1) + a exp(-|tau|/t2),      g2(0) = 0,
+
+with -1/t1, -1/t2 the non-zero eigenvalues of the rate matrix. The simulator draws its photons
+from these rates (firmware_sim/emitter.py) and the host models a pixel's histogram with the shape
+at that pixel's pump (models/g2/local_shape.py): both take the shape from here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def g2_shape_from_rates(k12, k21, k23, k31) -> tuple:
+    """(a, t1 in s, t2 in s) of g2(tau) = 1 - (1 + a) e^{-|tau|/t1} + a e^{-|tau|/t2} for rates in 1/s.
+
+    The rates broadcast (floats in, floats out; arrays in, arrays out). ValueError where the rate
+    matrix has complex or degenerate eigenvalues (a damped oscillation, not of this form).
+    """
+    k12, k21, k23, k31 = (np.asarray(k, dtype=float) for k in (k12, k21, k23, k31))
+    # The non-zero eigenvalues of M are -lam1, -lam2: lam^2 - s lam + p = 0 (trace and the sum
+    # of the principal 2x2 minors of -M).
+    s = k12 + k21 + k23 + k31
+    p = k12 * k23 + k12 * k31 + k21 * k31 + k23 * k31
+    disc = s * s - 4.0 * p
+    if not np.all(disc > 1e-12 * s * s):
+        raise ValueError(f"the rate matrix of k12={k12}, k21={k21}, k23={k23}, k31={k31} (1/s) has complex "
+                         "or degenerate eigenvalues (damped oscillation): g2 is not of the two-exponential form")
+    lam1 = 0.5 * (s + np.sqrt(disc))
+    lam2 = p / lam1
+    # p2(tau | p(0) = ground) / p2_ss = g2: g2(0) = 0 and g2'(0+) = k12 / p2_ss fix a.
+    a = (lam2 - k31 + k12 * k23 / k31) / (lam1 - lam2)
+    t1, t2 = 1.0 / lam1, 1.0 / lam2
+    if a.ndim == 0:
+        return float(a), float(t1), float(t2)
+    return a, t1, t2
+
+
+__all__ = ["g2_shape_from_rates"]
