@@ -86,6 +86,8 @@ def require(cond: bool, where: str, what: str) -> None:
 
 MAX_GRID_SIDE = 4096
 """The most pixels along one side of a raster (a 4096 x 4096 scan at 0.2 s a pixel takes 39 days)."""
+MAX_CHANNEL_DELAY_S = 100e-9
+"""The largest channel delay (s) a scan config accepts: well inside the +-250 ns histogram window."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,12 @@ class ScanConfig:
     the answers: when the answer to the slice before the one just sent has not come, it waits for
     it, at most `reply_timeout_s` s per pixel in all, and then acquires on without waiting at that
     pixel (warned once per run). `dwell_s` is not used (a pixel gets at least one slice).
+
+    Zero delay (docs/physics.md section 1.10): `delay_a_s`, `delay_b_s` are the cable and electronic
+    delays of detector A's and B's channel in s (default 0, finite, |d| < 100 ns). The rig subtracts
+    them from the tags before binning, so a pair's delay is tau = (t_B - delay_b_s) - (t_A - delay_a_s);
+    only their difference matters. Measure them once (`models.g2.zero_delay.fit_zero_delay` on a
+    bright scan's summed histogram gives delay_b_s - delay_a_s).
     """
 
     nx: int = 12
@@ -120,6 +128,10 @@ class ScanConfig:
     """The longest a pixel is acquired with adaptive dwell on (s)."""
     reply_timeout_s: float = 0.5
     """The most rt waits per pixel for a host more than a slice behind in its answers (s)."""
+    delay_a_s: float = 0.0
+    """Delay of detector A's channel (cable, electronics) in s, subtracted from its tags before binning."""
+    delay_b_s: float = 0.0
+    """Delay of detector B's channel in s, subtracted from its tags before binning."""
 
     @property
     def adaptive(self) -> bool:
@@ -141,6 +153,10 @@ class ScanConfig:
                 f"must be {' or '.join(map(repr, HISTOGRAM_MODES))}, got {self.histogram_mode!r}")
         require(math.isfinite(self.tac_dead_s) and self.tac_dead_s >= 0, f"{where}.tac_dead_s",
                 f"must be finite and >= 0 s, got {self.tac_dead_s}")
+        for name in ("delay_a_s", "delay_b_s"):
+            d = getattr(self, name)
+            require(math.isfinite(d) and abs(d) < MAX_CHANNEL_DELAY_S, f"{where}.{name}",
+                    f"must be a finite channel delay within +-{MAX_CHANNEL_DELAY_S:g} s, got {d}")
         self.check_adaptive(where)
 
     def check_adaptive(self, where: str) -> None:

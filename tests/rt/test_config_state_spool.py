@@ -29,6 +29,10 @@ from nvscope.rt.state import RunState, StateError, transition
     ("[scan]\nadaptive_g2_std = 0.1\nmax_dwell_s = 0.01\n", "scan.max_dwell_s: must be >= slice_s"),
     ("[scan]\nmax_dwell_s = -1.0\n", "scan.max_dwell_s: must be >= 0 s"),
     ("[scan]\nadaptive_g2_std = 0.1\nmax_dwell_s = 1.0\nreply_timeout_s = 0\n", "scan.reply_timeout_s: must be > 0"),
+    ("[scan]\ndelay_a_s = nan\n", "scan.delay_a_s: must be a finite channel delay within \\+-1e-07 s, got nan"),
+    ("[scan]\ndelay_b_s = 1e-7\n", "scan.delay_b_s: must be a finite channel delay within \\+-1e-07 s, got 1e-07"),
+    ("[scan]\ndelay_b_s = -2e-7\n", "scan.delay_b_s: must be a finite channel delay"),
+    ("[scan]\ndelay_a_s = '2 ns'\n", "scan.delay_a_s: expected"),
 ])
 def test_bad_config_names_the_field(tmp_path, text, words):
     path = tmp_path / "rig.toml"
@@ -44,6 +48,15 @@ def test_good_config_and_missing_file(tmp_path):
     assert (cfg.seed, cfg.scan.nx, cfg.scan.ny, cfg.scan.dwell_s) == (7, 3, 2, 0.5)
     with pytest.raises(ConfigError, match="cannot read"):
         load_rig_config(tmp_path / "nope.toml")
+
+
+def test_channel_delays_config(tmp_path):
+    path = tmp_path / "rig.toml"
+    path.write_text("[scan]\ndelay_a_s = -3.5e-9\ndelay_b_s = 99e-9\n")
+    scan = load_rig_config(path).scan
+    assert (scan.delay_a_s, scan.delay_b_s) == (-3.5e-9, 99e-9)
+    default = load_rig_config(None).scan
+    assert (default.delay_a_s, default.delay_b_s) == (0.0, 0.0)  # no correction unless measured
 
 
 def test_adaptive_dwell_config(tmp_path):
