@@ -4,6 +4,11 @@ docs/physics.md, photon correlations. Tags are int64 picoseconds on one continuo
 per channel; channel A (detector A) gives starts, channel B stops, a pair's delay is tau = t_B - t_A, and a
 pair with -250 000 <= tau < 250 000 ps goes to bin k = ((tau + 250_000) * 215) // 500_000.
 
+Detector delays: with `delay_ps` = d (the cable and electronic delay of B minus that of A), B's
+tags are taken as t_B - d before anything else, so a pair's delay is tau = t_B - d - t_A; every
+rule below applies to these shifted stops. |d| <= 250 000 ps (the TAC's half window; the rig's
+per-channel delays are below 100 ns each).
+
 Two acquisition modes:
 
 ``allpairs``
@@ -33,6 +38,9 @@ Two acquisition modes:
     of several starts with equal tags only the first can arm; of several stops with equal
     tags only the first is used.
 
+    The starts the converter accepted (those that armed it) are counted: `n_starts`, the
+    normalization of a start-stop histogram needs them (docs/physics.md section 1).
+
     For independent Poisson streams of rates r_A, r_B (per s) and T_w = 500 ns, tac_dead 0,
     startstop counts p / (T_w (r_B + r_A p)) times the allpairs count, p = 1 - exp(-r_B T_w)
     (a renewal argument: starts lost while armed, later stops unseen): 0.993 at 1e4/s per
@@ -41,11 +49,17 @@ Two acquisition modes:
 Streaming: `HistogramBinner` is fed chunks; chunk k covers clock time [t_end(k-1), t_end(k)) on
 both channels. The final histogram after `finish()` equals `histogram_tags` on the
 concatenated tags, however the stream was cut. Carried between chunks: the tags of the last
-250 ns (allpairs: both channels; startstop: the stops whose TAC time e = t_B + W >= t_end, which
-a start of the next chunk may still precede) and, for startstop, the TAC state (3 int64).
+250 ns (allpairs: both channels; startstop: the stops whose TAC time e = t_B - d + W >= t_end, which
+a start of the next chunk may still precede) and, for startstop, the TAC state (4 int64). With a
+delay d the stops of a chunk cover [t_end(k-1) - d, t_end(k) - d): the allpairs carry keeps the
+starts a later stop may still reach (t_A > t_end - d - W) and the stops a later start may reach
+(t_B - d >= t_end - W); in startstop, |d| <= W keeps every later stop's TAC time at or after
+t_end, so the starts of a chunk can all be run through the TAC at its end.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
@@ -55,14 +69,17 @@ from nvscope.proto.histogram import FULL_RANGE_PS, HALF_RANGE_PS, HISTOGRAM_MODE
 TAG_LIMIT_PS: int = 2**62
 """Tags must lie in [-TAG_LIMIT_PS, TAG_LIMIT_PS) ps (about +-53 days) so that t +- 500 ns cannot overflow."""
 
+MAX_DELAY_PS: int = HALF_RANGE_PS
+"""The largest |delay_ps| (B's delay minus A's, ps) the binners take."""
+
 _W = HALF_RANGE_PS
 _FULL = FULL_RANGE_PS
 _INT64_MIN = np.iinfo(np.int64).min
 _INT64_MAX = np.iinfo(np.int64).max
 _EMPTY = np.zeros(0, np.int64)
 
-# TAC state vector: [armed (0/1), start time s of the armed window (ps), free_at (ps)].
-_ARMED, _START, _FREE_AT = 0, 1, 2
+# TAC state vector: [armed (0/1), start time s of the armed window (ps), free_at (ps), starts accepted].
+_ARMED, _START, _FREE_AT, _N_STARTS = 0, 1, 2, 3
 
 
 @njit(cache=True)
@@ -167,9 +184,18 @@ def _tail(old, new, cut):
 
 
 @njit(cache=True)
-def _add_allpairs(carry_a, t_a, carry_b, t_b, lo, t_end, hist):
+def _shifted(t, delay):
+    """t - delay (t itself when delay is 0): the stops on A's clock."""
+    if delay == 0:
+        return t
+    return t - delay
+
+
+@njit(cache=True)
+def _add_allpairs(carry_a, t_a, carry_b, t_b, lo, t_end, delay, hist):
     """One chunk in allpairs mode: check, bin the pairs with at least one new tag, return the new carry.
 
+    t_b: B's raw tags (checked in [lo, t_end)); the carry of B is kept shifted (t_B - delay).
     Returns (bad_a, bad_b, carry_a, carry_b); bad_x = 1 + index of the first bad tag (0: good),
     and nothing is binned unless both are 0. The carry x carry pairs were counted before.
     """
@@ -177,33 +203,38 @@ def _add_allpairs(carry_a, t_a, carry_b, t_b, lo, t_end, hist):
     bad_b = _check_tags(t_b, lo, t_end)
     if bad_a != 0 or bad_b != 0:
         return bad_a, bad_b, carry_a, carry_b
+    b = _shifted(t_b, delay)
     h = np.zeros(N_BINS + _PAD, np.int64)
     _pairs(t_a, carry_b, h)
-    _pairs(t_a, t_b, h)
-    _pairs(carry_a, t_b, h)
+    _pairs(t_a, b, h)
+    _pairs(carry_a, b, h)
     hist += h[:N_BINS]
-    # A future tag t is >= t_end: a start pairs with it iff t - t_a < W, so starts > t_end - W
-    # wait; a stop pairs with it iff t_b - t >= -W, so stops >= t_end - W wait.
-    return 0, 0, _tail(carry_a, t_a, t_end - _W + 1), _tail(carry_b, t_b, t_end - _W)
+    # A future start is >= t_end and a future shifted stop >= t_end - delay: a start pairs with a
+    # future stop t iff t - t_a < W, so starts > t_end - delay - W wait; a stop pairs with a future
+    # start t iff t_b - t >= -W, so shifted stops >= t_end - W wait.
+    return 0, 0, _tail(carry_a, t_a, t_end - delay - _W + 1), _tail(carry_b, b, t_end - _W)
 
 
 @njit(inline="always")
-def _tac_start(t, armed, s, free_at):
-    """A start at t: an expired window [s, s + 500 ns) frees the converter; a free one is armed by t."""
+def _tac_start(t, armed, s, free_at, n_starts):
+    """A start at t: an expired window [s, s + 500 ns) frees the converter; a free one is armed by t
+    (an accepted start, counted in n_starts)."""
     if armed == 1 and t >= s + _FULL:
         armed = 0
         free_at = s + _FULL
     if armed == 0 and t >= free_at:
         armed = 1
         s = t
-    return armed, s, free_at
+        n_starts += 1
+    return armed, s, free_at, n_starts
 
 
 @njit(cache=True)
 def bin_startstop(starts, i0, stops, e_limit, drain, state, hist, dead_ps):
     """Run the TAC (module docstring) over starts[i0:] and the stops with TAC time t_B + W < e_limit.
 
-    starts, stops: sorted int64 ps tags of A and B; state: int64[3] TAC state, updated in place;
+    starts, stops: sorted int64 ps tags of A and of B shifted by the delay (t_B - d); state: int64[4]
+    TAC state (armed, window start, free at, starts accepted), updated in place;
     hist: int64[215], updated in place; dead_ps: dead time after a stop, ps. Every start with
     s <= the TAC time of a processed stop is processed before that stop; with `drain` the
     remaining starts are processed too (the caller guarantees they lie before e_limit).
@@ -212,6 +243,7 @@ def bin_startstop(starts, i0, stops, e_limit, drain, state, hist, dead_ps):
     armed = state[_ARMED]
     s = state[_START]
     free_at = state[_FREE_AT]
+    n_starts = state[_N_STARTS]
     n = starts.shape[0]
     m = stops.shape[0]
     i = i0
@@ -221,7 +253,7 @@ def bin_startstop(starts, i0, stops, e_limit, drain, state, hist, dead_ps):
         if e >= e_limit:
             break
         while i < n and starts[i] <= e:
-            armed, s, free_at = _tac_start(starts[i], armed, s, free_at)
+            armed, s, free_at, n_starts = _tac_start(starts[i], armed, s, free_at, n_starts)
             i += 1
         if armed == 1:
             if e < s + _FULL:
@@ -234,29 +266,33 @@ def bin_startstop(starts, i0, stops, e_limit, drain, state, hist, dead_ps):
         j += 1
     if drain:
         while i < n:
-            armed, s, free_at = _tac_start(starts[i], armed, s, free_at)
+            armed, s, free_at, n_starts = _tac_start(starts[i], armed, s, free_at, n_starts)
             i += 1
     state[_ARMED] = armed
     state[_START] = s
     state[_FREE_AT] = free_at
+    state[_N_STARTS] = n_starts
     return i, j
 
 
 @njit(cache=True)
-def _add_startstop(carry_b, t_a, t_b, lo, t_end, state, hist, dead_ps):
+def _add_startstop(carry_b, t_a, t_b, lo, t_end, delay, state, hist, dead_ps):
     """One chunk in startstop mode: check, run the TAC up to TAC time t_end, return the stops that wait.
 
-    Returns (bad_a, bad_b, carry_b) as `_add_allpairs` does. Every start of the chunk is < t_end;
-    a later start can be at t_end and, being a start, would precede a stop at TAC time t_end:
-    so the stops with t_B + W >= t_end wait for the next chunk (they are the last 250 ns).
+    Returns (bad_a, bad_b, carry_b) as `_add_allpairs` does (t_b raw, the carry shifted). Every
+    start of the chunk is < t_end; a later start can be at t_end and, being a start, would precede
+    a stop at TAC time t_end: so the stops with t_B - delay + W >= t_end wait for the next chunk.
+    A later stop's TAC time is >= t_end - delay + W >= t_end (|delay| <= W), after every start
+    of this chunk: they all go through the TAC now.
     """
     bad_a = _check_tags(t_a, lo, t_end)
     bad_b = _check_tags(t_b, lo, t_end)
     if bad_a != 0 or bad_b != 0:
         return bad_a, bad_b, carry_b
+    b = _shifted(t_b, delay)
     i, jc = bin_startstop(t_a, 0, carry_b, t_end, False, state, hist, dead_ps)
-    _, jn = bin_startstop(t_a, i, t_b, t_end, True, state, hist, dead_ps)
-    return 0, 0, _tail(carry_b[jc:], t_b[jn:], _INT64_MIN)
+    _, jn = bin_startstop(t_a, i, b, t_end, True, state, hist, dead_ps)
+    return 0, 0, _tail(carry_b[jc:], b[jn:], _INT64_MIN)
 
 
 def _as_tags(name: str, t) -> np.ndarray:
@@ -275,12 +311,23 @@ def _raise_bad_tag(name: str, arr: np.ndarray, bad: int, bounds: str) -> None:
     raise ValueError(f"{name}[{i}] = {arr[i]} ps is outside {bounds}")
 
 
-def _check_mode(mode: str, tac_dead_ps) -> int:
+def _is_int(x) -> bool:
+    return not isinstance(x, bool) and isinstance(x, (int, np.integer))
+
+
+def _check_mode(mode: str, tac_dead_ps, delay_ps=0) -> tuple[int, int]:
+    """(tac_dead_ps, delay_ps) as ints, or a one-line ValueError naming the bad argument."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if isinstance(tac_dead_ps, bool) or not isinstance(tac_dead_ps, (int, np.integer)) or tac_dead_ps < 0:
+    if not _is_int(tac_dead_ps) or tac_dead_ps < 0:
         raise ValueError(f"tac_dead_ps must be an integer >= 0 ps, got {tac_dead_ps!r}")
-    return int(tac_dead_ps)
+    if not _is_int(delay_ps) or abs(delay_ps) > MAX_DELAY_PS:
+        raise ValueError(f"delay_ps must be an integer ps with |delay_ps| <= {MAX_DELAY_PS}, got {delay_ps!r}")
+    return int(tac_dead_ps), int(delay_ps)
+
+
+def _new_tac_state() -> np.ndarray:
+    return np.array([0, 0, _INT64_MIN, 0], dtype=np.int64)  # [_ARMED, _START, _FREE_AT, _N_STARTS]
 
 
 class HistogramBinner:
@@ -291,14 +338,23 @@ class HistogramBinner:
     and equal `histogram_tags` of the pixel's tags, however they were cut into reads. In allpairs
     mode `hist` after each `add` already holds every pair of the tags seen so far; in startstop
     mode the stops of the last 250 ns wait for the next `add` or for `finish()`. After `finish()`,
-    `add` raises RuntimeError until `reset()`. Carried between reads: at most the last 250 ns of
-    tags and 3 int64 of TAC state.
+    `add` raises RuntimeError until `reset()`. Carried between reads: at most the last 250 ns (plus
+    the delay) of tags and 4 int64 of TAC state.
+
+    mode: "allpairs" | "startstop"; tac_dead_ps: the converter's dead time after a stop (ps);
+    delay_ps: B's delay minus A's (ps), subtracted from B's tags (tau = t_B - delay_ps - t_A).
     """
 
-    def __init__(self, mode: str = "allpairs", tac_dead_ps: int = 0) -> None:
-        self.tac_dead_ps = _check_mode(mode, tac_dead_ps)
+    def __init__(self, mode: str = "allpairs", tac_dead_ps: int = 0, delay_ps: int = 0) -> None:
+        self.tac_dead_ps, self.delay_ps = _check_mode(mode, tac_dead_ps, delay_ps)
         self.mode = mode
         self.reset()
+
+    @property
+    def n_starts(self) -> int:
+        """startstop: the starts the converter accepted so far (every start of the reads added goes
+        through the TAC in its own `add`); -1 in allpairs (not counted)."""
+        return int(self._state[_N_STARTS]) if self.mode == "startstop" else -1
 
     def reset(self) -> None:
         """Start a new pixel: a fresh zero `hist` (the previous array is left as it was)."""
@@ -308,7 +364,7 @@ class HistogramBinner:
         self._t_prev: int | None = None
         self._carry_a = _EMPTY
         self._carry_b = _EMPTY
-        self._state = np.array([0, 0, _INT64_MIN], dtype=np.int64)  # [_ARMED, _START, _FREE_AT]
+        self._state = _new_tac_state()
         self._finished = False
 
     def add(self, t_a, t_b, t_end: int) -> None:
@@ -328,10 +384,10 @@ class HistogramBinner:
         a, b = _as_tags("t_a", t_a), _as_tags("t_b", t_b)
         if self.mode == "allpairs":
             bad_a, bad_b, self._carry_a, self._carry_b = _add_allpairs(
-                self._carry_a, a, self._carry_b, b, lo, t_end, self.hist)
+                self._carry_a, a, self._carry_b, b, lo, t_end, self.delay_ps, self.hist)
         else:
             bad_a, bad_b, self._carry_b = _add_startstop(
-                self._carry_b, a, b, lo, t_end, self._state, self.hist, self.tac_dead_ps)
+                self._carry_b, a, b, lo, t_end, self.delay_ps, self._state, self.hist, self.tac_dead_ps)
         if bad_a or bad_b:
             bounds = f"this read's interval [{lo}, {t_end}) ps"
             _raise_bad_tag(*(("t_a", a, bad_a) if bad_a else ("t_b", b, bad_b)), bounds)
@@ -350,12 +406,24 @@ class HistogramBinner:
         self._finished = True
 
 
-def histogram_tags(t_a, t_b, mode: str = "allpairs", tac_dead_ps: int = 0) -> tuple[np.ndarray, int, int]:
-    """One-shot histogram of whole tag files: (hist int64[215], n_a, n_b), as `HistogramBinner` gives.
+@dataclass(frozen=True)
+class TagHistogram:
+    """A histogram of whole tag files and how it was made."""
+
+    hist: np.ndarray
+    """int64[215], the bins of docs/physics.md section 1.1."""
+    n_a: int
+    n_b: int
+    n_starts: int
+    """startstop: the starts the converter accepted; -1 in allpairs."""
+
+
+def tag_histogram(t_a, t_b, mode: str = "allpairs", tac_dead_ps: int = 0, delay_ps: int = 0) -> TagHistogram:
+    """One-shot histogram of whole tag files (ps; dead time and B's delay in ps), as `HistogramBinner` gives.
 
     t_a, t_b: sorted 1-D int64 ps tags of detectors A and B; ValueError (one line) otherwise.
     """
-    dead = _check_mode(mode, tac_dead_ps)
+    dead, delay = _check_mode(mode, tac_dead_ps, delay_ps)
     hist = np.zeros(N_BINS, dtype=np.int64)
     tags = {"t_a": _as_tags("t_a", t_a), "t_b": _as_tags("t_b", t_b)}
     for name, arr in tags.items():
@@ -363,9 +431,19 @@ def histogram_tags(t_a, t_b, mode: str = "allpairs", tac_dead_ps: int = 0) -> tu
         if bad:
             _raise_bad_tag(name, arr, bad, f"[{-TAG_LIMIT_PS}, {TAG_LIMIT_PS}) ps")
     a, b = tags["t_a"], tags["t_b"]
+    b_shifted = b - delay if delay else b
+    n_starts = -1
     if mode == "allpairs":
-        bin_allpairs(a, b, hist)
+        bin_allpairs(a, b_shifted, hist)
     else:
-        state = np.array([0, 0, _INT64_MIN], dtype=np.int64)
-        bin_startstop(a, 0, b, _INT64_MAX, True, state, hist, dead)
-    return hist, int(a.shape[0]), int(b.shape[0])
+        state = _new_tac_state()
+        bin_startstop(a, 0, b_shifted, _INT64_MAX, True, state, hist, dead)
+        n_starts = int(state[_N_STARTS])
+    return TagHistogram(hist, int(a.shape[0]), int(b.shape[0]), n_starts)
+
+
+def histogram_tags(t_a, t_b, mode: str = "allpairs", tac_dead_ps: int = 0,
+                   delay_ps: int = 0) -> tuple[np.ndarray, int, int]:
+    """(hist int64[215], n_a, n_b) of `tag_histogram` (ps tags; dead time and B's delay in ps)."""
+    h = tag_histogram(t_a, t_b, mode, tac_dead_ps, delay_ps)
+    return h.hist, h.n_a, h.n_b

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nvscope.proto.histogram import FULL_RANGE_PS, HALF_RANGE_PS, N_BINS, bin_of_delay
-from nvscope.rt.kernels.binning import HistogramBinner, histogram_tags
+from nvscope.rt.kernels.binning import MAX_DELAY_PS, HistogramBinner, histogram_tags, tag_histogram
 
 W = HALF_RANGE_PS
 HYP = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -22,6 +22,8 @@ B_FROM_A = [-500_000, -250_001, -250_000, -249_999, -1, 0, 1, 249_999, 250_000, 
 A_FROM_A = [0, 1, 499_999, 500_000, 500_001]
 DEADS = [0, 1, 1_000, 22_000, 250_000]
 A_FROM_STOP = [-1, 0, 1] + [d + k for d in DEADS[1:] for k in (-1, 0, 1)]
+# B's delay minus A's (ps): none, small, and the largest the binners take, both signs.
+DELAYS = [0, 1, -1, 37_000, -120_001, MAX_DELAY_PS, -MAX_DELAY_PS]
 
 
 # --- references -------------------------------------------------------------------------------
@@ -35,14 +37,18 @@ def allpairs_reference(t_a, t_b):
     return np.bincount(k, minlength=N_BINS).astype(np.int64)
 
 
-def tac_reference(t_a, t_b, dead):
-    """The TAC start by start: a free start takes the first delayed stop at or after it, if in its window."""
-    stops = sorted(int(t) + W for t in t_b)
+def tac_reference(t_a, t_b, dead, delay=0, count_starts=False):
+    """The TAC start by start: a free start takes the first delayed stop at or after it, if in its window.
+
+    Stops are B's tags minus `delay`; with `count_starts`, returns (hist, starts accepted)."""
+    stops = sorted(int(t) - delay + W for t in t_b)
     hist = [0] * N_BINS
     free_at = -math.inf
+    accepted = 0
     for s in (int(t) for t in t_a):
         if s < free_at:
             continue  # busy: lost
+        accepted += 1
         j = bisect.bisect_left(stops, s)
         if j < len(stops) and stops[j] < s + FULL_RANGE_PS:
             e = stops[j]
@@ -51,11 +57,15 @@ def tac_reference(t_a, t_b, dead):
             free_at = e + dead if dead > 0 else e + 1
         else:
             free_at = s + FULL_RANGE_PS
-    return np.array(hist, dtype=np.int64)
+    hist = np.array(hist, dtype=np.int64)
+    return (hist, accepted) if count_starts else hist
 
 
-def reference(t_a, t_b, mode, dead=0):
-    return allpairs_reference(t_a, t_b) if mode == "allpairs" else tac_reference(t_a, t_b, dead)
+def reference(t_a, t_b, mode, dead=0, delay=0):
+    """(hist, starts accepted; -1 in allpairs) by the references, B's tags shifted by -delay."""
+    if mode == "allpairs":
+        return allpairs_reference(t_a, np.asarray(t_b, np.int64) - delay), -1
+    return tac_reference(t_a, t_b, dead, delay, count_starts=True)
 
 
 # --- strategies -------------------------------------------------------------------------------
@@ -173,34 +183,72 @@ def test_startstop_boundaries_by_hand(t_a, t_b, dead, expected):
 
 
 @HYP
-@given(streams_and_cuts(), st.sampled_from(DEADS))
-def test_startstop_streamed_equals_tac_reference(data, dead):
+@given(streams_and_cuts(), st.sampled_from(DEADS), st.sampled_from(DELAYS))
+def test_startstop_streamed_equals_tac_reference(data, dead, delay):
     t_a, t_b, cuts = data
-    binner = HistogramBinner("startstop", dead)
+    binner = HistogramBinner("startstop", dead, delay)
     for a, b, t_end in chunks(t_a, t_b, cuts):
         binner.add(a, b, t_end)
+        # every start of the reads so far has been through the TAC: the count is already final for them
+        seen_b = t_b[t_b < t_end]
+        assert binner.n_starts == tac_reference(t_a[t_a < t_end], seen_b[seen_b - delay + W < t_end], dead, delay,
+                                                count_starts=True)[1]
     binner.finish()
-    assert np.array_equal(binner.hist, tac_reference(t_a, t_b, dead))
+    hist, accepted = tac_reference(t_a, t_b, dead, delay, count_starts=True)
+    assert np.array_equal(binner.hist, hist)
+    assert binner.n_starts == accepted >= hist.sum()
     assert (binner.n_a, binner.n_b) == (t_a.size, t_b.size)
+
+
+@pytest.mark.parametrize("t_a, t_b, dead, accepted", [
+    ([0, 100_000, 600_000], [], 0, 2),                       # no stop: the window expires at s + 500 ns
+    ([0, 100_000, 500_000], [], 0, 2),                       # ... a start at exactly s + 500 ns arms
+    ([0, 100_000, 499_999], [], 0, 1),
+    ([0, 100_000], [-150_000], 0, 1),                        # start at the ending stop's TAC time: lost
+    ([0, 100_001], [-150_000], 0, 2),
+    ([0, 100_999, 101_000], [-150_000], 1_000, 2),           # dead time edge
+    ([0, 0, 0, 1], [], 0, 1),                                # equal tags: only the first arms
+])
+def test_startstop_accepted_starts_by_hand(t_a, t_b, dead, accepted):
+    h = tag_histogram(np.array(t_a, np.int64), np.array(t_b, np.int64), "startstop", dead)
+    assert h.n_starts == accepted == tac_reference(t_a, t_b, dead, count_starts=True)[1]
+    assert tag_histogram(np.array(t_a, np.int64), np.array(t_b, np.int64)).n_starts == -1  # allpairs: not counted
+
+
+@pytest.mark.parametrize("mode", ["allpairs", "startstop"])
+def test_delay_is_subtracted_from_b(mode):
+    """A pair 40 ns apart on the wire with B's cable 40 ns longer lands at tau = 0; the range edges move with it."""
+    t_a = np.arange(4, dtype=np.int64) * 10_000_000
+    offsets = np.array([40_000, 40_000 - W, 40_000 + W - 1, 40_000 + W], np.int64)  # tau = 0, -W, W - 1, W
+    h = tag_histogram(t_a, t_a + offsets, mode, 0, 40_000)
+    want = np.zeros(N_BINS, np.int64)
+    want[[bin_of_delay(0), 0, N_BINS - 1]] = 1
+    assert np.array_equal(h.hist, want)
+    assert np.array_equal(histogram_tags(t_a, t_a + offsets, mode, 0, 40_000)[0], want)
+    assert not np.array_equal(histogram_tags(t_a, t_a + offsets, mode)[0], want)
 
 
 # --- streaming --------------------------------------------------------------------------------
 
 @HYP
-@given(streams_and_cuts(), st.sampled_from(["allpairs", "startstop"]), st.sampled_from(DEADS))
-def test_chunking_does_not_change_the_histogram(data, mode, dead):
+@given(streams_and_cuts(), st.sampled_from(["allpairs", "startstop"]), st.sampled_from(DEADS),
+       st.sampled_from(DELAYS))
+def test_chunking_does_not_change_the_histogram(data, mode, dead, delay):
     t_a, t_b, cuts = data
-    one_shot, _, _ = histogram_tags(t_a, t_b, mode, dead)
-    binner = HistogramBinner(mode, dead)
+    one_shot = tag_histogram(t_a, t_b, mode, dead, delay)
+    binner = HistogramBinner(mode, dead, delay)
     for a, b, t_end in chunks(t_a, t_b, cuts):
         binner.add(a, b, t_end)
         if mode == "allpairs":  # complete after every add: all pairs of the tags seen so far
             seen_a, seen_b = t_a[t_a < t_end], t_b[t_b < t_end]
-            assert np.array_equal(binner.hist, allpairs_reference(seen_a, seen_b))
+            assert np.array_equal(binner.hist, allpairs_reference(seen_a, seen_b - delay))
     binner.finish()
     binner.finish()  # idempotent
-    assert np.array_equal(binner.hist, one_shot)
-    assert np.array_equal(one_shot, reference(t_a, t_b, mode, dead))
+    assert np.array_equal(binner.hist, one_shot.hist)
+    assert binner.n_starts == one_shot.n_starts
+    hist, accepted = reference(t_a, t_b, mode, dead, delay)
+    assert np.array_equal(one_shot.hist, hist)
+    assert one_shot.n_starts == accepted
 
 
 def test_reset_starts_a_new_pixel_and_keeps_the_old_histogram():
@@ -225,12 +273,18 @@ def test_long_poisson_stream_in_realistic_chunks():
     rng = np.random.default_rng(2)
     t_a, t_b = poisson_tags(rng, 5e6, 0.02), poisson_tags(rng, 5e6, 0.02)
     cuts = list(range(10**8, 2 * 10**10 + 1, 10**9 - 12_345)) + [2 * 10**10]
-    for mode in ("allpairs", "startstop"):
-        binner = HistogramBinner(mode)
+    for mode, dead, delay in (("allpairs", 0, 0), ("startstop", 0, 0), ("allpairs", 0, -3_217),
+                              ("startstop", 22_000, 81_000)):
+        binner = HistogramBinner(mode, dead, delay)
         for a, b, t_end in chunks(t_a, t_b, cuts):
             binner.add(a, b, t_end)
         binner.finish()
-        assert np.array_equal(binner.hist, histogram_tags(t_a, t_b, mode)[0])
+        one_shot = tag_histogram(t_a, t_b, mode, dead, delay)
+        assert np.array_equal(binner.hist, one_shot.hist)
+        assert binner.n_starts == one_shot.n_starts
+        if mode == "startstop":
+            assert binner.n_starts == tac_reference(t_a, t_b, dead, delay, count_starts=True)[1]
+            assert one_shot.hist.sum() < binner.n_starts < t_a.size  # 5e6/s: starts lost while armed
     assert np.array_equal(histogram_tags(t_a[:3000], t_b[:3000])[0], allpairs_reference(t_a[:3000], t_b[:3000]))
 
 
@@ -280,12 +334,15 @@ def test_histogram_tags_rejects_bad_tags(t_a, t_b, match):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("mode, dead", [("g2", 0), ("allpairs", -1), ("startstop", 1.5), ("startstop", True)])
-def test_bad_mode_or_dead_time(mode, dead):
-    with pytest.raises(ValueError, match="mode|tac_dead_ps"):
-        histogram_tags(GOOD, GOOD, mode, dead)
-    with pytest.raises(ValueError, match="mode|tac_dead_ps"):
-        HistogramBinner(mode, dead)
+@pytest.mark.parametrize("mode, dead, delay", [("g2", 0, 0), ("allpairs", -1, 0), ("startstop", 1.5, 0),
+                                               ("startstop", True, 0), ("startstop", 0, MAX_DELAY_PS + 1),
+                                               ("allpairs", 0, -MAX_DELAY_PS - 1), ("allpairs", 0, 1.0)])
+def test_bad_mode_dead_time_or_delay(mode, dead, delay):
+    with pytest.raises(ValueError, match="mode|tac_dead_ps|delay_ps") as err:
+        histogram_tags(GOOD, GOOD, mode, dead, delay)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="mode|tac_dead_ps|delay_ps"):
+        HistogramBinner(mode, dead, delay)
 
 
 def test_add_rejects_tags_outside_the_chunk():
