@@ -44,7 +44,9 @@ from nvscope.proto.histogram import BIN_WIDTH_S, N_BINS
 
 from .model import (
     EmitterShape,
+    PixelModels,
     bin_widths,
+    pixel_models,
     exp_bin_integrals,
     exp_bin_integrals_dt,
     kernel_bin_averages,
@@ -79,12 +81,13 @@ def _as_histograms(hist) -> np.ndarray:
 
 
 def _score(g, n, N, w, v, W, V, base):
-    """Score dL/dg0 and its derivative for pixels (rows of n) at g (P,); base None = profiled."""
+    """Score dL/dg0 and its derivative for pixels (rows of n) at g (P,); w, v (P, N_BINS) the rows'
+    weighted bin widths and kernels, W, V (P,) their sums; base None = profiled."""
     c = w - (1.0 - g)[:, None] * v
     counted = n > 0
     r = np.divide(n, c, out=np.zeros_like(n), where=counted)          # n_k / c_k
-    f = r @ v
-    fp = -(np.divide(r, c, out=np.zeros_like(n), where=counted) @ (v * v))
+    f = np.einsum("pk,pk->p", r, v)
+    fp = -np.einsum("pk,pk->p", np.divide(r, c, out=np.zeros_like(n), where=counted), v * v)
     if base is None:
         S = W - (1.0 - g) * V
         f = f - N * V / S
@@ -95,22 +98,22 @@ def _score(g, n, N, w, v, W, V, base):
 
 
 def _solve_g0(n: np.ndarray, v: np.ndarray, w: np.ndarray, base: np.ndarray | None) -> np.ndarray:
-    """MLE of g0 for each row of n (P, N_BINS), in G0_BOUNDS; base (P,) or None (profiled)."""
+    """MLE of g0 for each row of n (P, N_BINS), in G0_BOUNDS; w, v (P, N_BINS) each row's weight * bin
+    width and weight * kernel (the model c_pk = w_pk - (1 - g0) v_pk); base (P,) or None (profiled)."""
     P = n.shape[0]
     N = n.sum(axis=1)
-    W, V = float(w.sum()), float(v.sum())
+    W, V = w.sum(axis=1), v.sum(axis=1)
     counted = n > 0
     # The domain: c_k(g) > 0 for bins with counts (an interval around g = 1, where c = w > 0).
     with np.errstate(divide="ignore"):
         edge = 1.0 - w / v                       # where c_k = 0
     lo_dom = np.where(counted & (v > 0), edge, -np.inf).max(axis=1)
     hi_dom = np.where(counted & (v < 0), edge, np.inf).min(axis=1)
-    if base is None and V != 0.0:                # S(g) > 0
-        s_edge = 1.0 - W / V
-        if V < 0:
-            hi_dom = np.minimum(hi_dom, s_edge)
-        else:
-            lo_dom = np.maximum(lo_dom, s_edge)
+    if base is None:                             # S(g) > 0
+        with np.errstate(divide="ignore"):
+            s_edge = 1.0 - W / V
+        hi_dom = np.where(V < 0, np.minimum(hi_dom, s_edge), hi_dom)
+        lo_dom = np.where(V > 0, np.maximum(lo_dom, s_edge), lo_dom)
     # Step a hair inside a domain edge (the score is infinite on it); the bounds are kept exactly.
     lo, hi = np.full(P, G0_BOUNDS[0]), np.full(P, G0_BOUNDS[1])
     fin = np.isfinite(lo_dom)
@@ -129,10 +132,10 @@ def _solve_g0(n: np.ndarray, v: np.ndarray, w: np.ndarray, base: np.ndarray | No
     x = np.where((x <= lo) | (x >= hi), 0.5 * (lo + hi), x)
     dx_old = hi - lo
     dx = dx_old.copy()
-    na, Na = n[act], N[act]
+    na, Na, wa, va, Wa, Va = n[act], N[act], w[act], v[act], W[act], V[act]
     ba = None if base is None else base[act]
     for _ in range(_MAX_ITER):
-        f, fp = _score(x, na, Na, w, v, W, V, ba)
+        f, fp = _score(x, na, Na, wa, va, Wa, Va, ba)
         lo = np.where(f > 0, x, lo)
         hi = np.where(f < 0, x, hi)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -148,7 +151,7 @@ def _solve_g0(n: np.ndarray, v: np.ndarray, w: np.ndarray, base: np.ndarray | No
             keep = ~done
             act = act[keep]
             x, lo, hi, dx, dx_old = x[keep], lo[keep], hi[keep], dx[keep], dx_old[keep]
-            na, Na = na[keep], Na[keep]
+            na, Na, wa, va, Wa, Va = na[keep], Na[keep], wa[keep], va[keep], Wa[keep], Va[keep]
             ba = None if ba is None else ba[keep]
         if act.size == 0:
             break
@@ -158,13 +161,14 @@ def _solve_g0(n: np.ndarray, v: np.ndarray, w: np.ndarray, base: np.ndarray | No
 
 
 def _fisher(g_info, v, w, base, profiled: bool):
-    """Expected Fisher information for g0 at g_info (in [0, 1]); marginal over base when profiled."""
+    """Expected Fisher information for g0 at g_info (in [0, 1]); w, v (P, N_BINS) as `_solve_g0`;
+    marginal over base when profiled."""
     c = w - (1.0 - g_info)[:, None] * v
     J = (v * v / c).sum(axis=1)
     if not profiled:
         return base * J
     S = c.sum(axis=1)
-    V = v.sum()
+    V = v.sum(axis=1)
     return base * (J - V * V / S)
 
 
@@ -181,26 +185,47 @@ def _as_bases(base, lead: tuple) -> np.ndarray:
     return np.broadcast_to(b, lead).reshape(P).astype(float)
 
 
-def estimate_g2(hist, shape: EmitterShape, base=None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel Poisson MLE of g2(0) with the emitter shape fixed, and its Fisher std.
+def _models_for(models, base, P: int, lead: tuple) -> PixelModels:
+    """`PixelModels` for P pixels from PixelModels, or from an EmitterShape and a base (the allpairs model)."""
+    if isinstance(models, PixelModels):
+        if base is not None:
+            raise ValueError("estimate_g2: give the base inside PixelModels, not beside it")
+        if len(models) != P:
+            raise ValueError(f"PixelModels hold {len(models)} pixels, the histograms {P}")
+        b = models.base
+        if np.any(np.isinf(b)) or np.any(b < 0):
+            raise ValueError("base must be >= 0 counts per bin and finite (NaN: fitted with g2(0))")
+        if not (np.all(np.isfinite(models.weight)) and np.all(models.weight > 0)
+                and np.all(np.isfinite(models.kernel))):
+            raise ValueError("PixelModels: weights must be finite and > 0, kernels finite")
+        return models
+    if not isinstance(models, EmitterShape):
+        raise TypeError(f"estimate_g2 takes PixelModels or an EmitterShape, got {type(models).__name__}")
+    return pixel_models(_as_bases(base, lead), kernel_bin_averages(models), n_pixels=P)
+
+
+def estimate_g2(hist, models, base=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel Poisson MLE of g2(0) with each pixel's model fixed, and its Fisher std.
 
     hist: (P, N_BINS) counts (any leading shape works; the results have it).
-    shape: the scan's `EmitterShape` (e.g. from `fit_shape` on the summed histograms).
-    base: each pixel's normalization n_a n_b D / t_acq in counts per bin (`model.pixel_base`), a
-    scalar or of shape hist.shape[:-1]; NaN (or None: all) where it is unknown, and it is then fitted
-    with g0 (profiled out). Negative or infinite values are a ValueError.
+    models: the pixels' `PixelModels` (base, kernel, weight: docs/physics.md section 1.6 and 1.2); or,
+    as before, the scan's `EmitterShape` with `base` (each pixel's n_a n_b D / t_acq in counts per bin,
+    a scalar or of shape hist.shape[:-1]; NaN or None: fitted), the allpairs model.
+    A base that is NaN is fitted with g0 (profiled out); negative or infinite is a ValueError.
     Returns (g2, g2_std), float64 arrays of shape hist.shape[:-1]. g2 is searched in
     G0_BOUNDS, not clipped to [0, 1]; NaN per the no-estimate rule of the module docstring
-    (`reasons.pixel_reasons`).
+    (`reasons.pixel_reasons`). With weights the model is base * weight_k * c_k(g0): w and v of the
+    module docstring become weight * w and weight * kernel, row by row.
     """
     h = _as_histograms(hist)
     lead = h.shape[:-1]
     n = h.reshape(-1, N_BINS)
     P = n.shape[0]
-    v = kernel_bin_averages(shape)
-    w = bin_widths()
+    m = _models_for(models, base, P, lead)
+    w_all = m.weight * bin_widths()
+    v_all = m.weight * m.kernel
     N = n.sum(axis=1)
-    base = _as_bases(base, lead)
+    base = m.base
     ok = pixel_reasons(N, base) == REASON_OK
     free = np.isnan(base)
     g2 = np.full(P, np.nan)
@@ -208,12 +233,12 @@ def estimate_g2(hist, shape: EmitterShape, base=None) -> tuple[np.ndarray, np.nd
     for rows, profiled in ((ok & ~free, False), (ok & free, True)):
         if not np.any(rows):
             continue
-        nk = n[rows]
+        nk, w, v = n[rows], w_all[rows], v_all[rows]
         bk = None if profiled else base[rows]
         g = _solve_g0(nk, v, w, bk)
         g_info = np.clip(g, 0.0, 1.0)
         if profiled:
-            bk = N[rows] / (w.sum() - (1.0 - g_info) * v.sum())
+            bk = N[rows] / (w.sum(axis=1) - (1.0 - g_info) * v.sum(axis=1))
         info = _fisher(g_info, v, w, bk, profiled)
         g2[rows] = g
         std[rows] = 1.0 / np.sqrt(info)
@@ -222,15 +247,32 @@ def estimate_g2(hist, shape: EmitterShape, base=None) -> tuple[np.ndarray, np.nd
 
 @dataclass(frozen=True)
 class MleEstimator:
-    """`estimate_g2` as a g2 estimator (`estimation.G2Estimator`): (hist, shape, base) -> (g2, g2_std)."""
+    """`estimate_g2` as a g2 estimator (`estimation.G2Estimator`): (hist, PixelModels) -> (g2, g2_std)."""
 
     name: str = "mle"
     min_events: int = 1
     uses_shape: bool = True
 
-    def estimate(self, hist, shape: EmitterShape, base) -> tuple[np.ndarray, np.ndarray]:
-        """(g2, g2_std) by the Poisson MLE with the shape fixed; base per pixel (NaN: fitted)."""
-        return estimate_g2(hist, shape, base)
+    def estimate(self, hist, models: PixelModels) -> tuple[np.ndarray, np.ndarray]:
+        """(g2, g2_std) by the Poisson MLE with each pixel's model fixed (base NaN: fitted)."""
+        return estimate_g2(hist, models)
+
+    def notes(self, hist, models: PixelModels) -> np.ndarray:
+        """The MLE serves every pixel its model describes: no notes (int8 zeros)."""
+        return np.zeros(len(models), dtype=np.int8)
+
+
+def cramer_rao_models(g0, models: PixelModels) -> np.ndarray:
+    """Cramer-Rao bound on std(g0) (P,) at each pixel's model with its base known: 1 / sqrt(base
+    sum_k weight_k v_k^2 / (w_k - (1 - g0) v_k)); NaN where the base is unknown or <= 0, or some
+    c_k(g0) <= 0. g0: a scalar or (P,)."""
+    g = np.broadcast_to(np.asarray(g0, dtype=float), (len(models),))
+    c = bin_widths() - (1.0 - g)[:, None] * models.kernel
+    valid = np.all(c > 0, axis=1) & np.isfinite(models.base) & (models.base > 0)
+    c = np.where(valid[:, None], c, 1.0)
+    info = models.base * (models.weight * models.kernel**2 / c).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(valid, 1.0 / np.sqrt(info), np.nan)
 
 
 def cramer_rao_std(g0, n_events, shape: EmitterShape, base_known: bool = False) -> np.ndarray:
@@ -283,6 +325,20 @@ class ShapeFit:
     """Minimized negative log-likelihood per event (constants dropped; profiled over base when it was free)."""
     success: bool
     message: str
+    g0_std: float = float("nan")
+    """Std of the fitted g0 with the shape fitted too (the 4-parameter Fisher information; marginal over
+    the base when it was free)."""
+    determined: bool = True
+    """Whether the scan shows antibunching beyond its noise (1 - g0 > SIGNIFICANCE * g0_std and the
+    likelihood ratio against g2 = 1 above LR_THRESHOLD). False for uncorrelated light: the fitted shape
+    is then noise, and callers use NV_DEFAULT_SHAPE (and note it)."""
+
+
+SIGNIFICANCE = 3.0
+"""Antibunching is taken as seen when 1 - g0 exceeds this many g0_std (`ShapeFit.determined`)."""
+LR_THRESHOLD = 16.0
+"""... and twice the log-likelihood ratio of the fit over g2 = 1 exceeds this (about p = 0.003 for 4 free
+parameters; the shape is not identified under g2 = 1, so the chi^2 law is only a guide)."""
 
 
 T1_BOUNDS_S = (1e-9, 200e-9)
@@ -301,11 +357,7 @@ def _nll_and_grad(x, n, N, w, base):
     c = eps by its second-order Taylor expansion, so that the objective stays finite and
     smooth when a step leaves the domain.
     """
-    g0, lt1, lt2, a = x
-    t1, t2 = np.exp(lt1) * _NS, np.exp(lt2) * _NS
-    I1, I2 = exp_bin_integrals(t1), exp_bin_integrals(t2)
-    v = ((1.0 + a) * I1 - a * I2) / BIN_WIDTH_S
-    c = w - (1.0 - g0) * v
+    c, dc = _model_and_jacobian(x, w)
     S = c.sum()
     if base is None and S <= 0:
         return 1e3, np.zeros(4)
@@ -317,14 +369,41 @@ def _nll_and_grad(x, n, N, w, base):
         nll = -(n @ logc - N * np.log(S)) / N
         r = (n * dlogc - N / S) / N              # d(-nll)/dc_k
     else:
-        nll = -(n @ logc - base * S) / N
+        nll = -(n @ logc - np.sum(base * c)) / N
         r = (n * dlogc - base) / N
+    return nll, -(dc @ r)
+
+
+def _model_and_jacobian(x, w):
+    """c_k of (g0, ln t1/ns, ln t2/ns, a) and its derivatives (4, N_BINS)."""
+    g0, lt1, lt2, a = x
+    t1, t2 = np.exp(lt1) * _NS, np.exp(lt2) * _NS
+    I1, I2 = exp_bin_integrals(t1), exp_bin_integrals(t2)
+    v = ((1.0 + a) * I1 - a * I2) / BIN_WIDTH_S
+    c = w - (1.0 - g0) * v
     dc = np.empty((4, N_BINS))
     dc[0] = v
     dc[1] = -(1.0 - g0) * (1.0 + a) * exp_bin_integrals_dt(t1) / BIN_WIDTH_S * t1
     dc[2] = (1.0 - g0) * a * exp_bin_integrals_dt(t2) / BIN_WIDTH_S * t2
     dc[3] = -(1.0 - g0) * (I1 - I2) / BIN_WIDTH_S
-    return nll, -(dc @ r)
+    return c, dc
+
+
+def _g0_std(x, w, base, N: float) -> float:
+    """Std of g0 from the expected Fisher information of (g0, ln t1, ln t2, a[, ln base]) at x (pseudo-
+    inverse: parameters the data do not determine, e.g. the shape at g0 = 1, drop out)."""
+    c, dc = _model_and_jacobian(x, w)
+    if np.any(c <= 0):
+        c = np.maximum(c, 1e-12)
+    B = N / c.sum() if base is None else base
+    mu = B * c
+    d = B * dc
+    if base is None:
+        d = np.vstack([d, mu])                   # d mu / d ln base
+    F = (d / mu) @ d.T
+    scale = np.sqrt(np.maximum(np.diag(F), 1e-300))
+    cov = np.linalg.pinv(F / np.outer(scale, scale), rcond=1e-10) / np.outer(scale, scale)
+    return float(np.sqrt(cov[0, 0])) if cov[0, 0] > 0 else float("nan")
 
 
 _STARTS = [(t1, t2, a) for t1 in (3.0, 15.0, 60.0, 150.0) for t2 in (30.0, 100.0, 300.0, 1500.0)
@@ -332,13 +411,14 @@ _STARTS = [(t1, t2, a) for t1 in (3.0, 15.0, 60.0, 150.0) for t2 in (30.0, 100.0
 _N_REFINED = 8
 
 
-def fit_shape_full(hist_sum, base: float | None = None, start: EmitterShape | None = None) -> ShapeFit:
+def fit_shape_full(hist_sum, base: float | np.ndarray | None = None, start: EmitterShape | None = None) -> ShapeFit:
     """Poisson MLE of (g0, t1, t2, a, base) on a summed, high-count histogram.
 
     hist_sum: (N_BINS,) counts, or (..., N_BINS) which is summed over the leading axes.
     base: the summed histogram's normalization when the singles give it, i.e. the sum over
     pixels of n_a n_b D / t_acq (counts per bin of uncorrelated light); None fits it
-    (profiled out: its MLE is N / S). Knowing it matters: with a +-250 ns window the slow
+    (profiled out: its MLE is N / S); or an (N_BINS,) array, the expected counts of uncorrelated light
+    in each bin (start-stop: base * weight summed over pixels). Knowing it matters: with a +-250 ns window the slow
     bunching (t2 ~ 250 ns) looks much like a change of base, and with base free t2 and a
     are only known to tens of % even from 1e6 events (their Cramer-Rao bound), which
     shifts every pixel's g2(0) estimate together.
@@ -355,11 +435,12 @@ def fit_shape_full(hist_sum, base: float | None = None, start: EmitterShape | No
     if N <= 0:
         raise ValueError("fit_shape needs a histogram with events; got an empty one")
     if base is not None:
-        base = float(base)
-        if not (np.isfinite(base) and base > 0):
-            raise ValueError(f"base must be a positive number of counts per bin, got {base!r}")
+        base = np.asarray(base, dtype=float)
+        if base.shape not in ((), (N_BINS,)) or not (np.all(np.isfinite(base)) and np.all(base > 0)):
+            raise ValueError(f"base must be a positive number of counts per bin (or {N_BINS} of them), got {base!r}")
+        base = float(base) if base.ndim == 0 else base
     w = bin_widths()
-    level = base if base is not None else wing_level(n)
+    level = float(np.mean(base)) if base is not None else wing_level(n)
     g0_start = g0_start_value(n, level)
     bounds = [G0_FIT_BOUNDS, tuple(np.log(np.array(T1_BOUNDS_S) / _NS)),
               tuple(np.log(np.array(T2_BOUNDS_S) / _NS)), A_BOUNDS]
@@ -378,10 +459,15 @@ def fit_shape_full(hist_sum, base: float | None = None, start: EmitterShape | No
             best = res
     g0, lt1, lt2, a = best.x
     shape = EmitterShape(float(np.exp(lt1) * _NS), float(np.exp(lt2) * _NS), float(a))
+    g0_std = _g0_std(best.x, w, base, N)
+    flat = _nll_and_grad(np.array([1.0, lt1, lt2, a]), n, N, w, base)[0]   # g2 = 1: the shape drops out
+    lr = 2.0 * N * (flat - float(best.fun))
+    determined = bool(np.isfinite(g0_std) and 1.0 - g0 > SIGNIFICANCE * g0_std and lr > LR_THRESHOLD)
     if base is None:
         base = N / float(w.sum() - (1.0 - g0) * kernel_bin_averages(shape).sum())
-    return ShapeFit(shape=shape, g0=float(g0), base=float(base), n_events=N, nll=float(best.fun),
-                    success=bool(best.success), message=str(best.message))
+    base = float(np.mean(base))
+    return ShapeFit(shape=shape, g0=float(g0), base=base, n_events=N, nll=float(best.fun),
+                    success=bool(best.success), message=str(best.message), g0_std=g0_std, determined=determined)
 
 
 def fit_shape(hist_sum, base: float | None = None, start: EmitterShape | None = None) -> EmitterShape:
@@ -390,6 +476,6 @@ def fit_shape(hist_sum, base: float | None = None, start: EmitterShape | None = 
 
 
 __all__ = [
-    "G0_BOUNDS", "MIN_EVENTS_FREE_BASE", "ShapeFit", "estimate_g2", "MleEstimator", "cramer_rao_std",
+    "G0_BOUNDS", "MIN_EVENTS_FREE_BASE", "ShapeFit", "estimate_g2", "MleEstimator", "cramer_rao_std", "cramer_rao_models",
     "fit_shape", "fit_shape_full",
 ]

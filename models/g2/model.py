@@ -62,21 +62,29 @@ def g2_model(tau: np.ndarray | float, shape: EmitterShape, g0: float) -> np.ndar
     return 1.0 - (1.0 - g0) * kernel
 
 
-def exp_bin_integrals(t: float, edges: np.ndarray | None = None) -> np.ndarray:
-    """Integral over each bin of exp(-|tau|/t) dtau, in s (t in s; edges default: the histogram's).
-
-    Each same-sign bin is t exp(-|near edge|/t) (1 - exp(-width/t)), written with expm1 so
-    that far bins of a short t keep their full relative precision; a bin straddling 0 is
-    the sum of its two halves.
-    """
-    e = _EDGES_S if edges is None else np.asarray(edges, dtype=float)
-    lo, hi = e[:-1], e[1:]
+def _exp_integrals(t: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Integral of exp(-|tau|/t) over [lo, hi) (s) for times t (any shape; result t.shape + lo.shape)."""
+    t = np.asarray(t, dtype=float)[..., None]
     width = hi - lo
     near = np.where(lo >= 0, lo, np.where(hi <= 0, -hi, 0.0))
     out = t * np.exp(-near / t) * -np.expm1(-width / t)
     straddle = (lo < 0) & (hi > 0)
-    out[straddle] = t * (-np.expm1(lo[straddle] / t) - np.expm1(-hi[straddle] / t))
+    if np.any(straddle):
+        both = t * (-np.expm1(lo[straddle] / t) - np.expm1(-hi[straddle] / t))
+        out[..., straddle] = both
     return out
+
+
+def exp_bin_integrals(t: float, edges: np.ndarray | None = None, offset_s: float = 0.0) -> np.ndarray:
+    """Integral over each bin of exp(-|tau - offset_s|/t) dtau, in s (t, offset_s in s; edges default: the histogram's).
+
+    `offset_s` is the histogram's zero-delay offset: the emitter's tau = 0 lies at delay offset_s.
+    Each same-sign bin is t exp(-|near edge|/t) (1 - exp(-width/t)), written with expm1 so that far
+    bins of a short t keep their full relative precision; a bin straddling 0 is the sum of its two
+    halves. t may also be an array: the result is then t.shape + (bins,).
+    """
+    e = (_EDGES_S if edges is None else np.asarray(edges, dtype=float)) - float(offset_s)
+    return _exp_integrals(t, e[:-1], e[1:])
 
 
 def exp_bin_integrals_dt(t: float, edges: np.ndarray | None = None) -> np.ndarray:
@@ -99,10 +107,19 @@ def exp_bin_integrals_dt(t: float, edges: np.ndarray | None = None) -> np.ndarra
     return out
 
 
-def kernel_bin_averages(shape: EmitterShape) -> np.ndarray:
-    """v_k = (1/D) * integral over bin k of K(tau) dtau, shape (N_BINS,); equals d c_k / d g0."""
-    return ((1.0 + shape.a) * exp_bin_integrals(shape.t1)
-            - shape.a * exp_bin_integrals(shape.t2)) / BIN_WIDTH_S
+def kernel_bin_averages(shape: EmitterShape, offset_s: float = 0.0) -> np.ndarray:
+    """v_k = (1/D) * integral over bin k of K(tau - offset_s) dtau, shape (N_BINS,); equals d c_k / d g0
+    (offset_s: the histogram's zero-delay offset in s)."""
+    return shape_kernels(shape.t1, shape.t2, shape.a, offset_s)[0]
+
+
+def shape_kernels(t1, t2, a, offset_s: float = 0.0) -> np.ndarray:
+    """Kernels v_pk of per-pixel shapes (t1, t2 in s, a; scalars or (P,) arrays), float (P, N_BINS)."""
+    t1, t2, a = np.broadcast_arrays(*(np.atleast_1d(np.asarray(x, dtype=float)) for x in (t1, t2, a)))
+    if not (np.all(np.isfinite(t1) & (t1 > 0)) and np.all(np.isfinite(t2) & (t2 > 0)) and np.all(np.isfinite(a))):
+        raise ValueError("shape_kernels: t1, t2 must be positive finite times in s and a finite")
+    return ((1.0 + a)[:, None] * exp_bin_integrals(t1, offset_s=offset_s)
+            - a[:, None] * exp_bin_integrals(t2, offset_s=offset_s)) / BIN_WIDTH_S
 
 
 def bin_widths() -> np.ndarray:
@@ -148,7 +165,58 @@ def expected_histogram(shape: EmitterShape, g0: float | np.ndarray, base: float 
     return np.asarray(base, dtype=float)[..., None] * bin_integrals(shape, g0)
 
 
+HISTOGRAM_MODELS = ("allpairs", "startstop")
+"""The histogram modes a `PixelModels` describes (docs/physics.md section 1.2)."""
+
+
+@dataclass(frozen=True)
+class PixelModels:
+    """The one per-pixel model every g2 estimator uses (docs/physics.md sections 1.2 and 1.6):
+
+        expected counts in bin k of pixel p = base_p * weight_pk * (w_k - (1 - g0_p) * kernel_pk)
+
+    base: (P,) counts per bin of uncorrelated light where weight = 1 (allpairs: n_A n_B D / T); NaN:
+    unknown (fitted with g0); <= 0: the singles are known and give no normalization.
+    kernel: (P, N_BINS) v_pk, the bin-averaged antibunching kernel of each pixel's shape.
+    weight: (P, N_BINS) the start-stop survival averaged over each bin; ones for allpairs.
+    mode: "allpairs" or "startstop".
+    """
+
+    base: np.ndarray
+    kernel: np.ndarray
+    weight: np.ndarray
+    mode: str = "allpairs"
+
+    def __post_init__(self) -> None:
+        if self.mode not in HISTOGRAM_MODELS:
+            raise ValueError(f"PixelModels.mode must be one of {HISTOGRAM_MODELS}, got {self.mode!r}")
+        P = self.base.shape[0] if self.base.ndim == 1 else -1
+        if P < 0 or self.kernel.shape != (P, N_BINS) or self.weight.shape != (P, N_BINS):
+            raise ValueError(f"PixelModels: base (P,), kernel and weight (P, {N_BINS}); got {self.base.shape}, "
+                             f"{self.kernel.shape}, {self.weight.shape}")
+
+    def __len__(self) -> int:
+        return int(self.base.shape[0])
+
+    def take(self, rows) -> PixelModels:
+        """The models of some pixels (an index array or a boolean mask over the P pixels)."""
+        return PixelModels(self.base[rows], self.kernel[rows], self.weight[rows], self.mode)
+
+
+def pixel_models(base, kernel, weight=None, mode: str = "allpairs", n_pixels: int | None = None) -> PixelModels:
+    """`PixelModels` from a base (scalar or (P,), counts per bin; None: all unknown), a kernel ((N_BINS,) or
+    (P, N_BINS)) and a weight ((N_BINS,), (P, N_BINS) or None: ones); P from n_pixels or the arrays."""
+    shapes = [np.shape(x)[:1] for x, d in ((base, 1), (kernel, 2), (weight, 2))
+              if x is not None and np.ndim(x) == d]
+    P = n_pixels if n_pixels is not None else (shapes[0][0] if shapes else 1)
+    b = np.full(P, np.nan) if base is None else np.broadcast_to(np.asarray(base, dtype=float), (P,)).copy()
+    v = np.broadcast_to(np.asarray(kernel, dtype=float), (P, N_BINS)).copy()
+    w = np.ones((P, N_BINS)) if weight is None else np.broadcast_to(np.asarray(weight, dtype=float), (P, N_BINS)).copy()
+    return PixelModels(b, v, w, mode)
+
+
 __all__ = [
+    "HISTOGRAM_MODELS", "PixelModels", "pixel_models", "shape_kernels",
     "N_BINS", "EmitterShape", "NV_DEFAULT_SHAPE", "g2_model", "exp_bin_integrals", "exp_bin_integrals_dt",
     "kernel_bin_averages", "bin_widths", "bin_integrals", "bin_integrals_dg0",
     "singles_base", "pixel_base", "expected_histogram",
