@@ -342,3 +342,110 @@ def test_module_entry_point_and_host_imports_only_rt_kernels(tmp_path):
                         str(tmp_path / "nope.npz"), "-o", str(tmp_path / "h2.npz")], capture_output=True, text=True, check=False)
     one_line_error(r.returncode, r.stderr, "nope.npz", "no such file")
     np.testing.assert_array_equal(np.load(tmp_path / "h.npz")["hist"], histogram_tags(t_a, t_b)[0])
+
+
+# ---------------------------------------------------------------------------- how a histogram was acquired
+
+
+def histogram_file(tmp_path, name, *args, tags=None):
+    """`g2 histogram` on TAGS (default: poisson_tags) with extra arguments: the loaded OUT and stdout."""
+    t_a, t_b = poisson_tags(3) if tags is None else tags
+    if not (tmp_path / "tags.npz").exists():
+        np.savez(tmp_path / "tags.npz", t_a=t_a, t_b=t_b)
+    code, out, err = run(["g2", "histogram", str(tmp_path / "tags.npz"), "-o", str(tmp_path / name), *args])
+    assert code == 0, err
+    return dict(np.load(tmp_path / name)), out
+
+
+def test_histogram_writes_t_acq_mode_dead_time_delay_and_accepted_starts(tmp_path):
+    from nvscope.rt.kernels.binning import tag_histogram
+
+    t_a, t_b = poisson_tags(3)
+    span = (max(t_a[-1], t_b[-1]) - min(t_a[0], t_b[0])) * 1e-12
+    z, out = histogram_file(tmp_path, "a.npz")
+    assert float(z["t_acq"]) == pytest.approx(span, rel=1e-12) and "the tags' span" in out
+    assert str(z["mode"]) == "allpairs" and int(z["n_starts"]) == -1 and int(z["delay_ps"]) == 0
+    z, out = histogram_file(tmp_path, "s.npz", "--mode", "startstop", "--tac-dead-ps", "30000",
+                            "--delay-ps", "-12000", "--t-acq", "0.0025")
+    ref = tag_histogram(t_a, t_b, "startstop", 30_000, -12_000)
+    np.testing.assert_array_equal(z["hist"], ref.hist)
+    np.testing.assert_array_equal(z["hist"], histogram_tags(t_a, t_b + 12_000, "startstop", 30_000)[0])
+    assert int(z["n_starts"]) == ref.n_starts and z["hist"].sum() <= ref.n_starts < t_a.size
+    assert (str(z["mode"]), int(z["tac_dead_ps"]), int(z["delay_ps"])) == ("startstop", 30_000, -12_000)
+    assert float(z["t_acq"]) == 0.0025 and "--t-acq" in out and f"{ref.n_starts} starts accepted" in out
+    np.savez(tmp_path / "tags.npz", t_a=t_a, t_b=t_b, t_acq=np.float64(0.003))  # a tags file that knows its time
+    z, out = histogram_file(tmp_path, "t.npz")
+    assert float(z["t_acq"]) == 0.003 and "t_acq of the tags file" in out
+
+
+def test_estimate_passes_how_the_histograms_were_acquired(tmp_path, monkeypatch):
+    """What `_run_method` gets from a `g2 histogram` file and from files with one value per row or none."""
+    from nvscope.host.srm import g2_cli
+
+    seen = []
+
+    def fake_run_method(estimator, d):
+        seen.append(d)
+        n = len(d["hist"])
+        return {"g2": np.full(n, 0.5), "g2_std": np.full(n, 0.1), "reason": np.full(n, ""),
+                "reason_code": np.zeros(n, np.int8), "min_events": np.int64(1)}
+
+    monkeypatch.setattr(g2_cli, "_run_method", fake_run_method)
+    z, _ = histogram_file(tmp_path, "s.npz", "--mode", "startstop", "--tac-dead-ps", "25000")
+    code, _, err = run(["g2", "estimate", str(tmp_path / "s.npz"), "-o", str(tmp_path / "e.npz")])
+    assert code == 0, err
+    d = seen[-1]
+    assert d["mode"] == "startstop" and d["tac_dead_s"] == pytest.approx(25e-9)
+    np.testing.assert_array_equal(d["n_starts"], [int(z["n_starts"])])
+    np.testing.assert_array_equal(d["t_acq"], [float(z["t_acq"])])
+    np.testing.assert_array_equal(d["n_a"], [int(z["n_a"])])
+    e = np.load(tmp_path / "e.npz")
+    assert str(e["mode"]) == "startstop" and list(e["tac_dead_ps"]) == [25_000]
+    assert list(e["n_starts"]) == [int(z["n_starts"])]
+
+    h = simulated(p=3, events=300)
+    np.savez(tmp_path / "plain.npz", **h)  # no acquisition keys: allpairs, as before
+    assert run(["g2", "estimate", str(tmp_path / "plain.npz"), "-o", str(tmp_path / "e.npz")])[0] == 0
+    assert (seen[-1]["mode"], seen[-1]["tac_dead_s"], seen[-1]["n_starts"]) == ("allpairs", 0.0, None)
+    assert list(np.load(tmp_path / "e.npz")["n_starts"]) == [-1] * 3
+    starts = h["hist"].sum(1) + np.array([5, 0, 9])
+    np.savez(tmp_path / "rows.npz", **h, mode=np.array(["startstop"] * 3), tac_dead_ps=np.array([0, 1e3, 2e3]),
+             n_starts=starts)
+    assert run(["g2", "estimate", str(tmp_path / "rows.npz"), "-o", str(tmp_path / "e.npz")])[0] == 0
+    np.testing.assert_allclose(seen[-1]["tac_dead_s"], [0, 1e-9, 2e-9])
+    np.testing.assert_array_equal(seen[-1]["n_starts"], starts)
+
+
+def test_acquisition_bad_inputs(tmp_path):
+    h = simulated(p=3, events=300)
+    ev = h["hist"].sum(1)
+    cases = {
+        "mode.npz": ({**h, "mode": "bogus"}, "`mode` must be allpairs or startstop, got 'bogus'"),
+        "mode_num.npz": ({**h, "mode": np.int64(1)}, "`mode` must be text"),
+        "mixed.npz": ({**h, "mode": np.array(["allpairs", "startstop", "allpairs"])}, "mixes allpairs and startstop"),
+        "mode_len.npz": ({**h, "mode": np.array(["startstop"] * 2)}, "`mode` must be one value or one per row"),
+        "dead.npz": ({**h, "mode": "startstop", "tac_dead_ps": np.int64(-5)}, "`tac_dead_ps` must be finite and >= 0"),
+        "starts_low.npz": ({**h, "mode": "startstop", "n_starts": ev - np.array([0, 1, 0])},
+                           "`n_starts` is below the events at 1 rows (row 1"),
+        "starts_neg.npz": ({**h, "mode": "startstop", "n_starts": np.int64(-2)}, "`n_starts` must be >= 0"),
+        "starts_na.npz": ({**h, "mode": "startstop", "n_starts": h["n_a"].astype(np.int64) + 1},
+                          "`n_starts` exceeds `n_a`"),
+        "starts_ap.npz": ({**h, "n_starts": ev}, "mode` is allpairs"),
+    }
+    out = tmp_path / "o.npz"
+    for name, (content, words) in cases.items():
+        path = write_case(tmp_path / name, content)
+        code, _, err = run(["g2", "estimate", str(path), "-o", str(out)])
+        one_line_error(code, err, "nvscope g2 estimate", name, words)
+    t_a, t_b = poisson_tags(4, t=1e-4)
+    np.savez(tmp_path / "tags.npz", t_a=t_a, t_b=t_b)
+    np.savez(tmp_path / "one.npz", t_a=t_a[:1], t_b=t_b[:0])
+    np.savez(tmp_path / "bad_tacq.npz", t_a=t_a, t_b=t_b, t_acq=np.float64(-1.0))
+    for path, args, words in [("tags.npz", ["--delay-ps", "250001"], "--delay-ps"),
+                              ("tags.npz", ["--t-acq", "0"], "--t-acq"),
+                              ("tags.npz", ["--t-acq", "nan"], "--t-acq"),
+                              ("one.npz", [], "give --t-acq"),
+                              ("bad_tacq.npz", [], "`t_acq` must be a finite time > 0 s")]:
+        code, _, err = run(["g2", "histogram", str(tmp_path / path), "-o", str(out), *args])
+        one_line_error(code, err, "nvscope g2 histogram", words)
+    assert not out.exists()
