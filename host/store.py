@@ -17,6 +17,7 @@ from typing import ClassVar
 import h5py
 import numpy as np
 
+from nvscope.proto.histogram import HISTOGRAM_MODES, N_BINS, bin_edges_s
 from nvscope.proto.messages import Coherence, Deer, Lock, Message, Notice, Pixel, RunEnd, RunStart
 from nvscope.proto.records import record_fields
 from nvscope.proto.version import software_version
@@ -31,6 +32,29 @@ PIXEL_G2_FIELDS: dict[str, str] = {"g2": "<f8", "g2_std": "<f8", "g2_reason": "|
 code where they are NaN (table in the `g2_reasons` attribute) and the seconds from the pixel's
 arrival to its g2's writing (NaN: estimated by a later host after a restart). Written after the
 pixels are acknowledged, so they may lag /pixels/seq by the last batch until the next one."""
+
+PIXEL_UNITS: dict[str, str] = {
+    "seq": "1", "index": "1", "ix": "1", "iy": "1", "position": "m", "dwell_s": "s", "n_a": "counts",
+    "n_b": "counts", "n_events": "counts", "hist": "counts", "lost_tags": "counts", "tac_dead_s": "s",
+    "n_starts": "counts", "g2": "1", "g2_std": "1", "g2_reason": "1", "g2_latency_s": "s"}
+"""The `units` attribute of each numeric dataset under /pixels ("1": a number without unit, an index or
+a code; text columns have none). A numeric pixel field missing here gets its unit from its name's
+suffix (`_s`, `_m`, `_hz`, `_cps`) or the tests fail."""
+
+UNIT_SUFFIXES: dict[str, str] = {"_s": "s", "_m": "m", "_hz": "Hz", "_cps": "counts/s"}
+"""The unit a dataset's name says by its suffix (any table, and the run-end maps)."""
+
+HISTOGRAM_ATTRS: dict[str, object] = {"histogram_mode": "allpairs", "tac_dead_s": 0.0, "delay_a_s": 0.0,
+                                      "delay_b_s": 0.0}
+"""How `pixels/hist` is acquired, copied as file attributes from the run's config `scan` table (these
+defaults where it has none): the mode, the converter's dead time (s) and each detector's delay (s;
+the rig bins tau = (t_B - delay_b_s) - (t_A - delay_a_s)). Each pixel row also carries its own
+`histogram_mode`, `tac_dead_s` and `n_starts`."""
+
+DELAY_EDGES = "delay_edges_s"
+DELAY_CENTRES = "delay_s"
+"""The delay axis of `pixels/hist` (s): its N_BINS + 1 bin edges and N_BINS centres, named by the
+histogram's `delay_edges` and `delay_centres` attributes."""
 
 COHERENCE_FIELDS: dict[str, tuple[str, tuple[int, ...]]] = record_fields(Coherence)
 """Per-curve datasets under /coherence, derived from `Coherence`: scalars, and the curves (t, C, sigma)
@@ -89,6 +113,7 @@ class RunStore:
         for group, kind in cls.tables.items():
             _create_table(f.create_group(group), kind)
         _prepare_pixel_g2(f, g2_attrs or {})
+        _prepare_histogram_axis(f)
         f.swmr_mode = True
         f.flush()
         return cls(path, f)
@@ -112,6 +137,7 @@ class RunStore:
             if "duplicates" not in f:
                 f.create_dataset("duplicates", data=np.zeros(1, dtype="<i8"))
             _prepare_pixel_g2(f, g2_attrs or {})  # SWMR allows no new dataset or attribute after this
+            _prepare_histogram_axis(f)
             f.swmr_mode = True
         return store
 
@@ -207,7 +233,10 @@ class RunStore:
             for name, arr in results.items():
                 if name in f:
                     del f[name]
-                f.create_dataset(name, data=arr)
+                ds = f.create_dataset(name, data=arr)
+                unit = unit_of(name)
+                if unit is not None:
+                    ds.attrs["units"] = unit
         fd = os.open(self.path, os.O_RDONLY)  # the results and exit status reach the disk before the ack
         try:
             os.fsync(fd)
@@ -222,16 +251,65 @@ class RunStore:
             self.f.close()
 
 
+def unit_of(name: str, table: str = "") -> str | None:
+    """The `units` attribute of dataset `name` (its last path part) of `table` ("pixels": PIXEL_UNITS
+    first), from its name's suffix otherwise; None when neither says."""
+    leaf = name.rsplit("/", 1)[-1]
+    if table == "pixels" and leaf in PIXEL_UNITS:
+        return PIXEL_UNITS[leaf]
+    return next((u for suffix, u in UNIT_SUFFIXES.items() if leaf.endswith(suffix)), None)
+
+
+def _set_units(ds: h5py.Dataset, table: str) -> None:
+    unit = unit_of(ds.name, table)
+    if unit is not None and ds.dtype.kind in "iuf" and "units" not in ds.attrs:
+        ds.attrs["units"] = unit
+
+
 def _create_table(g: h5py.Group, kind: type[Message]) -> None:
-    """One empty, growable dataset per column of `kind`'s rows (`record_fields`)."""
+    """One empty, growable dataset per column of `kind`'s rows (`record_fields`), with its `units`."""
+    table = g.name.lstrip("/")
     for name, (dtype, row) in record_fields(kind).items():
         if row == (-1,):  # a row of any width, NaN-padded
-            g.create_dataset(name, shape=(0, CURVE_CHUNK[1]), maxshape=(None, None), dtype=dtype,
-                             chunks=CURVE_CHUNK, fillvalue=np.nan)
+            ds = g.create_dataset(name, shape=(0, CURVE_CHUNK[1]), maxshape=(None, None), dtype=dtype,
+                                  chunks=CURVE_CHUNK, fillvalue=np.nan)
         else:
             chunk_rows = max(1, min(256, 65536 // (np.dtype(dtype).itemsize * int(np.prod(row)))))
-            g.create_dataset(name, shape=(0, *row), maxshape=(None, *row), dtype=dtype,
-                             chunks=(chunk_rows, *row))
+            ds = g.create_dataset(name, shape=(0, *row), maxshape=(None, *row), dtype=dtype,
+                                  chunks=(chunk_rows, *row))
+        _set_units(ds, table)
+
+
+def _prepare_histogram_axis(f: h5py.File) -> None:
+    """The delay axis of `pixels/hist` and how it is acquired (HISTOGRAM_ATTRS from the config's `scan`
+    table), and `units` on every numeric pixel column, where the file lacks them (before SWMR starts)."""
+    try:
+        scan = json.loads(f.attrs.get("config", "{}")).get("scan") or {}
+    except (ValueError, AttributeError):  # a config that is not a JSON table: the defaults
+        scan = {}
+    for key, default in HISTOGRAM_ATTRS.items():
+        if key not in f.attrs:
+            value = scan.get(key, default) if isinstance(scan, dict) else default
+            f.attrs[key] = str(value) if key == "histogram_mode" else float(value)
+    if f.attrs["histogram_mode"] not in HISTOGRAM_MODES:
+        log.warning("%s: the config's histogram_mode %r is none of %s", f.filename, f.attrs["histogram_mode"],
+                    HISTOGRAM_MODES)
+    edges = bin_edges_s()
+    if DELAY_EDGES not in f:
+        ds = f.create_dataset(DELAY_EDGES, data=edges)
+        ds.attrs["units"] = "s"
+        ds.attrs["description"] = (f"the {N_BINS + 1} bin edges of pixels/hist's delay axis, "
+                                   "tau = (t_B - delay_b_s) - (t_A - delay_a_s)")
+    if DELAY_CENTRES not in f:
+        ds = f.create_dataset(DELAY_CENTRES, data=(edges[:-1] + edges[1:]) / 2)
+        ds.attrs["units"] = "s"
+        ds.attrs["description"] = f"the {N_BINS} bin centres of pixels/hist's delay axis"
+    hist = f["pixels/hist"]  # named, not attached as a dimension scale: `recover` copies by name, not by reference
+    hist.attrs.setdefault("axes", "pixel, delay")
+    hist.attrs.setdefault("delay_edges", f"/{DELAY_EDGES}")
+    hist.attrs.setdefault("delay_centres", f"/{DELAY_CENTRES}")
+    for name in f["pixels"]:
+        _set_units(f["pixels"][name], "pixels")
 
 
 def _append_rows(columns: dict[str, h5py.Dataset], msgs: list[Message],
@@ -262,7 +340,8 @@ def _prepare_pixel_g2(f: h5py.File, attrs: dict[str, object]) -> None:
     for name, dtype in PIXEL_G2_FIELDS.items():
         if name not in g:
             fill = 0 if np.dtype(dtype).kind == "i" else np.nan
-            g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1024,), fillvalue=fill)
+            ds = g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1024,), fillvalue=fill)
+            _set_units(ds, "pixels")
     for key, value in attrs.items():
         old = f.attrs.get(key)
         if isinstance(value, str) and isinstance(old, str) and old and old != value and g["g2"].shape[0]:

@@ -11,8 +11,9 @@ import h5py
 import numpy as np
 import pytest
 
-from nvscope.host.store import RunStore, read_coherence, read_deer, read_lock, read_pixels, run_path
-from nvscope.proto.messages import Array, Coherence, Deer, Lock, Notice, Pixel, RunStart
+from nvscope.host.store import RunStore, read_coherence, read_deer, read_lock, read_pixels, recover, run_path
+from nvscope.proto.histogram import bin_edges_s
+from nvscope.proto.messages import Array, Coherence, Deer, Lock, Notice, Pixel, RunEnd, RunStart
 
 
 def _pixel(seq: int, kind=Pixel, **extra) -> Pixel:
@@ -49,6 +50,10 @@ def test_every_pixel_field_lands_in_the_file_with_its_dtype(new_store):
         for name in names:
             values = [np.asarray(getattr(m, name)) for m in msgs]
             ds = f["pixels"][name]
+            if values[0].dtype.kind == "U":  # text: UTF-8 bytes in a fixed-width column
+                assert ds.dtype == np.dtype("S256") and ds.shape == (2,), name
+                assert [v.decode() for v in ds[()]] == [str(v) for v in values], name
+                continue
             assert ds.dtype == values[0].dtype, name  # int -> int64, float -> float64, arrays as declared
             assert ds.shape == (2, *values[0].shape), name
             assert np.array_equal(ds[()], np.stack(values)), name
@@ -220,3 +225,76 @@ def test_a_batch_that_cannot_be_written_leaves_nothing_of_itself_and_is_written_
     RunStore.flush(store)  # space is back: the same batch is written whole
     assert store.f["pixels/seq"][()].tolist() == [2, 3] and store.f["gaps"][()].tolist() == [[1, 1]]
     assert store.f["stored_seq"][0] == 3
+
+
+# --- the histogram's axis, how it was acquired, units ------------------------------------------------
+
+
+def test_the_histogram_has_its_delay_axis_acquisition_and_units(tmp_path):
+    from nvscope.host.store import unit_of
+    from nvscope.proto.histogram import N_BINS, bin_edges_s
+    from nvscope.proto.records import record_fields
+
+    scan = {"histogram_mode": "startstop", "tac_dead_s": 2.2e-8, "delay_a_s": 1.5e-9, "delay_b_s": -3e-9, "nx": 2}
+    start = RunStart(run_id="run", seq=0, n_pixels=3, grid_shape=np.array([1, 3]), config={"scan": scan})
+    store = RunStore.create(run_path(tmp_path, "run"), start)
+    try:
+        store.add(start)
+        store.add(_pixel(1, histogram_mode="startstop", tac_dead_s=2.2e-8, n_starts=150))
+        store.flush()
+        with h5py.File(store.path, "r", libver="latest", swmr=True) as f:  # a reader while the run streams
+            assert f.attrs["histogram_mode"] == "startstop"
+            for key in ("tac_dead_s", "delay_a_s", "delay_b_s"):
+                assert f.attrs[key] == scan[key], key
+            edges = f["delay_edges_s"]
+            assert np.array_equal(edges[()], bin_edges_s()) and edges.attrs["units"] == "s"
+            assert edges.shape == (N_BINS + 1,) and edges[0] == -250e-9 and abs(edges[-1] - 250e-9) < 1e-21
+            hist = f["pixels/hist"]
+            centres = f[hist.attrs["delay_centres"]]
+            assert centres.name == "/delay_s" and centres.attrs["units"] == "s" and centres.shape == (N_BINS,)
+            assert np.allclose(centres[()], (edges[1:] + edges[:-1]) / 2, rtol=0, atol=1e-21)
+            assert f[hist.attrs["delay_edges"]] == edges and hist.attrs["axes"] == "pixel, delay"
+            numeric = [n for n, (dtype, _) in record_fields(Pixel).items() if np.dtype(dtype).kind in "iuf"]
+            for name in numeric + ["g2", "g2_std", "g2_reason", "g2_latency_s"]:
+                assert f["pixels"][name].attrs["units"] == unit_of(name, "pixels") is not None, name
+            assert f["pixels/position"].attrs["units"] == "m" and f["pixels/dwell_s"].attrs["units"] == "s"
+            assert f["pixels/hist"].attrs["units"] == "counts" and f["pixels/tac_dead_s"].attrs["units"] == "s"
+            assert "units" not in f["pixels/histogram_mode"].attrs  # text
+            assert f["pixels/n_starts"][()].tolist() == [150]
+        store.finalize(RunEnd(run_id="run", seq=2, exit_status="completed", n_pixels=1),
+                       {"maps/pl_cps": np.ones((1, 3)), "maps/dwell_s": np.ones((1, 3)), "maps/g2": np.ones((1, 3))},
+                       {})
+        f = store.f
+        assert f["maps/pl_cps"].attrs["units"] == "counts/s" and f["maps/dwell_s"].attrs["units"] == "s"
+        assert "units" not in f["maps/g2"].attrs
+        assert f.attrs["histogram_mode"] == "startstop"
+    finally:
+        store.close()
+
+
+def test_a_run_without_scan_config_and_an_older_or_recovered_file_get_the_defaults(new_store):
+    store = new_store()  # run_start without a config: the defaults
+    store.add(_pixel(1))
+    store.flush()
+    assert store.f.attrs["histogram_mode"] == "allpairs" and store.f.attrs["delay_b_s"] == 0.0
+    store.close()
+    with h5py.File(store.path, "r+", libver="latest") as f:  # as an older host wrote it
+        for key in ("histogram_mode", "tac_dead_s", "delay_a_s", "delay_b_s"):
+            del f.attrs[key]
+        f.attrs["config"] = '{"scan": {"histogram_mode": "startstop", "tac_dead_s": 1e-8}}'
+        del f["pixels/n_a"].attrs["units"]
+        del f["delay_s"], f["delay_edges_s"]
+    again = RunStore.reopen(store.path)
+    try:
+        again.add(_pixel(2))
+        again.flush()
+        f = again.f
+        assert (f.attrs["histogram_mode"], f.attrs["tac_dead_s"], f.attrs["delay_a_s"]) == ("startstop", 1e-8, 0.0)
+        assert f["delay_edges_s"].shape == (216,) and f[f["pixels/hist"].attrs["delay_centres"]].shape == (215,)
+        assert f["pixels/n_a"].attrs["units"] == "counts" and f["pixels/seq"][()].tolist() == [1, 2]
+    finally:
+        again.close()
+    recover(store.path)  # a rewritten file keeps the axis and its attributes
+    with h5py.File(store.path, "r") as f:
+        assert np.array_equal(f[f["pixels/hist"].attrs["delay_edges"]][()], bin_edges_s())
+        assert f.attrs["histogram_mode"] == "startstop" and f["pixels/hist"].attrs["units"] == "counts"
