@@ -4,11 +4,15 @@
     python -m nvscope.models.g2.train_cnn --arch paper --out ref.onnx           # the paper-size reference
 
 Simulates (or reads from --data) histograms of random emitters (`training_data`), splits them by
-emitter into train / validation / test (80 / 10 / 10 %), computes `features.cnn_inputs` with the
-singles dropped for a fraction of the rows (so the network also serves histograms without them),
-trains by Gaussian NLL with Adam, keeps the weights of the best validation loss, and writes the
-ONNX file with the training ranges, the architecture, the features version, the nvscope version
-and the git commit in its metadata.
+emitter into train / validation / test (80 / 10 / 10 %), computes `features.cnn_inputs` with each
+window's own context kernel (the local shape the host gives its pixel) and the singles dropped for a
+fraction of the rows (so the network also serves histograms without them), trains by Gaussian NLL
+with Adam and keeps the weights of the best validation loss. Then it compares the network with the
+Poisson MLE (same per-pixel kernels, singles known) on the validation emitters, band by band in
+events (EVENT_BANDS), and records from how many events on the MLE is at least as good
+("mle_above_events": the host sends those pixels to the MLE). The ONNX file records that, the
+per-band validation RMSEs, the training ranges (events, g2(0), t1, PL rate), the architecture, the
+features version, the nvscope version and the git commit in its metadata.
 """
 
 from __future__ import annotations
@@ -29,13 +33,17 @@ from nvscope.proto.version import git_commit, software_version
 
 from .cnn import PAPER_ARCH, SHIPPED_ARCH, CnnArch, G2Net, forward_flops, gaussian_nll
 from .features import FEATURES_VERSION, MODEL_FORMAT, N_CHANNELS, N_SCALARS, cnn_inputs
-from .model import EmitterShape, kernel_bin_averages, pixel_base
-from .training_data import EVENTS_PER_EMITTER, G2_RANGE, N_RANGE, T1_RANGE_S, simulate_dataset, split_by_emitter
+from .estimation import estimate_pixels
+from .mle import MleEstimator
+from .model import pixel_base, pixel_models, shape_kernels
+from .training_data import G2_RANGE, MAX_WINDOW_EVENTS, N_RANGE, T1_RANGE_S, simulate_dataset, split_by_emitter
 
 NO_SINGLES_FRACTION = 0.3
 """Fraction of training rows whose singles are hidden (base unknown)."""
 MIN_TRAIN_EVENTS = 10
 """Rows with fewer events are left out of training (the host does not estimate below 20)."""
+EVENT_BANDS = (20, 200, 1000, 3000, 20_000, 100_000)
+"""Edges of the event bands (events per histogram) in which the network and the MLE are compared."""
 
 
 @dataclass(frozen=True)
@@ -54,16 +62,61 @@ class TrainConfig:
 
 
 def dataset_inputs(data: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
-    """Network inputs and targets of simulated rows (rows with too few events left out)."""
-    keep = data["hist"].sum(axis=1) >= MIN_TRAIN_EVENTS
-    d = {k: v[keep] for k, v in data.items()}
-    base = pixel_base(d["n_a"], d["n_b"], d["t_acq"], len(d["hist"]))
+    """Network inputs and targets of simulated rows (rows with too few events left out), each with the
+    kernel of its own context shape; `row`: each input's row in `data`."""
+    row = np.flatnonzero(data["hist"].sum(axis=1) >= MIN_TRAIN_EVENTS)
+    base = pixel_base(data["n_a"][row], data["n_b"][row], data["t_acq"][row], row.size)
     hide = np.random.default_rng(seed).uniform(size=base.size) < NO_SINGLES_FRACTION
     base = np.where(hide, np.nan, base)
-    contexts, which = np.unique(d["context"], axis=0, return_inverse=True)  # one per emitter
-    kernels = np.stack([kernel_bin_averages(EmitterShape(*c)) for c in contexts])
-    x, s = cnn_inputs(d["hist"], kernels[which.ravel()], base)
-    return {"x": x, "s": s, "y": d["g2_true"].astype(np.float32), "emitter": d["emitter"]}
+    x, s = cnn_inputs(data["hist"][row], context_kernels(data["context"][row]), base)
+    return {"x": x, "s": s, "y": data["g2_true"][row].astype(np.float32), "emitter": data["emitter"][row], "row": row}
+
+
+def context_kernels(context: np.ndarray) -> np.ndarray:
+    """Kernels (P, N_BINS) of context shapes (P, 3) of (t1 s, t2 s, a)."""
+    c = np.asarray(context, dtype=float).reshape(-1, 3)
+    return shape_kernels(c[:, 0], c[:, 1], c[:, 2])
+
+
+def pl_rates(data: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """PL rate (n_A + n_B) / T in counts/s of some rows."""
+    return (data["n_a"][rows] + data["n_b"][rows]) / data["t_acq"][rows]
+
+
+def band_rmse(net: G2Net, data: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, list]:
+    """RMSE of g2(0) of the network and of the Poisson MLE per event band (EVENT_BANDS) over some rows of
+    `data`, both with the singles known and each row's context kernel; rows where either gives no
+    estimate are left out. Returns {"bands", "rows", "cnn", "mle"} (NaN: an empty band)."""
+    hist = data["hist"][rows]
+    kernel = context_kernels(data["context"][rows])
+    base = pixel_base(data["n_a"][rows], data["n_b"][rows], data["t_acq"][rows], rows.size)
+    x, s = cnn_inputs(hist, kernel, base)
+    net.eval()
+    with torch.no_grad():
+        g_cnn = net(torch.from_numpy(x), torch.from_numpy(s))[0].numpy().astype(float)
+    g_mle = estimate_pixels(MleEstimator(), hist, pixel_models(base, kernel), require_base=True).g2
+    n = hist.sum(axis=1)
+    truth = data["g2_true"][rows]
+    out = {"bands": [list(b) for b in zip(EVENT_BANDS[:-1], EVENT_BANDS[1:])], "rows": [], "cnn": [], "mle": []}
+    for lo, hi in out["bands"]:
+        at = (n >= lo) & (n < hi) & np.isfinite(g_cnn) & np.isfinite(g_mle)
+        out["rows"].append(int(at.sum()))
+        for name, g in (("cnn", g_cnn), ("mle", g_mle)):
+            out[name].append(float(np.sqrt(np.mean((g[at] - truth[at]) ** 2))) if at.any() else float("nan"))
+    return out
+
+
+def mle_above_events(rmse: dict[str, list]) -> int:
+    """The lowest band edge from which the MLE's RMSE is at most the network's in every band above
+    (empty bands do not count); the top edge when the network is better in the top band."""
+    edge = EVENT_BANDS[-1]
+    for (lo, _), c, m in reversed(list(zip(rmse["bands"], rmse["cnn"], rmse["mle"]))):
+        if np.isnan(c) or np.isnan(m):
+            continue
+        if m > c:
+            break
+        edge = lo
+    return int(edge)
 
 
 def _tensors(d: dict[str, np.ndarray], idx: np.ndarray) -> tuple[torch.Tensor, ...]:
@@ -169,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, help="npz of simulated histograms: read if it exists, else written")
     p.add_argument("--emitters", type=int, default=800)
     p.add_argument("--windows", type=int, default=80, help="histograms cut from each emitter's stream")
-    p.add_argument("--events", type=int, default=EVENTS_PER_EMITTER, help="all-pairs events simulated per emitter")
+    p.add_argument("--events", type=int, default=MAX_WINDOW_EVENTS, help="most expected events of one window")
     p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
@@ -202,13 +255,23 @@ def main(argv: list[str] | None = None) -> int:
         m, sd = net(xs, ss)
     rmse = float(torch.sqrt(((m - ys) ** 2).mean()))
     test_nll = evaluate(net, xs, ss, ys)
+    # Where the MLE takes over: judged on the validation emitters only (the test set stays unseen).
+    val_rmse = band_rmse(net, data, d["row"][val_idx])
+    mle_above = mle_above_events(val_rmse)
+    pl = pl_rates(data, d["row"][train_idx])
+    rate_range = [float(f"{pl.min():.3g}"), float(f"{pl.max():.3g}")]
     t_total = time.perf_counter() - t0
     print(f"test (held-out emitters): NLL {test_nll:+.4f}, RMSE {rmse:.4f} over all N; "
           f"total {t_total:.0f} s (simulation {t_sim:.0f} s)")
+    print("validation RMSE by events:  band           rows     cnn      mle")
+    for (lo, hi), n, c, m in zip(val_rmse["bands"], val_rmse["rows"], val_rmse["cnn"], val_rmse["mle"]):
+        print(f"                            {lo:6d}-{hi:<7d} {n:6d}  {c:7.4f}  {m:7.4f}")
+    print(f"mle_above_events {mle_above}; PL rates of training {rate_range[0]:.3g}-{rate_range[1]:.3g} counts/s")
     meta = model_metadata(arch, {
         "train_rows": int(train_idx.size), "train_emitters": int(np.unique(d["emitter"][train_idx]).size),
         "epochs_run": len(result["history"]), "best_val_nll": result["best_val_nll"],
         "test_nll": test_nll, "seed": a.seed, "train_seconds": round(t_total),
+        "mle_above_events": mle_above, "rate_range_cps": rate_range, "val_rmse_by_events": val_rmse,
     })
     export_onnx(net, a.out, meta)
     if a.save_torch is not None:
