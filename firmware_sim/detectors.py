@@ -6,9 +6,10 @@ lost; the dead time is carried across reads), optional afterpulsing (after a cli
 probability `afterpulse_probability`, a spurious click at dead time + an exponential delay of
 mean `afterpulse_delay_s`; it is lost if the detector is dead then), Poisson dark counts, and a
 Gaussian timing jitter. The tag of a click at photon time c is c + latency + jitter, the jitter
-clipped to +-latency: the latency is a fixed electronic delay, the same on both channels (so
-tau = t_B - t_A is unchanged), that keeps every tag of a click inside the read in which the
-photon arrived or the next one. Tags are int64 ps.
+clipped to +-latency: the latency is a fixed cable and electronic delay of the channel. Equal on
+both channels it leaves tau = t_B - t_A unchanged; a difference is a channel delay that moves the
+histogram's zero delay by latency_B - latency_A (`SimTimeTagger.channel_delay_s`), as an unequal
+cable does on a real rig. Tags not yet due at the end of a read come in a later one. Tags are int64 ps.
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ class DetectorParams:
     """One single-photon detector: times in s, rates in 1/s, probabilities 0-1."""
 
     dead_time_s: float = 22e-9
+    """Non-paralyzable dead time after each click (s); an afterpulse comes after it."""
     jitter_fwhm_s: float = 35e-12
     dark_count_rate: float = 100.0
     afterpulse_probability: float = 0.0
     afterpulse_delay_s: float = 100e-9
+    """Mean of the exponential part of an afterpulse's delay (s): it comes dead_time_s + Exp(mean) after its click."""
     latency_s: float = 1e-9
+    """Cable and electronic delay of the channel (s): tag = click + latency + jitter."""
 
     def __post_init__(self) -> None:
         for name in ("dead_time_s", "jitter_fwhm_s", "dark_count_rate", "afterpulse_delay_s", "latency_s"):

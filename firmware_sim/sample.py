@@ -27,7 +27,7 @@ from .emitter import (
     RenewalStream,
     ThreeLevelRates,
     emission_rate,
-    g2_measured,
+    g2_parameters,
     photon_intervals,
     poisson_intervals,
     uniform_draws,
@@ -93,6 +93,79 @@ class Sample:
         """Detected photon rate of each emitter (counts/s, both detectors, before dead time) at (x, y) m."""
         return np.array([self.local_efficiency(e, x, y) * emission_rate(self.local_rates(e, x, y))
                          for e in self.emitters])
+
+
+def _afterpulse_average(tau: np.ndarray, t: float, dead: float, mean: float) -> np.ndarray:
+    """E[exp(-|tau + delta| / t)] over an afterpulse delay delta = dead + Exp(mean) (all in s).
+
+    With u0 = tau + dead and f(delta) = exp(-(delta - dead)/mean) / mean:
+      u0 >= 0: exp(-u0/t) t / (t + mean);
+      u0 < 0:  exp(u0/mean) t / (t + mean) + (-u0/mean) exp(u0/mean) phi(u0 k),
+               k = 1/t - 1/mean, phi(x) = (e^x - 1)/x (the part of delta where tau + delta < 0).
+    mean = 0: exp(-|u0|/t).
+    """
+    u0 = np.asarray(tau, dtype=float) + dead
+    if mean <= 0:
+        return np.exp(-np.abs(u0) / t)
+    ratio = t / (t + mean)
+    after = np.exp(-np.maximum(u0, 0.0) / t) * ratio
+    neg = np.minimum(u0, 0.0)
+    x = neg * (1.0 / t - 1.0 / mean)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        phi = np.where(x == 0.0, 1.0, np.expm1(x) / np.where(x == 0.0, 1.0, x))
+    before = np.exp(neg / mean) * (ratio + (-neg / mean) * phi)
+    return np.where(u0 >= 0, after, before)
+
+
+def measured_g2(tau_s: np.ndarray | float, signal_rates: np.ndarray, background_rate: float,
+                shapes: list[tuple[float, float, float]],
+                detectors: tuple[DetectorParams, DetectorParams], splitting_ratio: float = 0.5) -> np.ndarray:
+    """g2(tau) (tau in s) of an HBT histogram over its measured singles: emitters (signal rates S_i, 1/s
+    at the detectors, both together; shapes (a, t1, t2) in s), an uncorrelated background (1/s, both
+    together), a beam splitter sending `splitting_ratio` to A, and two detectors that may differ.
+
+    Derivation (docs/physics.md section 1.4; dead time neglected, see below). Detector X gets the
+    fraction p_X of the light (p_A = splitting_ratio, p_B = 1 - p_A) plus its dark counts d_X:
+    primary clicks at R_X = p_X (S + B) + d_X, S = sum_i S_i. Each click afterpulses with probability
+    P_X at delta = dead_X + Exp(mean_X) later, and afterpulses afterpulse too, so the singles are
+    r_X = R_X / (1 - P_X). The primary streams' cross-correlation is
+        G_p(tau) = R_A R_B + p_A p_B sum_i S_i^2 (g2_i(tau) - 1)
+    (independent emitters, each photon split independently). An afterpulse of A at t + delta pairs
+    with B's clicks as A's click at t did, at delay tau + delta; one of B at delay tau - delta:
+        G_AB(tau) = G_p(tau) + P_A E[G_p(tau + delta_A)] + P_B E[G_p(tau - delta_B)] + O(P^2).
+    Dividing by r_A r_B (the uncorrelated part R_A R_B (1 + P_A + P_B) is r_A r_B to this order) and
+    writing rho_Xi = p_X S_i / r_X, the signal fraction of emitter i among all of X's clicks
+    (background, dark counts and afterpulses included):
+        g2(tau) = 1 + sum_i rho_Ai rho_Bi [(g2_i(tau) - 1) + P_A E[g2_i(tau + delta_A) - 1]
+                                                         + P_B E[g2_i(tau - delta_B) - 1]]
+        g2(0)   = 1 - sum_i rho_Ai rho_Bi [1 - P_A E[g2_i(delta_A) - 1] - P_B E[g2_i(delta_B) - 1]],
+    each expectation in closed form (`_afterpulse_average`: g2_i - 1 = -(1 + a) e^{-|tau|/t1} + a e^{-|tau|/t2}).
+    Identical detectors without afterpulsing give 1 - sum_i (S_i / (S + B + 2 d))^2, the old formula;
+    unequal ones 1 - rho_A rho_B. Afterpulses are not uncorrelated light: their delta (>= the dead time)
+    falls where the emitter bunches (g2_i(delta) > 1), so they raise g2(0) by less than their share of
+    the singles would. Neglected: O(P^2) (about P^2 |g2_i - 1| <= 1e-3 at P = 3 %) and the dead time's
+    correlation with the partner's click, O(r_X dead_X) (2e-3 at 1e5 counts/s per detector).
+    """
+    s = np.asarray(signal_rates, dtype=float)
+    tau = np.asarray(tau_s, dtype=float)
+    p = (splitting_ratio, 1.0 - splitting_ratio)
+    light = float(s.sum()) + background_rate
+    singles = [(p[x] * light + detectors[x].dark_count_rate) / (1.0 - detectors[x].afterpulse_probability)
+               for x in (0, 1)]
+    g2 = np.ones_like(tau)
+    if singles[0] <= 0 or singles[1] <= 0:
+        return g2  # a detector that never clicks: no pairs, nothing is correlated
+    for s_i, (a, t1, t2) in zip(s, shapes, strict=True):
+        if not s_i > 0:
+            continue
+        corr = -(1.0 + a) * np.exp(-np.abs(tau) / t1) + a * np.exp(-np.abs(tau) / t2)
+        for x, sign in ((0, 1.0), (1, -1.0)):  # A's afterpulses pair at tau + delta, B's at tau - delta
+            d = detectors[x]
+            if d.afterpulse_probability > 0:
+                avg = [_afterpulse_average(sign * tau, t, d.dead_time_s, d.afterpulse_delay_s) for t in (t1, t2)]
+                corr = corr + d.afterpulse_probability * (-(1.0 + a) * avg[0] + a * avg[1])
+        g2 = g2 + (p[0] * s_i / singles[0]) * (p[1] * s_i / singles[1]) * corr
+    return g2
 
 
 class SimScanner:
@@ -167,11 +240,26 @@ class SimTimeTagger:
         """Uncorrelated rate at the detectors (counts/s): the sample's background plus both dark count rates."""
         return self.sample.background_rate + sum(p.dark_count_rate for p in self.detector_params)
 
+    def channel_delay_s(self) -> float:
+        """How much later B's tags come than A's for simultaneous photons (s): latency_B - latency_A.
+
+        A histogram of the raw tags is `expected_g2(tau - channel_delay_s())`; the rig removes the
+        delay with ScanConfig.delay_b_s - delay_a_s equal to it.
+        """
+        return self.detector_params[1].latency_s - self.detector_params[0].latency_s
+
     def expected_g2(self, tau_s: np.ndarray | float) -> np.ndarray:
-        """The g2(tau) (dimensionless, tau in s) of the light at the current spot, without jitter."""
+        """The g2(tau) (dimensionless, tau in s) that an all-pairs histogram over the measured singles
+        (n_A n_B D / T) shows at the current spot, without jitter, on the delay axis corrected for
+        `channel_delay_s`: unequal detectors and afterpulses included (`measured_g2`)."""
         x, y, _ = self.scanner.position
-        rates = [self.sample.local_rates(e, x, y) for e in self.sample.emitters]
-        return g2_measured(tau_s, self.signal_rates(), self.background_rate(), rates)
+        shapes = [g2_parameters(self.sample.local_rates(e, x, y)) for e in self.sample.emitters]
+        return measured_g2(tau_s, self.signal_rates(), self.sample.background_rate, shapes,
+                           self.detector_params, self.splitting_ratio)
+
+    def true_g2_zero(self) -> float:
+        """g2(0) (dimensionless) that a perfect estimator of this spot's measured histogram returns."""
+        return float(self.expected_g2(0.0))
 
     # --- the TimeTagger capability ----------------------------------------------------------------
 
@@ -236,4 +324,4 @@ def warm_up() -> None:
     tagger.read(1e-4)
 
 
-__all__ = ["gaussian_psf", "Emitter", "Sample", "SimScanner", "SimTimeTagger", "warm_up"]
+__all__ = ["gaussian_psf", "measured_g2", "Emitter", "Sample", "SimScanner", "SimTimeTagger", "warm_up"]

@@ -150,6 +150,22 @@ def test_far_from_the_emitters_only_background_and_dark_counts():
     assert tagger.expected_g2(0.0) == pytest.approx(1.0)
 
 
+def test_a_longer_cable_on_b_delays_its_tags_exactly_and_is_the_channel_delay():
+    def run(latency_b):
+        detectors = (AFTERPULSING, DetectorParams(afterpulse_probability=0.05, latency_s=latency_b))
+        tagger = SimTimeTagger(BRIGHT, SimScanner(), detectors, seed=6)
+        return tagger, reads(tagger, [0.01, 0.02])
+
+    _, (a1, b1) = run(1e-9)
+    tagger, (a2, b2) = run(3e-9)
+    assert tagger.channel_delay_s() == pytest.approx(2e-9)
+    np.testing.assert_array_equal(a1, a2)  # A is untouched
+    assert b1.size > 10_000
+    kept = b1 < tagger.clock_ps - 2000  # the last 2 ns of B's clicks are not due yet with the longer cable
+    np.testing.assert_array_equal(b2[:kept.sum()], b1[kept] + 2000)
+    assert b2.size == kept.sum()
+
+
 def test_pump_and_collection_follow_the_gaussian_psfs():
     e = Emitter(100e-9, 0.0)
     sample = Sample([e], excitation_fwhm=400e-9, collection_fwhm=300e-9)
