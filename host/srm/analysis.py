@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from nvscope.models.g2.estimation import G2Estimator, estimate_pixels, fit_scan_shape
+from nvscope.models.g2.estimation import (G2Estimator, estimate_pixels, fit_scan_shape, histogram_models,
+                                         scan_shape, with_shape, with_shape_note)
 from nvscope.models.g2.mle import MleEstimator
-from nvscope.models.g2.model import NV_DEFAULT_SHAPE, EmitterShape, pixel_base
-from nvscope.models.g2.reasons import G2_REASONS
+from nvscope.models.g2.model import EmitterShape
+from nvscope.models.g2.reasons import G2_NOTES, G2_REASONS
 
 from .figures import srm_figure
 from ..store import RunStore, read_pixels
@@ -34,20 +35,40 @@ def pixel_maps(grid_shape: tuple[int, int], ix: np.ndarray, iy: np.ndarray,
     return maps
 
 
+def acquisition(px: dict[str, np.ndarray]) -> tuple[str, np.ndarray, np.ndarray | None]:
+    """How a run's histograms were acquired, from its pixel table: (mode, tac_dead_s (P,), n_starts (P,) or
+    None). Files written before these columns existed hold all-pairs histograms. One run has one mode."""
+    P = len(px["hist"])
+    modes = px.get("histogram_mode")
+    if modes is None or len(modes) == 0:
+        return "allpairs", np.zeros(P), None
+    modes = {m.decode() if isinstance(m, bytes) else str(m) for m in np.asarray(modes).tolist()}
+    if len(modes) != 1:
+        raise ValueError(f"a run's pixels must share one histogram mode, got {sorted(modes)}")
+    mode = modes.pop()
+    dead = np.asarray(px.get("tac_dead_s", np.zeros(P)), dtype=float)
+    starts = px.get("n_starts")
+    return mode, dead, None if starts is None else np.asarray(starts, dtype=float)
+
+
 def srm_results(px: dict[str, np.ndarray], estimator: G2Estimator) -> tuple[dict[str, np.ndarray], EmitterShape]:
-    """Per-pixel PL (counts/s), g2(0) and its std by `estimator`, G2 (paper Eq. 1-2), the dwell and
-    the no-estimate reason; and the emitter shape, fitted once on the summed histogram with its
+    """Per-pixel PL (counts/s), g2(0) and its std by `estimator`, G2 (paper Eq. 1-2), the dwell, the
+    no-estimate reason and the note; and the emitter shape, fitted once on the summed histogram with its
     normalization fixed by the singles (with the base free, the slow bunching and the base are
-    nearly degenerate in a 500 ns window). With no events at all no pixel is estimated and the
-    NV default shape is returned."""
+    nearly degenerate in a 500 ns window), in the histograms' own mode (all pairs or start-stop, from
+    the pixel table). With no events at all, or no antibunching beyond the noise (uncorrelated light),
+    the NV default shape is used and the estimates carry NOTE_DEFAULT_SHAPE."""
     hist, dwell = px["hist"], px["dwell_s"]
-    base = pixel_base(px["n_a"], px["n_b"], dwell, len(hist))
-    fit = fit_scan_shape(hist, base)
-    shape = NV_DEFAULT_SHAPE if fit is None else fit.shape
-    est = estimate_pixels(estimator, hist, shape, base, require_base=True)
+    mode, dead, starts = acquisition(px)
+    models = histogram_models(None, len(hist), mode, px["n_a"], px["n_b"], dwell,
+                              dead, starts)
+    fit = fit_scan_shape(hist, models.base, weight=models.weight)
+    shape, note = scan_shape(fit)
+    models = with_shape(models, shape)
+    est = with_shape_note(estimate_pixels(estimator, hist, models, require_base=True), note)
     pl = (px["n_a"] + px["n_b"]) / dwell
     return {"pl_cps": pl, "g2": est.g2, "g2_std": est.g2_std, "G2": pl**2 * (1.0 - est.g2),
-            "g2_reason": est.reason.astype(float), "dwell_s": dwell}, shape
+            "g2_reason": est.reason.astype(float), "g2_note": est.note.astype(float), "dwell_s": dwell}, shape
 
 
 @dataclass
@@ -91,6 +112,7 @@ class SrmAnalysis:
         results = {f"maps/{k}": v for k, v in maps.items()}
         attrs = {"g2_method": self.estimator.name, "shape_t1_s": shape.t1, "shape_t2_s": shape.t2,
                  "shape_a": shape.a, "figure": inputs.figure.name, "g2_reasons": list(G2_REASONS),
+                 "g2_notes": list(G2_NOTES),
                  "total_dwell_s": float(px["dwell_s"].sum())}
         off = int((~on_grid(inputs.grid_shape, px["ix"], px["iy"])).sum())
         if off:

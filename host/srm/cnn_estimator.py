@@ -15,8 +15,20 @@ from pathlib import Path
 import numpy as np
 
 from nvscope.models.g2.features import FEATURES_VERSION, MODEL_FORMAT, SHIPPED_MODEL, cnn_inputs
-from nvscope.models.g2.model import EmitterShape, kernel_bin_averages
+from nvscope.models.g2.model import EmitterShape, PixelModels, kernel_bin_averages, pixel_models
+from nvscope.models.g2.reasons import NOTE_EVENTS_ABOVE_RANGE, NOTE_RATE_OUTSIDE_RANGE, NOTE_STARTSTOP
 from nvscope.proto.command_line import InputError
+from nvscope.proto.histogram import N_BINS
+
+
+STARTSTOP_WEIGHT_TOLERANCE = 0.05
+"""A start-stop pixel whose survival weight departs from 1 by more than this goes to the MLE (the CNN was
+trained on all-pairs histograms)."""
+RATE_BEYOND_TRAINING = 10.0
+"""A pixel whose stop-detector rate exceeds this many times the training's highest goes to the MLE."""
+TRAINING_RATE_CPS = (1e5, 5e5)
+"""Per-detector rates of the shipped model's training at full spot rate (models.g2.training_data's
+RATE_RANGE_CPS, both detectors, halved), used when a model file does not record `rate_range_cps`."""
 
 
 class ModelFileError(InputError):
@@ -73,7 +85,12 @@ class CnnEstimator:
         if feats != FEATURES_VERSION:
             raise ModelFileError(f"{self.path}: model trained on features {feats!r}, this nvscope computes "
                                  f"{FEATURES_VERSION!r} (model from another version: retrain it)")
-        self.min_events = int(json.loads(self.metadata["n_events_range"])[0])
+        events = json.loads(self.metadata["n_events_range"])
+        self.min_events = int(events[0])
+        self.max_events = int(events[1])
+        self.mle_above_events = int(self.metadata.get("mle_above_events", self.max_events))
+        rates = self.metadata.get("rate_range_cps")
+        self.rate_range_cps = tuple(float(r) for r in json.loads(rates)) if rates else TRAINING_RATE_CPS
 
     def provenance(self) -> dict[str, str]:
         """Where the model comes from, for a run file: the file (absolute path), its sha256 when it was
@@ -93,11 +110,27 @@ class CnnEstimator:
         g2, std = self._sess.run(["g2", "g2_std"], {"x": x, "s": s})
         return g2.astype(np.float64), std.astype(np.float64)
 
-    def estimate(self, hist, shape: EmitterShape, base=None) -> tuple[np.ndarray, np.ndarray]:
-        """(g2, g2_std) of (P, N_BINS) histograms with the scan's shape; base (P,) counts per bin
-        (`models.g2.model.pixel_base`; NaN or None where the singles are unknown)."""
-        x, s = cnn_inputs(hist, kernel_bin_averages(shape), base)
+    def estimate(self, hist, models, base=None) -> tuple[np.ndarray, np.ndarray]:
+        """(g2, g2_std) of (P, N_BINS) histograms with each pixel's model (`PixelModels`); or, as before,
+        the scan's `EmitterShape` and base (P,) counts per bin (NaN or None where the singles are unknown)."""
+        if isinstance(models, EmitterShape):
+            models = pixel_models(base, kernel_bin_averages(models), n_pixels=len(np.asarray(hist).reshape(-1, N_BINS)))
+        x, s = cnn_inputs(hist, models.kernel, models.base, models.weight)
         return self.run(x, s)
+
+    def notes(self, hist, models: PixelModels) -> np.ndarray:
+        """int8 (P,) `G2_NOTES` codes of the pixels the CNN does not serve (they go to the MLE): more events
+        than its training range's top or than `mle_above_events` (where the MLE is better), a start-stop
+        survival that departs from 1 by more than STARTSTOP_WEIGHT_TOLERANCE, a stop rate more than
+        RATE_BEYOND_TRAINING times the training's highest; 0 elsewhere."""
+        n = np.asarray(hist, dtype=np.float64).reshape(len(models), -1).sum(axis=1)
+        note = np.zeros(len(models), dtype=np.int8)
+        if models.stop_rate is not None:
+            note[models.stop_rate > RATE_BEYOND_TRAINING * self.rate_range_cps[1]] = NOTE_RATE_OUTSIDE_RANGE
+        if models.mode == "startstop":
+            note[np.abs(models.weight - 1.0).max(axis=1) > STARTSTOP_WEIGHT_TOLERANCE] = NOTE_STARTSTOP
+        note[n > min(self.max_events, self.mle_above_events)] = NOTE_EVENTS_ABOVE_RANGE
+        return note
 
 
 __all__ = ["ModelFileError", "CnnEstimator", "file_sha256"]

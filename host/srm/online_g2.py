@@ -2,7 +2,8 @@
 
 Every estimator needs the emitter's shape (t1, t2, a) as context (docs/physics.md section 1.7). On line
 it comes from the summed histogram of the pixels stored so far, normalized by their singles
-(`fit_shape`), refitted whenever the sum has grown by REFIT_GROWTH (from the previous shape, one
+(`fit_shape_full`; a sum that shows no antibunching, e.g. uncorrelated light, keeps the default and its
+estimates carry NOTE_DEFAULT_SHAPE), refitted whenever the sum has grown by REFIT_GROWTH (from the previous shape, one
 local refinement of ~0.1 s); until the sum holds MIN_CONTEXT_EVENTS events the NV default shape is
 used, and the first fit searches from scratch. The maps written at run end are recomputed with the
 shape of the whole scan (`analysis.srm_results`).
@@ -21,13 +22,15 @@ give no normalization.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from nvscope.models.g2.estimation import G2Estimate, G2Estimator, context_sums, estimate_pixels
-from nvscope.models.g2.mle import MleEstimator, fit_shape
-from nvscope.models.g2.model import NV_DEFAULT_SHAPE, EmitterShape, pixel_base
+from nvscope.models.g2.estimation import (G2Estimate, G2Estimator, context_sums, estimate_pixels,
+                                         histogram_models, with_shape_note)
+from nvscope.models.g2.mle import MleEstimator, fit_shape_full
+from nvscope.models.g2.model import NV_DEFAULT_SHAPE, EmitterShape, PixelModels, kernel_bin_averages
+from nvscope.models.g2.reasons import NOTE_DEFAULT_SHAPE, NOTE_NONE
 from nvscope.models.g2.reasons import (
     G2_REASONS,
     REASON_FEW_EVENTS,
@@ -45,18 +48,21 @@ REFIT_GROWTH = 1.5
 
 @dataclass(frozen=True)
 class RefitRequest:
-    """What a shape refit needs: the summed histogram (N_BINS,) counts, its base (counts per bin), the
-    shape to refine from (None: search from scratch) and the events in the sum (orders the refits)."""
+    """What a shape refit needs: the summed histogram (N_BINS,) counts, its base (counts per bin, or per bin
+    (N_BINS,) for start-stop histograms), the shape to refine from (None: search from scratch) and the
+    events in the sum (orders the refits)."""
 
     hist_sum: np.ndarray
-    base: float
+    base: float | np.ndarray
     start: EmitterShape | None
     events: float
 
 
-def refit_shape(request: RefitRequest) -> EmitterShape:
-    """The emitter shape fitted to a refit request's summed histogram (`fit_shape`; any process)."""
-    return fit_shape(request.hist_sum, base=request.base, start=request.start)
+def refit_shape(request: RefitRequest) -> EmitterShape | None:
+    """The emitter shape fitted to a refit request's summed histogram (`fit_shape_full`; any process); None
+    when the sum shows no antibunching beyond its noise (`ShapeFit.determined`: keep the default)."""
+    fit = fit_shape_full(request.hist_sum, base=request.base, start=request.start)
+    return fit.shape if fit.determined else None
 
 
 class ScanEstimator:
@@ -67,53 +73,67 @@ class ScanEstimator:
     def __init__(self, estimator: G2Estimator):
         self.estimator = estimator
         self.hist_sum = np.zeros(N_BINS)
-        self.base_sum = 0.0
+        self.base_sum = np.zeros(N_BINS)  # per bin: sum of base * weight
         self.shape = NV_DEFAULT_SHAPE
         self.shape_events = 0.0  # events in the sum when the shape in use was fitted (0: the default)
         self.requested_events = 0.0  # events in the sum of the latest refit requested
         self._lock = threading.Lock()
 
-    def add_context(self, hist, n_a, n_b, t_acq) -> RefitRequest | None:
-        """Add stored pixels (singles n_a, n_b, acquisition time t_acq in s) to the context; the refit
-        request when the sum has grown enough since the last one (None: keep the shape)."""
+    def models(self, hist, n_a, n_b, t_acq, mode: str = "allpairs", tac_dead_s=0.0, n_starts=None) -> PixelModels:
+        """Each pixel's model with the shape in use (its normalization computed here, once)."""
         h = np.asarray(hist).reshape(-1, N_BINS)
-        return self._add_sums(h, pixel_base(n_a, n_b, t_acq, len(h)))
+        return histogram_models(self.shape, len(h), mode, n_a, n_b, t_acq, tac_dead_s, n_starts)
 
-    def use_shape(self, shape: EmitterShape, events: float) -> bool:
+    def add_context(self, hist, n_a, n_b, t_acq, mode: str = "allpairs", tac_dead_s=0.0,
+                    n_starts=None) -> RefitRequest | None:
+        """Add stored pixels (singles n_a, n_b, acquisition time t_acq in s, how the histograms were
+        acquired) to the context; the refit request when the sum has grown enough since the last one
+        (None: keep the shape)."""
+        h = np.asarray(hist).reshape(-1, N_BINS)
+        return self._add_sums(h, self.models(h, n_a, n_b, t_acq, mode, tac_dead_s, n_starts))
+
+    def use_shape(self, shape: EmitterShape | None, events: float) -> bool:
         """Use a shape refitted on a sum of `events` events from now on, unless the one in use came
-        from a larger sum (a late refit); True if it was taken."""
+        from a larger sum (a late refit) or the refit saw no antibunching (None); True if it was taken."""
         with self._lock:
-            if events <= self.shape_events:
+            if shape is None or events <= self.shape_events:
                 return False
             self.shape, self.shape_events = shape, events
             return True
 
-    def add(self, hist, n_a, n_b, t_acq) -> G2Estimate:
+    def add(self, hist, n_a, n_b, t_acq, mode: str = "allpairs", tac_dead_s=0.0, n_starts=None) -> G2Estimate:
         """Add stored pixels to the context, refitting the shape in line when due, and estimate them."""
         h = np.asarray(hist).reshape(-1, N_BINS)
-        base = pixel_base(n_a, n_b, t_acq, len(h))
-        request = self._add_sums(h, base)
+        models = self.models(h, n_a, n_b, t_acq, mode, tac_dead_s, n_starts)
+        request = self._add_sums(h, models)
         if request is not None:
             self.use_shape(refit_shape(request), request.events)
-        return estimate_pixels(self.estimator, h, self.shape, base, require_base=True)
+            models = replace(models, kernel=np.broadcast_to(kernel_bin_averages(self.shape), models.kernel.shape).copy())
+        return self._estimate(h, models)
 
-    def query(self, hist, n_a, n_b, t_acq) -> G2Estimate:
+    def query(self, hist, n_a, n_b, t_acq, mode: str = "allpairs", tac_dead_s=0.0, n_starts=None) -> G2Estimate:
         """Estimate pixels with the current shape, without adding them to the context (adaptive dwell)."""
         h = np.asarray(hist).reshape(-1, N_BINS)
-        return estimate_pixels(self.estimator, h, self.shape, pixel_base(n_a, n_b, t_acq, len(h)),
-                               require_base=True)
+        return self._estimate(h, self.models(h, n_a, n_b, t_acq, mode, tac_dead_s, n_starts))
 
-    def _add_sums(self, h: np.ndarray, base: np.ndarray) -> RefitRequest | None:
-        h_sum, b_sum = context_sums(h, base)
+    def _estimate(self, h: np.ndarray, models: PixelModels) -> G2Estimate:
+        est = estimate_pixels(self.estimator, h, models, require_base=True)
+        return with_shape_note(est, NOTE_NONE if self.shape_events > 0 else NOTE_DEFAULT_SHAPE)
+
+    def _add_sums(self, h: np.ndarray, models: PixelModels) -> RefitRequest | None:
+        h_sum, b_sum = context_sums(h, models.base, models.weight)
         with self._lock:
             self.hist_sum += h_sum
-            self.base_sum += b_sum or 0.0
+            if b_sum is not None:
+                self.base_sum += b_sum
             n = float(self.hist_sum.sum())
-            if n < MIN_CONTEXT_EVENTS or n < REFIT_GROWTH * self.requested_events or self.base_sum <= 0:
+            if n < MIN_CONTEXT_EVENTS or n < REFIT_GROWTH * self.requested_events or not np.all(self.base_sum > 0):
                 return None
             self.requested_events = n
             start = self.shape if self.shape_events > 0 else None
-            return RefitRequest(self.hist_sum.copy(), self.base_sum, start, n)
+            base = self.base_sum.copy()
+            base = float(base[0]) if np.all(base == base[0]) else base
+            return RefitRequest(self.hist_sum.copy(), base, start, n)
 
 
 __all__ = ["G2Estimator", "MleEstimator", "G2Estimate", "RefitRequest", "ScanEstimator", "refit_shape",

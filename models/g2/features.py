@@ -1,8 +1,9 @@
 """The g2 CNN's inputs, computed the same way in training (torch) and in inference (onnxruntime).
 
 Per histogram, three channels over the 215 bins and four scalars:
-- x[0] = n_k / scale: the counts in units of the uncorrelated level, scale = base = n_A n_B D / T
-  when the singles are known, else N / 215 (N the events in the histogram);
+- x[0] = n_k / (scale weight_k): the counts in units of the uncorrelated level, scale = base (n_A n_B D / T
+  for all pairs) when the singles are known, else N / 215 (N the events in the histogram); weight_k the
+  start-stop survival (1 for all pairs; docs/physics.md section 1.2);
 - x[1] = v_k: the scan's antibunching kernel K(tau) averaged over bin k (`kernel_bin_averages` of
   the shape fitted to the whole scan): the context that tells the network where to look;
 - x[2] = x[0] * x[1]: their product, whose sum is the matched filter of the likelihood's score;
@@ -29,9 +30,11 @@ N_CHANNELS = 3
 N_SCALARS = 4
 
 
-def cnn_inputs(hist: np.ndarray, kernel: np.ndarray, base: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def cnn_inputs(hist: np.ndarray, kernel: np.ndarray, base: np.ndarray | None,
+               weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(x (P, 3, N_BINS), s (P, 4)) float32 for histograms (P, N_BINS) with kernel v_k ((N_BINS,) or
-    (P, N_BINS)) and base (P,) counts per bin (NaN or None where the singles are unknown)."""
+    (P, N_BINS)), base (P,) counts per bin (NaN or None where the singles are unknown) and weight
+    ((N_BINS,) or (P, N_BINS), the start-stop survival; None: ones): x[0] = n_k / (base weight_k)."""
     h = np.asarray(hist, dtype=np.float64).reshape(-1, N_BINS)
     P = h.shape[0]
     N = h.sum(axis=1)
@@ -40,7 +43,8 @@ def cnn_inputs(hist: np.ndarray, kernel: np.ndarray, base: np.ndarray | None) ->
     scale = np.where(known, b, np.maximum(N, 1.0) / N_BINS)
     v = np.broadcast_to(np.asarray(kernel, dtype=np.float64), (P, N_BINS))
     x = np.empty((P, N_CHANNELS, N_BINS), dtype=np.float32)
-    x[:, 0] = h / scale[:, None]
+    u = np.ones((P, N_BINS)) if weight is None else np.broadcast_to(np.asarray(weight, dtype=np.float64), (P, N_BINS))
+    x[:, 0] = h / (scale[:, None] * np.where(known[:, None], u, 1.0))
     x[:, 1] = v
     x[:, 2] = x[:, 0] * v
     lg = np.log10(np.maximum(N, 1.0))

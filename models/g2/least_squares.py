@@ -29,7 +29,7 @@ from scipy.optimize import least_squares
 
 from .mle import (A_BOUNDS, G0_BOUNDS, T1_BOUNDS_S, T2_BOUNDS_S, _as_bases, _as_histograms, g0_start_value,
                   wing_level)
-from .model import EmitterShape
+from .model import PixelModels
 from .reasons import REASON_OK, pixel_reasons
 
 _EDGES_S = bin_edges_s()
@@ -46,7 +46,8 @@ def _g2(x):
     return 1.0 - (1.0 - g0) * kernel, kernel
 
 
-def _fit_one(n: np.ndarray, base: float | None) -> tuple[float, float]:
+def _fit_one(n: np.ndarray, base: float | None, weight: np.ndarray | None = None) -> tuple[float, float]:
+    u = np.ones(N_BINS) if weight is None else weight
     sigma = np.sqrt(np.maximum(n, 1.0))
     level = base if base is not None else max(wing_level(n), 1e-3)
     x0 = [g0_start_value(n, level), *_START]
@@ -60,7 +61,7 @@ def _fit_one(n: np.ndarray, base: float | None) -> tuple[float, float]:
     def residuals(x):
         g, _ = _g2(x)
         b = x[4] if base is None else base
-        return (b * g - n) / sigma
+        return (b * u * g - n) / sigma
 
     def jac(x):
         g0, t1, t2, a = x[:4]
@@ -73,7 +74,7 @@ def _fit_one(n: np.ndarray, base: float | None) -> tuple[float, float]:
                 -b * (1.0 - g0) * (e1 - e2)]                           # d/d a
         if base is None:
             cols.append(g)                                             # d/d base
-        return np.stack(cols, axis=1) / sigma[:, None]
+        return np.stack(cols, axis=1) * (u / sigma)[:, None]
 
     x0 = np.clip(x0, lo, hi)
     res = least_squares(residuals, x0, jac=jac, bounds=(lo, hi), method="trf", x_scale="jac",
@@ -88,11 +89,12 @@ def _fit_one(n: np.ndarray, base: float | None) -> tuple[float, float]:
     return float(res.x[0]), std
 
 
-def estimate_g2_lm(hist, base=None) -> tuple[np.ndarray, np.ndarray]:
+def estimate_g2_lm(hist, base=None, weight=None) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel least-squares g2(0) (the paper's baseline) and its covariance std.
 
     hist: (P, N_BINS) counts (any leading shape; the results have it). base: counts per bin, a
-    scalar or per pixel, NaN (or None: all) where it is fitted (as `mle.estimate_g2`).
+    scalar or per pixel, NaN (or None: all) where it is fitted (as `mle.estimate_g2`). weight: (P, N_BINS)
+    the start-stop survival the model is multiplied by (None: ones, all pairs).
     Returns (g2, g2_std) float64.
     """
     h = _as_histograms(hist)
@@ -105,7 +107,8 @@ def estimate_g2_lm(hist, base=None) -> tuple[np.ndarray, np.ndarray]:
     std = np.full(P, np.nan)
     with np.errstate(all="ignore"):
         for i in np.flatnonzero(ok):
-            g2[i], std[i] = _fit_one(n[i], None if np.isnan(base[i]) else float(base[i]))
+            g2[i], std[i] = _fit_one(n[i], None if np.isnan(base[i]) else float(base[i]),
+                                     None if weight is None else np.asarray(weight, dtype=float).reshape(-1, N_BINS)[i])
     return g2.reshape(lead), std.reshape(lead)
 
 
@@ -117,9 +120,13 @@ class LeastSquaresEstimator:
     min_events: int = 1
     uses_shape: bool = False
 
-    def estimate(self, hist, shape: EmitterShape | None, base) -> tuple[np.ndarray, np.ndarray]:
-        """(g2, g2_std) by per-pixel least squares (shape ignored); base per pixel (NaN: fitted)."""
-        return estimate_g2_lm(hist, base)
+    def estimate(self, hist, models: PixelModels) -> tuple[np.ndarray, np.ndarray]:
+        """(g2, g2_std) by per-pixel least squares (the models' kernels ignored; their base and weight used)."""
+        return estimate_g2_lm(hist, models.base, models.weight)
+
+    def notes(self, hist, models: PixelModels) -> np.ndarray:
+        """No notes: it fits every pixel it is given (int8 zeros)."""
+        return np.zeros(len(models), dtype=np.int8)
 
 
 __all__ = ["TAU_CENTRES_S", "estimate_g2_lm", "LeastSquaresEstimator"]

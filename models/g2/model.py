@@ -186,6 +186,10 @@ class PixelModels:
     kernel: np.ndarray
     weight: np.ndarray
     mode: str = "allpairs"
+    stop_rate: np.ndarray | None = None
+    """Each pixel's stop-detector (B) singles rate r_B (1/s) when known (None: not known): start-stop
+    models redo the survival with the pixel's own g2 from it (`normalization.refine_startstop`), and an
+    estimator can tell rates it was not trained on."""
 
     def __post_init__(self) -> None:
         if self.mode not in HISTOGRAM_MODELS:
@@ -200,10 +204,12 @@ class PixelModels:
 
     def take(self, rows) -> PixelModels:
         """The models of some pixels (an index array or a boolean mask over the P pixels)."""
-        return PixelModels(self.base[rows], self.kernel[rows], self.weight[rows], self.mode)
+        return PixelModels(self.base[rows], self.kernel[rows], self.weight[rows], self.mode,
+                           None if self.stop_rate is None else self.stop_rate[rows])
 
 
-def pixel_models(base, kernel, weight=None, mode: str = "allpairs", n_pixels: int | None = None) -> PixelModels:
+def pixel_models(base, kernel, weight=None, mode: str = "allpairs", n_pixels: int | None = None,
+                 stop_rate=None) -> PixelModels:
     """`PixelModels` from a base (scalar or (P,), counts per bin; None: all unknown), a kernel ((N_BINS,) or
     (P, N_BINS)) and a weight ((N_BINS,), (P, N_BINS) or None: ones); P from n_pixels or the arrays."""
     shapes = [np.shape(x)[:1] for x, d in ((base, 1), (kernel, 2), (weight, 2))
@@ -212,7 +218,8 @@ def pixel_models(base, kernel, weight=None, mode: str = "allpairs", n_pixels: in
     b = np.full(P, np.nan) if base is None else np.broadcast_to(np.asarray(base, dtype=float), (P,)).copy()
     v = np.broadcast_to(np.asarray(kernel, dtype=float), (P, N_BINS)).copy()
     w = np.ones((P, N_BINS)) if weight is None else np.broadcast_to(np.asarray(weight, dtype=float), (P, N_BINS)).copy()
-    return PixelModels(b, v, w, mode)
+    r = None if stop_rate is None else np.broadcast_to(np.asarray(stop_rate, dtype=float), (P,)).copy()
+    return PixelModels(b, v, w, mode, r)
 
 
 __all__ = [

@@ -16,17 +16,24 @@ model (docs/physics.md sections 1.2 and 1.6), expected counts base_p * weight_pk
 
       accepted starts = T / (1 / r_A + p / r_B + p tac_dead).
 
+  The survival above takes the stops as Poisson. Light from an emitter is not: the chance that no stop
+  came before delay tau is exp(-r_B integral_{-250 ns}^{tau} g2), and at 500 kcps per detector the
+  bunching of an NV moves g2(0) by +0.08 if it is left out. `refine_startstop` redoes the weights with
+  a pixel's own g2 (its estimate), which estimation.estimate_pixels iterates.
+
   With tac_dead = 0 the pairs, accepted starts x p, are p / (T_w (r_B + r_A p)) times the all-pairs
   count r_A r_B T T_w, the ratio of binning.py's docstring.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from nvscope.proto.histogram import BIN_WIDTH_S, FULL_RANGE_PS, HALF_RANGE_PS, N_BINS, bin_edges_s
 
-from .model import pixel_base
+from .model import PixelModels, bin_widths, pixel_base
 
 WINDOW_S = FULL_RANGE_PS * 1e-12
 """The converter's window T_w (s): 500 ns."""
@@ -80,6 +87,26 @@ def startstop_base_weight(n_a, n_b, t_acq, tac_dead_s: float = 0.0, n_starts=Non
     return base, startstop_weight(r_b)
 
 
+def refine_startstop(models: PixelModels, g0) -> PixelModels:
+    """The start-stop models with each pixel's survival exp(-r_B integral_{-250 ns}^{tau} g2) from its own
+    g2 (g0 (P,), clipped to [0, 2]; NaN: g2 = 1) instead of g2 = 1; allpairs models are returned as
+    they are. The cumulative integral is taken to the bin's centre."""
+    if models.mode != "startstop" or models.stop_rate is None:
+        return models
+    g = np.clip(np.nan_to_num(np.asarray(g0, dtype=float), nan=1.0), 0.0, 2.0)
+    c = bin_widths()[None, :] - (1.0 - g)[:, None] * models.kernel       # bin averages of g2 (per D)
+    cum = np.cumsum(c, axis=1) - 0.5 * c
+    weight = np.exp(-models.stop_rate[:, None] * cum * BIN_WIDTH_S)
+    return replace(models, weight=weight)
+
+
+def stop_rates(n_b, t_acq, n_pixels: int) -> np.ndarray:
+    """Each pixel's stop rate r_B = n_b / t_acq (1/s), (P,); 0 where the singles fix nothing."""
+    b, t = _per_pixel(n_b, n_pixels), _per_pixel(t_acq, n_pixels)
+    good = np.isfinite(b) & np.isfinite(t) & (b >= 0) & (t > 0)
+    return np.where(good, b / np.where(good, t, 1.0), 0.0)
+
+
 def histogram_normalization(mode: str, n_a, n_b, t_acq, n_pixels: int, tac_dead_s=0.0,
                             n_starts=None) -> tuple[np.ndarray, np.ndarray]:
     """(base (P,), weight (P, N_BINS)) of histograms acquired in `mode` ("allpairs" or "startstop"):
@@ -94,5 +121,5 @@ def histogram_normalization(mode: str, n_a, n_b, t_acq, n_pixels: int, tac_dead_
     return base, np.broadcast_to(weight, (n_pixels, N_BINS)).copy()
 
 
-__all__ = ["WINDOW_S", "STOP_DELAY_S", "accepted_starts", "startstop_weight", "startstop_base_weight",
+__all__ = ["WINDOW_S", "STOP_DELAY_S", "accepted_starts", "refine_startstop", "stop_rates", "startstop_weight", "startstop_base_weight",
            "histogram_normalization"]

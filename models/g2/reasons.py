@@ -24,6 +24,16 @@ REASON_NO_ESTIMATE, REASON_NO_STD = 4, 5
 G2_REASONS: tuple[str, ...] = ("", "no events", "fewer events than the estimator works from",
                                "no singles normalization", "no estimate found", "std undefined")
 """Why a pixel's g2 (or its g2_std) is NaN, by reason code (0: it is not). Codes are only appended."""
+NOTE_NONE, NOTE_EVENTS_ABOVE_RANGE, NOTE_RATE_OUTSIDE_RANGE, NOTE_STARTSTOP, NOTE_DEFAULT_SHAPE = 0, 1, 2, 3, 4
+G2_NOTES: tuple[str, ...] = (
+    "",
+    "more events than the estimator serves well: MLE",
+    "singles rate outside the estimator's training: MLE",
+    "start-stop histogram the estimator was not trained on: MLE",
+    "no antibunching seen in the scan: default emitter shape",
+)
+"""Notes on a pixel's g2 (by code; 0: none) that has a number: an input outside the estimator's range, sent
+to the MLE fallback (codes 1-3), or an estimate made with the default shape (4). Codes are only appended."""
 MIN_EVENTS_FREE_BASE: int = 2
 """Fewest events for an estimate with the normalization free (one event only fixes base)."""
 
@@ -43,5 +53,6 @@ def pixel_reasons(n_events: np.ndarray, base: np.ndarray, min_events: int = 1,
     return reason
 
 
-__all__ = ["REASON_OK", "REASON_NO_EVENTS", "REASON_FEW_EVENTS", "REASON_NO_NORMALIZATION", "REASON_NO_ESTIMATE",
+__all__ = ["G2_NOTES", "NOTE_NONE", "NOTE_EVENTS_ABOVE_RANGE", "NOTE_RATE_OUTSIDE_RANGE", "NOTE_STARTSTOP",
+           "NOTE_DEFAULT_SHAPE", "REASON_OK", "REASON_NO_EVENTS", "REASON_FEW_EVENTS", "REASON_NO_NORMALIZATION", "REASON_NO_ESTIMATE",
            "REASON_NO_STD", "G2_REASONS", "MIN_EVENTS_FREE_BASE", "pixel_reasons"]

@@ -18,7 +18,7 @@ from nvscope.models.g2 import model
 from nvscope.models.g2.estimation import context_sums, estimate_pixels, fit_scan_shape
 from nvscope.models.g2.least_squares import LeastSquaresEstimator, estimate_g2_lm
 from nvscope.models.g2.mle import MleEstimator, estimate_g2, fit_shape_full
-from nvscope.models.g2.model import EmitterShape, expected_histogram, pixel_base
+from nvscope.models.g2.model import EmitterShape, expected_histogram, kernel_bin_averages, pixel_base, pixel_models
 from nvscope.models.g2.reasons import (
     G2_REASONS,
     REASON_FEW_EVENTS,
@@ -33,6 +33,11 @@ from nvscope.proto.histogram import BIN_WIDTH_S, N_BINS
 
 SHAPE = EmitterShape(15e-9, 180e-9, 0.6)
 NAN = np.nan
+
+
+def M(shape, base, n=None):
+    """The allpairs PixelModels of a scan-wide shape and per-pixel bases."""
+    return pixel_models(base, kernel_bin_averages(shape), n_pixels=n)
 
 
 def scan(seed=0, p=12, singles=4e4, dwell=0.5):
@@ -74,9 +79,12 @@ class Stub:
     def __init__(self, g2, std):
         self.g2, self.std, self.calls = np.asarray(g2, float), np.asarray(std, float), []
 
-    def estimate(self, hist, shape, base):
-        self.calls.append((hist.copy(), shape, np.array(base)))
+    def estimate(self, hist, models):
+        self.calls.append((hist.copy(), models.kernel, np.array(models.base)))
         return self.g2[: len(hist)], self.std[: len(hist)]
+
+    def notes(self, hist, models):
+        return np.zeros(len(models), dtype=np.int8)
 
 
 def test_estimate_pixels_passes_only_estimable_pixels_and_names_the_rest():
@@ -84,15 +92,16 @@ def test_estimate_pixels_passes_only_estimable_pixels_and_names_the_rest():
     h[1, 100] = 2                                         # 2 events < min_events 3
     h[2:, 100] = 10
     stub = Stub([0.3, NAN, 0.4], [0.1, 0.1, NAN])
-    est = estimate_pixels(stub, h, SHAPE, np.array([1.0, 1.0, 2.0, NAN, 3.0]))
-    (hist, shape, base), = stub.calls
+    est = estimate_pixels(stub, h, M(SHAPE, np.array([1.0, 1.0, 2.0, NAN, 3.0])))
+    (hist, kernel, base), = stub.calls
     np.testing.assert_array_equal(hist, h[2:])
-    assert shape is SHAPE and np.array_equal(base, [2.0, NAN, 3.0], equal_nan=True)
+    assert np.array_equal(kernel, np.tile(kernel_bin_averages(SHAPE), (3, 1)))
+    assert np.array_equal(base, [2.0, NAN, 3.0], equal_nan=True)
     assert list(est.reason) == [REASON_NO_EVENTS, REASON_FEW_EVENTS, REASON_OK, REASON_NO_ESTIMATE, REASON_NO_STD]
     np.testing.assert_array_equal(est.g2, [NAN, NAN, 0.3, NAN, 0.4])
     # with the singles required, the pixel of unknown base is refused before the estimator sees it
     stub = Stub([0.3, 0.4], [0.1, 0.1])
-    est = estimate_pixels(stub, h, SHAPE, np.array([1.0, 1.0, 2.0, NAN, 3.0]), require_base=True)
+    est = estimate_pixels(stub, h, M(SHAPE, np.array([1.0, 1.0, 2.0, NAN, 3.0])), require_base=True)
     assert list(est.reason[2:]) == [REASON_OK, REASON_NO_NORMALIZATION, REASON_OK]
     assert len(stub.calls[0][0]) == 2
 
@@ -127,16 +136,16 @@ def test_online_and_run_end_are_estimate_pixels(pixels, make):
     s = ScanEstimator(estimator)
     for rows in (slice(0, 20), slice(20, 40)):
         got = s.add(hist[rows], n_a[rows], n_b[rows], t[rows])
-        want = estimate_pixels(estimator, hist[rows], s.shape, base[rows], require_base=True)
+        want = estimate_pixels(estimator, hist[rows], M(s.shape, base[rows]), require_base=True)
         np.testing.assert_allclose(got.g2, want.g2, rtol=1e-12)
         np.testing.assert_array_equal(got.reason, want.reason)
     assert s.shape != model.NV_DEFAULT_SHAPE                      # 40 pixels of ~1e4 events: fitted
     q = s.query(hist[:3], n_a[:3], n_b[:3], t[:3])
-    np.testing.assert_allclose(q.g2, estimate_pixels(estimator, hist[:3], s.shape, base[:3]).g2, rtol=1e-12)
+    np.testing.assert_allclose(q.g2, estimate_pixels(estimator, hist[:3], M(s.shape, base[:3])).g2, rtol=1e-12)
     values, shape = srm_results({"hist": hist, "n_a": n_a, "n_b": n_b, "dwell_s": t}, estimator)
     fit = fit_shape_full(hist.sum(axis=0), base=base.sum())
     assert shape == fit.shape
-    np.testing.assert_allclose(values["g2"], estimate_pixels(estimator, hist, fit.shape, base).g2, rtol=1e-12)
+    np.testing.assert_allclose(values["g2"], estimate_pixels(estimator, hist, M(fit.shape, base)).g2, rtol=1e-12)
     assert abs(np.nanmean(values["g2"]) - 0.35) < 0.1
 
 
@@ -154,14 +163,14 @@ def test_cli_is_estimate_pixels_with_the_base_free_without_singles(tmp_path, pix
     estimator = make()
     base = pixel_base(n_a, n_b, t, len(hist))
     z = cli(tmp_path, {"hist": hist, "n_a": n_a, "n_b": n_b, "t_acq": t}, method)
-    want = estimate_pixels(estimator, hist, fit_scan_shape(hist, base).shape, base)
+    want = estimate_pixels(estimator, hist, M(fit_scan_shape(hist, base).shape, base))
     np.testing.assert_allclose(z["g2"], want.g2, rtol=1e-12)
     np.testing.assert_allclose(z["g2_std"], want.g2_std, rtol=1e-12)
     z = cli(tmp_path, {"hist": hist}, method)
     free = np.full(len(hist), NAN)
     fit = fit_scan_shape(hist, free)
     assert fit.shape == fit_shape_full(hist.sum(axis=0)).shape     # the context fitted with its base free
-    want = estimate_pixels(estimator, hist, fit.shape, free)
+    want = estimate_pixels(estimator, hist, M(fit.shape, free))
     np.testing.assert_allclose(z["g2"], want.g2, rtol=1e-12)
     assert (z["reason_code"] == REASON_OK).all()
     if method == "mle":
@@ -182,7 +191,7 @@ def test_estimators_take_a_base_per_pixel_nan_meaning_free(pixels):
     np.testing.assert_array_equal(c_mixed[1::2], cnn.estimate(hist, SHAPE, None)[0][1::2])
     np.testing.assert_array_equal(c_mixed[::2], cnn.estimate(hist, SHAPE, base)[0][::2])
     lm = LeastSquaresEstimator()
-    l_mixed, _ = lm.estimate(hist[:2], None, mixed[:2])
+    l_mixed, _ = lm.estimate(hist[:2], pixel_models(mixed[:2], np.zeros(N_BINS)))
     assert l_mixed[0] == estimate_g2_lm(hist[0], base[0])[0] and l_mixed[1] == estimate_g2_lm(hist[1])[0]
 
 
