@@ -48,6 +48,10 @@ from nvscope.proto.histogram import HALF_RANGE_PS, N_BINS
 from nvscope.rt.kernels.binning import histogram_tags
 from nvscope.rt.kernels.three_level import g2_shape_from_rates
 
+from .estimation import fit_scan_shape, scan_shape
+from .local_shape import fit_local_shapes
+from .model import pixel_base
+
 G2_RANGE = (0.0, 1.0)
 """True g2(0) of the training histograms (uniform): the whole physical range, wider than the paper's
 0.1-0.9, because the bright pixels of a good single emitter lie below 0.1 and a network trained on
@@ -119,6 +123,9 @@ class EmitterHistograms:
     context: np.ndarray
     pump: np.ndarray
     tags: list[tuple[np.ndarray, np.ndarray]] | None = None  # each window's (t_a, t_b) ps, with keep_tags
+    rates: ThreeLevelRates | None = None  # the emitter's rates at the centre (1/s)
+    eta0: float = float("nan")  # its collection efficiency at the centre
+    background_cps: float = float("nan")  # the scan's uncorrelated light besides the dark counts (counts/s)
 
 
 def _draw_scan(rng: np.random.Generator, dark: float):
@@ -148,20 +155,23 @@ def _draw_scan(rng: np.random.Generator, dark: float):
 
 
 def simulate_emitter(seed: int, windows: int, events: int = MAX_WINDOW_EVENTS,
-                     n_target: float | np.ndarray | None = None, keep_tags: bool = False) -> EmitterHistograms:
+                     n_target: float | np.ndarray | None = None, keep_tags: bool = False,
+                     uncorrelated: float = UNCORRELATED_FRACTION, fit_context: bool = True) -> EmitterHistograms:
     """One random emitter (from `seed`) seen through `windows` acquisitions at its N_LEVELS pump levels.
 
     See the module docstring. Expected events per window: log-uniform from N_RANGE[0] to the least of
     `events`, N_RANGE[1] and what MAX_WINDOW_PHOTONS give at the window's rate; or `n_target` (a number,
     or one per window), each then at a level where it takes at most MAX_WINDOW_PHOTONS photons (the
-    centre when none does). With `keep_tags` the result also holds each window's detector tags.
+    centre when none does). With `keep_tags` the result also holds each window's detector tags. A
+    fraction `uncorrelated` of the windows is uncorrelated light. With `fit_context` False the context is
+    the true local shape (tests that do not look at it: the local-shape fit is most of the cost).
     """
     rng = np.random.default_rng(seed)
     det = DetectorParams()
     dark = 2 * det.dark_count_rate
     rates, eta0, background, pumps, laws = _draw_scan(rng, dark)
     signal_levels = np.array([law.rate for law in laws])
-    flat = rng.uniform(size=windows) < UNCORRELATED_FRACTION
+    flat = rng.uniform(size=windows) < uncorrelated
     level = rng.integers(N_LEVELS, size=windows)
     flat_rate = np.exp(rng.uniform(*np.log(RATE_RANGE_CPS), size=windows))  # a laser check's rate
     events_cap = lambda total: MAX_WINDOW_PHOTONS * _pair_rate(total) / total  # noqa: E731
@@ -208,18 +218,31 @@ def simulate_emitter(seed: int, windows: int, events: int = MAX_WINDOW_EVENTS,
     a, t1, t2 = g2_shape_from_rates(rates.k12 * pumps, rates.k21, rates.k23, rates.k31)
     level_shapes = np.stack([t1, t2, a], axis=1)
     shape_true = level_shapes[np.where(flat, 0, level)]
-    context = pixel_contexts(hist, n_a, n_b, t_acq, shape_true, flat)
+    context = pixel_contexts(hist, n_a, n_b, t_acq, flat) if fit_context else shape_true.copy()
     pump = np.where(flat, 0.0, pumps[level])
-    return EmitterHistograms(hist, n_a, n_b, t_acq, g2_true, shape_true, context, pump, kept)
+    return EmitterHistograms(hist, n_a, n_b, t_acq, g2_true, shape_true, context, pump, kept, rates, eta0, background)
 
 
 def pixel_contexts(hist: np.ndarray, n_a: np.ndarray, n_b: np.ndarray, t_acq: np.ndarray,
-                   shape_true: np.ndarray, flat: np.ndarray) -> np.ndarray:
-    """Each window's context (W, 3) of (t1 s, t2 s, a): the shape the host gives its pixel."""
-    # TODO(issue 12, H3): the host's local shapes: fit_local_shapes on the scan's windows (those of the emitter,
-    # not the uncorrelated ones), evaluated at each window's PL rate (n_a + n_b) / t_acq, falling back to
-    # fit_scan_shape's shape when it returns None. Until models/g2/local_shape.py lands: the true local shape.
-    return np.array(shape_true, dtype=float)
+                   flat: np.ndarray) -> np.ndarray:
+    """Each window's context (W, 3) of (t1 s, t2 s, a): the shape the host gives its pixel.
+
+    The local shapes (`fit_local_shapes`) fitted to the emitter's scan windows (not the uncorrelated
+    ones, whose rate has nothing to do with the scan's saturation curve), evaluated at every window's
+    PL (n_a + n_b) / t_acq in counts/s; where that fit returns None (or gives no finite shape), the
+    shape fitted to the sum of the windows (`fit_scan_shape`, NV_DEFAULT_SHAPE when it sees no
+    antibunching), as the host falls back.
+    """
+    base = pixel_base(n_a, n_b, t_acq, len(hist))
+    pl = (n_a + n_b) / t_acq
+    scan = scan_shape(fit_scan_shape(hist, base))[0]
+    out = np.tile([scan.t1, scan.t2, scan.a], (len(hist), 1))
+    local = fit_local_shapes(hist[~flat], base[~flat], pl[~flat])
+    if local is not None:
+        shapes = np.stack(local.shapes(pl), axis=1)
+        good = np.all(np.isfinite(shapes), axis=1) & (shapes[:, 0] > 0) & (shapes[:, 1] > 0)
+        out[good] = shapes[good]
+    return out
 
 
 def _simulate(args: tuple) -> EmitterHistograms:
