@@ -22,9 +22,8 @@ from nvscope.proto.messages import Coherence, MeasureCoherence, Message, Partial
 from .coherence import acquire_coherence
 from .config import ScanConfig
 from .hal import RigDevices
-from .kernels.binning import HistogramBinner
 from .kernels.pulses import ShotTiming
-from .scan import DWELL_TOLERANCE_S, acquire_pixel, partial_pixel, raster
+from .scan import DWELL_TOLERANCE_S, acquire_pixel, histogram_fields, partial_pixel, raster, scan_binner
 from .state import StateError
 
 log = logging.getLogger(__name__)
@@ -58,19 +57,30 @@ class Plan(Protocol):
 
 
 class AdaptiveDwell:
-    """Adaptive dwell that does not wait for a host that answers within a slice.
+    """Adaptive dwell that does not wait for a host that answers within a slice, and that decides on
+    an error predicted from the pixel's rate, never on its g2(0) estimate.
 
     After each slice of a pixel but its last, the pixel so far goes out as a `partial_pixel` (`send`)
     and the commands that have arrived are applied (`serve(0)`); the next slice is acquired at once.
-    The host's `partial_g2` answers are `take`n as they come: an answer to any slice of the pixel
-    being acquired counts (one to an earlier slice had fewer photons, so its error is only larger),
-    and the pixel ends at the first slice boundary by which one says that its g2(0) error is below
-    `target_g2_std` (a NaN error is not), else at its maximum dwell. A host that answers within a
-    slice is never waited for, and the pixel ends one slice after the slice whose answer first said
-    enough. The rig stays at most one slice ahead of the answers: when the answer to the slice before
-    the one just sent has not come, it waits for it, at most `reply_timeout_s` s per pixel in all;
-    a pixel that used that up (counted in `unanswered`, warned once per run) is not waited for again.
-    An answer for a pixel that has ended is dropped.
+    The host's `partial_g2` answers are `take`n as they come. Each carries `predicted_std`: the
+    g2(0) std that the pixel's histogram model (its singles normalization and the scan's shape) gives
+    at the dwell answered, from the pixel's rate alone. Stopping on the pixel's own estimated error
+    instead would bias g2(0) low (a pixel whose estimate fluctuates low has a smaller estimated error
+    and stops sooner; docs/physics.md section 1.7). An answer to any slice of the pixel being acquired
+    counts (one to an earlier slice had fewer photons, so its error is only larger). The pixel ends
+    at the first slice boundary by which an answer says
+
+    - `predicted_std < target_g2_std`: the target is reached (counted in `reached`), or
+    - `predicted_std * sqrt(dwell_s / max_dwell_s) > target_g2_std`: the error predicted at the
+      pixel's maximum dwell (the std falls as 1/sqrt(dwell) at a steady rate) is still above the
+      target, so the pixel cannot reach it (background and dim pixels; counted in `given_up`),
+
+    else at its maximum dwell. A NaN `predicted_std` (no prediction yet) says neither: acquire on. A
+    host that answers within a slice is never waited for, and the pixel ends one slice after the
+    slice whose answer first decided. The rig stays at most one slice ahead of the answers: when the
+    answer to the slice before the one just sent has not come, it waits for it, at most
+    `reply_timeout_s` s per pixel in all; a pixel that used that up (counted in `unanswered`, warned
+    once per run) is not waited for again. An answer for a pixel that has ended is dropped.
     """
 
     MAX_AHEAD = 1
@@ -86,22 +96,29 @@ class AdaptiveDwell:
         """Applies the commands that arrive within a timeout (ms); True when the run is to stop."""
         self.clock = clock
         self.unanswered = 0
+        self.reached = 0
+        """Pixels of this run that ended early because the predicted error reached the target."""
+        self.given_up = 0
+        """Pixels of this run that ended early because they could not reach the target within their maximum dwell."""
         self.pixel: tuple[str, int] | None = None  # (run_id, index) of the pixel being acquired
+        self.max_dwell_s = math.inf  # of the pixel being acquired
         self.dwell_s = 0.0  # of its last partial pixel sent
         self.asked: list[float] = []  # dwell (s) of its partial pixels that a host took
         self.answered_s = 0.0  # the longest dwell (s) of theirs answered
         self.wait_left_s = 0.0  # of its waiting budget
         self.enough = False
+        self.verdict = ""  # why the pixel being acquired is to end: "reached", "given up" ("": not yet)
 
-    def begin(self, run_id: str, index: int) -> None:
-        """A new pixel starts: answers for any other pixel are dropped from now on."""
+    def begin(self, run_id: str, index: int, max_dwell_s: float = math.inf) -> None:
+        """A new pixel starts, to be acquired for at most `max_dwell_s` s: answers for any other pixel
+        are dropped from now on."""
         self.pixel, self.dwell_s, self.asked, self.answered_s = (run_id, index), 0.0, [], 0.0
-        self.wait_left_s, self.enough = self.reply_timeout_s, False
+        self.wait_left_s, self.enough, self.verdict, self.max_dwell_s = self.reply_timeout_s, False, "", max_dwell_s
 
     def between_slices(self, partial: PartialPixel) -> bool:
         """After a slice: send the pixel so far, apply what has arrived (waiting only while more than
-        one slice ahead of the answers); True to end the pixel now (an answer below the target has
-        come, or the run is to stop)."""
+        one slice ahead of the answers); True to end the pixel now (an answer has said that the target
+        is reached or out of reach, or the run is to stop)."""
         self.dwell_s = partial.dwell_s
         if self.send(partial):
             self.asked.append(partial.dwell_s)
@@ -130,13 +147,27 @@ class AdaptiveDwell:
         if self.pixel != (answer.run_id, answer.index) or answer.dwell_s > self.dwell_s + DWELL_TOLERANCE_S:
             return False
         self.answered_s = max(self.answered_s, answer.dwell_s)
-        if answer.g2_std < self.target_g2_std:  # False for NaN
-            self.enough = True
+        if self.enough:
+            return True
+        predicted = answer.predicted_std  # never answer.g2_std: that one follows the estimate
+        if predicted < self.target_g2_std:  # False for NaN
+            self.enough, self.verdict = True, "reached"
+        elif predicted * math.sqrt(answer.dwell_s / self.max_dwell_s) > self.target_g2_std:  # False for NaN
+            self.enough, self.verdict = True, "given up"
         return True
 
     def end(self) -> None:
-        """The pixel is complete: answers for it are dropped from now on."""
-        self.pixel = None
+        """The pixel is complete: answers for it are dropped from now on; counted if it ended early."""
+        self.reached += self.verdict == "reached"
+        self.given_up += self.verdict == "given up"
+        self.pixel, self.verdict = None, ""
+
+    def tally(self, run_id: str, n_pixels: int) -> str:
+        """One line on how the run's `n_pixels` adaptive pixels ended."""
+        return (f"run {run_id}: adaptive dwell (target g2(0) error {self.target_g2_std:g}): of {n_pixels} pixels, "
+                f"{self.reached} reached the target, {self.given_up} were given up (the error predicted at "
+                f"their maximum dwell above the target), {n_pixels - self.reached - self.given_up} ran to "
+                f"their maximum dwell; {self.unanswered} left unanswered by the host")
 
 
 class SrmPlan:
@@ -153,7 +184,8 @@ class SrmPlan:
         self.points = list(raster(scan))
         self.next = 0
         self.lost_tags = 0  # tags the tagger lost in this run so far
-        self.binner = HistogramBinner(scan.histogram_mode, int(round(scan.tac_dead_s * 1e12)))
+        self.binner = scan_binner(scan)
+        self.tallied = False  # adaptive dwell's tally of the run logged
 
     @property
     def ready(self) -> bool:
@@ -172,7 +204,14 @@ class SrmPlan:
     def drop(self) -> list:
         """Forget the pixels not acquired (the run ends early); returns their raster points."""
         left, self.next = self.points[self.next:], len(self.points)
+        self._log_tally()
         return left
+
+    def _log_tally(self) -> None:
+        """Log once, as the run ends, how its adaptive pixels ended (reached, given up, at maximum)."""
+        if self.adaptive is not None and not self.tallied:
+            self.tallied = True
+            log.info("%s", self.adaptive.tally(self.run_id, self.next))
 
     def step(self, seq: int) -> Pixel:
         """Acquire the next pixel; its message is numbered `seq` (so are its partial pixels)."""
@@ -182,7 +221,7 @@ class SrmPlan:
         if self.adaptive is None:
             got = acquire_pixel(self.devices.tagger, b, scan.slice_s, scan.dwell_s)
         else:
-            self.adaptive.begin(self.run_id, p.index)
+            self.adaptive.begin(self.run_id, p.index, scan.max_dwell_s)
             got = acquire_pixel(self.devices.tagger, b, scan.slice_s, scan.max_dwell_s,
                                 lambda t: self.adaptive.between_slices(partial_pixel(self.run_id, seq, p.index, t, b)))
             self.adaptive.end()
@@ -191,9 +230,12 @@ class SrmPlan:
                         "loss is in pixels/lost_tags; said once per run)", self.run_id, got.lost_tags, p.index)
         self.lost_tags += got.lost_tags
         hist = b.hist.astype(np.int64, copy=True)
+        if self.done:
+            self._log_tally()
         return Pixel(run_id=self.run_id, seq=seq, index=p.index, ix=p.ix, iy=p.iy,
                      position=np.array([p.x, p.y, p.z]), dwell_s=got.dwell_s,
-                     n_a=int(b.n_a), n_b=int(b.n_b), n_events=int(hist.sum()), hist=hist, lost_tags=got.lost_tags)
+                     n_a=int(b.n_a), n_b=int(b.n_b), n_events=int(hist.sum()), hist=hist, lost_tags=got.lost_tags,
+                     **histogram_fields(b))
 
 
 class CoherencePlan:

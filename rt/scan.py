@@ -79,8 +79,23 @@ def acquire_pixel(tagger: TimeTagger, binner: HistogramBinner, slice_s: float, m
     return PixelAcquisition((t_now - t_start) / _PS_PER_S, lost)
 
 
+def scan_binner(scan: ScanConfig) -> HistogramBinner:
+    """The on-line binner of a scan: its histogram mode, the converter's dead time and the channels'
+    delay difference (tau = (t_B - delay_b) - (t_A - delay_a), docs/physics.md section 1.10), in ps."""
+    delay_ps = round((scan.delay_b_s - scan.delay_a_s) * _PS_PER_S)
+    return HistogramBinner(scan.histogram_mode, int(round(scan.tac_dead_s * _PS_PER_S)), delay_ps)
+
+
+def histogram_fields(binner: HistogramBinner) -> dict[str, object]:
+    """How a (partial) pixel's histogram was acquired, for its message: the mode, the converter's
+    dead time (s) and the starts it accepted (-1: not counted, allpairs)."""
+    startstop = binner.mode == "startstop"
+    return {"histogram_mode": binner.mode, "tac_dead_s": binner.tac_dead_ps / _PS_PER_S if startstop else 0.0,
+            "n_starts": int(binner.n_starts)}
+
+
 def partial_pixel(run_id: str, seq: int, index: int, dwell_s: float, binner: HistogramBinner) -> PartialPixel:
     """The pixel acquired so far (`dwell_s` s), for the host to judge (adaptive dwell)."""
     hist = binner.hist.astype(np.int64, copy=True)
     return PartialPixel(run_id=run_id, seq=seq, index=index, dwell_s=dwell_s, n_a=int(binner.n_a),
-                        n_b=int(binner.n_b), n_events=int(hist.sum()), hist=hist)
+                        n_b=int(binner.n_b), n_events=int(hist.sum()), hist=hist, **histogram_fields(binner))

@@ -20,10 +20,13 @@ from nvscope.rt.spool import Spool
 from nvscope.rt.state import RunState
 
 
-def scan_with(enough_after: dict[int, float], lag: int = 0, **scan) -> tuple[list[Pixel], list[PartialPixel]]:
-    """A 3-pixel adaptive scan where the host answers pixel i's partial pixels with an error below the
-    target from `enough_after[i]` s of dwell on (above it before); its answers reach the rig `lag`
-    slice boundaries after the partial pixel was sent (0: at once)."""
+def scan_with(enough_after: dict[int, float], lag: int = 0, hopeless: frozenset[int] = frozenset(),
+              **scan) -> tuple[list[Pixel], list[PartialPixel]]:
+    """A 3-pixel adaptive scan where the host answers pixel i's partial pixels with a predicted error
+    below the target from `enough_after[i]` s of dwell on (before, above it but within reach of the
+    maximum dwell: it would reach the target only then), and the pixels in `hopeless` with one that
+    cannot reach it; its answers reach the rig `lag` slice boundaries after the partial pixel was sent
+    (0: at once)."""
     cfg = from_dict(RigConfig, {"scan": {"nx": 3, "ny": 1, "slice_s": 0.04, "adaptive_g2_std": 0.1,
                                          "max_dwell_s": 0.3, **scan},
                                 "sim": {"sample": {"emitters": [{"x": -0.6e-6, "y": -0.6e-6}]}}}, "rig")
@@ -31,9 +34,11 @@ def scan_with(enough_after: dict[int, float], lag: int = 0, **scan) -> tuple[lis
 
     def send(p: PartialPixel) -> bool:
         asked.append(p)
-        std = 0.05 if p.dwell_s >= enough_after.get(p.index, np.inf) - 1e-9 else 0.2
+        target, max_dwell = cfg.scan.adaptive_g2_std, cfg.scan.max_dwell_s
+        std = (0.05 if p.dwell_s >= enough_after.get(p.index, np.inf) - 1e-9 else
+               0.99 * target * np.sqrt(max_dwell / p.dwell_s) if p.index not in hopeless else 1.0)
         in_flight.append([lag, PartialG2(run_id=p.run_id, seq=p.seq, index=p.index, dwell_s=p.dwell_s,
-                                         g2=0.3, g2_std=std)])
+                                         g2=0.3, g2_std=std, predicted_std=std)])
         return True
 
     def serve(timeout_ms: int) -> bool:  # what the rig does between slices: apply what has arrived
@@ -51,6 +56,7 @@ def scan_with(enough_after: dict[int, float], lag: int = 0, **scan) -> tuple[lis
     while not plan.done:
         sent.append(plan.step(len(sent) + 1))
     assert len(sent) == 3 and adaptive.unanswered == 0
+    assert all(p.histogram_mode == cfg.scan.histogram_mode for p in [*sent, *asked])
     return sent, asked
 
 
@@ -64,6 +70,23 @@ def test_pixel_ends_when_host_says_enough_or_at_max_dwell():
     last = asked[1]
     assert np.array_equal(last.hist, sent[0].hist) and (last.n_a, last.n_b) == (sent[0].n_a, sent[0].n_b)
     assert all(p.n_events == p.hist.sum() for p in asked)
+
+
+def test_pixels_that_cannot_reach_the_target_are_given_up_and_the_run_tallied(caplog):
+    caplog.set_level("INFO", logger="nvscope.rt.run_loop")
+    sent, _ = scan_with({0: 0.08}, hopeless=frozenset({1}))
+    assert [p.dwell_s for p in sent] == pytest.approx([0.08, 0.04, 0.3])
+    assert "of 3 pixels, 1 reached the target, 1 were given up" in caplog.text
+    assert "1 ran to their maximum dwell" in caplog.text
+
+
+def test_pixels_carry_how_their_histogram_was_acquired():
+    sent, asked = scan_with({0: 0.08}, histogram_mode="startstop", tac_dead_s=100e-9)
+    for p in [*sent, *asked]:
+        assert (p.histogram_mode, p.tac_dead_s) == ("startstop", pytest.approx(100e-9))
+        assert p.n_starts >= p.n_events and p.n_starts > 0  # the converter's accepted starts
+    sent, asked = scan_with({0: 0.08})
+    assert {(p.histogram_mode, p.tac_dead_s, p.n_starts) for p in [*sent, *asked]} == {("allpairs", 0.0, -1)}
 
 
 def test_answers_that_lag_end_the_pixel_later_and_a_host_two_slices_behind_is_waited_for():
@@ -118,7 +141,8 @@ class QuietLink:
 
 def test_rig_takes_any_answer_for_this_pixel_and_waits_only_when_two_slices_ahead(caplog):
     cfg = from_dict(RigConfig, {"scan": {"adaptive_g2_std": 0.1, "max_dwell_s": 1.0, "reply_timeout_s": 0.05}}, "rig")
-    answer = lambda index, dwell, std: PartialG2(run_id="r", seq=1, index=index, dwell_s=dwell, g2=0.3, g2_std=std)  # noqa: E731
+    answer = lambda index, dwell, std: PartialG2(run_id="r", seq=1, index=index, dwell_s=dwell, g2=0.3,  # noqa: E731
+                                                 g2_std=std, predicted_std=std)
     partial = lambda index, dwell: PartialPixel(run_id="r", seq=1, index=index, dwell_s=dwell)  # noqa: E731
     link = QuietLink()
     now = [0.0]
@@ -153,3 +177,36 @@ def test_rig_takes_any_answer_for_this_pixel_and_waits_only_when_two_slices_ahea
     dwell.end()
     rig._apply(answer(6, 0.1, 0.01))  # after the pixel ended: ignored
     assert not dwell.enough and dwell.unanswered == 1
+
+
+def test_the_rig_decides_on_the_predicted_error_and_gives_up_on_pixels_that_cannot_reach_the_target(caplog):
+    # target 0.1, at most 1 s per pixel: after 0.1 s a predicted error above 0.1 * sqrt(1 / 0.1) = 0.316
+    # cannot reach the target within the maximum dwell (the error falls as 1 / sqrt(dwell))
+    answer = lambda index, dwell, g2_std, predicted: PartialG2(  # noqa: E731
+        run_id="r", seq=1, index=index, dwell_s=dwell, g2=0.3, g2_std=g2_std, predicted_std=predicted)
+    partial = lambda index, dwell: PartialPixel(run_id="r", seq=1, index=index, dwell_s=dwell)  # noqa: E731
+    arrived: list[PartialG2] = []
+    dwell = AdaptiveDwell(0.1, 0.05, lambda p: True, lambda timeout_ms: any([dwell.take(a) for a in arrived]) and False)
+
+    def pixel(index: int, answers: list[tuple[float, float]]) -> tuple[float, str]:
+        """Run a pixel whose slices of 0.1 s get `answers` (g2_std, predicted_std) in turn; the dwell
+        (s) after which it ends (1.0: its maximum) and why."""
+        dwell.begin("r", index, 1.0)
+        verdict, ended = "", 1.0
+        for k, (g2_std, predicted) in enumerate(answers):
+            arrived[:] = [answer(index, 0.1 * (k + 1), g2_std, predicted)]
+            if dwell.between_slices(partial(index, 0.1 * (k + 1))):
+                verdict, ended = dwell.verdict, 0.1 * (k + 1)
+                break
+        dwell.end()
+        return pytest.approx(ended), verdict
+
+    # the pixel's own estimated error below the target decides nothing: only the predicted one does
+    assert pixel(0, [(0.01, 0.2), (0.01, 0.15), (0.2, 0.09)]) == (0.3, "reached")
+    assert pixel(1, [(0.5, 0.33)]) == (0.1, "given up")  # 0.33 * sqrt(0.1) = 0.104 > 0.1
+    assert pixel(2, [(0.5, 0.3), (0.5, 0.21), (0.5, 0.16)]) == (1.0, "")  # 0.095, 0.094, 0.088: in reach
+    assert pixel(3, [(0.01, float("nan"))] * 9) == (1.0, "")  # no prediction: acquire on
+    assert pixel(4, [(0.3, 0.2), (0.3, 0.25)]) == (0.2, "given up")  # 0.25 * sqrt(0.2) = 0.112
+    assert (dwell.reached, dwell.given_up) == (1, 2)
+    line = dwell.tally("r", 5)
+    assert "of 5 pixels, 1 reached the target, 2 were given up" in line and "2 ran to their maximum" in line

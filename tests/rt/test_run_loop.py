@@ -25,6 +25,7 @@ from nvscope.rt.hal import DeviceError
 from nvscope.rt.kernels import warm_up
 from nvscope.rt.link import RtLink
 from nvscope.rt.rig import Rig
+from nvscope.rt.run_loop import SrmPlan
 from nvscope.rt.spool import Spool
 from nvscope.rt.state import Event, ExitStatus, RunState, StateError, transition
 
@@ -265,7 +266,7 @@ def test_serve_forever_runs_a_start_and_applies_the_commands_queued_behind_it(tm
 
 class DelayedHost:
     """A host over a real socket that acks every data message at once and answers each partial pixel
-    `delay_s` s after it came, with a g2(0) error of 30 / sqrt(singles); it says start, then records
+    `delay_s` s after it came, with a (predicted) g2(0) error of 30 / sqrt(singles); it says start, then records
     when run_start and run_end came (monotonic s) and every pixel's dwell."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str, delay_s: float):
@@ -287,7 +288,8 @@ class DelayedHost:
                 if isinstance(msg, PartialPixel):
                     std = 30 / np.sqrt(max(msg.n_a + msg.n_b, 1))
                     self.answers.append((now + self.delay_s, PartialG2(
-                        run_id=msg.run_id, seq=msg.seq, index=msg.index, dwell_s=msg.dwell_s, g2=0.3, g2_std=std)))
+                        run_id=msg.run_id, seq=msg.seq, index=msg.index, dwell_s=msg.dwell_s, g2=0.3, g2_std=std,
+                        predicted_std=std)))
                 elif msg.durable:
                     self.times.setdefault(msg.kind, now)
                     if isinstance(msg, Pixel):
@@ -330,6 +332,12 @@ def test_adaptive_scan_in_real_time_takes_its_photon_time_with_a_host_answering_
     # waiting for every answer takes ~1.6 x the photon time; going on takes ~1.02 x (the 5 % goal is
     # measured in benchmarks/bench_latency.py); the bound sits between them so that load cannot flip it
     assert wall < 1.3 * photon, (wall, photon, host.dwell)
+
+
+def test_the_scan_bins_with_its_mode_dead_time_and_the_channels_delay_difference():
+    cfg = rig_config(histogram_mode="startstop", tac_dead_s=120e-9, delay_a_s=5e-9, delay_b_s=20e-9)
+    binner = SrmPlan("r1", cfg.scan, compose_devices(cfg, sim=True)).binner
+    assert (binner.mode, binner.tac_dead_ps, binner.delay_ps) == ("startstop", 120_000, 15_000)
 
 
 def test_tags_lost_to_a_full_tagger_buffer_travel_with_the_pixel():
