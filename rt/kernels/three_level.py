@@ -29,8 +29,10 @@ def g2_shape_from_rates(k12, k21, k23, k31) -> tuple:
     p = k12 * k23 + k12 * k31 + k21 * k31 + k23 * k31
     disc = s * s - 4.0 * p
     if not np.all(disc > 1e-12 * s * s):
-        raise ValueError(f"the rate matrix of k12={k12}, k21={k21}, k23={k23}, k31={k31} (1/s) has complex "
-                         "or degenerate eigenvalues (damped oscillation): g2 is not of the two-exponential form")
+        bad = np.flatnonzero(np.broadcast_to(~(disc > 1e-12 * s * s), disc.shape).ravel())[0]
+        k = [float(np.broadcast_to(x, disc.shape).ravel()[bad]) for x in (k12, k21, k23, k31)]
+        raise ValueError(f"the rate matrix of k12={k[0]:.4g}, k21={k[1]:.4g}, k23={k[2]:.4g}, k31={k[3]:.4g} (1/s) has "
+                         "complex or degenerate eigenvalues (damped oscillation): g2 is not of the two-exponential form")
     lam1 = 0.5 * (s + np.sqrt(disc))
     lam2 = p / lam1
     # p2(tau | p(0) = ground) / p2_ss = g2: g2(0) = 0 and g2'(0+) = k12 / p2_ss fix a.

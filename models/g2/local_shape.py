@@ -1,0 +1,286 @@
+"""Each pixel's g2 shape from the emitter's three-level rates and the pixel's PL (docs/physics.md section 1.3).
+
+The shape (t1, t2, a) of an emitter's g2 follows its pump k12, i.e. the excitation intensity at the
+pixel: one shape fitted to a scan's summed histogram is right at no pixel in particular, and with the
+singles normalization it biases g2(0) by far more than its error away from the brightest pixels
+(0.34 for a true 0.086 at 200 nm from an emitter under a 360 nm spot). This module fits, on the
+scan, the rates the shape depends on and how the pump follows the PL, and gives every pixel the
+shape at its own pump:
+
+- the pixels are sorted by PL (counts/s) and cut into up to MAX_BINS bins of at least
+  MIN_BIN_EVENTS events each; each bin's histograms are summed (the model of the sum is the sum of
+  the pixels' models: base_p weight_pk (w_k - (1 - g0) v_k), with the bin's kernel v at its
+  event-weighted mean PL);
+- one joint Poisson likelihood over the bins, each bin's g0 profiled out (its MLE given the kernel,
+  the normalization known from the singles), is maximized over the shared rates k21, k23, k31 and the
+  saturation model that gives each PL its pump:
+
+      PL - B = C k12^(1 + gamma) / (k21 + k23 + k12 (1 + k23 / k31))
+
+  i.e. the collected emission eta(x) k21 p2(k12) of a three-level emitter, p2 its excited population,
+  with the collection following the excitation as eta ~ k12^gamma (Gaussian PSFs: gamma =
+  (FWHM_exc / FWHM_coll)^2) and B the uncorrelated light (background, dark counts). C is written
+  through the pump `ref_k12` at the brightest bin's PL `ref_pl_cps`;
+- a pixel's pump is the k12 that solves the model at its PL (monotone: one root), and its shape is
+  `rt.kernels.three_level.g2_shape_from_rates` at that pump.
+
+With too few events for two bins, it is the scan's one shape fitted to the summed histogram
+(`mle.fit_shape_full`), as before. Where several emitters share a spot the model is an effective
+one: the pump of a single emitter with that PL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize, newton
+
+from nvscope.proto.histogram import N_BINS
+from nvscope.rt.kernels.three_level import g2_shape_from_rates
+
+from .mle import ShapeFit, fit_shape_full
+from .model import EmitterShape, bin_widths, shape_kernels
+
+MIN_BIN_EVENTS: float = 2000.0
+"""Fewest events in a PL bin's summed histogram; below 2 x this in all the scan keeps one shape."""
+MAX_BINS: int = 16
+"""Most PL bins the scan is cut into (each then has at least 1/16 of the events)."""
+
+MIN_PUMP_EVENTS: float = 1000.0
+"""Fewest events in a pixel for `LocalShapes.fit_pumps` to fit its own pump."""
+PUMP_GRID: int = 96
+"""Pumps (log-spaced) `LocalShapes.fit_pumps` tries."""
+
+_RATE_BOUNDS = (1e5, 1e10)        # 1/s, every fitted rate
+_GAMMA_BOUNDS = (0.3, 3.0)
+_RATE_STARTS = ((5e7, 1e7, 4e6, 2e7), (8e7, 3e7, 1e7, 5e7), (3e7, 3e6, 2e6, 1e7), (1e8, 1e7, 1e6, 1e8))
+"""(k21, k23, k31, ref_k12) in 1/s to start from: NV-like, faster, slower, well above saturation."""
+_N_REFINED = 2
+_G0_ITER = 60                     # bisections of a bin's g0 score on [-1, 2]
+
+
+@dataclass(frozen=True)
+class LocalShapes:
+    """The scan's three-level rates and saturation model, giving each pixel its g2 shape from its PL.
+
+    k21, k23, k31: the shared rates in 1/s (NaN when the scan kept one shape).
+    background_cps: B, the PL (counts/s) of uncorrelated light (no pump).
+    ref_pl_cps, ref_k12: the pump ref_k12 (1/s) where the PL is ref_pl_cps (counts/s).
+    gamma: the exponent of the collection efficiency in the pump (dimensionless).
+    scan_shape: the one shape of the summed histogram; every pixel's shape when n_bins == 1.
+    n_bins: the PL bins the fit used (1: too few events for more; the scan's one shape).
+    """
+
+    k21: float
+    k23: float
+    k31: float
+    background_cps: float
+    ref_pl_cps: float
+    ref_k12: float
+    gamma: float
+    scan_shape: EmitterShape
+    n_bins: int
+
+    @property
+    def local(self) -> bool:
+        """Whether the shape follows the pump (False: the scan's one shape at every pixel)."""
+        return self.n_bins > 1
+
+    def k12(self, pl_cps) -> np.ndarray:
+        """Each pixel's pump k12 (1/s) at its PL (counts/s); 0 at or below the background, NaN if not local."""
+        pl = np.atleast_1d(np.asarray(pl_cps, dtype=float))
+        if not self.local:
+            return np.full(pl.shape, np.nan)
+        return _pump(pl, self.background_cps, self.ref_pl_cps, self.ref_k12, self.gamma, self.k21, self.k23, self.k31)
+
+    def shapes(self, pl_cps) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(t1 in s, t2 in s, a), each (P,), of the pixels at PL pl_cps (counts/s, (P,))."""
+        pl = np.atleast_1d(np.asarray(pl_cps, dtype=float))
+        if not self.local:
+            s = self.scan_shape
+            return np.full(pl.shape, s.t1), np.full(pl.shape, s.t2), np.full(pl.shape, s.a)
+        a, t1, t2 = g2_shape_from_rates(self.k12(pl), self.k21, self.k23, self.k31)
+        return t1, t2, a
+
+    def kernels(self, pl_cps, offset_s: float = 0.0, k12=None) -> np.ndarray:
+        """Kernels v_pk (P, N_BINS) of the pixels at PL pl_cps (counts/s), zero-delay offset offset_s (s);
+        with k12 ((P,), 1/s, e.g. from `fit_pumps`) at those pumps instead of the PL's."""
+        if k12 is None or not self.local:
+            t1, t2, a = self.shapes(pl_cps)
+        else:
+            a, t1, t2 = g2_shape_from_rates(np.asarray(k12, dtype=float), self.k21, self.k23, self.k31)
+        return shape_kernels(t1, t2, a, offset_s)
+
+    def fit_pumps(self, hist, base, pl_cps, weight=None) -> np.ndarray:
+        """Each pixel's pump k12 (P,) in 1/s fitted on its own histogram (P, N_BINS) with the scan's rates,
+        its g0 profiled out (base (P,) counts per bin, weight (P, N_BINS) or None), on a grid of
+        PUMP_GRID pumps from the PL map's lowest / 30 to its highest x 3; the PL map's pump where the
+        pixel has fewer than MIN_PUMP_EVENTS events or no base. Where several emitters share a spot,
+        the PL says too high a pump for each (their PLs add); the histogram says the right one."""
+        h = np.asarray(hist, dtype=float).reshape(-1, N_BINS)
+        P = len(h)
+        pl = np.broadcast_to(np.asarray(pl_cps, dtype=float), (P,))
+        k_pl = self.k12(pl)
+        if not self.local:
+            return k_pl
+        b = np.broadcast_to(np.asarray(base, dtype=float), (P,))
+        wt = np.ones((P, N_BINS)) if weight is None else np.broadcast_to(np.asarray(weight, dtype=float), (P, N_BINS))
+        own = (h.sum(axis=1) >= MIN_PUMP_EVENTS) & np.isfinite(b) & (b > 0) & np.isfinite(k_pl) & (k_pl > 0)
+        if not own.any():
+            return k_pl
+        k_hi = 3.0 * float(k_pl[own].max())
+        grid = np.geomspace(float(k_pl[own].min()) / 30.0, k_hi, PUMP_GRID)
+        grid = grid[[_real_shapes(self.k21, self.k23, self.k31, k) for k in grid]]
+        a, t1, t2 = g2_shape_from_rates(grid, self.k21, self.k23, self.k31)
+        v = shape_kernels(t1, t2, a)
+        out = k_pl.copy()
+        w = bin_widths()
+        for p in np.flatnonzero(own):
+            ll = _profile_g0(np.broadcast_to(h[p], v.shape), np.broadcast_to(b[p] * wt[p], v.shape), w, v)
+            out[p] = grid[int(np.argmax(ll))]
+        return out
+
+
+def _pump(pl, B, ref_pl, ref_k12, gamma, k21, k23, k31) -> np.ndarray:
+    """k12 (1/s) that solves PL - B = C k12^(1+gamma) / (kd + s k12), C from (ref_pl, ref_k12)."""
+    kd, s = k21 + k23, 1.0 + k23 / k31
+    log_c = np.log(ref_pl - B) - (1.0 + gamma) * np.log(ref_k12) + np.log(kd + s * ref_k12)
+    above = np.isfinite(pl) & (pl > B)
+    y = np.log(pl[above] - B) - log_c
+    # h(u) = (1 + gamma) u - ln(kd + s e^u) - y, u = ln k12: increasing and concave, so Newton converges
+    # from any start (after at most one step it approaches the root from below).
+    u = newton(lambda u: (1.0 + gamma) * u - np.logaddexp(np.log(kd), np.log(s) + u) - y,
+               np.full(y.shape, np.log(ref_k12)),
+               fprime=lambda u: 1.0 + gamma - 1.0 / (1.0 + kd / (s * np.exp(u))),
+               tol=1e-12, maxiter=100) if y.size else y
+    out = np.where(np.isfinite(pl), 0.0, np.nan)
+    out[above] = np.exp(u)
+    return out
+
+
+def _real_shapes(k21: float, k23: float, k31: float, k12_max: float) -> bool:
+    """Whether every pump in [0, k12_max] (1/s) gives a two-exponential g2 (real, distinct eigenvalues)."""
+    kd = k21 + k23
+    # the discriminant of rt.kernels.three_level, a quadratic in k12 with its minimum at k_min
+    k_min = float(np.clip(2.0 * (k23 + k31) - kd - k31, 0.0, k12_max))
+    s = k_min + kd + k31
+    return bool(s * s - 4.0 * (k_min * (k23 + k31) + kd * k31) > 1e-9 * s * s)
+
+
+def _pl_bins(events: np.ndarray, pl: np.ndarray) -> np.ndarray:
+    """Bin label of each pixel: sorted by PL, a bin closed once it holds max(MIN_BIN_EVENTS, total /
+    MAX_BINS) events; a short last bin joins the one before."""
+    order = np.argsort(pl, kind="stable")
+    target = max(MIN_BIN_EVENTS, events.sum() / MAX_BINS)
+    filled = np.cumsum(events[order])
+    label = np.empty(len(pl), dtype=int)
+    # bin j holds the pixels whose cumulative events, before them, reached j whole targets of the bins before
+    lab_sorted = np.zeros(len(pl), dtype=int)
+    j, start = 0, 0.0
+    for i, f in enumerate(filled):
+        lab_sorted[i] = j
+        if f - start >= target:
+            j, start = j + 1, f
+    if j > 0 and filled[-1] - start < target:
+        lab_sorted[lab_sorted == j] = j - 1
+    label[order] = lab_sorted
+    return label
+
+
+def _profile_g0(n: np.ndarray, b: np.ndarray, w: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """max over g0 in [-1, 2] of sum_k n_k log c_k - b_k c_k, c_k = w_k - (1 - g0) v_k, for each row (bin)
+    (n, b, v: (bins, N_BINS); w: (N_BINS,)).
+
+    The log-likelihood is concave in g0; its score is bisected on the part of [-1, 2] where every
+    bin with counts has c_k > 0.
+    """
+    counted = n > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        edge = 1.0 - w / v                                   # where c_k = 0
+    lo = np.maximum(-1.0, np.where(counted & (v > 0), edge, -np.inf).max(axis=1) + 1e-12)
+    hi = np.minimum(2.0, np.where(counted & (v < 0), edge, np.inf).min(axis=1) - 1e-12)
+    bv = (b * v).sum(axis=1)
+
+    def score(g):
+        c = w - (1.0 - g)[:, None] * v
+        return np.where(counted, n * v / np.where(counted, c, 1.0), 0.0).sum(axis=1) - bv
+
+    a, z = lo.copy(), hi.copy()
+    for _ in range(_G0_ITER):
+        m = 0.5 * (a + z)
+        up = score(m) > 0
+        a, z = np.where(up, m, a), np.where(up, z, m)
+    g = np.where(lo < hi, 0.5 * (a + z), np.nan)
+    c = w - (1.0 - g)[:, None] * v
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ll = np.where(counted, n * np.log(np.where(counted, c, 1.0)), 0.0).sum(axis=1) - (b * c).sum(axis=1)
+    return np.where(np.isfinite(ll), ll, -np.inf)
+
+
+def fit_local_shapes(hist, base, pl_cps, weight=None) -> LocalShapes | None:
+    """The scan's `LocalShapes` from its histograms (P, N_BINS), each pixel's base (P,) (counts per bin of
+    uncorrelated light where weight = 1; NaN or <= 0: the pixel is left out of the fit), its PL (P,)
+    in counts/s and the start-stop survival weight (P, N_BINS) (None: ones, allpairs). None when there
+    is nothing to fit (no events in pixels with a base)."""
+    h = np.asarray(hist, dtype=float).reshape(-1, N_BINS)
+    P = len(h)
+    b = np.broadcast_to(np.asarray(base, dtype=float), (P,))
+    pl = np.broadcast_to(np.asarray(pl_cps, dtype=float), (P,))
+    wt = np.ones((P, N_BINS)) if weight is None else np.broadcast_to(np.asarray(weight, dtype=float), (P, N_BINS))
+    use = np.isfinite(b) & (b > 0) & np.isfinite(pl) & (pl >= 0)
+    h, b, pl, wt = h[use], b[use], pl[use], wt[use]
+    events = h.sum(axis=1)
+    if not events.sum() > 0:
+        return None
+    base_k = b[:, None] * wt                                  # each pixel's per-bin base
+    scan = fit_shape_full(h.sum(axis=0), base_k.sum(axis=0))
+    label = _pl_bins(events, pl)
+    n_bins = int(label.max()) + 1
+    if n_bins < 2:
+        return LocalShapes(np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, scan.shape, 1)
+    n = np.array([h[label == j].sum(axis=0) for j in range(n_bins)])
+    bk = np.array([base_k[label == j].sum(axis=0) for j in range(n_bins)])
+    pl_bin = np.array([np.average(pl[label == j], weights=events[label == j]) for j in range(n_bins)])
+    return _fit_rates(n, bk, pl_bin, float(pl.min()), scan, n_bins)
+
+
+def _fit_rates(n, bk, pl_bin, pl_min, scan: ShapeFit, n_bins: int) -> LocalShapes:
+    """The joint profile-likelihood fit of the rates and the saturation model over the PL bins."""
+    w = bin_widths()
+    ref_pl = float(pl_bin[-1])
+    b_max = min(pl_min, ref_pl) * (1.0 - 1e-9)
+    n_events = n.sum()
+
+    def unpack(x):
+        k21, k23, k31, ref_k12 = np.exp(x[:4])
+        return k21, k23, k31, ref_k12, float(x[4]), float(x[5]) * b_max
+
+    def nll(x):
+        k21, k23, k31, ref_k12, gamma, B = unpack(x)
+        k12 = _pump(pl_bin, B, ref_pl, ref_k12, gamma, k21, k23, k31)
+        if not _real_shapes(k21, k23, k31, 4.0 * float(k12.max())):
+            return 1e3
+        try:
+            a, t1, t2 = g2_shape_from_rates(k12, k21, k23, k31)
+        except ValueError:                  # complex eigenvalues: not a two-exponential shape
+            return 1e3
+        v = shape_kernels(t1, t2, a)
+        ll = _profile_g0(n, bk, w, v)
+        return float(-ll.sum() / n_events) if np.all(np.isfinite(ll)) else 1e3
+
+    log_r = np.log(_RATE_BOUNDS)
+    bounds = [tuple(log_r)] * 4 + [_GAMMA_BOUNDS, (0.0, 1.0)]
+    starts = [np.array([*np.log(s), 1.0, 0.9]) for s in _RATE_STARTS]
+    starts.sort(key=nll)
+    best = None
+    for x0 in starts[:_N_REFINED]:
+        res = minimize(nll, x0, method="L-BFGS-B", bounds=bounds,
+                       options={"maxiter": 500, "ftol": 1e-13, "gtol": 1e-9})
+        if best is None or res.fun < best.fun:
+            best = res
+    k21, k23, k31, ref_k12, gamma, B = unpack(best.x)
+    return LocalShapes(k21, k23, k31, B, ref_pl, ref_k12, gamma, scan.shape, n_bins)
+
+
+__all__ = ["MIN_BIN_EVENTS", "MAX_BINS", "MIN_PUMP_EVENTS", "PUMP_GRID", "LocalShapes", "fit_local_shapes"]
