@@ -56,8 +56,8 @@ _RATE_BOUNDS = (1e5, 1e10)        # 1/s, every fitted rate
 _GAMMA_BOUNDS = (0.3, 3.0)
 _RATE_STARTS = ((5e7, 1e7, 4e6, 2e7), (8e7, 3e7, 1e7, 5e7), (3e7, 3e6, 2e6, 1e7), (1e8, 1e7, 1e6, 1e8))
 """(k21, k23, k31, ref_k12) in 1/s to start from: NV-like, faster, slower, well above saturation."""
-_N_REFINED = 2
-_G0_ITER = 60                     # bisections of a bin's g0 score on [-1, 2]
+_N_REFINED = 1
+_G0_ITER = 45                     # bisections of a bin's g0 score on [-1, 2]
 
 
 @dataclass(frozen=True)
