@@ -280,7 +280,7 @@ def _fit_rates(n, bk, pl_bin, pl_min, scan: ShapeFit, n_bins: int) -> LocalShape
         if best is None or res.fun < best.fun:
             best = res
     k21, k23, k31, ref_k12, gamma, B = unpack(best.x)
-    return LocalShapes(k21, k23, k31, B, ref_pl, ref_k12, gamma, scan.shape, n_bins)
+    return LocalShapes(float(k21), float(k23), float(k31), float(B), ref_pl, float(ref_k12), gamma, scan.shape, n_bins)
 
 
 __all__ = ["MIN_BIN_EVENTS", "MAX_BINS", "MIN_PUMP_EVENTS", "PUMP_GRID", "LocalShapes", "fit_local_shapes"]
