@@ -13,12 +13,17 @@ import logging
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from nvscope.firmware_sim import DetectorParams, Emitter, Sample, SimScanner, SimTimeTagger
+
+from nvscope.models.g2.reasons import G2_REASONS
 
 from .daemon import HostDaemon
 from .srm.dwell_figure import dwell_figure
@@ -77,8 +82,9 @@ adaptive_g2_std = {ADAPTIVE_TARGET}
 max_dwell_s = {ADAPTIVE_MAX_DWELL_S}
 reply_timeout_s = 0.25
 """
-"""The adaptive scan's lines in [scan]: the bright pixels (above half the peak PL) reach an error of
-0.2 in about half the fixed dwell; the dark ones keep the fixed dwell as their maximum."""
+"""The adaptive scan's lines in [scan]: a pixel ends when the g2(0) error predicted from its rate
+reaches the target, or as soon as that error predicted at the maximum dwell is above it (background
+and dim pixels), else at the maximum, the fixed scan's dwell."""
 
 
 DEMO_MRI_TOML = """\
@@ -192,39 +198,89 @@ def summarize_srm(path: Path) -> str:
         bright = pl > 0.5 * np.nanmax(pl)
         return (f"  {path.name}: {n} pixels, {dwell:.1f} s of photons, status {f.attrs['exit_status']}\n"
                 f"  PL peak {np.nanmax(pl) / 1e3:.1f} kcps; g2(0) at the brightest pixel "
-                f"{g2[brightest]:.3f} +- {std[brightest]:.3f}; median g2 error over pixels above half "
+                f"{g2[brightest]:.3f} +- {std[brightest]:.3f}; median reported g2(0) std over the pixels above half "
                 f"the peak PL {np.nanmedian(std[bright]):.3f} (g2 by {method}); on line, arrival to stored g2: "
                 f"median {1e3 * np.nanmedian(latency):.0f} ms, max {1e3 * np.nanmax(latency):.0f} ms\n"
                 f"  figure: {path.with_suffix('.png')}")
 
 
-def dwell_stats(path: Path) -> dict[str, float]:
-    """Photon time (s), and dwell and g2 errors of a finished SRM run over all pixels and over the
-    bright ones (above half the peak PL); how many pixels ended before the adaptive maximum dwell."""
+BRIGHT_FRACTIONS = (0.5, 0.1)
+"""The demo's g2 errors are over the pixels whose PL (in the fixed scan) is above these fractions of its peak."""
+
+
+def simulated_truth_g2(rig_toml: Path, positions: np.ndarray) -> np.ndarray:
+    """The simulator's true g2(0) (`SimTimeTagger.true_g2_zero`: the measured histogram's, detectors
+    included) at each position (P, 3) m of the demo rig's sample (its [sim.sample] emitters at x, y
+    and background; the default detectors, as the demo's rig has)."""
+    table = tomllib.loads(rig_toml.read_text())["sim"]["sample"]
+    sample = Sample(emitters=tuple(Emitter(float(e["x"]), float(e["y"])) for e in table["emitters"]),
+                    background_rate=float(table["background_rate"]))
+    scanner = SimScanner()
+    tagger = SimTimeTagger(sample, scanner, DetectorParams())
+    truth = np.empty(len(positions))
+    for i, (x, y, z) in enumerate(positions):
+        scanner.move_to(x, y, z)
+        truth[i] = tagger.true_g2_zero()
+    return truth
+
+
+def scan_pixels(path: Path) -> dict[str, np.ndarray]:
+    """A finished SRM run's run-end maps per pixel row (PL counts/s, g2, g2_std, dwell s, reason code),
+    its positions (m) and its photon time (s)."""
     with h5py.File(path, "r") as f:
-        std, pl, dwell = (f[f"maps/{name}"][()] for name in ("g2_std", "pl_cps", "dwell_s"))
-        photons_s = float(f.attrs["total_dwell_s"])
-    scanned = np.isfinite(dwell)
-    std, pl, dwell = std[scanned], pl[scanned], dwell[scanned]
-    bright = pl > 0.5 * np.nanmax(pl)
-    return {"photons_s": photons_s, "median_all": float(np.nanmedian(std)),
-            "max_all": float(np.nanmax(std)), "median_bright": float(np.nanmedian(std[bright])),
-            "max_bright": float(np.nanmax(std[bright])), "n_bright": int(bright.sum()),
-            "dwell_bright": float(dwell[bright].mean()),
-            "early": int(np.sum(dwell < ADAPTIVE_MAX_DWELL_S - 1e-9))}
+        ix, iy = f["pixels/ix"][()], f["pixels/iy"][()]
+        px = {name: f[f"maps/{name}"][()][iy, ix] for name in ("pl_cps", "g2", "g2_std", "dwell_s", "g2_reason")}
+        px["position"] = f["pixels/position"][()]
+        px["photons_s"] = float(f.attrs["total_dwell_s"])
+    return px
 
 
-def summarize_dwell(fixed: Path, adaptive: Path, wall_fixed: float, wall_adaptive: float, png: Path) -> str:
-    """Fixed versus adaptive dwell on the same field: total time and g2 errors of each, in a few lines."""
-    lines = [f"  the same field with fixed and with adaptive dwell (target g2 error {ADAPTIVE_TARGET}, "
-             f"at most {ADAPTIVE_MAX_DWELL_S} s per pixel):"]
-    for name, path, wall in (("fixed   ", fixed, wall_fixed), ("adaptive", adaptive, wall_adaptive)):
-        s = dwell_stats(path)
-        early = f"; {s['early']} pixels reached the target early" if path == adaptive else ""
-        lines.append(f"    {name} {s['photons_s']:5.1f} s of photons ({wall:4.1f} s wall); {s['n_bright']} pixels "
-                     f"above half the peak PL: mean dwell {s['dwell_bright']:.2f} s, g2 error median "
-                     f"{s['median_bright']:.3f}, max {s['max_bright']:.3f}; all pixels: g2 error median "
-                     f"{s['median_all']:.2f}, max {s['max_all']:.2f}{early}")
+def g2_errors(px: dict[str, np.ndarray], truth: np.ndarray, rows: np.ndarray) -> str:
+    """One scan's g2(0) against the truth over `rows` (bool): RMS and mean error, median reported std,
+    mean dwell (s)."""
+    err = px["g2"][rows] - truth[rows]
+    return (f"RMS {np.sqrt(np.mean(err ** 2)):.3f}, mean {np.mean(err):+.3f}, median reported std "
+            f"{np.median(px['g2_std'][rows]):.3f}, mean dwell {px['dwell_s'][rows].mean():.2f} s")
+
+
+def rig_tally(log_path: Path) -> str:
+    """The rig's line on how the adaptive pixels ended (`AdaptiveDwell.tally`), from its log; '' if none."""
+    lines = [line for line in log_path.read_text().splitlines() if "adaptive dwell (target" in line]
+    return lines[-1].split(": ", 2)[-1] if lines else ""
+
+
+def summarize_dwell(fixed: Path, adaptive: Path, rig_toml: Path, rig_log: Path, wall_fixed: float,
+                    wall_adaptive: float, png: Path) -> str:
+    """Fixed versus adaptive dwell on the same field: the photon time of each, how the adaptive pixels
+    ended, and the g2(0) errors against the simulator's truth over the pixels above BRIGHT_FRACTIONS of
+    the fixed scan's peak PL (over the same pixels in both scans: those with an estimate in both)."""
+    f, a = scan_pixels(fixed), scan_pixels(adaptive)
+    truth = simulated_truth_g2(rig_toml, f["position"])
+    peak = np.nanmax(f["pl_cps"])
+    lines = [f"  the same field with fixed dwell ({ADAPTIVE_MAX_DWELL_S} s per pixel) and with adaptive dwell "
+             f"(target g2(0) error {ADAPTIVE_TARGET}, at most {ADAPTIVE_MAX_DWELL_S} s per pixel):",
+             f"    photon time: fixed {f['photons_s']:.1f} s ({wall_fixed:.1f} s wall), adaptive {a['photons_s']:.1f} s "
+             f"({wall_adaptive:.1f} s wall): {a['photons_s'] / f['photons_s']:.2f} of the fixed scan's"]
+    tally = rig_tally(rig_log)
+    if tally:
+        lines.append(f"    the rig: {tally.split(': ', 1)[-1]}")
+    lines.append(f"    g2(0) error (estimate - the simulator's true g2(0) at the pixel), over the same pixels in "
+                 f"both scans (PL peak {peak / 1e3:.0f} kcps in the fixed scan):")
+    for fraction in BRIGHT_FRACTIONS:
+        above = f["pl_cps"] > fraction * peak
+        both = above & np.isfinite(f["g2"]) & np.isfinite(a["g2"])
+        lines.append(f"      the {both.sum()} pixels above {fraction:.0%} of the peak PL (true g2(0) "
+                     f"{truth[both].min():.2f} to {truth[both].max():.2f}) with an estimate in both scans:")
+        lines.append(f"        fixed    {g2_errors(f, truth, both)}")
+        lines.append(f"        adaptive {g2_errors(a, truth, both)}")
+        for name, px in (("fixed", f), ("adaptive", a)):
+            none = above & ~np.isfinite(px["g2"])
+            if none.any():
+                codes, counts = np.unique(px["g2_reason"][none].astype(int), return_counts=True)
+                why = ", ".join(f"{n} {G2_REASONS[c] if 0 < c < len(G2_REASONS) else 'reason unknown'}"
+                                for c, n in zip(codes, counts))
+                lines.append(f"        left out: {none.sum()} without an estimate in the {name} scan "
+                             f"(dwell {px['dwell_s'][none].min():.2f}-{px['dwell_s'][none].max():.2f} s: {why})")
     lines.append(f"  figure: {png}")
     return "\n".join(lines)
 
@@ -315,7 +371,7 @@ def run_demo(out: Path, timeout_s: float = 600.0) -> int:
     print(f"nvscope demo: antibunching scan and adaptive noise spectroscopy on the simulated rig -> {out.resolve()}")
     print(summarize_srm(path))
     print(f"  scan + analysis {t_scan:.1f} s ({n_pixels / t_scan:.1f} pixels/s end to end)")
-    print(summarize_dwell(path, adaptive_path, t_scan, t_adaptive, png))
+    print(summarize_dwell(path, adaptive_path, fixed_toml, out / "rig-adaptive.log", t_scan, t_adaptive, png))
     print(summarize_vqns(out / f"{vqns_id}.h5", controller))
     print(f"  adaptive VQNS run {t_vqns:.1f} s")
     for summary in run_mri_demo(out, estimator, timeout_s):
