@@ -250,11 +250,13 @@ def _simulate(args: tuple) -> EmitterHistograms:
 
 
 def simulate_dataset(n_emitters: int, windows: int, seed: int, events: int = MAX_WINDOW_EVENTS,
-                     workers: int | None = None, n_target: float | np.ndarray | None = None) -> dict[str, np.ndarray]:
+                     workers: int | None = None, n_target: float | np.ndarray | None = None,
+                     fit_context: bool = True) -> dict[str, np.ndarray]:
     """Histograms of `n_emitters` random emitters, `windows` each, as flat arrays with `emitter` ids
-    (expected events per histogram as `simulate_emitter` draws them, or `n_target`, a number or one per window)."""
+    (expected events per histogram as `simulate_emitter` draws them, or `n_target`, a number or one per window;
+    `fit_context` as in `simulate_emitter`)."""
     seeds = np.random.SeedSequence(seed).generate_state(n_emitters, dtype=np.uint64)
-    jobs = [(int(s), windows, events, n_target) for s in seeds]
+    jobs = [(int(s), windows, events, n_target, False, UNCORRELATED_FRACTION, fit_context) for s in seeds]
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
