@@ -37,7 +37,7 @@ from nvscope.models.g2.features import N_CHANNELS, N_SCALARS, SHIPPED_MODEL
 from nvscope.models.g2.least_squares import estimate_g2_lm
 from nvscope.models.g2.estimation import estimate_pixels
 from nvscope.models.g2.mle import cramer_rao_std, estimate_g2
-from nvscope.models.g2.model import EmitterShape, expected_histogram, pixel_base
+from nvscope.models.g2.model import EmitterShape, expected_histogram, pixel_base, pixel_models, shape_kernels
 from nvscope.models.g2.train_cnn import export_onnx
 from nvscope.models.g2.training_data import simulate_dataset
 from nvscope.proto.histogram import N_BINS
@@ -152,7 +152,9 @@ def accuracy(emitters: int, windows: int, reference: Path | None) -> None:
         results["bayes-true"][:, rows] = posterior_mean_g2(d["hist"][rows].astype(float), true_shape, base[rows])
         for name, est in estimators.items():
             # the host's g2 path: histograms below the estimator's min_events are NaN, with a reason
-            e = estimate_pixels(est, d["hist"][rows], shape, base[rows], require_base=True)
+            # each histogram's own context (the host's per-pixel shape where training_data gives one)
+            models = pixel_models(base[rows], shape_kernels(*d["context"][rows].T), n_pixels=len(rows))
+            e = estimate_pixels(est, d["hist"][rows], models, require_base=True)
             results[name][:, rows] = e.g2, e.g2_std
     t_lm = time.perf_counter()
     results["lm"] = np.full((2, N.size), np.nan)
