@@ -253,9 +253,10 @@ class MleEstimator:
     min_events: int = 1
     uses_shape: bool = True
 
-    def estimate(self, hist, models: PixelModels) -> tuple[np.ndarray, np.ndarray]:
-        """(g2, g2_std) by the Poisson MLE with each pixel's model fixed (base NaN: fitted)."""
-        return estimate_g2(hist, models)
+    def estimate(self, hist, models: PixelModels, base=None) -> tuple[np.ndarray, np.ndarray]:
+        """(g2, g2_std) by the Poisson MLE with each pixel's model fixed (base NaN: fitted); or, as before,
+        a scan-wide EmitterShape and base (`estimate_g2`)."""
+        return estimate_g2(hist, models, base)
 
     def notes(self, hist, models: PixelModels) -> np.ndarray:
         """The MLE serves every pixel its model describes: no notes (int8 zeros)."""

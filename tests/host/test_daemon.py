@@ -421,8 +421,10 @@ def test_a_late_shape_refit_neither_holds_up_nor_reorders_the_g2_rows(rig_and_ho
     hist = np.stack([p.hist for p in pixels])
     base = pixel_base(np.array([p.n_a for p in pixels]), np.array([p.n_b for p in pixels]),
                       np.array([p.dwell_s for p in pixels]), 12)
-    default = estimate_pixels(MleEstimator(), hist[:8], NV_DEFAULT_SHAPE, base[:8]).g2
-    later = estimate_pixels(MleEstimator(), hist[8:], fitted, base[8:]).g2
+    from nvscope.models.g2.model import kernel_bin_averages, pixel_models
+
+    default = estimate_pixels(MleEstimator(), hist[:8], pixel_models(base[:8], kernel_bin_averages(NV_DEFAULT_SHAPE))).g2
+    later = estimate_pixels(MleEstimator(), hist[8:], pixel_models(base[8:], kernel_bin_averages(fitted))).g2
     np.testing.assert_allclose(g2, np.r_[default, later], rtol=1e-9)
     assert len(set(np.round(g2, 9))) == 12  # every row differs: a swap of two rows would show
 
