@@ -36,11 +36,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize, newton
 
-from nvscope.proto.histogram import N_BINS
-from nvscope.rt.kernels.three_level import g2_shape_from_rates
+from nvscope.proto.histogram import BIN_WIDTH_S, N_BINS
+from nvscope.rt.kernels.three_level import g2_shape_from_rates, g2_shape_jacobian
 
 from .mle import ShapeFit, fit_shape_full
-from .model import EmitterShape, bin_widths, shape_kernels
+from .model import EmitterShape, bin_widths, exp_bin_integrals, exp_bin_integrals_dt, shape_kernels
 
 MIN_BIN_EVENTS: float = 2000.0
 """Fewest events in a PL bin's summed histogram; below 2 x this in all the scan keeps one shape."""
@@ -57,7 +57,9 @@ _GAMMA_BOUNDS = (0.3, 3.0)
 _RATE_STARTS = ((5e7, 1e7, 4e6, 2e7), (8e7, 3e7, 1e7, 5e7), (3e7, 3e6, 2e6, 1e7), (1e8, 1e7, 1e6, 1e8))
 """(k21, k23, k31, ref_k12) in 1/s to start from: NV-like, faster, slower, well above saturation."""
 _N_REFINED = 1
-_G0_ITER = 45                     # bisections of a bin's g0 score on [-1, 2]
+_G0_ITER = 100                    # most safeguarded Newton steps on a bin's g0 score
+_G0_TOL = 1e-13                   # a bin's g0 is converged when its step is below this
+_PUMP_CHUNK = 2_000_000           # most (pixel, pump, bin) values `fit_pumps` holds at once
 
 
 @dataclass(frozen=True)
@@ -136,9 +138,12 @@ class LocalShapes:
         v = shape_kernels(t1, t2, a)
         out = k_pl.copy()
         w = bin_widths()
-        for p in np.flatnonzero(own):
-            ll = _profile_g0(np.broadcast_to(h[p], v.shape), np.broadcast_to(b[p] * wt[p], v.shape), w, v)
-            out[p] = grid[int(np.argmax(ll))]
+        rows = np.flatnonzero(own)
+        step = max(1, _PUMP_CHUNK // (len(grid) * N_BINS))
+        for i in range(0, len(rows), step):
+            r = rows[i:i + step]
+            ll = _profile_g0(h[r, None, :], (b[r, None] * wt[r])[:, None, :], w, v[None])   # (pixels, pumps)
+            out[r] = grid[np.argmax(ll, axis=1)]
         return out
 
 
@@ -188,34 +193,65 @@ def _pl_bins(events: np.ndarray, pl: np.ndarray) -> np.ndarray:
     return label
 
 
-def _profile_g0(n: np.ndarray, b: np.ndarray, w: np.ndarray, v: np.ndarray) -> np.ndarray:
+def _profile_g0(n: np.ndarray, b: np.ndarray, w: np.ndarray, v: np.ndarray, dv: bool = False):
     """max over g0 in [-1, 2] of sum_k n_k log c_k - b_k c_k, c_k = w_k - (1 - g0) v_k, for each row (bin)
-    (n, b, v: (bins, N_BINS); w: (N_BINS,)).
+    (n, b, v broadcast to (..., N_BINS); w: (N_BINS,)); result (...,). With dv, also its derivative in v,
+    (..., N_BINS): -(1 - g0) (n_k / c_k - b_k) at the maximizing g0 (envelope theorem).
 
-    The log-likelihood is concave in g0; its score is bisected on the part of [-1, 2] where every
-    bin with counts has c_k > 0.
+    The log-likelihood is concave in g0: its score is zeroed by Newton steps, safeguarded by bisection
+    of the bracket that the score's sign keeps, on the part of [-1, 2] where every bin with counts has
+    c_k > 0 (an end of it where the score does not change sign there).
     """
+    n, b, v = np.broadcast_arrays(n, b, v)
+    shape = n.shape[:-1]
+    n, b, v = (x.reshape(-1, n.shape[-1]) for x in (n, b, v))
     counted = n > 0
     with np.errstate(divide="ignore", invalid="ignore"):
         edge = 1.0 - w / v                                   # where c_k = 0
-    lo = np.maximum(-1.0, np.where(counted & (v > 0), edge, -np.inf).max(axis=1) + 1e-12)
-    hi = np.minimum(2.0, np.where(counted & (v < 0), edge, np.inf).min(axis=1) - 1e-12)
-    bv = (b * v).sum(axis=1)
+    lo = np.maximum(-1.0, np.where(counted & (v > 0), edge, -np.inf).max(axis=-1) + 1e-12)
+    hi = np.minimum(2.0, np.where(counted & (v < 0), edge, np.inf).min(axis=-1) - 1e-12)
+    ok = lo < hi
+    bv = (b * v).sum(axis=-1)
+    nn = np.where(counted, n, 0.0)
 
-    def score(g):
-        c = w - (1.0 - g)[:, None] * v
-        return np.where(counted, n * v / np.where(counted, c, 1.0), 0.0).sum(axis=1) - bv
+    def score_slope(g, rows):
+        c = np.where(counted[rows], w - (1.0 - g)[:, None] * v[rows], 1.0)
+        r = v[rows] / c
+        nr = nn[rows] * r
+        return nr.sum(axis=-1) - bv[rows], -(nr * r).sum(axis=-1)   # slope < 0 where counts meet v != 0
 
-    a, z = lo.copy(), hi.copy()
+    g = np.where(ok, lo, np.nan)
+    act = np.flatnonzero(ok)
+    s_lo, _ = score_slope(lo[act], act)
+    act = act[s_lo > 0]                                      # else the maximum is at lo
+    g[act] = hi[act]
+    s_hi, _ = score_slope(hi[act], act)
+    act = act[s_hi < 0]                                      # else it is at hi
+    a, z = lo[act], hi[act]
+    x = 0.5 * (a + z)
     for _ in range(_G0_ITER):
-        m = 0.5 * (a + z)
-        up = score(m) > 0
-        a, z = np.where(up, m, a), np.where(up, z, m)
-    g = np.where(lo < hi, 0.5 * (a + z), np.nan)
-    c = w - (1.0 - g)[:, None] * v
+        if not act.size:
+            break
+        score, slope = score_slope(x, act)
+        up = score > 0
+        a, z = np.where(up, x, a), np.where(up, z, x)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            new = x - score / slope
+        new = np.where((new > a) & (new < z), new, 0.5 * (a + z))
+        g[act] = new
+        more = (np.abs(new - x) > _G0_TOL) & (z - a > _G0_TOL)
+        act, a, z, x = act[more], a[more], z[more], new[more]
+    g = g.reshape(shape)
+    n, b, v, counted, nn = (y.reshape(*shape, -1) for y in (n, b, v, counted, nn))
+    c = w - (1.0 - g)[..., None] * v
     with np.errstate(divide="ignore", invalid="ignore"):
-        ll = np.where(counted, n * np.log(np.where(counted, c, 1.0)), 0.0).sum(axis=1) - (b * c).sum(axis=1)
-    return np.where(np.isfinite(ll), ll, -np.inf)
+        ll = np.where(counted, nn * np.log(np.where(counted, c, 1.0)), 0.0).sum(axis=-1) - (b * c).sum(axis=-1)
+    ll = np.where(np.isfinite(ll), ll, -np.inf)
+    if not dv:
+        return ll
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = -(1.0 - g)[..., None] * (nn / np.where(counted, c, 1.0) - b)
+    return ll, d
 
 
 def fit_local_shapes(hist, base, pl_cps, weight=None) -> LocalShapes | None:
@@ -246,41 +282,84 @@ def fit_local_shapes(hist, base, pl_cps, weight=None) -> LocalShapes | None:
 
 
 def _fit_rates(n, bk, pl_bin, pl_min, scan: ShapeFit, n_bins: int) -> LocalShapes:
-    """The joint profile-likelihood fit of the rates and the saturation model over the PL bins."""
-    w = bin_widths()
+    """The joint profile-likelihood fit of the rates and the saturation model over the PL bins
+    (L-BFGS-B on the exact gradient: `_nll_and_grad`)."""
     ref_pl = float(pl_bin[-1])
     b_max = min(pl_min, ref_pl) * (1.0 - 1e-9)
-    n_events = n.sum()
-
-    def unpack(x):
-        k21, k23, k31, ref_k12 = np.exp(x[:4])
-        return k21, k23, k31, ref_k12, float(x[4]), float(x[5]) * b_max
-
-    def nll(x):
-        k21, k23, k31, ref_k12, gamma, B = unpack(x)
-        k12 = _pump(pl_bin, B, ref_pl, ref_k12, gamma, k21, k23, k31)
-        if not _real_shapes(k21, k23, k31, 4.0 * float(k12.max())):
-            return 1e3
-        try:
-            a, t1, t2 = g2_shape_from_rates(k12, k21, k23, k31)
-        except ValueError:                  # complex eigenvalues: not a two-exponential shape
-            return 1e3
-        v = shape_kernels(t1, t2, a)
-        ll = _profile_g0(n, bk, w, v)
-        return float(-ll.sum() / n_events) if np.all(np.isfinite(ll)) else 1e3
-
+    data = (n, bk, pl_bin, ref_pl, b_max, float(n.sum()), bin_widths())
     log_r = np.log(_RATE_BOUNDS)
     bounds = [tuple(log_r)] * 4 + [_GAMMA_BOUNDS, (0.0, 1.0)]
     starts = [np.array([*np.log(s), 1.0, 0.9]) for s in _RATE_STARTS]
-    starts.sort(key=nll)
+    starts.sort(key=lambda x0: _nll_and_grad(x0, *data, grad=False))
     best = None
     for x0 in starts[:_N_REFINED]:
-        res = minimize(nll, x0, method="L-BFGS-B", bounds=bounds,
+        res = minimize(_nll_and_grad, x0, args=data, jac=True, method="L-BFGS-B", bounds=bounds,
                        options={"maxiter": 500, "ftol": 1e-13, "gtol": 1e-9})
         if best is None or res.fun < best.fun:
             best = res
-    k21, k23, k31, ref_k12, gamma, B = unpack(best.x)
+    k21, k23, k31, ref_k12, gamma, B = _unpack(best.x, b_max)
     return LocalShapes(float(k21), float(k23), float(k31), float(B), ref_pl, float(ref_k12), gamma, scan.shape, n_bins)
+
+
+def _unpack(x, b_max: float) -> tuple:
+    """(k21, k23, k31, ref_k12 in 1/s, gamma, B in counts/s) from the fit's x = (ln k21, ln k23, ln k31,
+    ln ref_k12, gamma, B / b_max)."""
+    k21, k23, k31, ref_k12 = np.exp(x[:4])
+    return k21, k23, k31, ref_k12, float(x[4]), float(x[5]) * b_max
+
+
+_PENALTY = 1e3
+"""The fit's objective where the rates give no two-exponential shape (its gradient there: zero)."""
+
+
+def _nll_and_grad(x, n, bk, pl_bin, ref_pl, b_max, n_events, w, grad: bool = True):
+    """The joint negative log-likelihood per event over the PL bins (each bin's g0 profiled out) at
+    x (see `_unpack`), and its gradient in x when grad.
+
+    The gradient chains d ll / d v (the profile's, `_profile_g0`) through v's derivatives in the shape
+    (a, t1, t2) (`exp_bin_integrals`, `exp_bin_integrals_dt`), the shape's in the rates
+    (`g2_shape_jacobian`) and the bins' pumps' in x (implicit differentiation of `_pump`'s equation).
+    """
+    k21, k23, k31, ref_k12, gamma, B = _unpack(x, b_max)
+    k12 = _pump(pl_bin, B, ref_pl, ref_k12, gamma, k21, k23, k31)
+    flat = (_PENALTY, np.zeros(len(x))) if grad else _PENALTY
+    if not _real_shapes(k21, k23, k31, 4.0 * float(k12.max())):
+        return flat
+    try:
+        a, t1, t2 = g2_shape_from_rates(k12, k21, k23, k31)
+    except ValueError:                  # complex eigenvalues: not a two-exponential shape
+        return flat
+    v = shape_kernels(t1, t2, a)
+    if not grad:
+        ll = _profile_g0(n, bk, w, v)
+        return float(-ll.sum() / n_events) if np.all(np.isfinite(ll)) else _PENALTY
+    ll, dll_dv = _profile_g0(n, bk, w, v, dv=True)
+    if not np.all(np.isfinite(ll)):
+        return flat
+    # d v / d (a, t1, t2), each (bins, N_BINS)
+    e1, e2 = exp_bin_integrals(t1), exp_bin_integrals(t2)
+    e1_dt = np.array([exp_bin_integrals_dt(t) for t in t1])
+    e2_dt = np.array([exp_bin_integrals_dt(t) for t in t2])
+    dv = np.stack([e1 - e2, (1.0 + a)[:, None] * e1_dt, -a[:, None] * e2_dt]) / BIN_WIDTH_S
+    dll_dshape = (dll_dv[None] * dv).sum(axis=-1)                        # (3, bins)
+    # the pump's equation h(u) = (1 + gamma) u - ln(kd + s e^u) - ln(pl - B) + ln(ref_pl - B)
+    #   - (1 + gamma) ln ref_k12 + ln(kd + s ref_k12) = 0, u = ln k12: du/dx = -(dh/dx) / (dh/du)
+    kd, sr = k21 + k23, 1.0 + k23 / k31
+    d_u, d_r = kd + sr * k12, kd + sr * ref_k12
+    h_u = 1.0 + gamma - sr * k12 / d_u
+    h_kd = -1.0 / d_u + 1.0 / d_r
+    h_sr = -k12 / d_u + ref_k12 / d_r
+    h_x = np.stack([k21 * h_kd, k23 * (h_kd + h_sr / k31), -(k23 / k31) * h_sr,
+                    np.full(k12.shape, -(1.0 + gamma) + sr * ref_k12 / d_r),
+                    np.log(k12 / ref_k12),
+                    b_max * (1.0 / (pl_bin - B) - 1.0 / (ref_pl - B))])   # (6, bins)
+    dk12 = -k12 * h_x / h_u
+    rates_x = np.zeros((4, 6, len(k12)))                                  # d(k12, k21, k23, k31) / dx
+    rates_x[0] = dk12
+    rates_x[1, 0], rates_x[2, 1], rates_x[3, 2] = k21, k23, k31
+    shape_x = np.einsum("crj,rxj->cxj", g2_shape_jacobian(k12, k21, k23, k31), rates_x)
+    g = -np.einsum("cj,cxj->x", dll_dshape, shape_x) / n_events
+    return float(-ll.sum() / n_events), g
 
 
 __all__ = ["MIN_BIN_EVENTS", "MAX_BINS", "MIN_PUMP_EVENTS", "PUMP_GRID", "LocalShapes", "fit_local_shapes"]

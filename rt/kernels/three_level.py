@@ -16,6 +16,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def _check_real(k12, k21, k23, k31, s, disc) -> None:
+    """ValueError naming the first rates whose rate matrix has complex or degenerate eigenvalues."""
+    if not np.all(disc > 1e-12 * s * s):
+        bad = np.flatnonzero(np.broadcast_to(~(disc > 1e-12 * s * s), disc.shape).ravel())[0]
+        k = [float(np.broadcast_to(x, disc.shape).ravel()[bad]) for x in (k12, k21, k23, k31)]
+        raise ValueError(f"the rate matrix of k12={k[0]:.4g}, k21={k[1]:.4g}, k23={k[2]:.4g}, k31={k[3]:.4g} (1/s) has "
+                         "complex or degenerate eigenvalues (damped oscillation): g2 is not of the two-exponential form")
+
+
 def g2_shape_from_rates(k12, k21, k23, k31) -> tuple:
     """(a, t1 in s, t2 in s) of g2(tau) = 1 - (1 + a) e^{-|tau|/t1} + a e^{-|tau|/t2} for rates in 1/s.
 
@@ -28,11 +37,7 @@ def g2_shape_from_rates(k12, k21, k23, k31) -> tuple:
     s = k12 + k21 + k23 + k31
     p = k12 * k23 + k12 * k31 + k21 * k31 + k23 * k31
     disc = s * s - 4.0 * p
-    if not np.all(disc > 1e-12 * s * s):
-        bad = np.flatnonzero(np.broadcast_to(~(disc > 1e-12 * s * s), disc.shape).ravel())[0]
-        k = [float(np.broadcast_to(x, disc.shape).ravel()[bad]) for x in (k12, k21, k23, k31)]
-        raise ValueError(f"the rate matrix of k12={k[0]:.4g}, k21={k[1]:.4g}, k23={k[2]:.4g}, k31={k[3]:.4g} (1/s) has "
-                         "complex or degenerate eigenvalues (damped oscillation): g2 is not of the two-exponential form")
+    _check_real(k12, k21, k23, k31, s, disc)
     lam1 = 0.5 * (s + np.sqrt(disc))
     lam2 = p / lam1
     # p2(tau | p(0) = ground) / p2_ss = g2: g2(0) = 0 and g2'(0+) = k12 / p2_ss fix a.
@@ -43,4 +48,29 @@ def g2_shape_from_rates(k12, k21, k23, k31) -> tuple:
     return a, t1, t2
 
 
-__all__ = ["g2_shape_from_rates"]
+def g2_shape_jacobian(k12, k21, k23, k31) -> np.ndarray:
+    """d(a, t1, t2)/d(k12, k21, k23, k31) of `g2_shape_from_rates`, shape (3, 4) + the rates' broadcast shape
+    (row a in s, rows t1, t2 in s^2; rates in 1/s). ValueError where g2_shape_from_rates raises one."""
+    k12, k21, k23, k31 = np.broadcast_arrays(*(np.asarray(k, dtype=float) for k in (k12, k21, k23, k31)))
+    one, zero = np.ones_like(k12), np.zeros_like(k12)
+    s = k12 + k21 + k23 + k31
+    p = k12 * k23 + k12 * k31 + k21 * k31 + k23 * k31
+    disc = s * s - 4.0 * p
+    _check_real(k12, k21, k23, k31, s, disc)
+    r = np.sqrt(disc)
+    lam1 = 0.5 * (s + r)
+    lam2 = p / lam1
+    num = lam2 - k31 + k12 * k23 / k31
+    a = num / (lam1 - lam2)
+    # derivatives along (k12, k21, k23, k31), stacked on a leading axis of 4
+    ds = np.stack([one, one, one, one])
+    dp = np.stack([k23 + k31, k31, k12 + k31, k12 + k21 + k23])
+    dr = (s * ds - 2.0 * dp) / r
+    dlam1 = 0.5 * (ds + dr)
+    dlam2 = (dp - lam2 * dlam1) / lam1
+    dnum = dlam2 + np.stack([k23 / k31, zero, k12 / k31, -one - k12 * k23 / (k31 * k31)])
+    da = (dnum - a * (dlam1 - dlam2)) / (lam1 - lam2)
+    return np.stack([da, -dlam1 / (lam1 * lam1), -dlam2 / (lam2 * lam2)])
+
+
+__all__ = ["g2_shape_from_rates", "g2_shape_jacobian"]
