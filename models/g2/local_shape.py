@@ -237,7 +237,7 @@ def _profile_g0(n: np.ndarray, b: np.ndarray, w: np.ndarray, v: np.ndarray, dv: 
         a, z = np.where(up, x, a), np.where(up, z, x)
         with np.errstate(divide="ignore", invalid="ignore"):
             new = x - score / slope
-        new = np.where((new > a) & (new < z), new, 0.5 * (a + z))
+        new = np.where((new >= a) & (new <= z), new, 0.5 * (a + z))
         g[act] = new
         more = (np.abs(new - x) > _G0_TOL) & (z - a > _G0_TOL)
         act, a, z, x = act[more], a[more], z[more], new[more]

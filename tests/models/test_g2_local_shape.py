@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from nvscope.firmware_sim.sample import Emitter, Sample, SimScanner, SimTimeTagger
+from nvscope.models.g2 import local_shape
 from nvscope.models.g2.local_shape import LocalShapes, fit_local_shapes
 from nvscope.models.g2.mle import estimate_g2
-from nvscope.models.g2.model import kernel_bin_averages, pixel_base, pixel_models
+from nvscope.models.g2.model import bin_widths, kernel_bin_averages, pixel_base, pixel_models, shape_kernels
 from nvscope.proto.histogram import BIN_WIDTH_S, N_BINS, bin_edges_s
 from nvscope.rt.kernels.binning import histogram_tags
-from nvscope.rt.kernels.three_level import g2_shape_from_rates
+from nvscope.rt.kernels.three_level import g2_shape_from_rates, g2_shape_jacobian
 
 XS = np.arange(-600e-9, 601e-9, 25e-9)   # m, 25 nm steps across 360 nm PSFs
 DWELL_S = 2.0
@@ -73,6 +74,59 @@ def test_shape_from_rates_is_the_simulators():
     np.testing.assert_allclose(t1[:2], [12.94e-9, 14.6e-9], rtol=0.01)
     np.testing.assert_allclose(t2[:2], [148.6e-9, 180e-9], rtol=0.01)
     assert a[2] == pytest.approx(0.09, abs=0.01)
+
+
+def test_shape_jacobian_is_the_central_difference_of_the_shape():
+    rates = (np.array([2e7, 1e7, 3e8]), np.array([5e7, 8e7, 3e5]), np.array([1e7, 3e7, 1.7e7]), np.array([4e6, 5e7, 1.3e6]))
+    jac = g2_shape_jacobian(*rates)
+    assert jac.shape == (3, 4, 3)
+    for i in range(4):
+        up, down = list(rates), list(rates)
+        step = 1e-6 * rates[i]
+        up[i], down[i] = rates[i] + step, rates[i] - step
+        fd = (np.array(g2_shape_from_rates(*up)) - np.array(g2_shape_from_rates(*down))) / (2.0 * step)
+        np.testing.assert_allclose(jac[:, i], fd, rtol=1e-5, atol=1e-7 * np.abs(fd).max())
+
+
+def test_profiled_g0_is_the_maximum_over_a_fine_grid():
+    rng = np.random.default_rng(5)
+    a, t1, t2 = g2_shape_from_rates(np.array([3e6, 2e7, 1e8]), 5e7, 1e7, 4e6)
+    v = shape_kernels(t1, t2, a)
+    w = bin_widths()
+    b = np.array([[40.0], [3.0], [0.2]]) * np.ones(N_BINS)
+    n = rng.poisson(b * (w - (1.0 - np.array([[0.2], [0.5], [0.9]])) * v)).astype(float)
+    ll, d = local_shape._profile_g0(n, b, w, v, dv=True)
+
+    def on_grid(grid):                                   # (points, rows) log-likelihoods
+        c = w - (1.0 - grid)[..., None] * v[None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(n > 0, n * np.log(np.maximum(c, 1e-300)), 0.0).sum(axis=-1) - (b * c).sum(axis=-1)
+
+    coarse = np.linspace(-1.0, 2.0, 3001)                # then 1e-6 steps around each row's best point
+    fine = coarse[np.argmax(on_grid(coarse[:, None]), axis=0)][None, :] + np.linspace(-1e-3, 1e-3, 2001)[:, None]
+    best = on_grid(fine).max(axis=0)
+    assert np.all(ll >= best - 1e-9) and np.all(ll - best < 1e-6)
+    # its derivative in v (g0 held at its maximum: the envelope theorem) against a central difference
+    dv = np.zeros_like(v)
+    dv[:, 100] = 1e-7
+    fd = (local_shape._profile_g0(n, b, w, v + dv) - local_shape._profile_g0(n, b, w, v - dv)) / 2e-7
+    np.testing.assert_allclose(d[:, 100], fd, rtol=1e-4, atol=1e-6)
+
+
+def test_the_joint_fits_gradient_is_its_central_difference(one):
+    pl, base, hist, g0, ls = one
+    label = local_shape._pl_bins(hist.sum(axis=1), pl)
+    n = np.array([hist[label == j].sum(axis=0) for j in range(ls.n_bins)])
+    bk = np.array([base[label == j].sum() * np.ones(N_BINS) for j in range(ls.n_bins)])
+    pl_bin = np.array([np.average(pl[label == j], weights=hist[label == j].sum(axis=1)) for j in range(ls.n_bins)])
+    b_max = pl.min() * (1.0 - 1e-9)
+    data = (n, bk, pl_bin, float(pl_bin[-1]), b_max, float(n.sum()), bin_widths())
+    for x in (np.array([*np.log([5e7, 1e7, 4e6, 2e7]), 1.0, 0.9]), np.array([*np.log([3e7, 3e6, 2e6, 1e7]), 0.7, 0.2])):
+        f, g = local_shape._nll_and_grad(x, *data)
+        assert f == local_shape._nll_and_grad(x, *data, grad=False) and np.all(g != 0)
+        fd = np.array([(local_shape._nll_and_grad(x + e, *data, grad=False)
+                        - local_shape._nll_and_grad(x - e, *data, grad=False)) / 2e-6 for e in 1e-6 * np.eye(6)])
+        np.testing.assert_allclose(g, fd, rtol=1e-4, atol=1e-5 * np.abs(fd).max())
 
 
 def test_line_scan_over_one_emitter_is_unbiased_at_every_bright_pixel(one):
