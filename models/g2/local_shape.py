@@ -214,11 +214,17 @@ def _profile_g0(n: np.ndarray, b: np.ndarray, w: np.ndarray, v: np.ndarray, dv: 
     bv = (b * v).sum(axis=-1)
     nn = np.where(counted, n, 0.0)
 
+    vc = np.where(counted, v, 0.0)
+    wc = np.where(counted, w - v, 1.0)                       # c = wc + g vc where counted, else 1
+
     def score_slope(g, rows):
-        c = np.where(counted[rows], w - (1.0 - g)[:, None] * v[rows], 1.0)
-        r = v[rows] / c
-        nr = nn[rows] * r
-        return nr.sum(axis=-1) - bv[rows], -(nr * r).sum(axis=-1)   # slope < 0 where counts meet v != 0
+        if rows.size < len(vc):
+            vr, wr, nr, bvr = vc[rows], wc[rows], nn[rows], bv[rows]
+        else:
+            vr, wr, nr, bvr = vc, wc, nn, bv
+        r = vr / (wr + g[:, None] * vr)
+        nr = nr * r
+        return nr.sum(axis=-1) - bvr, -(nr * r).sum(axis=-1)   # slope < 0 where counts meet v != 0
 
     g = np.where(ok, lo, np.nan)
     act = np.flatnonzero(ok)
