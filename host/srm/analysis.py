@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nvscope.models.g2.estimation import (G2Estimator, estimate_pixels, fit_scan_shape, histogram_models,
-                                         scan_shape, with_shape, with_shape_note)
+from nvscope.models.g2.estimation import G2Estimator, estimate_pixels, histogram_models, with_shape_note
 from nvscope.models.g2.mle import MleEstimator
-from nvscope.models.g2.model import EmitterShape
+from nvscope.models.g2.scan_context import ScanContext, fit_scan_context, pixel_pl, with_context
 from nvscope.models.g2.reasons import G2_NOTES, G2_REASONS
 
 from .figures import srm_figure
@@ -51,24 +50,23 @@ def acquisition(px: dict[str, np.ndarray]) -> tuple[str, np.ndarray, np.ndarray 
     return mode, dead, None if starts is None else np.asarray(starts, dtype=float)
 
 
-def srm_results(px: dict[str, np.ndarray], estimator: G2Estimator) -> tuple[dict[str, np.ndarray], EmitterShape]:
+def srm_results(px: dict[str, np.ndarray], estimator: G2Estimator) -> tuple[dict[str, np.ndarray], ScanContext]:
     """Per-pixel PL (counts/s), g2(0) and its std by `estimator`, G2 (paper Eq. 1-2), the dwell, the
-    no-estimate reason and the note; and the emitter shape, fitted once on the summed histogram with its
-    normalization fixed by the singles (with the base free, the slow bunching and the base are
-    nearly degenerate in a 500 ns window), in the histograms' own mode (all pairs or start-stop, from
-    the pixel table). With no events at all, or no antibunching beyond the noise (uncorrelated light),
+    no-estimate reason and the note; and the scan's context (`models.g2.scan_context`): each pixel's model
+    has the normalization of its histogram mode (all pairs or start-stop, from the pixel table) fixed by
+    its singles, and the emitter's shape at the pixel's own pump (fitted on its histogram where it has
+    enough events, else from its PL through the scan's saturation model), at the fitted zero delay where
+    that is significant. With no events at all, or no antibunching beyond the noise (uncorrelated light),
     the NV default shape is used and the estimates carry NOTE_DEFAULT_SHAPE."""
     hist, dwell = px["hist"], px["dwell_s"]
     mode, dead, starts = acquisition(px)
-    models = histogram_models(None, len(hist), mode, px["n_a"], px["n_b"], dwell,
-                              dead, starts)
-    fit = fit_scan_shape(hist, models.base, weight=models.weight)
-    shape, note = scan_shape(fit)
-    models = with_shape(models, shape)
-    est = with_shape_note(estimate_pixels(estimator, hist, models, require_base=True), note)
-    pl = (px["n_a"] + px["n_b"]) / dwell
+    models = histogram_models(None, len(hist), mode, px["n_a"], px["n_b"], dwell, dead, starts)
+    pl = pixel_pl(px["n_a"], px["n_b"], dwell)
+    context = fit_scan_context(hist, models, pl)
+    models = with_context(models, context, pl, hist=hist)
+    est = with_shape_note(estimate_pixels(estimator, hist, models, require_base=True), context.note)
     return {"pl_cps": pl, "g2": est.g2, "g2_std": est.g2_std, "G2": pl**2 * (1.0 - est.g2),
-            "g2_reason": est.reason.astype(float), "g2_note": est.note.astype(float), "dwell_s": dwell}, shape
+            "g2_reason": est.reason.astype(float), "g2_note": est.note.astype(float), "dwell_s": dwell}, context
 
 
 @dataclass
@@ -105,13 +103,12 @@ class SrmAnalysis:
         px = inputs.pixels
         if len(px["index"]) == 0:
             return {}, {"analysis_note": "no pixels"}
-        values, shape = srm_results(px, self.estimator)
+        values, context = srm_results(px, self.estimator)
         maps = pixel_maps(inputs.grid_shape, px["ix"], px["iy"], values)
         ok = on_grid(inputs.grid_shape, px["ix"], px["iy"])
         srm_figure(maps, px["position"][ok], inputs.figure, title=inputs.run_id)
         results = {f"maps/{k}": v for k, v in maps.items()}
-        attrs = {"g2_method": self.estimator.name, "shape_t1_s": shape.t1, "shape_t2_s": shape.t2,
-                 "shape_a": shape.a, "figure": inputs.figure.name, "g2_reasons": list(G2_REASONS),
+        attrs = {"g2_method": self.estimator.name, **context.attributes(), "figure": inputs.figure.name, "g2_reasons": list(G2_REASONS),
                  "g2_notes": list(G2_NOTES),
                  "total_dwell_s": float(px["dwell_s"].sum())}
         off = int((~on_grid(inputs.grid_shape, px["ix"], px["iy"])).sum())

@@ -231,31 +231,35 @@ def _estimator(method: str, model: str | None):
 
 
 def _run_method(estimator, d: dict) -> dict:
-    """The one g2 path (`estimate_pixels`) with the base free where the file has no singles."""
-    from nvscope.models.g2.estimation import estimate_pixels, fit_scan_shape
-    from nvscope.models.g2.model import NV_DEFAULT_SHAPE, pixel_base
-    from nvscope.models.g2.reasons import G2_REASONS
+    """The one g2 path in the histograms' mode, as the run-end analysis runs it: each pixel's normalization
+    (free where the file has no singles), the scan's context (`models.g2.scan_context`: its shape, the
+    shape at each pixel's own pump where the singles give the PL, the zero delay where significant) and
+    `estimate_pixels`."""
+    from nvscope.models.g2.estimation import estimate_pixels, histogram_models, with_shape_note
+    from nvscope.models.g2.reasons import G2_NOTES, G2_REASONS
+    from nvscope.models.g2.scan_context import fit_scan_context, pixel_pl, with_context
 
     hist = d["hist"]
-    base = pixel_base(d["n_a"], d["n_b"], d["t_acq"], len(hist))  # NaN without singles: base fitted
-    extra: dict = {}
-    shape = None
+    # each pixel's normalization, once (NaN base without singles: fitted); start-stop: base and survival
+    models = histogram_models(None, len(hist), d.get("mode", "allpairs"), d["n_a"], d["n_b"], d["t_acq"],
+                              d.get("tac_dead_s", 0.0), d.get("n_starts"))
+    singles = d["n_a"] is not None and d["t_acq"] is not None
+    pl = pixel_pl(d["n_a"], d["n_b"], d["t_acq"]) if singles else np.full(len(hist), np.nan)
     with np.errstate(all="ignore"):
-        if estimator.uses_shape:
-            # The emitter shape from the summed histograms: the context of the estimator.
-            fit = fit_scan_shape(hist, base)
-            shape = NV_DEFAULT_SHAPE if fit is None else fit.shape  # None: no pixel can be estimated
-            if fit is not None:
-                extra = {"shape_t1": fit.shape.t1, "shape_t2": fit.shape.t2, "shape_a": fit.shape.a,
-                         "shape_g0": fit.g0, "shape_base": fit.base}
-        est = estimate_pixels(estimator, hist, shape, base)
+        context = fit_scan_context(hist, models, pl)
+        est = with_shape_note(estimate_pixels(estimator, hist, with_context(models, context, pl, hist=hist)),
+                              context.note)
+    s = context.shape
+    extra: dict = {"shape_t1": s.t1, "shape_t2": s.t2, "shape_a": s.a, "shape_default": np.bool_(context.note != 0),
+                   **{k: v for k, v in context.attributes().items() if not k.startswith("shape_")}}
     if hasattr(estimator, "provenance"):  # the CNN: which model file made these numbers
         model = estimator.provenance()
         extra.update(model_git_commit=model["model_commit"], model_sha256=model["model_sha256"],
                      model_file=model["model_file"])
     reason = np.array(G2_REASONS, dtype="<U64")[est.reason]
     return {"g2": est.g2.astype(np.float64), "g2_std": est.g2_std.astype(np.float64), "reason": reason,
-            "reason_code": est.reason, "min_events": np.int64(estimator.min_events), **extra}
+            "reason_code": est.reason, "note": np.array(G2_NOTES, dtype="<U80")[est.note],
+            "note_code": est.note, "min_events": np.int64(estimator.min_events), **extra}
 
 
 def _read_estimate_input(path: str) -> dict:

@@ -3,7 +3,7 @@ rows, and the answers to adaptive dwell's partial pixels.
 
 The pieces run beside the host's I/O path (`host.session` schedules them): `estimate` and `answer`
 use the shape known now (fast, on the latency-critical worker thread); `learn` adds pixels to the
-context and says when a shape refit is due; the refit (`online_g2.refit_shape`, ~0.1 s of scipy)
+context and says when a refit is due; the refit (`online_g2.refit_shape`, 1-10 s of scipy)
 runs in a worker process and `use_shape` swaps its result in for the estimates that follow. Nothing
 here touches the run file: the rows are read and written on the I/O thread.
 """
@@ -16,7 +16,8 @@ import h5py
 import numpy as np
 
 from nvscope.models.g2.mle import cramer_rao_models
-from nvscope.models.g2.model import EmitterShape, PixelModels
+from nvscope.models.g2.model import PixelModels
+from nvscope.models.g2.scan_context import ScanContext
 from nvscope.proto.messages import PartialG2, PartialPixel, Pixel
 
 from .cnn_estimator import file_sha256
@@ -94,9 +95,9 @@ class RunG2Pipeline:
         """Add stored rows to the shape context; the shape refit due now, if any (for `use_shape`)."""
         return self.scan.add_context(rows.hist, rows.n_a, rows.n_b, rows.dwell_s, **rows.acquisition)
 
-    def use_shape(self, shape: EmitterShape | None, request: RefitRequest) -> bool:
-        """Estimate with the shape refitted for `request` from now on (unless a later refit is in use)."""
-        return self.scan.use_shape(shape, request.events)
+    def use_shape(self, context: ScanContext | None, request: RefitRequest) -> bool:
+        """Estimate with the context refitted for `request` from now on (unless a later refit is in use)."""
+        return self.scan.use_shape(context, request.events)
 
     def answer(self, partials: list[PartialPixel]) -> list[PartialG2]:
         """g2(0) and its std of partial pixels with the shape known now (neither added nor stored), and

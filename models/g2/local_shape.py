@@ -24,8 +24,9 @@ shape at its own pump:
 - a pixel's pump is the k12 that solves the model at its PL (monotone: one root), and its shape is
   `rt.kernels.three_level.g2_shape_from_rates` at that pump.
 
-With too few events for two bins, it is the scan's one shape fitted to the summed histogram
-(`mle.fit_shape_full`), as before. Where several emitters share a spot the model is an effective
+With too few events for two bins, or where the local model does not beat the scan's one shape by
+MIN_LOCAL_GAIN in twice the log-likelihood over the PL bins (the shape does not follow the PL beyond the
+noise), it is the scan's one shape fitted to the summed histogram (`mle.fit_shape_full`). Where several emitters share a spot the model is an effective
 one: the pump of a single emitter with that PL.
 """
 
@@ -40,13 +41,16 @@ from nvscope.proto.histogram import BIN_WIDTH_S, N_BINS
 from nvscope.rt.kernels.three_level import g2_shape_from_rates, g2_shape_jacobian
 
 from .mle import ShapeFit, fit_shape_full
-from .model import EmitterShape, bin_widths, exp_bin_integrals, exp_bin_integrals_dt, shape_kernels
+from .model import EmitterShape, bin_widths, exp_bin_integrals, exp_bin_integrals_dt, kernel_bin_averages, shape_kernels
 
 MIN_BIN_EVENTS: float = 2000.0
 """Fewest events in a PL bin's summed histogram; below 2 x this in all the scan keeps one shape."""
 MAX_BINS: int = 16
 """Most PL bins the scan is cut into (each then has at least 1/16 of the events)."""
 
+MIN_LOCAL_GAIN: float = 16.0
+"""Twice the log-likelihood the local model must gain over the one scan shape, over the PL bins, to be
+used (it has three more parameters; 16 is beyond the 0.1 % point of chi^2 with 3 degrees of freedom)."""
 MIN_PUMP_EVENTS: float = 1000.0
 """Fewest events in a pixel for `LocalShapes.fit_pumps` to fit its own pump."""
 PUMP_GRID: int = 96
@@ -284,12 +288,19 @@ def fit_local_shapes(hist, base, pl_cps, weight=None) -> LocalShapes | None:
     n = np.array([h[label == j].sum(axis=0) for j in range(n_bins)])
     bk = np.array([base_k[label == j].sum(axis=0) for j in range(n_bins)])
     pl_bin = np.array([np.average(pl[label == j], weights=events[label == j]) for j in range(n_bins)])
-    return _fit_rates(n, bk, pl_bin, float(pl.min()), scan, n_bins)
+    local, nll = _fit_rates(n, bk, pl_bin, float(pl.min()), scan, n_bins)
+    # The local model only where the data ask for it: its likelihood over the PL bins must beat the one
+    # scan shape's (each bin's g0 profiled in both) by MIN_LOCAL_GAIN; a scan whose shape does not follow
+    # the PL beyond its noise keeps one shape rather than fitting its noise with three more parameters.
+    one = -_profile_g0(n, bk, bin_widths(), kernel_bin_averages(scan.shape)[None, :]).sum()
+    if not 2.0 * (one - nll) > MIN_LOCAL_GAIN:
+        return LocalShapes(np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, scan.shape, 1)
+    return local
 
 
-def _fit_rates(n, bk, pl_bin, pl_min, scan: ShapeFit, n_bins: int) -> LocalShapes:
+def _fit_rates(n, bk, pl_bin, pl_min, scan: ShapeFit, n_bins: int) -> tuple[LocalShapes, float]:
     """The joint profile-likelihood fit of the rates and the saturation model over the PL bins
-    (L-BFGS-B on the exact gradient: `_nll_and_grad`)."""
+    (L-BFGS-B on the exact gradient: `_nll_and_grad`), and its negative log-likelihood (constants dropped)."""
     ref_pl = float(pl_bin[-1])
     b_max = min(pl_min, ref_pl) * (1.0 - 1e-9)
     data = (n, bk, pl_bin, ref_pl, b_max, float(n.sum()), bin_widths())
@@ -304,7 +315,8 @@ def _fit_rates(n, bk, pl_bin, pl_min, scan: ShapeFit, n_bins: int) -> LocalShape
         if best is None or res.fun < best.fun:
             best = res
     k21, k23, k31, ref_k12, gamma, B = _unpack(best.x, b_max)
-    return LocalShapes(float(k21), float(k23), float(k31), float(B), ref_pl, float(ref_k12), gamma, scan.shape, n_bins)
+    return (LocalShapes(float(k21), float(k23), float(k31), float(B), ref_pl, float(ref_k12), gamma, scan.shape, n_bins),
+            float(best.fun) * float(n.sum()))
 
 
 def _unpack(x, b_max: float) -> tuple:
@@ -368,4 +380,4 @@ def _nll_and_grad(x, n, bk, pl_bin, ref_pl, b_max, n_events, w, grad: bool = Tru
     return float(-ll.sum() / n_events), g
 
 
-__all__ = ["MIN_BIN_EVENTS", "MAX_BINS", "MIN_PUMP_EVENTS", "PUMP_GRID", "LocalShapes", "fit_local_shapes"]
+__all__ = ["MIN_BIN_EVENTS", "MAX_BINS", "MIN_LOCAL_GAIN", "MIN_PUMP_EVENTS", "PUMP_GRID", "LocalShapes", "fit_local_shapes"]

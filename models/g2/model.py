@@ -222,8 +222,18 @@ def pixel_models(base, kernel, weight=None, mode: str = "allpairs", n_pixels: in
     return PixelModels(b, v, w, mode, r)
 
 
+def concat_models(parts: list[PixelModels]) -> PixelModels:
+    """The models of several groups of pixels of one mode, in order."""
+    if len({m.mode for m in parts}) != 1:
+        raise ValueError(f"cannot join pixel models of modes {sorted({m.mode for m in parts})}")
+    rates = [m.stop_rate for m in parts]
+    rate = None if any(r is None for r in rates) else np.concatenate(rates)
+    return PixelModels(np.concatenate([m.base for m in parts]), np.concatenate([m.kernel for m in parts]),
+                       np.concatenate([m.weight for m in parts]), parts[0].mode, rate)
+
+
 __all__ = [
-    "HISTOGRAM_MODELS", "PixelModels", "pixel_models", "shape_kernels",
+    "HISTOGRAM_MODELS", "PixelModels", "pixel_models", "concat_models", "shape_kernels",
     "N_BINS", "EmitterShape", "NV_DEFAULT_SHAPE", "g2_model", "exp_bin_integrals", "exp_bin_integrals_dt",
     "kernel_bin_averages", "bin_widths", "bin_integrals", "bin_integrals_dg0",
     "singles_base", "pixel_base", "expected_histogram",

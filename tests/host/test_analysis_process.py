@@ -88,7 +88,8 @@ def test_refit_and_srm_analysis_in_a_process_equal_in_line(processes, tmp_path):
     assert isinstance(request, RefitRequest) and request.start is None
     base = pixel_base(px["n_a"], px["n_b"], px["dwell_s"], len(px["hist"]))
     want = fit_shape(px["hist"].sum(0), base=base.sum())
-    assert processes.run(refit_shape, request) == want == refit_shape(request)
+    in_process = processes.run(refit_shape, request)
+    assert in_process == refit_shape(request) and in_process.shape == want
     assert scan.add_context(px["hist"][:1], px["n_a"][:1], px["n_b"][:1], px["dwell_s"][:1]) is None  # not grown
 
     analysis = SrmAnalysis(MleEstimator())

@@ -432,12 +432,17 @@ def test_a_late_shape_refit_neither_holds_up_nor_reorders_the_g2_rows(rig_and_ho
 def test_use_shape_keeps_the_refit_of_the_larger_sum():
     from nvscope.host.srm.online_g2 import MleEstimator, ScanEstimator
     from nvscope.models.g2.model import EmitterShape
+    from nvscope.models.g2.scan_context import ScanContext
+
+    def context(shape, events):
+        return ScanContext(shape, 0, None, 0.0, 1e-9, 0.0, events)
 
     scan = ScanEstimator(MleEstimator())
     newer, older = EmitterShape(12e-9, 200e-9, 0.5), EmitterShape(15e-9, 300e-9, 0.8)
-    assert scan.use_shape(newer, 9000.0)
-    assert not scan.use_shape(older, 4000.0)  # a refit of a smaller sum came back late
+    assert scan.use_shape(context(newer, 9000.0), 9000.0)
+    assert not scan.use_shape(context(older, 4000.0), 4000.0)  # a refit of a smaller sum came back late
     assert scan.shape == newer and scan.shape_events == 9000.0
+    assert not scan.use_shape(ScanContext(older, 4, None, 0.0, 1e-9, 0.0, 1e5), 1e5)  # the default: no antibunching
 
 
 class AnalysisInProcess:

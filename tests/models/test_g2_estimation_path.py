@@ -136,16 +136,24 @@ def test_online_and_run_end_are_estimate_pixels(pixels, make):
     s = ScanEstimator(estimator)
     for rows in (slice(0, 20), slice(20, 40)):
         got = s.add(hist[rows], n_a[rows], n_b[rows], t[rows])
-        want = estimate_pixels(estimator, hist[rows], M(s.shape, base[rows]), require_base=True)
+        # the context's kernels at each pixel's PL (the scan's shape at the pump its PL says)
+        kernels = s.context.kernels((n_a[rows] + n_b[rows]) / t[rows])
+        want = estimate_pixels(estimator, hist[rows], pixel_models(base[rows], kernels), require_base=True)
         np.testing.assert_allclose(got.g2, want.g2, rtol=1e-12)
         np.testing.assert_array_equal(got.reason, want.reason)
     assert s.shape != model.NV_DEFAULT_SHAPE                      # 40 pixels of ~1e4 events: fitted
     q = s.query(hist[:3], n_a[:3], n_b[:3], t[:3])
-    np.testing.assert_allclose(q.g2, estimate_pixels(estimator, hist[:3], M(s.shape, base[:3])).g2, rtol=1e-12)
-    values, shape = srm_results({"hist": hist, "n_a": n_a, "n_b": n_b, "dwell_s": t}, estimator)
+    kernels = s.context.kernels((n_a[:3] + n_b[:3]) / t[:3])
+    np.testing.assert_allclose(q.g2, estimate_pixels(estimator, hist[:3], pixel_models(base[:3], kernels)).g2,
+                               rtol=1e-12)
+    values, context = srm_results({"hist": hist, "n_a": n_a, "n_b": n_b, "dwell_s": t}, estimator)
     fit = fit_shape_full(hist.sum(axis=0), base=base.sum())
-    assert shape == fit.shape
-    np.testing.assert_allclose(values["g2"], estimate_pixels(estimator, hist, M(fit.shape, base)).g2, rtol=1e-12)
+    assert context.shape == fit.shape
+    # each pixel's kernel is the context's shape at its own pump (fitted on its histogram), nothing else
+    pl = (n_a + n_b) / t
+    kernels = context.kernels(pl, context.local.fit_pumps(hist, base, pl)) if context.local is not None else None
+    models = M(fit.shape, base) if kernels is None else pixel_models(base, kernels)
+    np.testing.assert_allclose(values["g2"], estimate_pixels(estimator, hist, models).g2, rtol=1e-12)
     assert abs(np.nanmean(values["g2"]) - 0.35) < 0.1
 
 

@@ -50,8 +50,8 @@ def test_the_shape_fit_sees_no_antibunching(scan):
 
 def test_mle_is_one_within_its_error(scan):
     pairs, px = scan
-    values, shape = srm_results(px, MleEstimator())
-    assert shape == NV_DEFAULT_SHAPE and (values["g2_note"] == NOTE_DEFAULT_SHAPE).all()
+    values, context = srm_results(px, MleEstimator())
+    assert context.shape == NV_DEFAULT_SHAPE and (values["g2_note"] == NOTE_DEFAULT_SHAPE).all()
     g, sd = values["g2"], values["g2_std"]
     assert np.isfinite(g).all()
     assert 0.7 * pairs < px["hist"].sum(axis=1).mean() < 1.3 * pairs

@@ -1,0 +1,118 @@
+"""What a scan tells each pixel's model: the emitter's shape at the pixel's own pump, and where tau = 0 lies
+(docs/physics.md sections 1.3, 1.7 and 1.10).
+
+The one place the run-end analysis, the on-line estimates and the CNN's training data get every pixel's
+kernel from:
+
+1. the scan's one shape, fitted to its summed histogram with the singles normalization
+   (`estimation.fit_scan_shape`); a scan that shows no antibunching beyond its noise (uncorrelated
+   light) keeps the NV default shape, noted (`scan_shape`);
+2. the zero-delay offset of the summed histogram (`zero_delay.fit_zero_delay`), used only where it is
+   significant (beyond OFFSET_SIGMAS of its std: an offset consistent with 0 would only add noise;
+   g2(0) depends on it to second order near 0);
+3. the shape at each pixel's pump (`local_shape.fit_local_shapes`: the scan's three-level rates and
+   saturation model): the pump from the pixel's PL, or (`own_pumps`, the run-end analysis) fitted on
+   the pixel's own histogram where it holds at least `local_shape.MIN_PUMP_EVENTS` events, which is
+   right where several emitters share a spot and their PLs add.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from nvscope.proto.histogram import N_BINS
+
+from .estimation import context_sums, fit_scan_shape, scan_shape
+from .local_shape import LocalShapes, fit_local_shapes
+from .model import EmitterShape, PixelModels, kernel_bin_averages
+from .reasons import NOTE_NONE
+from .zero_delay import fit_zero_delay
+
+OFFSET_SIGMAS: float = 3.0
+"""A fitted zero-delay offset is used when it is this many of its std away from 0."""
+
+
+@dataclass(frozen=True)
+class ScanContext:
+    """A scan's context for its pixels' models.
+
+    shape: the one shape of the summed histogram (NV default where it shows no antibunching).
+    note: NOTE_NONE, or NOTE_DEFAULT_SHAPE when `shape` is the default.
+    local: the scan's local-shape model (None: one shape for every pixel: too few events, or the shape
+    does not follow the PL beyond the noise).
+    offset_s, offset_std_s: the fitted zero-delay offset and its std (s; NaN: not fitted).
+    offset_used_s: the offset the kernels use (s): offset_s where significant, else 0.
+    events: the events the context was fitted on.
+    """
+
+    shape: EmitterShape
+    note: int
+    local: LocalShapes | None
+    offset_s: float
+    offset_std_s: float
+    offset_used_s: float
+    events: float
+
+    def kernels(self, pl_cps, k12=None) -> np.ndarray:
+        """Kernels (P, N_BINS) of pixels at PL pl_cps (counts/s, (P,)), at pumps k12 (1/s) when given."""
+        pl = np.atleast_1d(np.asarray(pl_cps, dtype=float))
+        if self.local is not None and self.local.local and self.note == NOTE_NONE:
+            return self.local.kernels(pl, self.offset_used_s, k12=k12)
+        return np.broadcast_to(self.kernel0, (pl.size, N_BINS)).copy()
+
+    @property
+    def kernel0(self) -> np.ndarray:
+        """The scan shape's kernel (N_BINS,) with the offset in use."""
+        return kernel_bin_averages(self.shape, self.offset_used_s)
+
+    def attributes(self) -> dict[str, float | int]:
+        """The context as run-file attributes (SI units in the names)."""
+        out: dict[str, float | int] = {"shape_t1_s": self.shape.t1, "shape_t2_s": self.shape.t2, "shape_a": self.shape.a,
+                                       "zero_delay_offset_s": self.offset_s, "zero_delay_offset_std_s": self.offset_std_s,
+                                       "zero_delay_offset_used_s": self.offset_used_s,
+                                       "local_shape_bins": 1 if self.local is None else self.local.n_bins}
+        if self.local is not None and self.local.local:
+            ls = self.local
+            out.update(local_k21_per_s=ls.k21, local_k23_per_s=ls.k23, local_k31_per_s=ls.k31,
+                       local_background_cps=ls.background_cps, local_ref_pl_cps=ls.ref_pl_cps,
+                       local_ref_k12_per_s=ls.ref_k12, local_gamma=ls.gamma)
+        return out
+
+
+def pixel_pl(n_a, n_b, t_acq) -> np.ndarray:
+    """Each pixel's PL, (n_a + n_b) / t_acq in counts/s (NaN where t_acq <= 0)."""
+    t = np.asarray(t_acq, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(t > 0, (np.asarray(n_a, dtype=float) + np.asarray(n_b, dtype=float)) / t, np.nan)
+
+
+def fit_scan_context(hist, models: PixelModels, pl_cps, start: EmitterShape | None = None) -> ScanContext:
+    """The scan's context from its pixels (hist (P, N_BINS), their models' normalization, PL in counts/s)."""
+    h = np.asarray(hist).reshape(len(models), -1)
+    fit = fit_scan_shape(h, models.base, start=start, weight=models.weight)
+    shape, note = scan_shape(fit)
+    events = float(h.sum())
+    if note != NOTE_NONE:
+        return ScanContext(shape, note, None, np.nan, np.nan, 0.0, events)
+    h_sum, b_sum = context_sums(h, models.base, models.weight)
+    zero_base = float(b_sum) if b_sum is not None and np.ndim(b_sum) == 0 else None
+    zd = fit_zero_delay(h_sum, zero_base, shape)
+    used = zd.offset_s if abs(zd.offset_s) > OFFSET_SIGMAS * zd.offset_std_s else 0.0
+    local = fit_local_shapes(h, models.base, pl_cps, models.weight)
+    local = local if local is not None and local.local else None  # one shape: `shape` says it all
+    return ScanContext(shape, note, local, zd.offset_s, zd.offset_std_s, used, events)
+
+
+def with_context(models: PixelModels, context: ScanContext, pl_cps, hist=None) -> PixelModels:
+    """`models` with each pixel's kernel from the scan's context: the pump from its PL, or with `hist`
+    (P, N_BINS) fitted on its own histogram where it has enough events (`LocalShapes.fit_pumps`)."""
+    k12 = None
+    ls = context.local
+    if hist is not None and ls is not None and ls.local and context.note == NOTE_NONE:
+        k12 = ls.fit_pumps(hist, models.base, pl_cps, models.weight)
+    return replace(models, kernel=context.kernels(pl_cps, k12))
+
+
+__all__ = ["OFFSET_SIGMAS", "ScanContext", "pixel_pl", "fit_scan_context", "with_context"]
