@@ -57,10 +57,15 @@ def test_simulated_windows_carry_their_truth(tiny_data):
     d = tiny_data
     assert d["hist"].shape == (48, N_BINS)
     assert np.all((d["g2_true"] >= 0.0) & (d["g2_true"] <= 1.0))
-    # an emitter's windows share its shape context but not their g2(0), like the pixels of a scan
+    # an emitter's windows differ in g2(0) like the pixels of a scan across it; each window's context is
+    # the shape at its pump (windows at one pump level share it), and uncorrelated windows have g2(0) = 1
     for e in range(4):
-        rows = d["emitter"] == e
-        assert np.ptp(d["context"][rows], axis=0).max() == 0 and np.ptp(d["g2_true"][rows]) > 0.2
+        rows = (d["emitter"] == e) & (d["pump"] > 0)
+        assert np.ptp(d["g2_true"][rows]) > 0.02
+        for u in np.unique(d["pump"][rows]):
+            same = rows & (d["pump"] == u)
+            assert np.ptp(d["shape_true"][same], axis=0).max() == 0
+    assert np.all(d["g2_true"][d["pump"] == 0] == 1.0) and np.ptp(d["g2_true"]) > 0.5
     # each window's truth is what its light gives: the MLE with the emitter's true shape finds it
     from nvscope.models.g2.mle import estimate_g2
     from nvscope.models.g2.model import EmitterShape, singles_base
