@@ -97,9 +97,13 @@ class ScanConfig:
     Adaptive dwell (`adaptive_g2_std` > 0): each pixel is acquired in slices of `slice_s` s. After
     each slice but the last, the pixel so far goes to the host as a `partial_pixel` and the next
     slice starts at once; the host's answers are taken as they arrive. An answer to any slice of the
-    pixel counts (an earlier one had fewer photons, so its error is only larger). The pixel ends at
-    the first slice boundary by which an answer says its g2(0) error is below `adaptive_g2_std`, or
-    at `max_dwell_s`. A host that answers within a slice is never waited for: the pixel ends one
+    pixel counts (an earlier one had fewer photons, so its error is only larger). The rig decides on
+    each answer's `predicted_std`, the g2(0) error predicted from the pixel's singles and the scan's
+    model, never from the pixel's own estimate (a rule on that biases the stopped pixels low): the
+    pixel ends at the first slice boundary by which an answer says it is below `adaptive_g2_std`
+    (reached), or by which `predicted_std * sqrt(dwell / max_dwell_s)` is above it (it cannot reach
+    the target within `max_dwell_s` at its rate: given up), or at `max_dwell_s`; an answer without a
+    prediction (NaN) keeps it acquiring. A host that answers within a slice is never waited for: the pixel ends one
     slice after the slice whose answer first said enough. The rig stays at most one slice ahead of
     the answers: when the answer to the slice before the one just sent has not come, it waits for
     it, at most `reply_timeout_s` s per pixel in all, and then acquires on without waiting at that
