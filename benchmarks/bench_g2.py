@@ -6,7 +6,7 @@ start-stop and adaptive dwell, each next to its goal with PASS/FAIL.
 
 Sections (default: all). Default sizes: accuracy 150 emitters x 40 windows (6,000 histograms), uncorrelated 40
 histograms per pair count, startstop 16 pixels x 10 s at 50 kcps and 8 x 1 s at 500 kcps, dwell 1,500 pixels per
-g2(0); the whole bench takes about 8 min on 2 free cores (accuracy ~6 min: ~3 s of CPU per emitter, most of it
+g2(0); the whole bench takes about 6-10 min on 2 free cores (accuracy 4-8 min: 3-6 s of CPU per emitter, most of it
 the scan's context fit), each section's wall time is printed after it.
 
 - speed: the CNN's latency (batch 1) and throughput (batch 256) on one core, shipped and paper-size,
@@ -43,7 +43,8 @@ from nvscope.host.srm.cnn_estimator import CnnEstimator
 from nvscope.models.g2.estimation import estimate_pixels, fit_scan_shape, histogram_models, with_shape_note
 from nvscope.models.g2.features import SHIPPED_MODEL
 from nvscope.models.g2.mle import MleEstimator, cramer_rao_models, estimate_g2
-from nvscope.models.g2.model import NV_DEFAULT_SHAPE, PixelModels, kernel_bin_averages, pixel_base, pixel_models, shape_kernels
+from nvscope.models.g2.model import (NV_DEFAULT_SHAPE, PixelModels, kernel_bin_averages, pixel_base, pixel_models,
+                                     shape_kernels)
 from nvscope.models.g2.reasons import NOTE_DEFAULT_SHAPE, NOTE_NONE
 from nvscope.models.g2.scan_context import fit_scan_context, pixel_pl, with_context
 from nvscope.proto.histogram import BIN_WIDTH_S, N_BINS, bin_edges_s
@@ -245,7 +246,8 @@ def accuracy(emitters: int = 150, windows: int = 40, workers: int = 2, reference
             extra = f"{int((to_mle & sel).sum()):6d}" if name == "shipped" else ""
             print(f"  {label if name == 'shipped' else '':14s} {name:9s} {int(ok.sum()):5d} {rmse:7.4f} {bias:+8.4f} "
                   f"{cover:7.2f} {rmse / crb_rms:8.2f} {nan:4d} {extra}")
-        print(f"  {'':14s} {'CRB rms':9s} {'':5s} {crb_rms:7.4f}   (mean N {N[sel].mean() if sel.any() else np.nan:.0f})")
+        mean_n = N[sel].mean() if sel.any() else np.nan
+        print(f"  {'':14s} {'CRB rms':9s} {'':5s} {crb_rms:7.4f}   (mean N {mean_n:.0f})")
         rmse, _, cover = stats["shipped"]
         if band:
             goals.append(Goal("accuracy", f"{label}: shipped RMSE vs MLE's", f"{rmse:.4f} vs {stats['mle'][0]:.4f}",
@@ -426,7 +428,8 @@ def startstop_pixels(rate_cps: float, n: int, dwell: float, emitter: bool, seed:
     return px, truth
 
 
-def startstop(pixels_50k: int = 16, dwell_50k: float = 10.0, pixels_500k: int = 8, dwell_500k: float = 1.0) -> list[Goal]:
+def startstop(pixels_50k: int = 16, dwell_50k: float = 10.0, pixels_500k: int = 8,
+              dwell_500k: float = 1.0) -> list[Goal]:
     """Start-stop histograms of the simulator through rt's TAC at 50 and 500 kcps per detector (an emitter and
     uncorrelated light), through srm_results with the shipped estimator: the start-stop model (goal |bias|
     <= 0.02) and, for comparison, the same histograms with the all-pairs normalization."""
@@ -447,9 +450,10 @@ def startstop(pixels_50k: int = 16, dwell_50k: float = 10.0, pixels_500k: int = 
             noted = int(((v["g2_note"] > 0) & (v["g2_note"] != NOTE_DEFAULT_SHAPE)).sum())
             allpairs = dict(px, histogram_mode=np.array(["allpairs"] * n), n_starts=np.full(n, -1))
             old = float(np.mean(srm_results(allpairs, cnn)[0]["g2"]) - truth)
-            nv = [float(np.mean(estimate_pixels(MleEstimator(), px["hist"], histogram_models(
-                NV_DEFAULT_SHAPE, n, mode, px["n_a"], px["n_b"], px["dwell_s"], 0.0, starts), require_base=True).g2) - truth)
-                for mode, starts in (("startstop", px["n_starts"]), ("allpairs", None))]
+            nv = []
+            for mode, starts in (("startstop", px["n_starts"]), ("allpairs", None)):
+                m = histogram_models(NV_DEFAULT_SHAPE, n, mode, px["n_a"], px["n_b"], px["dwell_s"], 0.0, starts)
+                nv.append(float(np.mean(estimate_pixels(MleEstimator(), px["hist"], m, require_base=True).g2) - truth))
             light = "emitter" if emitter else "uncorrelated"
             print(f"  {rate / 1e3:8.0f} {light:12s} {n:6d} {truth:6.3f} {bias:+8.4f} {sem:6.4f} {noted:6d} "
                   f"{nv[0]:+12.4f} | {'':10s} {old:+7.3f} {nv[1]:+12.3f}")
