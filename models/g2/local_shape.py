@@ -38,7 +38,7 @@ import numpy as np
 from scipy.optimize import minimize, newton
 
 from nvscope.proto.histogram import BIN_WIDTH_S, N_BINS
-from nvscope.rt.kernels.three_level import g2_shape_from_rates, g2_shape_jacobian
+from nvscope.rt.kernels.three_level import g2_shape_from_rates, two_exponential, g2_shape_jacobian
 
 from .mle import ShapeFit, fit_shape_full
 from .model import EmitterShape, bin_widths, exp_bin_integrals, exp_bin_integrals_dt, kernel_bin_averages, shape_kernels
@@ -106,7 +106,17 @@ class LocalShapes:
         if not self.local:
             s = self.scan_shape
             return np.full(pl.shape, s.t1), np.full(pl.shape, s.t2), np.full(pl.shape, s.a)
-        a, t1, t2 = g2_shape_from_rates(self.k12(pl), self.k21, self.k23, self.k31)
+        return self._at_pumps(self.k12(pl))
+
+    def _at_pumps(self, k12: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(t1, t2, a) at pumps k12 (1/s); the scan's one shape at a pump where the fitted rates give no
+        two-exponential g2 (a pixel far brighter than any the fit saw) or that is unknown (NaN)."""
+        k = np.asarray(k12, dtype=float)
+        ok = np.isfinite(k) & two_exponential(np.where(np.isfinite(k), k, 0.0), self.k21, self.k23, self.k31)
+        s = self.scan_shape
+        t1, t2, a = np.full(k.shape, s.t1), np.full(k.shape, s.t2), np.full(k.shape, s.a)
+        if ok.any():
+            a[ok], t1[ok], t2[ok] = g2_shape_from_rates(k[ok], self.k21, self.k23, self.k31)
         return t1, t2, a
 
     def kernels(self, pl_cps, offset_s: float = 0.0, k12=None) -> np.ndarray:
@@ -115,7 +125,7 @@ class LocalShapes:
         if k12 is None or not self.local:
             t1, t2, a = self.shapes(pl_cps)
         else:
-            a, t1, t2 = g2_shape_from_rates(np.asarray(k12, dtype=float), self.k21, self.k23, self.k31)
+            t1, t2, a = self._at_pumps(np.asarray(k12, dtype=float))
         return shape_kernels(t1, t2, a, offset_s)
 
     def fit_pumps(self, hist, base, pl_cps, weight=None) -> np.ndarray:

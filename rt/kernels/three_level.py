@@ -25,6 +25,14 @@ def _check_real(k12, k21, k23, k31, s, disc) -> None:
                          "complex or degenerate eigenvalues (damped oscillation): g2 is not of the two-exponential form")
 
 
+def two_exponential(k12, k21, k23, k31) -> np.ndarray:
+    """Whether the rates (1/s, broadcast) give a two-exponential g2 (real, distinct eigenvalues), bool."""
+    k12, k21, k23, k31 = (np.asarray(k, dtype=float) for k in (k12, k21, k23, k31))
+    s = k12 + k21 + k23 + k31
+    disc = s * s - 4.0 * (k12 * k23 + k12 * k31 + k21 * k31 + k23 * k31)
+    return disc > 1e-12 * s * s
+
+
 def g2_shape_from_rates(k12, k21, k23, k31) -> tuple:
     """(a, t1 in s, t2 in s) of g2(tau) = 1 - (1 + a) e^{-|tau|/t1} + a e^{-|tau|/t2} for rates in 1/s.
 

@@ -221,3 +221,19 @@ def test_a_scan_whose_shape_does_not_follow_its_pl_keeps_one_shape():
     hist = rng.poisson(base[:, None] * bin_integrals(shape, g0)).astype(float)
     ls = fit_local_shapes(hist, base, n_a + n_b)
     assert hist.sum() > 2 * 2000 and not ls.local and ls.n_bins == 1
+
+
+def test_a_pump_beyond_the_fitted_rates_two_exponential_range_gets_the_scan_shape():
+    """Fitted rates can give a damped oscillation (complex eigenvalues) at pumps beyond those the fit
+    saw (a pixel brighter than any PL bin): such a pixel gets the scan's one shape, never an exception
+    (seen in the CNN's training data at k12 = 9.5e6/s with k21 = 5.8e6/s, k23 = 1.3e7/s, k31 = 6.1e6/s)."""
+    scan_shape = EmitterShape(12.9e-9, 149e-9, 0.75)
+    ls = LocalShapes(5.834e6, 1.259e7, 6.056e6, 1e3, 1e5, 2e6, 1.0, scan_shape, 4)
+    k12 = np.array([9.541e6, 1e5, np.nan])
+    with pytest.raises(ValueError):
+        g2_shape_from_rates(k12[0], ls.k21, ls.k23, ls.k31)
+    v = ls.kernels(np.full(3, 5e4), k12=k12)
+    np.testing.assert_array_equal(v[0], kernel_bin_averages(scan_shape))
+    np.testing.assert_array_equal(v[2], kernel_bin_averages(scan_shape))
+    a, t1, t2 = g2_shape_from_rates(1e5, ls.k21, ls.k23, ls.k31)
+    np.testing.assert_allclose(v[1], kernel_bin_averages(EmitterShape(t1, t2, a)), rtol=1e-12)
