@@ -24,12 +24,16 @@ import numpy as np
 
 from nvscope.proto.histogram import N_BINS
 
-from .estimation import context_sums, fit_scan_shape, scan_shape
+from .estimation import context_sums, fit_scan_shape, scan_shape, with_shape
+from .mle import estimate_g2
+from .normalization import refine_startstop
 from .local_shape import LocalShapes, fit_local_shapes
 from .model import EmitterShape, PixelModels, kernel_bin_averages
 from .reasons import NOTE_NONE
 from .zero_delay import fit_zero_delay
 
+STARTSTOP_PASSES: int = 2
+"""Refits of a start-stop scan's shape with the survival from the pixels' own g2 (section 1.2)."""
 OFFSET_SIGMAS: float = 3.0
 """A fitted zero-delay offset is used when it is this many of its std away from 0."""
 
@@ -92,6 +96,14 @@ def fit_scan_context(hist, models: PixelModels, pl_cps, start: EmitterShape | No
     """The scan's context from its pixels (hist (P, N_BINS), their models' normalization, PL in counts/s)."""
     h = np.asarray(hist).reshape(len(models), -1)
     fit = fit_scan_shape(h, models.base, start=start, weight=models.weight)
+    for _ in range(STARTSTOP_PASSES if models.mode == "startstop" and models.stop_rate is not None else 0):
+        if fit is None or not fit.determined:
+            break
+        # start-stop: the survival of correlated stops depends on the g2 being fitted (section 1.2): refit
+        # the shape with each pixel's survival from its g2 under the shape of the pass before
+        shaped = with_shape(models, fit.shape)
+        models = refine_startstop(shaped, estimate_g2(h, shaped)[0])
+        fit = fit_scan_shape(h, models.base, start=fit.shape, weight=models.weight)
     shape, note = scan_shape(fit)
     events = float(h.sum())
     if note != NOTE_NONE:
@@ -115,4 +127,4 @@ def with_context(models: PixelModels, context: ScanContext, pl_cps, hist=None) -
     return replace(models, kernel=context.kernels(pl_cps, k12))
 
 
-__all__ = ["OFFSET_SIGMAS", "ScanContext", "pixel_pl", "fit_scan_context", "with_context"]
+__all__ = ["STARTSTOP_PASSES", "OFFSET_SIGMAS", "ScanContext", "pixel_pl", "fit_scan_context", "with_context"]
