@@ -270,21 +270,10 @@ LASER_RATE_CPS = 1e5
 
 
 def laser_histograms(pairs: float, n: int, seed: int) -> dict[str, np.ndarray]:
-    """n all-pairs histograms of about `pairs` events each from uncorrelated light (two independent Poisson
-    streams through the simulator's detectors and rt's binning kernel), as the host's pixel table holds them."""
-    from nvscope.firmware_sim.sample import Sample, SimScanner, SimTimeTagger
-    from nvscope.rt.kernels.binning import histogram_tags
+    """n all-pairs histograms of about `pairs` events of uncorrelated light (`firmware_sim.sample.laser_histograms`)."""
+    from nvscope.firmware_sim.sample import laser_histograms as simulated
 
-    tagger = SimTimeTagger(Sample(emitters=(), background_rate=2 * LASER_RATE_CPS), SimScanner(), seed=seed)
-    dwell = pairs / (LASER_RATE_CPS**2 * 500e-9)
-    tagger.start()
-    rows = {k: [] for k in ("hist", "n_a", "n_b", "dwell_s")}
-    for _ in range(n):
-        t_a, t_b, *_ = tagger.read(dwell)
-        hist, n_a, n_b = histogram_tags(t_a, t_b, "allpairs")
-        for k, v in (("hist", hist), ("n_a", n_a), ("n_b", n_b), ("dwell_s", dwell)):
-            rows[k].append(v)
-    return {k: np.array(v) for k, v in rows.items()}
+    return simulated(pairs, n, seed, LASER_RATE_CPS)
 
 
 def uncorrelated(histograms: int = 40) -> list[Goal]:
@@ -469,50 +458,6 @@ DWELL_TARGET, SLICE_S, MAX_DWELL_S = 0.2, 0.1, 1.0
 N_SLICES = round(MAX_DWELL_S / SLICE_S)
 
 
-def dwell_answers(g0: float, rate_cps: np.ndarray, seed: int) -> list:
-    """The host's answers [slice][pixel] (RunG2Pipeline with the MLE) to pixels of true g2(0) `g0` and singles
-    rate `rate_cps` per detector growing slice by slice (all-pairs Poisson histograms, NV shape)."""
-    from nvscope.host.srm.run_g2 import RunG2Pipeline
-    from nvscope.models.g2.model import NV_DEFAULT_SHAPE, expected_histogram
-    from nvscope.proto.messages import PartialPixel
-
-    rng = np.random.default_rng(seed)
-    P = len(rate_cps)
-    base = rate_cps**2 * BIN_WIDTH_S * SLICE_S
-    hist = np.cumsum(rng.poisson(expected_histogram(NV_DEFAULT_SHAPE, g0, base), size=(N_SLICES, P, N_BINS)), axis=0)
-    singles = np.cumsum(rng.poisson(rate_cps * SLICE_S, size=(N_SLICES, 2, P)), axis=0)
-    pipeline = RunG2Pipeline(MleEstimator())
-    return [pipeline.answer([PartialPixel(run_id="r", seq=1, index=i, dwell_s=(j + 1) * SLICE_S,
-                                          n_a=int(singles[j, 0, i]), n_b=int(singles[j, 1, i]),
-                                          n_events=int(hist[j, i].sum()), hist=hist[j, i]) for i in range(P)])
-            for j in range(N_SLICES)]
-
-
-def rig_stops(answers: list) -> tuple[np.ndarray, list[str]]:
-    """The slice (0-based) at which the rig's AdaptiveDwell ends each pixel, and why."""
-    from nvscope.proto.messages import PartialPixel
-    from nvscope.rt.run_loop import AdaptiveDwell
-
-    P = len(answers[0])
-    stop, verdicts = np.full(P, N_SLICES - 1), [""] * P
-    arrived: list = []
-    dwell = AdaptiveDwell(DWELL_TARGET, 0.5, lambda partial: True,
-                          lambda timeout_ms: (dwell.take(arrived[-1]), False)[1])
-    for i in range(P):
-        dwell.begin("r", i, MAX_DWELL_S)
-        for j in range(N_SLICES - 1):
-            arrived.append(answers[j][i])
-            if dwell.between_slices(PartialPixel(run_id="r", seq=1, index=i, dwell_s=answers[j][i].dwell_s)):
-                stop[i], verdicts[i] = j, dwell.verdict
-                break
-        dwell.end()
-    return stop, verdicts
-
-
-def _at(answers: list, stop: np.ndarray) -> np.ndarray:
-    return np.array([answers[j][i].g2 for i, j in enumerate(stop)])
-
-
 def dwell(pixels: int = 1500) -> list[Goal]:
     """Adaptive dwell (target 0.2, 0.1 s slices, 1 s max) on bright pixels (2.5-3.5e4 counts/s per detector) at
     g2(0) 0.30 and 0.05: the new rule's mean g2(0) against the fixed dwell's (goal within 0.01), its photon
@@ -525,14 +470,14 @@ def dwell(pixels: int = 1500) -> list[Goal]:
     goals = []
     rate = np.random.default_rng(1).uniform(2.5e4, 3.5e4, pixels)
     for g0 in (0.30, 0.05):
-        answers = dwell_answers(g0, rate, seed=int(g0 * 100))
-        stop, verdicts = rig_stops(answers)
-        below = np.array([[a.g2_std < DWELL_TARGET for a in row] for row in answers])
-        below[-1] = True
-        old_stop = np.argmax(below, axis=0)
-        new, old = _at(answers, stop), _at(answers, old_stop)
-        fixed = _at(answers, np.full(pixels, N_SLICES - 1))
-        same = _at(answers, np.full(pixels, round((stop + 1).mean()) - 1))
+        from nvscope.host.srm.dwell_replay import estimated_error_stops, estimates_at, replay_answers, rig_stops
+
+        answers = replay_answers(g0, rate, int(g0 * 100), SLICE_S, N_SLICES)
+        stop, verdicts = rig_stops(answers, DWELL_TARGET, MAX_DWELL_S)
+        old_stop = estimated_error_stops(answers, DWELL_TARGET)
+        new, old = estimates_at(answers, stop), estimates_at(answers, old_stop)
+        fixed = estimates_at(answers, np.full(pixels, N_SLICES - 1))
+        same = estimates_at(answers, np.full(pixels, round((stop + 1).mean()) - 1))
         ratio = float((stop + 1).mean() / N_SLICES)
         rms = lambda g: float(np.sqrt(np.mean((g - g0) ** 2)))  # noqa: E731
         print(f"  {g0:5.2f} {new.mean():8.4f} {fixed.mean():7.4f} {same.mean():9.4f} {old.mean():7.4f} {ratio:13.3f} "

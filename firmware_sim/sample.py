@@ -314,6 +314,24 @@ class SimTimeTagger:
             stream.restart(law, t0_ps)
 
 
+def laser_histograms(pairs: float, n: int, seed: int, rate_cps: float = 1e5) -> dict[str, np.ndarray]:
+    """n all-pairs histograms of about `pairs` events each of uncorrelated light (true g2(0) = 1: the laser
+    check of an HBT set-up): `rate_cps` per detector through the simulator's detectors and rt's binning
+    kernel, as the host's pixel table holds them (hist, n_a, n_b, dwell_s)."""
+    from nvscope.rt.kernels.binning import histogram_tags
+
+    tagger = SimTimeTagger(Sample(emitters=(), background_rate=2 * rate_cps), SimScanner(), seed=seed)
+    dwell = pairs / (rate_cps**2 * 500e-9)
+    tagger.start()
+    rows: dict[str, list] = {k: [] for k in ("hist", "n_a", "n_b", "dwell_s")}
+    for _ in range(n):
+        t_a, t_b, *_ = tagger.read(dwell)
+        hist, n_a, n_b = histogram_tags(t_a, t_b, "allpairs")
+        for k, v in (("hist", hist), ("n_a", n_a), ("n_b", n_b), ("dwell_s", dwell)):
+            rows[k].append(v)
+    return {k: np.array(v) for k, v in rows.items()}
+
+
 def warm_up() -> None:
     """Compile (or load from the Numba cache) the simulator's kernels on a throwaway tagger, so that
     the first pixel of a fresh rig does not pay for it (no tagger in use is touched)."""

@@ -220,7 +220,7 @@ def _profile_g0(n: np.ndarray, b: np.ndarray, w: np.ndarray, v: np.ndarray, dv: 
     shape = n.shape[:-1]
     n, b, v = (x.reshape(-1, n.shape[-1]) for x in (n, b, v))
     counted = n > 0
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         edge = 1.0 - w / v                                   # where c_k = 0
     lo = np.maximum(-1.0, np.where(counted & (v > 0), edge, -np.inf).max(axis=-1) + 1e-12)
     hi = np.minimum(2.0, np.where(counted & (v < 0), edge, np.inf).min(axis=-1) - 1e-12)

@@ -12,60 +12,31 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nvscope.host.srm import dwell_replay
+from nvscope.host.srm.dwell_replay import estimated_error_stops, estimates_at, replay_answers
 from nvscope.host.srm.run_g2 import RunG2Pipeline, predicted_g2_std
 from nvscope.models.g2.mle import MleEstimator
 from nvscope.models.g2.model import NV_DEFAULT_SHAPE, expected_histogram, kernel_bin_averages, pixel_models
 from nvscope.proto.histogram import BIN_WIDTH_S, N_BINS
 from nvscope.proto.messages import PartialG2, PartialPixel
-from nvscope.rt.run_loop import AdaptiveDwell
 
 TARGET, SLICE_S, MAX_DWELL_S = 0.2, 0.1, 1.0
 N_SLICES = round(MAX_DWELL_S / SLICE_S)
 
 
 def simulated_answers(g0: float, rate_cps: np.ndarray, seed: int) -> list[list[PartialG2]]:
-    """The host's answers [slice][pixel] to pixels of true g2(0) `g0` and singles rate `rate_cps` per
-    detector, growing slice by slice (all-pairs histogram, NV shape, independent Poisson singles)."""
-    rng = np.random.default_rng(seed)
-    P = len(rate_cps)
-    base = rate_cps ** 2 * BIN_WIDTH_S * SLICE_S  # counts per bin of uncorrelated light per slice
-    hist = np.cumsum(rng.poisson(expected_histogram(NV_DEFAULT_SHAPE, g0, base), size=(N_SLICES, P, N_BINS)), axis=0)
-    singles = np.cumsum(rng.poisson(rate_cps * SLICE_S, size=(N_SLICES, 2, P)), axis=0)
-    pipeline = RunG2Pipeline(MleEstimator())
-    return [pipeline.answer([PartialPixel(run_id="r", seq=1, index=i, dwell_s=(j + 1) * SLICE_S,
-                                          n_a=int(singles[j, 0, i]), n_b=int(singles[j, 1, i]),
-                                          n_events=int(hist[j, i].sum()), hist=hist[j, i]) for i in range(P)])
-            for j in range(N_SLICES)]
+    return replay_answers(g0, rate_cps, seed, SLICE_S, N_SLICES)
 
 
-def rig_stops(answers: list[list[PartialG2]]) -> tuple[np.ndarray, list[str]]:
-    """The slice (0-based) at which the rig's rule ends each pixel (the last: its maximum dwell), each
-    answer arriving within its slice, and why (`AdaptiveDwell.verdict`)."""
-    P = len(answers[0])
-    stop, verdicts = np.full(P, N_SLICES - 1), [""] * P
-    arrived: list[PartialG2] = []
-    dwell = AdaptiveDwell(TARGET, 0.5, lambda partial: True, lambda timeout_ms: (dwell.take(arrived[-1]), False)[1])
-    for i in range(P):
-        dwell.begin("r", i, MAX_DWELL_S)
-        for j in range(N_SLICES - 1):
-            arrived.append(answers[j][i])
-            if dwell.between_slices(PartialPixel(run_id="r", seq=1, index=i, dwell_s=answers[j][i].dwell_s)):
-                stop[i], verdicts[i] = j, dwell.verdict
-                break
-        dwell.end()
-    return stop, verdicts
+def rig_stops(answers):
+    return dwell_replay.rig_stops(answers, TARGET, MAX_DWELL_S)
 
 
-def old_rule_stops(answers: list[list[PartialG2]]) -> np.ndarray:
-    """The rule before issue 12: end at the first slice whose estimated g2(0) error is below the target."""
-    below = np.array([[a.g2_std < TARGET for a in row] for row in answers])
-    below[-1] = True
-    return np.argmax(below, axis=0)
+def old_rule_stops(answers):
+    return estimated_error_stops(answers, TARGET)
 
 
-def at(answers: list[list[PartialG2]], stop: np.ndarray) -> np.ndarray:
-    """Each pixel's g2(0) estimate at its stopping slice."""
-    return np.array([answers[j][i].g2 for i, j in enumerate(stop)])
+at = estimates_at
 
 
 @pytest.mark.parametrize("g0", [0.30, 0.05])

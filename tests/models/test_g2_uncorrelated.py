@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nvscope.firmware_sim.sample import Sample, SimScanner, SimTimeTagger
+from nvscope.firmware_sim.sample import laser_histograms
 from nvscope.host.srm.analysis import srm_results
 from nvscope.host.srm.cnn_estimator import CnnEstimator
 from nvscope.models.g2.estimation import estimate_pixels, fit_scan_shape, histogram_models
@@ -17,23 +17,12 @@ from nvscope.models.g2.mle import MleEstimator
 from nvscope.models.g2.model import NV_DEFAULT_SHAPE, pixel_base
 from nvscope.models.g2.reasons import NOTE_DEFAULT_SHAPE, NOTE_EVENTS_ABOVE_RANGE
 from nvscope.proto.histogram import BIN_WIDTH_S, N_BINS
-from nvscope.rt.kernels.binning import histogram_tags
 
 RATE_CPS = 1e5  # per detector
 
 
 def laser(pairs: float, n: int, seed: int) -> dict[str, np.ndarray]:
-    """n histograms of about `pairs` all-pairs events each from uncorrelated light, as the host stores them."""
-    tagger = SimTimeTagger(Sample(emitters=(), background_rate=2 * RATE_CPS), SimScanner(), seed=seed)
-    dwell = pairs / (RATE_CPS**2 * 500e-9)
-    tagger.start()
-    rows = {k: [] for k in ("hist", "n_a", "n_b", "dwell_s")}
-    for _ in range(n):
-        t_a, t_b, *_ = tagger.read(dwell)
-        hist, n_a, n_b = histogram_tags(t_a, t_b, "allpairs")
-        for k, v in (("hist", hist), ("n_a", n_a), ("n_b", n_b), ("dwell_s", dwell)):
-            rows[k].append(v)
-    return {k: np.array(v) for k, v in rows.items()}
+    return laser_histograms(pairs, n, seed, RATE_CPS)
 
 
 @pytest.fixture(scope="module", params=[1_000, 20_000])
