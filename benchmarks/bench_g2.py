@@ -13,8 +13,8 @@ the scan's context fit), each section's wall time is printed after it.
   onnxruntime and torch, against the `lm` fit.
 - accuracy: fresh emitters (seed 2026; the training uses seed 0) from `training_data.simulate_dataset`
   (pump varying across each emitter, uncorrelated windows included); each emitter's windows are one scan,
-  estimated as the host's run end does (`host.srm.analysis.srm_results`' calls: histogram_models,
-  fit_scan_context, with_context with the pixels' own pumps, estimate_pixels) by the shipped estimator and
+  estimated as the host's run end does (`models.g2.scan_context.scan_models`, the models
+  srm_results builds: each pixel's own pump, the zero delay, estimate_pixels) by the shipped estimator and
   by the MLE with the same per-pixel models, and by the MLE given each window's true local shape; the
   Cramer-Rao bound at the true shape and g2(0).
 - uncorrelated: two independent Poisson streams through the simulator's detectors at ~1,000 and ~20,000
@@ -30,6 +30,7 @@ the scan's context fit), each section's wall time is printed after it.
 from __future__ import annotations
 
 import argparse
+import sys
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -46,7 +47,7 @@ from nvscope.models.g2.mle import MleEstimator, cramer_rao_models, estimate_g2
 from nvscope.models.g2.model import (NV_DEFAULT_SHAPE, PixelModels, kernel_bin_averages, pixel_base, pixel_models,
                                      shape_kernels)
 from nvscope.models.g2.reasons import NOTE_DEFAULT_SHAPE, NOTE_NONE
-from nvscope.models.g2.scan_context import fit_scan_context, pixel_pl, with_context
+from nvscope.models.g2.scan_context import pixel_pl, scan_models as run_end_models
 from nvscope.proto.histogram import BIN_WIDTH_S, N_BINS, bin_edges_s
 
 TEST_SEED = 2026
@@ -163,12 +164,10 @@ def speed(tmp: Path) -> list[Goal]:
 
 
 def scan_models(hist: np.ndarray, n_a: np.ndarray, n_b: np.ndarray, t_acq: np.ndarray) -> tuple[PixelModels, int]:
-    """The per-pixel models the host's run end gives an all-pairs scan (`srm_results`' calls: the singles
-    normalization, the scan's context, each pixel's shape at its own pump) and the context's note."""
-    models = histogram_models(None, len(hist), "allpairs", n_a, n_b, t_acq)
-    pl = pixel_pl(n_a, n_b, t_acq)
-    context = fit_scan_context(hist, models, pl)
-    return with_context(models, context, pl, hist=hist), context.note
+    """The per-pixel models the host's run end gives an all-pairs scan (`scan_context.scan_models`) and the
+    context's note."""
+    models, context, _ = run_end_models(hist, n_a, n_b, t_acq)
+    return models, context.note
 
 
 def _scan_models(args: tuple) -> tuple[PixelModels, int]:
@@ -470,7 +469,8 @@ def dwell(pixels: int = 1500) -> list[Goal]:
     goals = []
     rate = np.random.default_rng(1).uniform(2.5e4, 3.5e4, pixels)
     for g0 in (0.30, 0.05):
-        from nvscope.host.srm.dwell_replay import estimated_error_stops, estimates_at, replay_answers, rig_stops
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "host"))
+        from dwell_replay import estimated_error_stops, estimates_at, replay_answers, rig_stops
 
         answers = replay_answers(g0, rate, int(g0 * 100), SLICE_S, N_SLICES)
         stop, verdicts = rig_stops(answers, DWELL_TARGET, MAX_DWELL_S)

@@ -13,7 +13,6 @@ import logging
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +20,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from nvscope.firmware_sim import DetectorParams, Emitter, Sample, SimScanner, SimTimeTagger
 
 from nvscope.models.g2.reasons import G2_REASONS
 
@@ -208,20 +206,18 @@ BRIGHT_FRACTIONS = (0.5, 0.1)
 """The demo's g2 errors are over the pixels whose PL (in the fixed scan) is above these fractions of its peak."""
 
 
-def simulated_truth_g2(rig_toml: Path, positions: np.ndarray) -> np.ndarray:
-    """The simulator's true g2(0) (`SimTimeTagger.true_g2_zero`: the measured histogram's, detectors
-    included) at each position (P, 3) m of the demo rig's sample (its [sim.sample] emitters at x, y
-    and background; the default detectors, as the demo's rig has)."""
-    table = tomllib.loads(rig_toml.read_text())["sim"]["sample"]
-    sample = Sample(emitters=tuple(Emitter(float(e["x"]), float(e["y"])) for e in table["emitters"]),
-                    background_rate=float(table["background_rate"]))
-    scanner = SimScanner()
-    tagger = SimTimeTagger(sample, scanner, DetectorParams())
-    truth = np.empty(len(positions))
-    for i, (x, y, z) in enumerate(positions):
-        scanner.move_to(x, y, z)
-        truth[i] = tagger.true_g2_zero()
-    return truth
+def simulated_truth_g2(path: Path) -> np.ndarray:
+    """The simulator's true g2(0) at each pixel row of a finished SRM run (what the histogram over the
+    measured singles shows, the detectors included), as the simulated rig recorded it in the run's
+    configuration (`sim_truth.srm_true_g2_zero`, by pixel index); NaN where it recorded none."""
+    with h5py.File(path, "r") as f:
+        truth = json.loads(f.attrs.get("config", "{}")).get("sim_truth", {}).get("srm_true_g2_zero")
+        index = f["pixels/index"][()]
+    if truth is None:
+        return np.full(len(index), np.nan)
+    truth = np.asarray(truth, dtype=float)
+    ok = (index >= 0) & (index < len(truth))
+    return np.where(ok, truth[np.clip(index, 0, len(truth) - 1)], np.nan)
 
 
 def scan_pixels(path: Path) -> dict[str, np.ndarray]:
@@ -249,13 +245,13 @@ def rig_tally(log_path: Path) -> str:
     return lines[-1].split(": ", 2)[-1] if lines else ""
 
 
-def summarize_dwell(fixed: Path, adaptive: Path, rig_toml: Path, rig_log: Path, wall_fixed: float,
+def summarize_dwell(fixed: Path, adaptive: Path, rig_log: Path, wall_fixed: float,
                     wall_adaptive: float, png: Path) -> str:
     """Fixed versus adaptive dwell on the same field: the photon time of each, how the adaptive pixels
     ended, and the g2(0) errors against the simulator's truth over the pixels above BRIGHT_FRACTIONS of
     the fixed scan's peak PL (over the same pixels in both scans: those with an estimate in both)."""
     f, a = scan_pixels(fixed), scan_pixels(adaptive)
-    truth = simulated_truth_g2(rig_toml, f["position"])
+    truth = simulated_truth_g2(fixed)
     peak = np.nanmax(f["pl_cps"])
     lines = [f"  the same field with fixed dwell ({ADAPTIVE_MAX_DWELL_S} s per pixel) and with adaptive dwell "
              f"(target g2(0) error {ADAPTIVE_TARGET}, at most {ADAPTIVE_MAX_DWELL_S} s per pixel):",
@@ -371,7 +367,7 @@ def run_demo(out: Path, timeout_s: float = 600.0) -> int:
     print(f"nvscope demo: antibunching scan and adaptive noise spectroscopy on the simulated rig -> {out.resolve()}")
     print(summarize_srm(path))
     print(f"  scan + analysis {t_scan:.1f} s ({n_pixels / t_scan:.1f} pixels/s end to end)")
-    print(summarize_dwell(path, adaptive_path, fixed_toml, out / "rig-adaptive.log", t_scan, t_adaptive, png))
+    print(summarize_dwell(path, adaptive_path, out / "rig-adaptive.log", t_scan, t_adaptive, png))
     print(summarize_vqns(out / f"{vqns_id}.h5", controller))
     print(f"  adaptive VQNS run {t_vqns:.1f} s")
     for summary in run_mri_demo(out, estimator, timeout_s):

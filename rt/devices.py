@@ -30,9 +30,10 @@ from nvscope.firmware_sim.pulsed import SimMicrowaveSource, SimPhotonCounter, Si
 from nvscope.firmware_sim.qubit import (LorentzianNoise, NoiseSpectrum, OhmicNoise, OneOverFNoise, ReadoutParams,
                                         SimQubit)
 
-from .config import ConfigError, RigConfig, from_dict
+from .config import ConfigError, RigConfig, ScanConfig, from_dict
 from .hal import DeviceError, RigDevices, check_devices
 from .mri import check_mri
+from .scan import raster
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,23 @@ def noise_spectrum(tables: list[dict], where: str) -> NoiseSpectrum:
     return NoiseSpectrum(tuple(parts))
 
 
+MAX_TRUTH_PIXELS = 20_000
+"""The simulator records the true g2(0) of a raster of at most this many pixels (a few ms each)."""
+
+
+def srm_truth(sim: SimConfig, scan: ScanConfig) -> list[float]:
+    """The simulated sample's true g2(0) (`SimTimeTagger.true_g2_zero`: what the histogram over the measured
+    singles shows, the detectors included) at every raster point of `scan`, by pixel index: the truth the
+    demo and the tests compare the host's estimates with (the host never imports the simulator)."""
+    scanner = SimScanner()
+    tagger = SimTimeTagger(sim.sample, scanner, sim.detectors)
+    out = []
+    for p in raster(scan):
+        scanner.move_to(p.x, p.y, p.z)
+        out.append(float(tagger.true_g2_zero()))
+    return out
+
+
 def sim_instrument(cfg: RigConfig) -> tuple[dict, dict]:
     """Every device of the simulated instrument, by RigDevices field, and the truth it records."""
     sim = from_dict(SimConfig, cfg.sim or DEFAULT_SIM, "sim")
@@ -98,7 +116,7 @@ def sim_instrument(cfg: RigConfig) -> tuple[dict, dict]:
     devices = {"scanner": scanner, "tagger": SimTimeTagger(sim.sample, scanner, sim.detectors, seed=cfg.seed,
                                                           pace=sim.pace),
                "microwave": microwave, "rf": rf}
-    truth: dict = {}
+    truth: dict = {"srm_true_g2_zero": srm_truth(sim, cfg.scan)} if cfg.scan.nx * cfg.scan.ny <= MAX_TRUTH_PIXELS else {}
     sample = None
     if "mri" in (cfg.sim or DEFAULT_SIM):
         mri = from_dict(SimMriConfig, sim.mri, "sim.mri")

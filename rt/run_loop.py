@@ -203,8 +203,8 @@ class SrmPlan:
 
     def drop(self) -> list:
         """Forget the pixels not acquired (the run ends early); returns their raster points."""
+        self._log_tally()  # of the pixels taken, before they are forgotten
         left, self.next = self.points[self.next:], len(self.points)
-        self._log_tally()
         return left
 
     def _log_tally(self) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nvscope.models.g2.estimation import G2Estimator, estimate_pixels, histogram_models, with_shape_note
+from nvscope.models.g2.estimation import G2Estimator
 from nvscope.models.g2.mle import MleEstimator
-from nvscope.models.g2.scan_context import ScanContext, fit_scan_context, pixel_pl, with_context
+from nvscope.models.g2.scan_context import ScanContext, estimate_scan
 from nvscope.models.g2.reasons import G2_NOTES, G2_REASONS
 
 from .figures import srm_figure
@@ -58,13 +58,8 @@ def srm_results(px: dict[str, np.ndarray], estimator: G2Estimator) -> tuple[dict
     enough events, else from its PL through the scan's saturation model), at the fitted zero delay where
     that is significant. With no events at all, or no antibunching beyond the noise (uncorrelated light),
     the NV default shape is used and the estimates carry NOTE_DEFAULT_SHAPE."""
-    hist, dwell = px["hist"], px["dwell_s"]
-    mode, dead, starts = acquisition(px)
-    models = histogram_models(None, len(hist), mode, px["n_a"], px["n_b"], dwell, dead, starts)
-    pl = pixel_pl(px["n_a"], px["n_b"], dwell)
-    context = fit_scan_context(hist, models, pl)
-    models = with_context(models, context, pl, hist=hist)
-    est = with_shape_note(estimate_pixels(estimator, hist, models, require_base=True), context.note)
+    dwell = px["dwell_s"]
+    est, context, pl = estimate_scan(estimator, px["hist"], px["n_a"], px["n_b"], dwell, *acquisition(px))
     return {"pl_cps": pl, "g2": est.g2, "g2_std": est.g2_std, "G2": pl**2 * (1.0 - est.g2),
             "g2_reason": est.reason.astype(float), "g2_note": est.note.astype(float), "dwell_s": dwell}, context
 

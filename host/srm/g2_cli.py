@@ -235,20 +235,12 @@ def _run_method(estimator, d: dict) -> dict:
     (free where the file has no singles), the scan's context (`models.g2.scan_context`: its shape, the
     shape at each pixel's own pump where the singles give the PL, the zero delay where significant) and
     `estimate_pixels`."""
-    from nvscope.models.g2.estimation import estimate_pixels, histogram_models, with_shape_note
     from nvscope.models.g2.reasons import G2_NOTES, G2_REASONS
-    from nvscope.models.g2.scan_context import fit_scan_context, pixel_pl, with_context
+    from nvscope.models.g2.scan_context import estimate_scan
 
-    hist = d["hist"]
-    # each pixel's normalization, once (NaN base without singles: fitted); start-stop: base and survival
-    models = histogram_models(None, len(hist), d.get("mode", "allpairs"), d["n_a"], d["n_b"], d["t_acq"],
-                              d.get("tac_dead_s", 0.0), d.get("n_starts"))
-    singles = d["n_a"] is not None and d["t_acq"] is not None
-    pl = pixel_pl(d["n_a"], d["n_b"], d["t_acq"]) if singles else np.full(len(hist), np.nan)
     with np.errstate(all="ignore"):
-        context = fit_scan_context(hist, models, pl)
-        est = with_shape_note(estimate_pixels(estimator, hist, with_context(models, context, pl, hist=hist)),
-                              context.note)
+        est, context, _ = estimate_scan(estimator, d["hist"], d["n_a"], d["n_b"], d["t_acq"], d.get("mode", "allpairs"),
+                                        d.get("tac_dead_s", 0.0), d.get("n_starts"))
     s = context.shape
     extra: dict = {"shape_t1": s.t1, "shape_t2": s.t2, "shape_a": s.a, "shape_default": np.bool_(context.note != 0),
                    **{k: v for k, v in context.attributes().items() if not k.startswith("shape_")}}

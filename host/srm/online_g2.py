@@ -135,9 +135,15 @@ class ScanEstimator:
         return self._estimate(h, self._in_context(models, pl))
 
     def query(self, hist, n_a, n_b, t_acq, mode: str = "allpairs", tac_dead_s=0.0, n_starts=None) -> G2Estimate:
-        """Estimate pixels with the context in use, without adding them to it (adaptive dwell)."""
+        """Estimate pixels with the context in use, without adding them to it."""
+        return self.query_models(hist, n_a, n_b, t_acq, mode, tac_dead_s, n_starts)[0]
+
+    def query_models(self, hist, n_a, n_b, t_acq, mode: str = "allpairs", tac_dead_s=0.0,
+                     n_starts=None) -> tuple[G2Estimate, PixelModels]:
+        """`query`, and the pixels' models it used (one context for both: adaptive dwell's prediction)."""
         h = np.asarray(hist).reshape(-1, N_BINS)
-        return self._estimate(h, self.models(h, n_a, n_b, t_acq, mode, tac_dead_s, n_starts))
+        models = self.models(h, n_a, n_b, t_acq, mode, tac_dead_s, n_starts)
+        return self._estimate(h, models), models
 
     def _estimate(self, h: np.ndarray, models: PixelModels) -> G2Estimate:
         est = estimate_pixels(self.estimator, h, models, require_base=True)

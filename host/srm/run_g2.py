@@ -103,9 +103,8 @@ class RunG2Pipeline:
         """g2(0) and its std of partial pixels with the shape known now (neither added nor stored), and
         the std adaptive dwell decides on (`predicted_g2_std`: from the singles and the shape alone)."""
         rows = PixelRows.from_messages(0, [(p, np.nan) for p in partials])
-        args = (rows.hist, rows.n_a, rows.n_b, rows.dwell_s)
-        est = self.scan.query(*args, **rows.acquisition)
-        predicted = predicted_g2_std(self.scan.models(*args, **rows.acquisition))
+        est, models = self.scan.query_models(rows.hist, rows.n_a, rows.n_b, rows.dwell_s, **rows.acquisition)
+        predicted = predicted_g2_std(models)
         return [PartialG2(run_id=p.run_id, seq=p.seq, index=p.index, dwell_s=p.dwell_s, g2=float(g), g2_std=float(s),
                           predicted_std=float(e)) for p, g, s, e in zip(partials, est.g2, est.g2_std, predicted)]
 

@@ -24,7 +24,8 @@ import numpy as np
 
 from nvscope.proto.histogram import N_BINS
 
-from .estimation import context_sums, fit_scan_shape, scan_shape, with_shape
+from .estimation import (G2Estimate, G2Estimator, context_sums, estimate_pixels, fit_scan_shape, histogram_models,
+                         scan_shape, with_shape, with_shape_note)
 from .mle import estimate_g2
 from .normalization import refine_startstop
 from .local_shape import LocalShapes, fit_local_shapes
@@ -109,7 +110,9 @@ def fit_scan_context(hist, models: PixelModels, pl_cps, start: EmitterShape | No
     if note != NOTE_NONE:
         return ScanContext(shape, note, None, np.nan, np.nan, 0.0, events)
     h_sum, b_sum = context_sums(h, models.base, models.weight)
-    zero_base = float(b_sum) if b_sum is not None and np.ndim(b_sum) == 0 else None
+    # the summed normalization, known from the singles: one number where every bin's is the same (all pairs)
+    flat = b_sum is not None and np.allclose(b_sum, np.ravel(b_sum)[0], rtol=1e-12)
+    zero_base = float(np.ravel(b_sum)[0]) if flat else None
     zd = fit_zero_delay(h_sum, zero_base, shape)
     used = zd.offset_s if abs(zd.offset_s) > OFFSET_SIGMAS * zd.offset_std_s else 0.0
     local = fit_local_shapes(h, models.base, pl_cps, models.weight)
@@ -127,4 +130,27 @@ def with_context(models: PixelModels, context: ScanContext, pl_cps, hist=None) -
     return replace(models, kernel=context.kernels(pl_cps, k12))
 
 
-__all__ = ["STARTSTOP_PASSES", "OFFSET_SIGMAS", "ScanContext", "pixel_pl", "fit_scan_context", "with_context"]
+def scan_models(hist, n_a, n_b, t_acq, mode: str = "allpairs", tac_dead_s=0.0,
+                n_starts=None) -> tuple[PixelModels, ScanContext, np.ndarray]:
+    """A whole scan's pixel models as the run-end analysis builds them: each pixel's normalization in its
+    histogram mode (free where the singles n_a, n_b, t_acq (s) are None), the scan's context, each pixel's
+    pump fitted on its own histogram where it can be; the models, the context and each pixel's PL
+    (counts/s; NaN without singles)."""
+    h = np.asarray(hist).reshape(-1, N_BINS)
+    models = histogram_models(None, len(h), mode, n_a, n_b, t_acq, tac_dead_s, n_starts)
+    singles = n_a is not None and n_b is not None and t_acq is not None
+    pl = pixel_pl(n_a, n_b, t_acq) if singles else np.full(len(h), np.nan)
+    context = fit_scan_context(h, models, pl)
+    return with_context(models, context, pl, hist=h), context, pl
+
+
+def estimate_scan(estimator: G2Estimator, hist, n_a, n_b, t_acq, mode: str = "allpairs", tac_dead_s=0.0,
+                  n_starts=None) -> tuple[G2Estimate, ScanContext, np.ndarray]:
+    """A whole scan's g2(0) as the run-end analysis and `nvscope g2 estimate` give it (`scan_models`, then
+    `estimate_pixels`, the singles required where they are given); the estimate, the context, the PL."""
+    models, context, pl = scan_models(hist, n_a, n_b, t_acq, mode, tac_dead_s, n_starts)
+    est = estimate_pixels(estimator, hist, models, require_base=n_a is not None)
+    return with_shape_note(est, context.note), context, pl
+
+
+__all__ = ["scan_models", "estimate_scan", "STARTSTOP_PASSES", "OFFSET_SIGMAS", "ScanContext", "pixel_pl", "fit_scan_context", "with_context"]

@@ -9,16 +9,21 @@ whose estimate fluctuated low sooner, and biases g2(0) low by 0.02-0.04 at a tar
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from nvscope.host.srm import dwell_replay
-from nvscope.host.srm.dwell_replay import estimated_error_stops, estimates_at, replay_answers
 from nvscope.host.srm.run_g2 import RunG2Pipeline, predicted_g2_std
 from nvscope.models.g2.mle import MleEstimator
 from nvscope.models.g2.model import NV_DEFAULT_SHAPE, expected_histogram, kernel_bin_averages, pixel_models
 from nvscope.proto.histogram import BIN_WIDTH_S, N_BINS
 from nvscope.proto.messages import PartialG2, PartialPixel
+
+sys.path.insert(0, str(Path(__file__).parent))  # the replay helper beside this file (pytest's importlib mode)
+import dwell_replay  # noqa: E402
+from dwell_replay import estimated_error_stops, estimates_at, replay_answers  # noqa: E402
 
 TARGET, SLICE_S, MAX_DWELL_S = 0.2, 0.1, 1.0
 N_SLICES = round(MAX_DWELL_S / SLICE_S)

@@ -1,6 +1,7 @@
 """Adaptive dwell replayed on simulated pixels: the host's answers slice by slice and where the rig's rule
 ends each pixel (docs/physics.md section 1.11). The test of the rule's bias and `benchmarks/bench_g2.py`
-run it; the rule before issue 12 (stop when the pixel's own estimated error is below the target) is kept
+run it (a test helper: it joins the host's pipeline and the rig's rule, which only tests and benchmarks
+may import together); the rule before issue 12 (stop when the pixel's own estimated error is below the target) is kept
 here only to measure the bias it had.
 """
 
@@ -14,7 +15,7 @@ from nvscope.proto.histogram import BIN_WIDTH_S, N_BINS
 from nvscope.proto.messages import PartialG2, PartialPixel
 from nvscope.rt.run_loop import AdaptiveDwell
 
-from .run_g2 import RunG2Pipeline
+from nvscope.host.srm.run_g2 import RunG2Pipeline
 
 
 def replay_answers(g0: float, rate_cps: np.ndarray, seed: int, slice_s: float, n_slices: int) -> list[list[PartialG2]]:
