@@ -40,7 +40,7 @@ from scipy.optimize import minimize, newton
 from nvscope.proto.histogram import BIN_WIDTH_S, N_BINS
 from nvscope.rt.kernels.three_level import g2_shape_from_rates, two_exponential, g2_shape_jacobian
 
-from .mle import ShapeFit, fit_shape_full
+from .mle import A_BOUNDS, T1_BOUNDS_S, T2_BOUNDS_S, ShapeFit, fit_shape_full
 from .model import EmitterShape, bin_widths, exp_bin_integrals, exp_bin_integrals_dt, kernel_bin_averages, shape_kernels
 
 MIN_BIN_EVENTS: float = 2000.0
@@ -110,13 +110,20 @@ class LocalShapes:
 
     def _at_pumps(self, k12: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(t1, t2, a) at pumps k12 (1/s); the scan's one shape at a pump where the fitted rates give no
-        two-exponential g2 (a pixel far brighter than any the fit saw) or that is unknown (NaN)."""
+        two-exponential g2 (a pixel far brighter than any the fit saw), a shape outside the one-shape fit's
+        bounds (mle.A_BOUNDS, T1_BOUNDS_S, T2_BOUNDS_S), or that is unknown (NaN)."""
         k = np.asarray(k12, dtype=float)
         ok = np.isfinite(k) & two_exponential(np.where(np.isfinite(k), k, 0.0), self.k21, self.k23, self.k31)
         s = self.scan_shape
         t1, t2, a = np.full(k.shape, s.t1), np.full(k.shape, s.t2), np.full(k.shape, s.a)
         if ok.any():
-            a[ok], t1[ok], t2[ok] = g2_shape_from_rates(k[ok], self.k21, self.k23, self.k31)
+            a_k, t1_k, t2_k = g2_shape_from_rates(k[ok], self.k21, self.k23, self.k31)
+            # near-degenerate eigenvalues give a diverging amplitude: a shape the scan's one-shape fit could
+            # not take (outside its bounds) is extrapolation, not knowledge; such pixels get the scan's shape
+            sane = ((A_BOUNDS[0] <= a_k) & (a_k <= A_BOUNDS[1]) & (T1_BOUNDS_S[0] <= t1_k) & (t1_k <= T1_BOUNDS_S[1])
+                    & (T2_BOUNDS_S[0] <= t2_k) & (t2_k <= T2_BOUNDS_S[1]))
+            rows = np.flatnonzero(ok)[sane]
+            a[rows], t1[rows], t2[rows] = a_k[sane], t1_k[sane], t2_k[sane]
         return t1, t2, a
 
     def kernels(self, pl_cps, offset_s: float = 0.0, k12=None) -> np.ndarray:
