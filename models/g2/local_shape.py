@@ -40,7 +40,7 @@ from scipy.optimize import minimize, newton
 from nvscope.proto.histogram import BIN_WIDTH_S, N_BINS
 from nvscope.rt.kernels.three_level import g2_shape_from_rates, two_exponential, g2_shape_jacobian
 
-from .mle import A_BOUNDS, T1_BOUNDS_S, T2_BOUNDS_S, ShapeFit, fit_shape_full
+from .mle import ShapeFit, fit_shape_full
 from .model import EmitterShape, bin_widths, exp_bin_integrals, exp_bin_integrals_dt, kernel_bin_averages, shape_kernels
 
 MIN_BIN_EVENTS: float = 2000.0
@@ -51,6 +51,10 @@ MAX_BINS: int = 16
 MIN_LOCAL_GAIN: float = 16.0
 """Twice the log-likelihood the local model must gain over the one scan shape, over the PL bins, to be
 used (it has three more parameters; 16 is beyond the 0.1 % point of chi^2 with 3 degrees of freedom)."""
+MAX_LOCAL_A: float = 50.0
+MIN_T2_OVER_T1: float = 1.2
+"""A pixel's three-level shape is trusted while a <= MAX_LOCAL_A and t2 >= MIN_T2_OVER_T1 t1 (well-separated
+eigenvalues; the CNN's training emitters reach a = 35 and t2 = 1.35 t1); beyond, the scan's one shape."""
 MIN_PUMP_EVENTS: float = 1000.0
 """Fewest events in a pixel for `LocalShapes.fit_pumps` to fit its own pump."""
 PUMP_GRID: int = 96
@@ -110,18 +114,17 @@ class LocalShapes:
 
     def _at_pumps(self, k12: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(t1, t2, a) at pumps k12 (1/s); the scan's one shape at a pump where the fitted rates give no
-        two-exponential g2 (a pixel far brighter than any the fit saw), a shape outside the one-shape fit's
-        bounds (mle.A_BOUNDS, T1_BOUNDS_S, T2_BOUNDS_S), or that is unknown (NaN)."""
+        two-exponential g2 (a pixel far brighter than any the fit saw), near-degenerate eigenvalues (a >
+        MAX_LOCAL_A or t2 < MIN_T2_OVER_T1 t1), or that is unknown (NaN)."""
         k = np.asarray(k12, dtype=float)
         ok = np.isfinite(k) & two_exponential(np.where(np.isfinite(k), k, 0.0), self.k21, self.k23, self.k31)
         s = self.scan_shape
         t1, t2, a = np.full(k.shape, s.t1), np.full(k.shape, s.t2), np.full(k.shape, s.a)
         if ok.any():
             a_k, t1_k, t2_k = g2_shape_from_rates(k[ok], self.k21, self.k23, self.k31)
-            # near-degenerate eigenvalues give a diverging amplitude: a shape the scan's one-shape fit could
-            # not take (outside its bounds) is extrapolation, not knowledge; such pixels get the scan's shape
-            sane = ((A_BOUNDS[0] <= a_k) & (a_k <= A_BOUNDS[1]) & (T1_BOUNDS_S[0] <= t1_k) & (t1_k <= T1_BOUNDS_S[1])
-                    & (T2_BOUNDS_S[0] <= t2_k) & (t2_k <= T2_BOUNDS_S[1]))
+            # near-degenerate eigenvalues give a diverging amplitude (a = 288 seen where t2 = 1.005 t1): that is
+            # extrapolation of the fitted rates, not knowledge; such pixels get the scan's shape
+            sane = (a_k >= 0) & (a_k <= MAX_LOCAL_A) & (t2_k >= MIN_T2_OVER_T1 * t1_k) & (t1_k > 0)
             rows = np.flatnonzero(ok)[sane]
             a[rows], t1[rows], t2[rows] = a_k[sane], t1_k[sane], t2_k[sane]
         return t1, t2, a
