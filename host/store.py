@@ -389,6 +389,22 @@ def read_deer(f: h5py.File) -> dict[str, np.ndarray]:
     return read_table(f, "deer", Deer)
 
 
+def acquisition(px: dict[str, np.ndarray]) -> tuple[str, np.ndarray, np.ndarray | None]:
+    """How a run's histograms were acquired, from its pixel table: (mode, tac_dead_s (P,), n_starts (P,) or
+    None). Files written before these columns existed hold all-pairs histograms. One run has one mode."""
+    P = len(px["hist"])
+    modes = px.get("histogram_mode")
+    if modes is None or len(modes) == 0:
+        return "allpairs", np.zeros(P), None
+    modes = {m.decode() if isinstance(m, bytes) else str(m) for m in np.asarray(modes).tolist()}
+    if len(modes) != 1:
+        raise ValueError(f"a run's pixels must share one histogram mode, got {sorted(modes)}")
+    mode = modes.pop()
+    dead = np.asarray(px.get("tac_dead_s", np.zeros(P)), dtype=float)
+    starts = px.get("n_starts")
+    return mode, dead, None if starts is None else np.asarray(starts, dtype=float)
+
+
 def read_pixels(f: h5py.File, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
     """The per-pixel datasets of an open run file (pixel rows start..stop, default all), as arrays."""
     return {name: f["pixels"][name][start:stop] for name in PIXEL_FIELDS}

@@ -13,7 +13,7 @@ from nvscope.models.g2.scan_context import ScanContext, estimate_scan
 from nvscope.models.g2.reasons import G2_NOTES, G2_REASONS
 
 from .figures import srm_figure
-from ..store import RunStore, read_pixels
+from ..store import RunStore, acquisition, read_pixels
 
 
 def on_grid(grid_shape: tuple[int, int], ix: np.ndarray, iy: np.ndarray) -> np.ndarray:
@@ -32,22 +32,6 @@ def pixel_maps(grid_shape: tuple[int, int], ix: np.ndarray, iy: np.ndarray,
         m[iy[ok], ix[ok]] = np.asarray(v)[ok]
         maps[name] = m
     return maps
-
-
-def acquisition(px: dict[str, np.ndarray]) -> tuple[str, np.ndarray, np.ndarray | None]:
-    """How a run's histograms were acquired, from its pixel table: (mode, tac_dead_s (P,), n_starts (P,) or
-    None). Files written before these columns existed hold all-pairs histograms. One run has one mode."""
-    P = len(px["hist"])
-    modes = px.get("histogram_mode")
-    if modes is None or len(modes) == 0:
-        return "allpairs", np.zeros(P), None
-    modes = {m.decode() if isinstance(m, bytes) else str(m) for m in np.asarray(modes).tolist()}
-    if len(modes) != 1:
-        raise ValueError(f"a run's pixels must share one histogram mode, got {sorted(modes)}")
-    mode = modes.pop()
-    dead = np.asarray(px.get("tac_dead_s", np.zeros(P)), dtype=float)
-    starts = px.get("n_starts")
-    return mode, dead, None if starts is None else np.asarray(starts, dtype=float)
 
 
 def srm_results(px: dict[str, np.ndarray], estimator: G2Estimator) -> tuple[dict[str, np.ndarray], ScanContext]:

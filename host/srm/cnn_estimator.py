@@ -66,7 +66,6 @@ class CnnEstimator:
     path: Path = SHIPPED_MODEL
     threads: int = 1
     name: str = "cnn"
-    uses_shape: bool = field(default=True, init=False)
     metadata: dict[str, str] = field(init=False)
     min_events: int = field(init=False)
     sha256: str = field(init=False)

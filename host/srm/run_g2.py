@@ -22,8 +22,7 @@ from nvscope.proto.messages import PartialG2, PartialPixel, Pixel
 
 from .cnn_estimator import file_sha256
 from .online_g2 import G2_REASONS, G2Estimate, G2Estimator, RefitRequest, ScanEstimator
-from .analysis import acquisition
-from ..store import read_pixels
+from ..store import acquisition, read_pixels
 
 
 def g2_attributes(estimator: G2Estimator) -> dict[str, object]:

@@ -118,7 +118,6 @@ class LeastSquaresEstimator:
 
     name: str = "lm"
     min_events: int = 1
-    uses_shape: bool = False
 
     def estimate(self, hist, models: PixelModels) -> tuple[np.ndarray, np.ndarray]:
         """(g2, g2_std) by per-pixel least squares (the models' kernels ignored; their base and weight used)."""

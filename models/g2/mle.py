@@ -251,7 +251,6 @@ class MleEstimator:
 
     name: str = "mle"
     min_events: int = 1
-    uses_shape: bool = True
 
     def estimate(self, hist, models: PixelModels, base=None) -> tuple[np.ndarray, np.ndarray]:
         """(g2, g2_std) by the Poisson MLE with each pixel's model fixed (base NaN: fitted); or, as before,

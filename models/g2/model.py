@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nvscope.proto.histogram import BIN_WIDTH_S, N_BINS, bin_edges_s
+from nvscope.proto.histogram import BIN_WIDTH_S, HISTOGRAM_MODES, N_BINS, bin_edges_s
 
 _EDGES_S = bin_edges_s()
 _EDGES_S.flags.writeable = False
@@ -165,10 +165,6 @@ def expected_histogram(shape: EmitterShape, g0: float | np.ndarray, base: float 
     return np.asarray(base, dtype=float)[..., None] * bin_integrals(shape, g0)
 
 
-HISTOGRAM_MODELS = ("allpairs", "startstop")
-"""The histogram modes a `PixelModels` describes (docs/physics.md section 1.2)."""
-
-
 @dataclass(frozen=True)
 class PixelModels:
     """The one per-pixel model every g2 estimator uses (docs/physics.md sections 1.2 and 1.6):
@@ -192,8 +188,8 @@ class PixelModels:
     estimator can tell rates it was not trained on."""
 
     def __post_init__(self) -> None:
-        if self.mode not in HISTOGRAM_MODELS:
-            raise ValueError(f"PixelModels.mode must be one of {HISTOGRAM_MODELS}, got {self.mode!r}")
+        if self.mode not in HISTOGRAM_MODES:
+            raise ValueError(f"PixelModels.mode must be one of {HISTOGRAM_MODES}, got {self.mode!r}")
         P = self.base.shape[0] if self.base.ndim == 1 else -1
         if P < 0 or self.kernel.shape != (P, N_BINS) or self.weight.shape != (P, N_BINS):
             raise ValueError(f"PixelModels: base (P,), kernel and weight (P, {N_BINS}); got {self.base.shape}, "
@@ -233,7 +229,7 @@ def concat_models(parts: list[PixelModels]) -> PixelModels:
 
 
 __all__ = [
-    "HISTOGRAM_MODELS", "PixelModels", "pixel_models", "concat_models", "shape_kernels",
+    "PixelModels", "pixel_models", "concat_models", "shape_kernels",
     "N_BINS", "EmitterShape", "NV_DEFAULT_SHAPE", "g2_model", "exp_bin_integrals", "exp_bin_integrals_dt",
     "kernel_bin_averages", "bin_widths", "bin_integrals", "bin_integrals_dg0",
     "singles_base", "pixel_base", "expected_histogram",

@@ -63,7 +63,7 @@ class ScanContext:
     def kernels(self, pl_cps, k12=None) -> np.ndarray:
         """Kernels (P, N_BINS) of pixels at PL pl_cps (counts/s, (P,)), at pumps k12 (1/s) when given."""
         pl = np.atleast_1d(np.asarray(pl_cps, dtype=float))
-        if self.local is not None and self.local.local and self.note == NOTE_NONE:
+        if self.local is not None:  # set only where the shape follows the pump (`fit_scan_context`)
             return self.local.kernels(pl, self.offset_used_s, k12=k12)
         return np.broadcast_to(self.kernel0, (pl.size, N_BINS)).copy()
 
@@ -125,7 +125,7 @@ def with_context(models: PixelModels, context: ScanContext, pl_cps, hist=None) -
     (P, N_BINS) fitted on its own histogram where it has enough events (`LocalShapes.fit_pumps`)."""
     k12 = None
     ls = context.local
-    if hist is not None and ls is not None and ls.local and context.note == NOTE_NONE:
+    if hist is not None and ls is not None:
         k12 = ls.fit_pumps(hist, models.base, pl_cps, models.weight)
     return replace(models, kernel=context.kernels(pl_cps, k12))
 

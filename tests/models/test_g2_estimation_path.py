@@ -74,7 +74,7 @@ def test_reason_rule():
 class Stub:
     """An estimator that returns what it is told, to see what estimate_pixels passes and keeps."""
 
-    name, min_events, uses_shape = "stub", 3, True
+    name, min_events = "stub", 3
 
     def __init__(self, g2, std):
         self.g2, self.std, self.calls = np.asarray(g2, float), np.asarray(std, float), []
