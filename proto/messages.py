@@ -195,21 +195,40 @@ def _check_counts(msg: Pixel | PartialPixel) -> None:
 
 @dataclass(frozen=True)
 class Coherence(Message):
-    """One coherence curve C(t) measured under CPMG-n (n_pulses = 0: FID, 1: spin echo)."""
+    """One coherence curve C(t) measured under CPMG-n (n_pulses = 0: FID, 1: spin echo), with the raw
+    photon counts it was computed from: per point, `repetitions` shots of the sequence (signal gate:
+    `signal_counts`; reference gate, the spin back in ms = 0: `bright_counts`) interleaved with
+    `dark_repetitions` shots of the dark reference (one pi pulse: `dark_counts`). `pi_s`, `pi_half_s`:
+    the pi and pi/2 pulse durations played (s; 0: ideal zero-length pulses)."""
 
     kind: ClassVar[str] = "coherence"
+    schema: ClassVar[int] = 2  # 2: pi_s, pi_half_s, raw counts, dark_repetitions
     durable: ClassVar[bool] = True
     n_pulses: int = 0
     t: Annotated[np.ndarray, Array("<f8", (-1,))] = _default_array("<f8")
     coherence: Annotated[np.ndarray, Array("<f8", (-1,))] = _default_array("<f8")
     sigma: Annotated[np.ndarray, Array("<f8", (-1,))] = _default_array("<f8")
     repetitions: int = 0
+    pi_s: float = 0.0
+    pi_half_s: float = 0.0
+    signal_counts: Annotated[np.ndarray, Array("<f8", (-1,))] = _default_array("<f8")
+    bright_counts: Annotated[np.ndarray, Array("<f8", (-1,))] = _default_array("<f8")
+    dark_counts: Annotated[np.ndarray, Array("<f8", (-1,))] = _default_array("<f8")
+    dark_repetitions: int = 0
 
     def check(self) -> None:
-        """`coherence` and `sigma` have one value per time in `t`."""
+        """`coherence` and `sigma` (and the raw counts, when sent) have one value per time in `t`;
+        pulse durations are finite and >= 0 s."""
         for name in ("coherence", "sigma"):
             if len(getattr(self, name)) != len(self.t):
                 raise ProtocolError(f"coherence.{name}: {len(getattr(self, name))} values for {len(self.t)} times")
+        for name in ("signal_counts", "bright_counts", "dark_counts"):
+            if len(getattr(self, name)) not in (0, len(self.t)):
+                raise ProtocolError(f"coherence.{name}: {len(getattr(self, name))} values for {len(self.t)} times")
+        for name in ("pi_s", "pi_half_s"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ProtocolError(f"coherence.{name}: {v!r} s, expected finite and >= 0")
 
 
 MRI_SCANS: tuple[str, ...] = ("retracted", "psf", "deer")
@@ -387,10 +406,13 @@ class Start(Message):
 
 @dataclass(frozen=True)
 class Stop(Message):
-    """Stop the running run at the next pixel boundary."""
+    """Stop the running run at the next pixel boundary. `completed`: the host's plan for the run is done
+    (an adaptive loop's stopping rule fired): the run ends `completed`, not `stopped`."""
 
     kind: ClassVar[str] = "stop"
+    schema: ClassVar[int] = 2  # 2: completed
     reason: str = ""
+    completed: bool = False
 
 
 @dataclass(frozen=True)

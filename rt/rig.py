@@ -53,6 +53,7 @@ class Rig:
         self.shutdown = threading.Event()
         self.run_id = ""
         self.stop_reason = ""
+        self.stop_completes = False  # the host's Stop said its plan is done: the run ends completed
         self.next_seq = 0  # of the run's next data message
         self.plan: Plan | None = None  # of the run in progress
         self.adaptive: AdaptiveDwell | None = None  # of the scan in progress, with adaptive dwell on
@@ -108,6 +109,7 @@ class Rig:
         self.state = state
         if event is Event.STOP:
             self.stop_reason = cmd.reason or "stopped by the host"
+            self.stop_completes = bool(cmd.completed)
         return cmd if event is Event.START else None
 
     # ------------------------------------------------------------------ the run loop
@@ -115,6 +117,7 @@ class Rig:
         """One run: run_start; the plan's steps, the commands that arrived applied before each;
         run_end with the exit status and reason (always sent)."""
         self.run_id, self.run_kind, self.stop_reason, self.next_seq = start.run_id, start.run_kind, "", 0
+        self.stop_completes = False
         n_pixels, grid = self._grid(start.run_kind)
         self.planned, self.done, self.notices = n_pixels, 0, []
         run_start = RunStart(run_id=start.run_id, seq=0, run_kind=start.run_kind,
@@ -141,8 +144,9 @@ class Rig:
                         self._send(msg)
                     self._record_notices()  # the retries of this step, after its data (numbered after it)
                     self.done += 1
-            if self.state is RunState.STOPPING:
-                status, reason = ExitStatus.STOPPED, self.stop_reason
+            if self.state is RunState.STOPPING:  # the host's plan done (Stop.completed), or stopped
+                status = ExitStatus.COMPLETED if self.stop_completes else ExitStatus.STOPPED
+                reason = self.stop_reason
         except Exception as exc:  # a device error ends the run, never silently
             status = ExitStatus.FAILED
             reason = f"{type(exc).__name__}: {exc} (at step {self.done + 1} of {self.planned or 'open-ended'}; " \

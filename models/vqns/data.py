@@ -20,13 +20,19 @@ class CoherenceDataError(ValueError):
 @dataclass(frozen=True)
 class CoherenceSet:
     """S coherence curves: `n_pulses` (S,) int (0 FID, 1 echo, n CPMG-n), `t` (S, T) s padded with NaN,
-    `coherence` (S, T), `sigma` (S, T) one-standard-deviation errors (NaN where t is NaN)."""
+    `coherence` (S, T), `sigma` (S, T) one-standard-deviation errors (NaN where t is NaN), `pi_s` (S,)
+    the pi-pulse duration each curve was played with (s; 0: ideal zero-length pulses)."""
 
     n_pulses: np.ndarray
     t: np.ndarray
     coherence: np.ndarray
     sigma: np.ndarray
     sigma_given: bool
+    pi_s: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.pi_s is None:
+            object.__setattr__(self, "pi_s", np.zeros(len(self.n_pulses)))
 
     @property
     def mask(self) -> np.ndarray:
@@ -41,9 +47,15 @@ class CoherenceSet:
     def with_sigma(self, sigma: float) -> CoherenceSet:
         """The same curves with a uniform error (used when none was given)."""
         s = np.where(self.mask, sigma, np.nan)
-        return CoherenceSet(self.n_pulses, self.t, self.coherence, s, False)
+        return CoherenceSet(self.n_pulses, self.t, self.coherence, s, False, self.pi_s)
 
-    def append(self, n_pulses: int, t: np.ndarray, coherence: np.ndarray, sigma: np.ndarray) -> CoherenceSet:
+    def rows(self, keep: np.ndarray) -> CoherenceSet:
+        """The curves selected by `keep` (a boolean mask or indices over the S curves)."""
+        return CoherenceSet(self.n_pulses[keep], self.t[keep], self.coherence[keep], self.sigma[keep],
+                            self.sigma_given, self.pi_s[keep])
+
+    def append(self, n_pulses: int, t: np.ndarray, coherence: np.ndarray, sigma: np.ndarray,
+               pi_s: float = 0.0) -> CoherenceSet:
         """These curves plus one more (rows padded with NaN to a common length)."""
         width = max(self.t.shape[1], len(t))
 
@@ -54,11 +66,12 @@ class CoherenceSet:
             return out
 
         return coherence_set(np.append(self.n_pulses, n_pulses), pad(self.t, t), pad(self.coherence, coherence),
-                             pad(self.sigma, sigma) if self.sigma_given else None)
+                             pad(self.sigma, sigma) if self.sigma_given else None, np.append(self.pi_s, pi_s))
 
 
-def coherence_set(n_pulses, t, coherence, sigma=None) -> CoherenceSet:
-    """Validate and pack curves; raises CoherenceDataError with one clear line for bad input."""
+def coherence_set(n_pulses, t, coherence, sigma=None, pi_s=None) -> CoherenceSet:
+    """Validate and pack curves (`pi_s`: pi-pulse duration in s, one for all curves or one per curve;
+    default 0, ideal pulses); raises CoherenceDataError with one clear line for bad input."""
     n = np.asarray(n_pulses)
     t = np.atleast_2d(np.asarray(t, dtype=float))
     c = np.atleast_2d(np.asarray(coherence, dtype=float))
@@ -93,8 +106,12 @@ def coherence_set(n_pulses, t, coherence, sigma=None) -> CoherenceSet:
         beyond = "" if sigma is None else (f" by {(max(lo - c[i, j], c[i, j] - hi)) / s[i, j]:.1f} sigma "
                                            f"(sigma {s[i, j]:.2g}; noise reaches {NOISE_SIGMAS:g} sigma at most)")
         raise CoherenceDataError(f"coherence[{i}, {j}] = {c[i, j]:.3g} is outside [{lo}, {hi}]{beyond}")
+    tp = np.asarray(0.0 if pi_s is None else pi_s, dtype=float)
+    if tp.ndim > 1 or tp.size not in (1, n.size) or not np.isfinite(tp).all() or (tp < 0).any():
+        raise CoherenceDataError(f"pi_s must be one duration >= 0 s or one per curve ({n.size}), got {pi_s!r}")
+    tp = np.broadcast_to(tp.reshape(-1), n.shape).copy()
     t = np.where(mask, t, np.nan)
     c = np.where(mask, c, np.nan)
     if sigma is None:
-        return CoherenceSet(n.astype(np.int64), t, c, np.where(mask, np.nan, np.nan), False)
-    return CoherenceSet(n.astype(np.int64), t, c, s, True)
+        return CoherenceSet(n.astype(np.int64), t, c, np.where(mask, np.nan, np.nan), False, tp)
+    return CoherenceSet(n.astype(np.int64), t, c, s, True, tp)

@@ -55,9 +55,12 @@ def _message(cls):
         counts = {**COUNTS, "lost_tags": st.integers(0, 2**62)} if cls is Pixel else COUNTS
         built = st.builds(cls, **{**fields, **counts})
         return built.map(lambda m: dataclasses.replace(m, n_events=int(m.hist.sum())))
-    if cls is Coherence:  # one coherence and one sigma per time
+    if cls is Coherence:  # one coherence and one sigma per time, raw counts per time or none, durations >= 0
+        fields.update(pi_s=st.floats(0, 1e-3), pi_half_s=st.floats(0, 1e-3))
         return st.builds(cls, **fields).map(lambda m: dataclasses.replace(
-            m, coherence=np.resize(m.coherence, len(m.t)), sigma=np.resize(m.sigma, len(m.t))))
+            m, coherence=np.resize(m.coherence, len(m.t)), sigma=np.resize(m.sigma, len(m.t)),
+            **{k: np.resize(getattr(m, k), len(m.t) if len(getattr(m, k)) else 0)
+               for k in ("signal_counts", "bright_counts", "dark_counts")}))
     if cls in (Lock, Deer):  # indices in range, finite positive frequencies and times (their check())
         nonneg = st.integers(0, 2**62)
         fields.update(index=nonneg, plane=nonneg, ix=nonneg, iy=nonneg, scan=st.integers(0, len(MRI_SCANS) - 1),

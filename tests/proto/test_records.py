@@ -21,7 +21,9 @@ def test_pixel_and_coherence_rows_are_the_documented_layout():
     }
     assert record_fields(Coherence) == {
         "seq": ("<i8", ()), "n_pulses": ("<i8", ()), "t": ("<f8", (-1,)), "coherence": ("<f8", (-1,)),
-        "sigma": ("<f8", (-1,)), "repetitions": ("<i8", ()),
+        "sigma": ("<f8", (-1,)), "repetitions": ("<i8", ()), "pi_s": ("<f8", ()), "pi_half_s": ("<f8", ()),
+        "signal_counts": ("<f8", (-1,)), "bright_counts": ("<f8", (-1,)), "dark_counts": ("<f8", (-1,)),
+        "dark_repetitions": ("<i8", ()),
     }
     assert record_fields(Lock)["state"] == ("<i8", ()) and record_fields(Lock)["f_sigma_hz"] == ("<f8", ())
     assert record_fields(Deer)["n_rf"] == ("<i8", ()) and record_fields(Deer)["position"] == ("<f8", (3,))
