@@ -77,6 +77,26 @@ def cpmg_pulse_times(t: float | np.ndarray, n_pulses: int) -> np.ndarray:
     return t[..., None] * ((2.0 * k - 1.0) / (2.0 * n))
 
 
+def sequence_name(n_pulses: int) -> str:
+    """The one name of the coherence sequence with n_pulses pi pulses: "FID" (0), "echo" (1), "CPMG-n" (n >= 2)."""
+    n = _pulse_number(n_pulses)
+    return "FID" if n == 0 else "echo" if n == 1 else f"CPMG-{n}"
+
+
+def shortest_time(n_pulses: int, timing: ShotTiming) -> float:
+    """The shortest total time t (s) at which CPMG-n (n = 0: FID) compiles with `timing` (`coherence_shot`).
+
+    Pulses are centred on their ideal times, so the tightest gaps are the first and last: t/(2n)
+    between the pi/2 and the first pi pulse's centres must hold half of each and min_gap_s, giving
+    t >= n (pi_half_s + pi_s + 2 min_gap_s); the gaps t/n between pi pulses then hold pi_s + min_gap_s.
+    FID: t >= pi_half_s + min_gap_s. Every t must also be > 0 s (ideal pulses give 0).
+    """
+    n = _pulse_number(n_pulses)
+    if n == 0:
+        return float(timing.pi_half_s + timing.min_gap_s)
+    return float(n * (timing.pi_half_s + timing.pi_s + 2.0 * timing.min_gap_s))
+
+
 def fid_pulse_times(t: float | np.ndarray) -> np.ndarray:
     """pi-pulse times (s) of a free induction decay (Ramsey) over t (s): none, shape shape(t) + (0,)."""
     return cpmg_pulse_times(t, 0)
@@ -105,21 +125,24 @@ def deer_pulse_times(t: float, rf_offset_s: float = 0.0) -> tuple[np.ndarray, np
 class ShotTiming:
     """Durations (s) of the pulses of one shot; 0 for a pi or pi/2 pulse is the ideal zero-length pulse.
 
-    lead_s: from the shot's start (the previous laser pulse's end) to the first microwave pulse's
+    The defaults are a real NV's pulses (a 40 ns pi, a 20 ns pi/2). min_gap_s: the shortest free time
+    between the end of one microwave pulse and the start of the next (what the microwave switch and
+    amplifier need; 0: pulses may touch). lead_s: from the shot's start (the previous laser pulse's end) to the first microwave pulse's
     centre, the time the NV needs to leave the shelving state. tail_s: from the last microwave or
     RF pulse's end to the laser.
     """
 
-    pi_s: float = 0.0
-    pi_half_s: float = 0.0
+    pi_s: float = 40e-9
+    pi_half_s: float = 20e-9
     rf_pi_s: float = 150e-9
     laser_s: float = 3e-6
     gate_s: float = 300e-9
     lead_s: float = 1e-6
     tail_s: float = 100e-9
+    min_gap_s: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("pi_s", "pi_half_s", "rf_pi_s", "lead_s", "tail_s", "laser_s"):
+        for name in ("pi_s", "pi_half_s", "rf_pi_s", "lead_s", "tail_s", "laser_s", "min_gap_s"):
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite time >= 0 s, got {v!r}")
@@ -140,15 +163,21 @@ def _centred(channel: str, centres: np.ndarray, duration_s: float) -> list[Pulse
     return [Pulse(channel, float(c) - 0.5 * duration_s, duration_s) for c in centres]
 
 
-def _no_overlap(pulses: list[Pulse], what: str) -> None:
+_SLACK_S = 1e-18
+"""Rounding slack (s) of the gap check: far below any generator's resolution, far above the rounding
+of times of a few ms, so that a sequence at exactly `shortest_time` compiles."""
+
+
+def _no_overlap(pulses: list[Pulse], what: str, min_gap_s: float = 0.0) -> None:
     for a, b in zip(pulses, pulses[1:]):
-        if b.start_s < a.end_s or b.centre_s <= a.centre_s:
-            raise ValueError(f"{what}: {a.channel} pulses at {a.centre_s:.4g} s and {b.centre_s:.4g} s overlap "
+        if b.start_s - a.end_s < min_gap_s - _SLACK_S or b.centre_s <= a.centre_s:
+            gap = f" or are closer than {min_gap_s:.3g} s" if min_gap_s > 0 else ""
+            raise ValueError(f"{what}: {a.channel} pulses at {a.centre_s:.4g} s and {b.centre_s:.4g} s overlap{gap} "
                              f"(pulses of {a.duration_s:.3g} s and {b.duration_s:.3g} s)")
 
 
 def _shot(mw: list[Pulse], rf: list[Pulse], timing: ShotTiming, what: str) -> Sequence:
-    _no_overlap(mw, what)
+    _no_overlap(mw, what, timing.min_gap_s)
     _no_overlap(rf, what)
     last = max([p.end_s for p in mw + rf] + [timing.lead_s])
     pulses = mw + rf + _readout(last + timing.tail_s, timing)
@@ -161,8 +190,9 @@ def coherence_shot(t: float, pi_times: np.ndarray, timing: ShotTiming = ShotTimi
     """One shot of a coherence measurement over total time t (s): pi/2, pi pulses at `pi_times`
     (s from the first pi/2's centre), pi/2 at t, then the readout; RF pi pulses at `rf_times` (DEER).
 
-    ValueError (one line) when t is not > 0 s, a pulse time lies outside (0, t), or pulses overlap
-    (a CPMG-n whose spacing t/n is shorter than the pi pulse cannot be played).
+    ValueError (one line) when t is not > 0 s, a pulse time lies outside (0, t), or microwave pulses
+    overlap or leave less than timing.min_gap_s between them (a CPMG-n below `shortest_time` cannot
+    be played).
     """
     t = float(t)
     pi_times = np.asarray(pi_times, dtype=np.float64).reshape(-1)
@@ -210,6 +240,6 @@ def microwave_pi_times(sequence: Sequence) -> tuple[float, np.ndarray] | None:
     return mw[-1].centre_s - c0, np.array([p.centre_s - c0 for p in mw[1:-1]])
 
 
-__all__ = ["CHANNELS", "Pulse", "Sequence", "ShotTiming", "cpmg_pulse_times", "fid_pulse_times",
-           "echo_pulse_times", "deer_pulse_times", "coherence_shot", "reference_shot", "dither_cycle",
+__all__ = ["CHANNELS", "Pulse", "Sequence", "ShotTiming", "sequence_name", "shortest_time", "cpmg_pulse_times",
+           "fid_pulse_times", "echo_pulse_times", "deer_pulse_times", "coherence_shot", "reference_shot", "dither_cycle",
            "microwave_pi_times"]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from nvscope.rt.kernels.pulses import (CHANNELS, ShotTiming, coherence_shot, cpmg_pulse_times, deer_pulse_times,
-                                       echo_pulse_times, fid_pulse_times, microwave_pi_times, reference_shot)
+                                       echo_pulse_times, fid_pulse_times, microwave_pi_times, reference_shot,
+                                       sequence_name, shortest_time)
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 5, 64])
@@ -59,7 +60,9 @@ def test_a_compiled_shot_centres_its_pulses_on_the_ideal_times_and_reads_back():
 def test_a_sequence_that_cannot_be_played_is_one_clear_error():
     with pytest.raises(ValueError, match="overlap"):  # t/n = 25 ns < a 40 ns pi pulse
         coherence_shot(200e-9, cpmg_pulse_times(200e-9, 8), ShotTiming(pi_s=40e-9))
-    coherence_shot(200e-9, cpmg_pulse_times(200e-9, 8))  # ideal pulses: fine
+    coherence_shot(200e-9, cpmg_pulse_times(200e-9, 8), ShotTiming(pi_s=0.0, pi_half_s=0.0))  # ideal: fine
+    with pytest.raises(ValueError, match="overlap"):  # the default timing is a real NV's 40 ns pi pulse
+        coherence_shot(200e-9, cpmg_pulse_times(200e-9, 8))
     with pytest.raises(ValueError, match="inside \\(0, t\\)"):
         coherence_shot(1e-6, np.array([1.5e-6]))
     with pytest.raises(ValueError, match="t must be > 0"):
@@ -87,3 +90,45 @@ def test_the_dither_cycle_puts_the_fm_high_in_the_signal_gate_and_low_in_the_ref
         PulseGeneratorConstraints().check(dither_cycle(1e-3))  # 2 ms > the 1 ms longest sequence
     with pytest.raises(ValueError, match="gate_s"):
         dither_cycle(0.0)
+
+
+def test_the_default_timing_is_a_real_nvs_pulses_and_the_gap_is_validated():
+    timing = ShotTiming()
+    assert (timing.pi_s, timing.pi_half_s, timing.min_gap_s) == (40e-9, 20e-9, 0.0)
+    for bad in (-1e-9, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="min_gap_s"):
+            ShotTiming(min_gap_s=bad)
+
+
+def test_sequence_names_are_one_naming():
+    assert [sequence_name(n) for n in (0, 1, 2, 24)] == ["FID", "echo", "CPMG-2", "CPMG-24"]
+    assert sequence_name(np.int64(8)) == "CPMG-8"
+    with pytest.raises(ValueError, match="integer >= 0"):
+        sequence_name(-1)
+
+
+@pytest.mark.parametrize("timing", [ShotTiming(), ShotTiming(pi_s=100e-9, pi_half_s=50e-9, min_gap_s=10e-9),
+                                    ShotTiming(pi_s=20e-9, pi_half_s=10e-9, min_gap_s=200e-9),
+                                    ShotTiming(pi_s=0.0, pi_half_s=0.0, min_gap_s=5e-9)])
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 8, 64])
+def test_shortest_time_is_where_the_shot_starts_to_compile(timing, n):
+    t0 = shortest_time(n, timing)
+    assert t0 > 0
+    shot = coherence_shot(t0 * (1 + 1e-9), cpmg_pulse_times(t0 * (1 + 1e-9), n), timing)
+    mw = shot.on("mw")
+    gaps = [b.start_s - a.end_s for a, b in zip(mw, mw[1:])]
+    assert min(gaps) >= timing.min_gap_s and min(gaps) == pytest.approx(timing.min_gap_s, abs=1e-15)
+    coherence_shot(t0, cpmg_pulse_times(t0, n), timing)  # exactly at it: compiles (no rounding trap)
+    with pytest.raises(ValueError, match="overlap"):
+        coherence_shot(t0 * (1 - 1e-9), cpmg_pulse_times(t0 * (1 - 1e-9), n), timing)
+
+
+def test_min_gap_is_enforced_between_microwave_pulses_only():
+    timing = ShotTiming(min_gap_s=300e-9)
+    t = 1e-6  # echo: 500 ns from pi/2 to pi centre, 470 ns free > 300 ns
+    coherence_shot(t, echo_pulse_times(t), timing)
+    with pytest.raises(ValueError, match="closer than 3e-07 s"):  # CPMG-2: 250 ns - 30 ns = 220 ns free
+        coherence_shot(t, cpmg_pulse_times(t, 2), timing)
+    nv, rf = deer_pulse_times(t)  # the RF pulse overlapping the NV pi pulse in time is no microwave gap
+    coherence_shot(t, nv, timing, rf_times=rf)
+    assert shortest_time(0, ShotTiming(pi_s=0.0, pi_half_s=0.0)) == 0.0  # ideal FID: any t > 0
