@@ -10,13 +10,26 @@ sequence plays decides the physics (docs/physics.md section 2):
   the tip where the scanner is (Poisson counts);
 - it plays RF pulses (DEER): the echo's coherence from the qubit times the dark spins' DEER factor
   at the RF source's frequency, through the pulsed readout's counts;
-- otherwise: a coherence shot of the qubit.
+- otherwise: a coherence shot of the qubit, or a readout reference (no microwave pulse: bright; one:
+  dark), with the imperfections of a real readout that references exist for (`PulsedImperfections`):
+  a pi pulse that inverts the spin with probability `pi_fidelity` f < 1, so the dark reference ends in
+  ms=0 with probability 1 - f, and a coherence sequence keeps f of its coherence (its two pi/2 pulses
+  keep sqrt(f) each under the same drive error; CPMG's pi pulses, along the coherence, keep it to first
+  order), so that C read against the references is C - (1 - f)/f (rt/readout.py: amplitude 1, offset
+  -(1 - f)/f; the residual ms=0 population the pi/2 errors leave, ~(1 - f)(1 - 2f)^n, is not simulated);
+  and a slow drift of the collected photon rate, exp(x) with x an Ornstein-Uhlenbeck process of rms
+  `drift_rms` and correlation time `drift_time_s` over the sequence time played (focus and laser
+  drift). The ODMR and DEER paths keep ideal pulses and a steady rate.
 Playing is not paced: a coherence point of 1e7 shots would otherwise take a minute.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
+from scipy.signal import lfilter
 
 from nvscope.rt.hal import (DeviceError, GateCounts, MicrowaveConstraints, PhotonCounterConstraints,
                             PulseGeneratorConstraints)
@@ -24,6 +37,58 @@ from nvscope.rt.kernels.pulses import Sequence, microwave_pi_times
 
 from .mri_sample import SimMriSample
 from .qubit import SimQubit
+
+
+@dataclass(frozen=True)
+class PulsedImperfections:
+    """`[sim.pulsed]`: the pulsed readout's imperfections (module docstring). The defaults are a real
+    rig's: a pi pulse that inverts 97 % of the spins (a 40 ns pulse on the central 14N line leaves
+    the +-2.16 MHz hyperfine lines about 3 % short; Rabi inhomogeneity adds to it), and a collected
+    photon rate that wanders by 5 % rms with a correlation time of 10 minutes (about 2 % in a minute:
+    focus drift between re-tracking)."""
+
+    pi_fidelity: float = 0.97
+    drift_rms: float = 0.05
+    drift_time_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.pi_fidelity) and 0.5 < self.pi_fidelity <= 1):
+            raise ValueError(f"pi_fidelity must be in (0.5, 1] (the fraction of spins a pi pulse inverts), "
+                             f"got {self.pi_fidelity!r}")
+        if not (math.isfinite(self.drift_rms) and 0 <= self.drift_rms <= 1):
+            raise ValueError(f"drift_rms must be in [0, 1] (relative rms of the collected rate), got {self.drift_rms!r}")
+        if not (math.isfinite(self.drift_time_s) and self.drift_time_s > 0):
+            raise ValueError(f"drift_time_s must be > 0 s, got {self.drift_time_s!r}")
+
+
+IDEAL_PULSES = PulsedImperfections(pi_fidelity=1.0, drift_rms=0.0)
+"""Perfect pi pulses and a steady photon rate."""
+
+
+class RateDrift:
+    """The relative collected photon rate exp(x) over sequence time, x an Ornstein-Uhlenbeck process
+    (rms `rms`, correlation time `time_s` s) starting at 0, advanced exactly in steps of at most
+    time_s / 100."""
+
+    def __init__(self, rms: float, time_s: float, seed: int = 0):
+        self.rms, self.time_s = float(rms), float(time_s)
+        self.rng = np.random.default_rng(seed)
+        self.x = 0.0
+        self.elapsed_s = 0.0
+
+    def mean_factor(self, duration_s: float) -> float:
+        """Advance by `duration_s` s and return the mean rate factor over that time (trapezoid over the steps)."""
+        if self.rms == 0 or duration_s <= 0:
+            self.elapsed_s += max(duration_s, 0.0)
+            return 1.0
+        steps = max(1, math.ceil(duration_s / (self.time_s / 100.0)))
+        a = math.exp(-duration_s / steps / self.time_s)
+        kicks = self.rms * math.sqrt(1.0 - a * a) * self.rng.standard_normal(steps)
+        x = np.concatenate([[self.x], lfilter([1.0], [1.0, -a], kicks, zi=[a * self.x])[0]])  # x_k+1 = a x_k + kick
+        self.x = float(x[-1])
+        self.elapsed_s += duration_s
+        f = np.exp(x)
+        return float(0.5 * (f[:-1] + f[1:]).mean())
 
 
 class SimMicrowaveSource:
@@ -132,11 +197,14 @@ class SimPulseGenerator:
     its gates feed `counter`."""
 
     def __init__(self, qubit: SimQubit, counter: SimPhotonCounter,
-                 constraints: PulseGeneratorConstraints | None = None, sample: SimMriSample | None = None):
+                 constraints: PulseGeneratorConstraints | None = None, sample: SimMriSample | None = None,
+                 imperfections: PulsedImperfections = IDEAL_PULSES, seed: int = 0):
         self.constraints = constraints or PulseGeneratorConstraints()
         self.qubit = qubit
         self.counter = counter
         self.sample = sample
+        self.imperfections = imperfections
+        self.drift = RateDrift(imperfections.drift_rms, imperfections.drift_time_s, seed)
         self.sequence: Sequence | None = None
         self.played = 0  # shots played since it was made
         self._odmr: np.ndarray | None = None  # odmr_gate_times of the loaded sequence (it drives mw_fm)
@@ -167,6 +235,7 @@ class SimPulseGenerator:
             raise DeviceError(f"pulse generator: {repetitions!r} repetitions is outside "
                               f"[1, {self.constraints.max_repetitions}]")
         n = int(repetitions)
+        rate = self.drift.mean_factor(n * self.sequence.length_s)
         if self._odmr is not None:
             mw = self.sample.microwave
             f, dev = mw.frequency_hz, mw.fm_deviation_hz
@@ -177,8 +246,24 @@ class SimPulseGenerator:
             factor = self.sample.deer_factor(*self._deer)
             self.counter.gate_input(self.qubit.play(self.sequence, n, factor))
         else:
-            self.counter.gate_input(self.qubit.play(self.sequence, n))
+            self.counter.gate_input(self._readout_counts(n, rate))
         self.played += n
 
+    def ms0_probability(self, sequence: Sequence) -> float:
+        """Probability (0-1) that a coherence or reference shot ends in ms=0 with `imperfections`' pi pulses."""
+        f = self.imperfections.pi_fidelity
+        n_mw = len(sequence.on("mw"))
+        if n_mw == 1:
+            return 1.0 - f
+        return self.qubit.ms0_probability(sequence, f) if n_mw else 1.0
 
-__all__ = ["SimMicrowaveSource", "SimPhotonCounter", "odmr_gate_times", "SimPulseGenerator"]
+    def _readout_counts(self, n: int, rate: float) -> GateCounts:
+        """The two gates' photons of n shots of the loaded sequence at `rate` x the qubit's photon rate."""
+        bright, deficit = self.qubit.gate_means(self.sequence)
+        in_ms0 = self.qubit.rng.binomial(n, self.ms0_probability(self.sequence))
+        lam = rate * (n * bright - (n - in_ms0) * deficit)
+        signal, reference = self.qubit.rng.poisson(np.maximum(lam, 0.0))
+        return GateCounts(int(signal), int(reference))
+
+
+__all__ = ["PulsedImperfections", "IDEAL_PULSES", "RateDrift", "SimMicrowaveSource", "SimPhotonCounter", "odmr_gate_times", "SimPulseGenerator"]

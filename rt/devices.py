@@ -26,7 +26,7 @@ import numpy as np
 
 from nvscope.firmware_sim import DetectorParams, Sample, SimScanner, SimTimeTagger, warm_up
 from nvscope.firmware_sim.mri_sample import MriLayer, SimMriConfig, SimMriSample, anticrossing_warning
-from nvscope.firmware_sim.pulsed import SimMicrowaveSource, SimPhotonCounter, SimPulseGenerator
+from nvscope.firmware_sim.pulsed import PulsedImperfections, SimMicrowaveSource, SimPhotonCounter, SimPulseGenerator
 from nvscope.firmware_sim.qubit import (LorentzianNoise, NoiseSpectrum, OhmicNoise, OneOverFNoise, ReadoutParams,
                                         SimQubit)
 
@@ -55,7 +55,8 @@ NV-MRI sample)."""
 @dataclass(frozen=True)
 class SimConfig:
     """`[sim]`: the sample (`[sim.sample]`: emitters, background, PSFs), both detectors, the qubit's
-    noise and readout, the NV-MRI sample (`[sim.mri]`) and the pace."""
+    noise and readout, the pulsed readout's imperfections (`[sim.pulsed]`), the NV-MRI sample
+    (`[sim.mri]`) and the pace."""
 
     sample: Sample = field(default_factory=Sample)
     detectors: DetectorParams = field(default_factory=DetectorParams)
@@ -65,6 +66,9 @@ class SimConfig:
     """The qubit's noise spectrum: tables with `kind` = lorentzian (a, w0, g), one_over_f
     (amplitude, alpha, w_lo, w_hi) or ohmic (eta, w_c); SI units (rad/s, rad^2/s^2)."""
     readout: ReadoutParams = field(default_factory=ReadoutParams)
+    pulsed: PulsedImperfections = field(default_factory=PulsedImperfections)
+    """`[sim.pulsed]`: pi_fidelity (0.5-1], drift_rms (relative), drift_time_s (s) of the pulsed readout
+    (firmware_sim/pulsed.py); the defaults are a real rig's (0.97, 5 %, 600 s), 1, 0 make it ideal."""
     mri: dict = field(default_factory=dict)
     """`[sim.mri]`: the NV-MRI sample (firmware_sim/mri_sample.py `SimMriConfig`, with `[sim.mri.layer]`)."""
 
@@ -130,7 +134,10 @@ def sim_instrument(cfg: RigConfig) -> tuple[dict, dict]:
         spectrum = noise_spectrum(sim.noise, "sim.noise")  # none: an echo that keeps its coherence
         qubit = SimQubit(spectrum, sim.readout, seed=cfg.seed)
         counter = SimPhotonCounter(qubit, seed=cfg.seed + 1, sample=sample)
-        devices.update(counter=counter, pulser=SimPulseGenerator(qubit, counter, sample=sample))
+        devices.update(counter=counter, pulser=SimPulseGenerator(qubit, counter, sample=sample,
+                                                                 imperfections=sim.pulsed, seed=cfg.seed + 2))
+        f = sim.pulsed.pi_fidelity  # what coherence read against the references is: amplitude C + offset
+        truth.update(readout_amplitude=1.0, readout_offset=-(1.0 - f) / f)
     if sim.noise:
         omega = np.geomspace(2 * np.pi * 1e2, 2 * np.pi * 1e9, 600)
         truth.update(noise_omega=omega.tolist(), noise_S=spectrum(omega).tolist())
@@ -209,12 +216,24 @@ def _compose(cfg: RigConfig, sim: bool, table: dict, hardware: dict) -> RigDevic
         check_devices(devices)
     except DeviceError as exc:
         raise ConfigError(str(exc)) from None
+    check_timing(cfg, devices)
     if all(getattr(devices, n) is not None for n in ("microwave", "counter", "pulser")):
         try:  # an [mri] this rig cannot run is refused now, not at the run's start
             check_mri(cfg.mri, devices, cfg.coherence.timing)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     return devices
+
+
+def check_timing(cfg: RigConfig, devices: RigDevices) -> None:
+    """ConfigError (one line) when `[coherence.timing]` leaves less free time between microwave pulses
+    than the pulse generator needs (its constraints' min_gap_s)."""
+    if devices.pulser is None:
+        return
+    need, have = devices.pulser.constraints.min_gap_s, cfg.coherence.timing.min_gap_s
+    if have < need:
+        raise ConfigError(f"coherence.timing.min_gap_s: {have:.3g} s is below the pulse generator's shortest gap "
+                          f"between pulses ({need:.3g} s): set it to at least that")
 
 
 def compose_devices(cfg: RigConfig, sim: bool = False) -> RigDevices:
@@ -241,4 +260,4 @@ def compose_devices(cfg: RigConfig, sim: bool = False) -> RigDevices:
 
 
 __all__ = ["DEFAULT_SIM", "SIM_ALL", "Driver", "DRIVERS", "driver_device", "close_devices", "noise_spectrum",
-           "sim_instrument", "compose_devices"]
+           "sim_instrument", "check_timing", "compose_devices"]
