@@ -54,12 +54,16 @@ Speed (2-core AMD EPYC VM, 1e5..1e6 elements, g t in 1e-3..1e2, w0 t in 0..1e3, 
 {0, 1, 2, 4, ..., 64}): ~65-75 ns/element on one thread, ~36-41 on two, against ~570-700 for
 `attenuation_torch` forward + backward (two threads): 15-19x.
 
-API: `lorentzian_j(w0, g, t, n) -> (J, dJ_dk)` on flat arrays; `chi_and_grads(a, w0, g, t, n)
--> (chi, dchi_da, dchi_dg, dchi_dw0)` with numpy broadcasting; `lorentzian_j_values` and
+API: `lorentzian_j(w0, g, t, n) -> (J, dJ_dk)` on flat arrays; `chi_and_grads(a, w0, g, t, n,
+pi_s=0.0) -> (chi, dchi_da, dchi_dg, dchi_dw0)` with numpy broadcasting; `lorentzian_j_values` and
 `chi_values` the same without the derivatives (a second kernel built from the same source with
 the derivative's stores switched off at compile time, where nobody asks for gradients: LM trial
 steps, predictions; benchmarks/bench_vqns.py prints the speed-up). Units: a rad^2/s^2, w0 and g
 rad/s, t s; J in s^2, dJ/dk in s^3.
+
+Finite pi pulses: where `pi_s` > 0 (s, broadcast like n) and n >= 1, chi_and_grads and chi_values
+take J and J' from models/vqns/finite_pulses.py (pi pulses of that length, cos-ramped switching
+function, pi/2 pulses ideal); every other element goes through this kernel exactly as without pi_s.
 """
 
 from __future__ import annotations
@@ -553,15 +557,15 @@ def _n_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _run(w0, g, t, n, out_j, out_dj, workers: int | None) -> None:  # type: ignore[no-untyped-def]
-    """J (and J' unless out_dj is empty: the values-only kernel) into out_j, out_dj, in threads."""
+def _run_threads(kernel, ins: tuple, outs: tuple, workers: int | None) -> None:  # type: ignore[no-untyped-def]
+    """kernel(*ins, *outs) over flat arrays, split into contiguous slices over threads (an empty
+    output array, a values-only kernel's unused dJ, is passed whole)."""
     global _pool, _pool_pid
-    kernel = _j_kernel if out_dj.shape[0] else _j_values_kernel
-    size = w0.shape[0]
+    size = ins[0].shape[0]
     workers = _n_cpus() if workers is None else int(workers)
     workers = max(1, min(workers, size // _PAR_MIN))
     if workers == 1:
-        kernel(w0, g, t, n, out_j, out_dj)
+        kernel(*ins, *outs)
         return
     with _pool_lock:
         if _pool is None or _pool_pid != os.getpid() or _pool._max_workers < workers:
@@ -571,12 +575,16 @@ def _run(w0, g, t, n, out_j, out_dj, workers: int | None) -> None:  # type: igno
             _pool_pid = os.getpid()
         pool = _pool
     cuts = [size * i // workers for i in range(workers + 1)]
-    jobs = [
-        pool.submit(kernel, w0[a:b], g[a:b], t[a:b], n[a:b], out_j[a:b], out_dj[a:b] if out_dj.shape[0] else out_dj)
-        for a, b in zip(cuts[:-1], cuts[1:])
-    ]
+    jobs = [pool.submit(kernel, *(v[a:b] for v in ins), *(v[a:b] if v.shape[0] else v for v in outs))
+            for a, b in zip(cuts[:-1], cuts[1:])]
     for job in jobs:
         job.result()
+
+
+def _run(w0, g, t, n, out_j, out_dj, workers: int | None) -> None:  # type: ignore[no-untyped-def]
+    """J (and J' unless out_dj is empty: the values-only kernel) into out_j, out_dj, in threads."""
+    kernel = _j_kernel if out_dj.shape[0] else _j_values_kernel
+    _run_threads(kernel, (w0, g, t, n), (out_j, out_dj), workers)
 
 
 def _j(w0: ArrayLike, g: ArrayLike, t: ArrayLike, n: ArrayLike, workers: int | None,
@@ -623,14 +631,53 @@ def lorentzian_j_values(
     return _j(w0, g, t, n, workers, False)[0]
 
 
-def _broadcast(a: ArrayLike, w0: ArrayLike, g: ArrayLike, t: ArrayLike, n: ArrayLike):  # type: ignore[no-untyped-def]
+def _broadcast(a: ArrayLike, w0: ArrayLike, g: ArrayLike, t: ArrayLike, n: ArrayLike,  # type: ignore[no-untyped-def]
+               pi_s: ArrayLike):
+    pi = np.asarray(pi_s, dtype=np.float64)
+    if not np.all(np.isfinite(pi) & (pi >= 0.0)):
+        raise ValueError("the pi-pulse length pi_s must be finite and >= 0 s (0: ideal pulses)")
     return np.broadcast_arrays(
         np.asarray(a, dtype=np.float64),
         np.asarray(w0, dtype=np.float64),
         np.asarray(g, dtype=np.float64),
         np.asarray(t, dtype=np.float64),
         np.asarray(n),
+        pi,
     )
+
+
+def _finite(n_b: np.ndarray, pi_b: np.ndarray) -> np.ndarray | None:
+    """Flat indices of the elements with finite pi pulses (pi_s > 0, n >= 1), None if there are none."""
+    if not np.any(pi_b):
+        return None
+    idx = np.flatnonzero((pi_b > 0.0) & (np.asarray(n_b) >= 1))
+    return idx if idx.size else None
+
+
+def _j_mixed(w0_b, g_b, t_b, n_b, pi_b, workers: int | None, grads: bool):  # type: ignore[no-untyped-def]
+    """(J, J' or None), flat: the ideal kernel where pi_s = 0 or n = 0 (exactly as without pi_s),
+    models/vqns/finite_pulses.py where pi_s > 0 and n >= 1."""
+    w0_f, g_f, t_f, n_f = w0_b.ravel(), g_b.ravel(), t_b.ravel(), n_b.ravel()
+    idx = _finite(n_b, pi_b)
+    if idx is None:
+        return _j(w0_f, g_f, t_f, n_f, workers, grads)
+    from nvscope.models.vqns import finite_pulses  # (it imports this module's numba helpers)
+
+    out_j = np.empty(w0_f.shape, dtype=np.complex128)
+    out_dj = np.empty(w0_f.shape, dtype=np.complex128) if grads else None
+    ideal = np.ones(w0_f.shape, dtype=bool)
+    ideal[idx] = False
+    if ideal.any():
+        j, dj = _j(w0_f[ideal], g_f[ideal], t_f[ideal], n_f[ideal], workers, grads)
+        out_j[ideal] = j
+        if grads:
+            out_dj[ideal] = dj
+    args = (w0_f[idx], g_f[idx], t_f[idx], n_f[idx], pi_b.ravel()[idx])
+    if grads:
+        out_j[idx], out_dj[idx] = finite_pulses.finite_pulse_j(*args, workers=workers)
+    else:
+        out_j[idx] = finite_pulses.finite_pulse_j_values(*args, workers=workers)
+    return out_j, out_dj
 
 
 def chi_and_grads(
@@ -639,6 +686,7 @@ def chi_and_grads(
     g: ArrayLike,
     t: ArrayLike,
     n: ArrayLike,
+    pi_s: ArrayLike = 0.0,
     *,
     workers: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -647,23 +695,25 @@ def chi_and_grads(
     Units as `attenuation.attenuation`: a rad^2/s^2, w0 and g rad/s, t s, n integer pulses; e.g.
     a, w0, g of shape (restarts, lorentzians, 1, 1) against t, n of shape (1, 1, sequences,
     times), then sum over the lorentzian axis for the total chi (C = exp(-sum chi)).
+    pi_s: pi-pulse length (s), broadcast like n (e.g. (1, 1, sequences, 1)); where pi_s > 0 and
+    n >= 1, CPMG-n with pi pulses of that length (models/vqns/finite_pulses.py; pi/2 pulses ideal),
+    elsewhere ideal pulses, bit for bit the result without pi_s. ValueError where pi_s > t/n.
     `chi_values` gives chi alone, at about half the cost, where nobody needs the gradients.
     """
-    a_b, w0_b, g_b, t_b, n_b = _broadcast(a, w0, g, t, n)
+    a_b, w0_b, g_b, t_b, n_b, pi_b = _broadcast(a, w0, g, t, n, pi_s)
     shape = a_b.shape
-    j, dj = lorentzian_j(
-        w0_b.ravel(), g_b.ravel(), t_b.ravel(), n_b.ravel(), workers=workers
-    )
+    j, dj = _j_mixed(w0_b, g_b, t_b, n_b, pi_b, workers, True)
     re_j = j.real.reshape(shape)
     dj = dj.reshape(shape)
     return a_b * re_j, re_j.copy(), a_b * dj.real, a_b * dj.imag
 
 
 def chi_values(
-    a: ArrayLike, w0: ArrayLike, g: ArrayLike, t: ArrayLike, n: ArrayLike, *, workers: int | None = None
+    a: ArrayLike, w0: ArrayLike, g: ArrayLike, t: ArrayLike, n: ArrayLike, pi_s: ArrayLike = 0.0, *,
+    workers: int | None = None
 ) -> np.ndarray:
-    """chi = a Re J (float64, the broadcast shape of the arguments), units as `chi_and_grads`, without
-    its gradients (LM trial steps, predictions): identical to `chi_and_grads(...)[0]`."""
-    a_b, w0_b, g_b, t_b, n_b = _broadcast(a, w0, g, t, n)
-    j = lorentzian_j_values(w0_b.ravel(), g_b.ravel(), t_b.ravel(), n_b.ravel(), workers=workers)
+    """chi = a Re J (float64, the broadcast shape of the arguments), units and pi_s as `chi_and_grads`,
+    without its gradients (LM trial steps, predictions): identical to `chi_and_grads(...)[0]`."""
+    a_b, w0_b, g_b, t_b, n_b, pi_b = _broadcast(a, w0, g, t, n, pi_s)
+    j, _ = _j_mixed(w0_b, g_b, t_b, n_b, pi_b, workers, False)
     return a_b * j.real.reshape(a_b.shape)
