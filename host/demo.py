@@ -22,6 +22,7 @@ import numpy as np
 
 
 from nvscope.models.g2.reasons import G2_REASONS
+from nvscope.rt.kernels.pulses import sequence_name
 
 from .daemon import HostDaemon
 from .srm.dwell_figure import dwell_figure
@@ -282,12 +283,16 @@ def summarize_dwell(fixed: Path, adaptive: Path, rig_log: Path, wall_fixed: floa
 
 
 def summarize_vqns(path: Path, controller: VqnsController) -> str:
-    """The VQNS run in a few lines: which sequences were measured, why it stopped, the figure."""
+    """The VQNS run in a few lines: which sequences were measured (named as in its file and figure),
+    how many fits, the M chosen, why and how it ended, the figure."""
     with h5py.File(path, "r") as f:
         measured = f["coherence/n_pulses"][()].tolist()
-        steps = f["vqns/steps/n_curves"].shape[0]
-    names = ", ".join("FID" if n == 0 else "echo" if n == 1 else f"CPMG-{n}" for n in measured)
-    return (f"  {path.name}: measured {names} ({steps} fits); stopped: {controller.stop_reason}\n"
+        n_fits = f["vqns/steps/n_curves"].shape[0]
+        status = f.attrs["exit_status"]
+        m = f.attrs.get("lorentzians_chosen", "?")
+    names = ", ".join(sequence_name(int(n)) for n in measured)
+    return (f"  {path.name}: measured {names}; {n_fits} fits of {len(measured)} curves (a fit once no requested "
+            f"curve is pending), {m} Lorentzians; {status}: {controller.stop_reason}\n"
             f"  figure: {path.with_suffix('.png')}")
 
 

@@ -1,5 +1,11 @@
-"""The adaptive VQNS loop: measure FID and echo, fit, propose, request the best CPMG-n, repeat,
-until the band is narrow enough over the probed frequencies or the budget of curves is spent.
+"""The adaptive VQNS loop: measure echo and CPMG-2, fit, propose, request the candidate that adds
+the most information per second of measurement, repeat, until no candidate is worth its time or the
+budget of curves is spent; the run then ends `completed`.
+
+The loop starts with echo, not the FID: a real Ramsey (FID) curve shows the 14N hyperfine beats and
+a static detuning, which the Gaussian-dephasing model of the fit (C = exp(-chi) from a noise
+spectrum) cannot describe; echo and CPMG-n refocus both. Only times the rig's pulses can play are
+requested (t >= `shortest_time(n, timing)`, the timing of the run's rig config).
 
 A host that reconnects in the middle of a VQNS run adopts it (`VqnsController.adopt`): the loop is
 rebuilt from the curves in the run's file and its recorded settings, and goes on (docs/run-files.md)."""
@@ -10,6 +16,8 @@ import dataclasses
 import json
 import logging
 import threading
+import types
+import typing
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +27,10 @@ import numpy as np
 from nvscope.models.vqns.analysis import BAND_WIDTH_PERCENTILE, N_FREQUENCIES, SpectrumAnalysis, analyse_curves
 from nvscope.models.vqns.data import CoherenceSet, coherence_set
 from nvscope.models.vqns.fit import FitConfig, SpectrumFit
-from nvscope.models.vqns.proposal import DEFAULT_CANDIDATES, PROPOSAL_RULE, Proposal, predict_coherence
-from nvscope.proto.messages import Coherence, MeasureCoherence, Message, RunEnd, Stop
+from nvscope.models.vqns.proposal import (DEFAULT_CANDIDATES, DEFAULT_REPETITIONS, MIN_POINTS, PROPOSAL_RULE,
+                                          CandidatePlan, Proposal, feasible_times, predict_coherence)
+from nvscope.proto.messages import Coherence, MeasureCoherence, Message, RunEnd, RunStart, Stop
+from nvscope.rt.kernels.pulses import ShotTiming, sequence_name, shortest_time
 
 from .figures import vqns_figure
 from ..store import RunStore, read_coherence
@@ -33,37 +43,54 @@ ANALYSIS_WAIT_S = 600.0
 
 @dataclass(frozen=True)
 class VqnsLoopConfig:
-    """The loop: times of every curve (s, log-spaced), candidates, stop rule, fit settings."""
+    """The loop: times of every curve (s, log-spaced; a sequence is requested at those its pulses can
+    play), the first curves, the candidates, the stopping rule, fit settings."""
 
     t_min: float = 0.1e-6
     t_max: float = 40e-6
     points: int = 40
-    first: tuple[int, ...] = (0, 1)
+    first: tuple[int, ...] = (1, 2)
+    """Echo and CPMG-2 first, not the FID (the module docstring says why)."""
     candidates: tuple[int, ...] = DEFAULT_CANDIDATES
-    max_curves: int = 6
-    min_curves: int = 4
-    target_band: float = 0.5
-    """Stop when the 90th percentile of ln(S_hi / S_lo) over the probed band falls below this."""
+    max_curves: int = 8
+    min_curves: int = 3
+    min_information_rate: float = 3e-4
+    """Stop when no candidate's expected information gain per second of measurement reaches this (nats/s)."""
+    min_points: int = MIN_POINTS
     fit: FitConfig = field(default_factory=FitConfig)
     frequencies: int = N_FREQUENCIES
 
     @property
     def times(self) -> np.ndarray:
-        """The total times (s) of every requested curve."""
+        """The total times (s) of every requested curve (before dropping those the pulses cannot play)."""
         return np.geomspace(self.t_min, self.t_max, self.points)
+
+    def omega_range(self, timing: ShotTiming) -> tuple[float, float]:
+        """The fixed frequency range (rad/s) of the band the loop records at every step, from its own
+        settings alone (it does not move as curves are added): from pi / (2 t_max) to twice the highest
+        filter peak pi n / t among the first curves and candidates at their shortest playable time."""
+        peaks = [np.pi * max(n, 1) / max(self.t_min, shortest_time(n, timing))
+                 for n in set(self.first) | set(self.candidates) if shortest_time(n, timing) <= self.t_max]
+        return 0.5 * np.pi / self.t_max, 2.0 * max(peaks, default=np.pi / self.t_min)
+
+    def frequency_grid(self, timing: ShotTiming) -> np.ndarray:
+        """The band's frequencies (rad/s): `frequencies` log-spaced over `omega_range(timing)`."""
+        return np.geomspace(*self.omega_range(timing), self.frequencies)
 
     @property
     def stopping_rule(self) -> str:
         """The rule that ends the loop, in words (recorded in the run's file)."""
-        return (f"after each fit: stop when the {BAND_WIDTH_PERCENTILE}th percentile of ln(S_hi / S_lo) over "
-                f"the band's {self.frequencies} frequencies is below {self.target_band} and at least "
-                f"{self.min_curves} curves are measured, or when {self.max_curves} curves are measured; "
-                f"else request the best-ranked candidate not yet measured")
+        return (f"after each fit: stop (run completed) when at least {self.min_curves} curves are measured and no "
+                f"candidate's expected information gain per second of measurement reaches "
+                f"{self.min_information_rate:g} nats/s (proposal rule), or when {self.max_curves} curves are "
+                f"measured, or when no candidate can be played at {self.min_points} of the loop's times; else "
+                f"request the best-ranked candidate (a sequence already measured may be measured again)")
 
 
 @dataclass
 class VqnsStep:
-    """One pass of the loop: the curves so far, the fit, its band and the proposal."""
+    """One pass of the loop: the curves so far, the fit, its band on the loop's fixed frequency grid
+    (rad/s; rad^2/s) and the band's width there (`BAND_WIDTH_PERCENTILE` of ln S_hi/S_lo), the proposal."""
 
     n_curves: int
     fit: SpectrumFit
@@ -78,12 +105,46 @@ class VqnsStep:
         """The step made of one analysis of `n_curves` curves."""
         return cls(n_curves, a.fit, a.omega, a.band, a.proposal, a.band_width, a.seconds)
 
+    @property
+    def lorentzians(self) -> int:
+        """The number of Lorentzians the fit used (M)."""
+        return int(getattr(self.fit, "lorentzians", self.fit.a.shape[1]))
+
+
+def loop_analysis(data: CoherenceSet, fit_cfg: FitConfig, plan: CandidatePlan, warm: SpectrumFit | None,
+                  omega: np.ndarray) -> SpectrumAnalysis:
+    """One step of the loop (any process): `analyse_curves` with the loop's candidate plan, its band
+    and width put on the loop's fixed frequency grid `omega` (rad/s)."""
+    a = analyse_curves(data, fit_cfg, plan, warm, len(omega))
+    band = a.fit.band(omega)
+    with np.errstate(all="ignore"):
+        width = float(np.percentile(np.log(band[2] / band[1]), BAND_WIDTH_PERCENTILE))
+    return dataclasses.replace(a, omega=omega, band=band, band_width=width)
+
+
+def run_timing(config: dict) -> tuple[ShotTiming, int, str]:
+    """The pulse timing, shots per point and where they came from, from a run's config (RunStart.config,
+    the file's `config` attribute): its `coherence` table; ShotTiming() defaults where it has none."""
+    table = config.get("coherence") if isinstance(config, dict) else None
+    table = table if isinstance(table, dict) else {}
+    reps = table.get("repetitions")
+    reps = int(reps) if type(reps) is int and reps >= 1 else DEFAULT_REPETITIONS
+    recorded = table.get("timing")
+    if not isinstance(recorded, dict):
+        return ShotTiming(), reps, "ShotTiming() defaults (the run's config has no coherence.timing)"
+    known = {f.name for f in dataclasses.fields(ShotTiming)}
+    try:
+        return ShotTiming(**{k: float(v) for k, v in recorded.items() if k in known}), reps, "the run's config"
+    except (TypeError, ValueError) as exc:
+        return ShotTiming(), reps, f"ShotTiming() defaults (the run's coherence.timing is unusable: {exc})"
+
 
 class VqnsController:
     """Drives one VQNS run through a HostDaemon: requests curves, fits as they arrive, stops.
 
     The daemon calls `on_message` on its I/O thread with every stored message; it only queues the
-    run's coherence curves (microseconds). The controller's own worker thread has each fit, band and
+    run's coherence curves (microseconds), and takes the pulse timing and shots per point from the
+    run's `run_start` (its rig config's `coherence` table; `begin` waits for it). The controller's own worker thread has each fit, band and
     ranking (`analyse_curves`) computed in the daemon's worker processes (`host.processes`, so that
     the seconds of fitting never hold the daemon's GIL; in line when the host has none), and sends
     the next `measure_coherence` or `stop` with `host.command`, which posts from any thread (the
@@ -111,6 +172,11 @@ class VqnsController:
         self._busy = False
         self._ended = False  # the run ended (its analysis began): nothing more is requested
         self._closed = False
+        self.timing: ShotTiming | None = None  # the rig's pulse timing, from run_start (or the file)
+        self.repetitions = DEFAULT_REPETITIONS  # shots per point, from the same place
+        self.timing_source = ""
+        self._begun = False  # begin() was called: the first curves go out once the timing is known
+        self._first_sent = False
         self.adopted = ""  # adopted from a run's file: "<n> curves from the file"; else ""
         self._adopted_seq = -1  # adopted: the file's last stored seq (curves up to it are in `data`)
         self._refit = False  # adopted: the worker fits the curves from the file first
@@ -157,6 +223,12 @@ class VqnsController:
         ctl._not_restored = lost + [f"the steps fitted before adoption (the dead host's): vqns/steps begins at {n} "
                                     "curves, with a cold fit"]
         ctl._file, ctl._refit = curves, True
+        try:
+            config = json.loads(f.attrs.get("config", "{}"))
+        except ValueError:
+            config = {}
+        ctl._set_timing(config)
+        ctl._begun = ctl._first_sent = True
         for what in lost:
             log.warning("VQNS run %s adopted: not restorable: %s", run_id, what)
         log.info("VQNS run %s adopted with %d curves from %s", run_id, n, store.path.name)
@@ -173,21 +245,41 @@ class VqnsController:
             attrs["vqns_adopted_not_restored"] = "; ".join(self._not_restored)
         return attrs
 
+    def _set_timing(self, config: dict) -> None:
+        """The pulse timing and shots per point from the run's config (a warning when it has none)."""
+        self.timing, self.repetitions, self.timing_source = run_timing(config)
+        if self.timing_source != "the run's config":
+            log.warning("VQNS run %s: pulse timing from %s", self.run_id, self.timing_source)
+
     def request(self, n_pulses: int) -> None:
-        """Ask the rig for one CPMG-n curve (from any thread)."""
+        """Ask the rig for one CPMG-n curve at the loop's times its pulses can play (from any thread)."""
+        t = feasible_times(int(n_pulses), self.cfg.times, self.timing or ShotTiming())
         with self._cond:
             self._asked.append(int(n_pulses))
             self.pending = len(self._asked)
-        self.host.command(MeasureCoherence, self.run_id, n_pulses=int(n_pulses), t=self.cfg.times)
+        log.info("VQNS run %s: requesting %s at %d times", self.run_id, sequence_name(int(n_pulses)), t.size)
+        self.host.command(MeasureCoherence, self.run_id, n_pulses=int(n_pulses), t=t)
 
     def begin(self) -> None:
-        """Request the first curves (FID and echo)."""
-        for n in self.cfg.first:
-            self.request(n)
+        """Request the first curves (`cfg.first`: echo and CPMG-2) once the run's pulse timing is known:
+        now when its run_start has arrived, else as soon as it does."""
+        with self._cond:
+            self._begun = True
+            go = self.timing is not None and not self._first_sent
+            self._first_sent |= go
+        if go:
+            for n in self.cfg.first:
+                self.request(n)
 
     def on_message(self, msg: Message) -> None:
-        """(daemon's I/O thread) A stored message: this run's coherence curves are queued for the worker."""
-        if msg.run_id != self.run_id or not isinstance(msg, (Coherence, RunEnd)):
+        """(daemon's I/O thread) A stored message: this run's coherence curves are queued for the worker;
+        its run_start gives the pulse timing (and the first requests, when `begin` was called)."""
+        if msg.run_id != self.run_id or not isinstance(msg, (Coherence, RunEnd, RunStart)):
+            return
+        if isinstance(msg, RunStart):
+            if self.timing is None:
+                self._set_timing(msg.config)
+                self.begin() if self._begun else None
             return
         if isinstance(msg, Coherence) and msg.seq <= self._adopted_seq:
             return  # adopted: already read from the file
@@ -245,28 +337,30 @@ class VqnsController:
             pending = self.pending = len(self._asked)
         try:
             if self.data is None:
-                self.data = coherence_set(np.array([msg.n_pulses]), msg.t[None], msg.coherence[None], msg.sigma[None])
+                self.data = coherence_set(np.array([msg.n_pulses]), msg.t[None], msg.coherence[None], msg.sigma[None],
+                                          pi_s=msg.pi_s)
             else:
-                self.data = self.data.append(msg.n_pulses, msg.t, msg.coherence, msg.sigma)
+                self.data = self.data.append(msg.n_pulses, msg.t, msg.coherence, msg.sigma, pi_s=msg.pi_s)
             if pending == 0:
                 self.update()
         except ValueError as exc:  # curves that cannot be fitted end the run, saying why; data are stored
             log.error("VQNS run %s: %s", self.run_id, exc)
-            self.finish(f"failed: CPMG-{msg.n_pulses} curve seq {msg.seq}: {exc}")
+            self.finish(f"failed: {sequence_name(msg.n_pulses)} curve seq {msg.seq}: {exc}", completed=False)
         except Exception as exc:  # the worker must not die silently: the run would never end
             log.exception("VQNS run %s: fit failed", self.run_id)
             self.finish(f"failed: fit of {len(self.data.n_pulses) if self.data else 0} curves: "
-                        f"{type(exc).__name__}: {exc}")
+                        f"{type(exc).__name__}: {exc}", completed=False)
 
     def _file_curves(self) -> None:
         """The adopted file's curves into `data`, as they arrived (NaN padding dropped)."""
         curves, self._file = self._file, None
-        for n, t, c, s in zip(curves["n_pulses"], curves["t"], curves["coherence"], curves["sigma"]):
+        pi_s = curves.get("pi_s", np.zeros(len(curves["n_pulses"])))
+        for n, t, c, s, p in zip(curves["n_pulses"], curves["t"], curves["coherence"], curves["sigma"], pi_s):
             keep = np.isfinite(t)
             if self.data is None:
-                self.data = coherence_set(np.array([n]), t[keep][None], c[keep][None], s[keep][None])
+                self.data = coherence_set(np.array([n]), t[keep][None], c[keep][None], s[keep][None], pi_s=float(p))
             else:
-                self.data = self.data.append(int(n), t[keep], c[keep], s[keep])
+                self.data = self.data.append(int(n), t[keep], c[keep], s[keep], pi_s=float(p))
 
     def _fit_file(self) -> None:
         """(worker) Adopted: fit the curves from the file, then request the next or stop; while the
@@ -284,39 +378,53 @@ class VqnsController:
                 self.update()
         except ValueError as exc:
             log.error("VQNS run %s: %s", self.run_id, exc)
-            self.finish(f"failed: the {n} curves from the file: {exc}")
+            self.finish(f"failed: the {n} curves from the file: {exc}", completed=False)
         except Exception as exc:
             log.exception("VQNS run %s: fit failed", self.run_id)
-            self.finish(f"failed: fit of the {n} curves from the file: {type(exc).__name__}: {exc}")
+            self.finish(f"failed: fit of the {n} curves from the file: {type(exc).__name__}: {exc}", completed=False)
+
+    def plan(self) -> CandidatePlan:
+        """The candidates as the proposal sees them: the loop's times, the rig's timing and shots, the
+        loop's fixed frequency grid; measured sequences stay candidates (a repeat may be worth most)."""
+        timing = self.timing or ShotTiming()
+        return CandidatePlan(tuple(self.cfg.candidates), self.cfg.times, timing, self.repetitions,
+                             self.cfg.min_points, self.cfg.frequency_grid(timing))
 
     def update(self) -> None:
         """(worker) Fit (warm after the first), rank the candidates, then request the best or stop."""
         warm = self.steps[-1].fit if self.steps else None
-        measured = set(int(n) for n in self.data.n_pulses)
-        candidates = [n for n in self.cfg.candidates if n not in measured] or list(self.cfg.candidates)
+        plan = self.plan()
         processes = getattr(self.host, "processes", None)
-        args = (self.data, self.cfg.fit, candidates, warm, self.cfg.frequencies)
-        a = analyse_curves(*args) if processes is None else processes.run(analyse_curves, *args)
+        args = (self.data, self.cfg.fit, plan, warm, plan.omega)
+        a = loop_analysis(*args) if processes is None else processes.run(loop_analysis, *args)
         step = VqnsStep.of(len(self.data.n_pulses), a)
         with self._cond:
             self.steps.append(step)
             ended = self._ended
-        log.info("VQNS %d curves: %s; band width %.3f; next %s (fit %.1f s)", step.n_curves, a.fit.message,
-                 step.band_width, step.proposal.ranked[:3].tolist(), step.fit_s)
-        width = step.band_width
+        p = step.proposal
+        log.info("VQNS %d curves: %s; M = %d; band width %.3f; next %s (%.3g nats/s; fit %.1f s)", step.n_curves,
+                 a.fit.message, step.lorentzians, step.band_width,
+                 ", ".join(sequence_name(int(n)) for n in p.ranked[:3]), p.best_rate, step.fit_s)
         if ended:  # the run ended meanwhile (stopped by someone else, or failed): nothing to ask
             return
-        if width < self.cfg.target_band and step.n_curves >= self.cfg.min_curves:
-            self.finish(f"band narrower than {self.cfg.target_band} (90th percentile of ln S_hi/S_lo = {width:.3f})")
+        if not len(p.ranked):
+            self.finish(f"no candidate can be played at {self.cfg.min_points} of the loop's times")
+        elif step.n_curves >= self.cfg.min_curves and p.best_rate < self.cfg.min_information_rate:
+            best = int(p.ranked[0])
+            k = int(np.flatnonzero(p.candidates == best)[0])
+            self.finish(f"no candidate is worth its time: the best, {sequence_name(best)}, adds "
+                        f"{p.information[k]:.3g} nats in {p.seconds[k]:.3g} s = {p.best_rate:.3g} nats/s "
+                        f"< {self.cfg.min_information_rate:g} nats/s ({step.n_curves} curves)")
         elif step.n_curves >= self.cfg.max_curves:
-            self.finish(f"budget of {self.cfg.max_curves} curves spent (band width {width:.3f})")
+            self.finish(f"budget of {self.cfg.max_curves} curves spent (best candidate {p.best_rate:.3g} nats/s)")
         else:
-            self.request(int(step.proposal.ranked[0]))
+            self.request(int(p.ranked[0]))
 
-    def finish(self, reason: str) -> None:
-        """Stop the run (the rig answers with run_end; the analysis then writes the results)."""
+    def finish(self, reason: str, completed: bool = True) -> None:
+        """Stop the run (the rig answers with run_end; the analysis then writes the results): a stop by
+        the loop's rule ends the run `completed`; one for data or a fit that failed, `stopped`."""
         self.done, self.stop_reason = True, reason
-        self.host.command(Stop, self.run_id, reason=reason)
+        self.host.command(Stop, self.run_id, reason=reason, completed=completed)
 
     def analysis(self, store: RunStore) -> tuple[dict, dict]:
         """At run end (any thread; the daemon's analysis worker): wait for a fit in flight, then every
@@ -326,7 +434,9 @@ class VqnsController:
         settled = self.wait_idle(ANALYSIS_WAIT_S)
         with self._cond:
             steps = list(self.steps)
-        attrs = {**self.run_attributes(), "stop_reason": self.stop_reason}
+        attrs = {**self.run_attributes(), "stop_reason": self.stop_reason,
+                 "vqns_timing": json.dumps(dataclasses.asdict(self.timing or ShotTiming()), sort_keys=True),
+                 "vqns_timing_source": self.timing_source or "ShotTiming() defaults (no run_start seen)"}
         if not settled:
             attrs["analysis_note"] = f"a fit was still running after {ANALYSIS_WAIT_S:.0f} s; not included"
         if not steps:
@@ -338,6 +448,7 @@ class VqnsController:
         res, result_attrs = vqns_results(*args) if processes is None else processes.run(vqns_results, *args)
         attrs.update(result_attrs)
         attrs["fit_config"] = json.dumps(self.cfg.fit.__dict__)
+        attrs["vqns_fits"] = f"{len(steps)} fits of {steps[-1].n_curves} curves (a fit when no requested curve is pending)"
         return res, attrs
 
 
@@ -362,48 +473,82 @@ def loop_config_from_json(text: str) -> tuple[VqnsLoopConfig, list[str]]:
 
 
 def _fields_from(kind: type, recorded: dict, prefix: str) -> tuple[dict, list[str]]:
-    """The fields of dataclass `kind` in `recorded`, cast to their defaults' types; the names not restored."""
-    defaults = kind()
+    """The fields of dataclass `kind` in `recorded`, cast to one of their annotated types (e.g.
+    `int | str` for FitConfig.lorentzians, which may be "auto"); the names not restored."""
+    hints = typing.get_type_hints(kind)
     names = {f.name for f in dataclasses.fields(kind) if f.name != "fit"}
     kw, lost = {}, [prefix + k for k in sorted(recorded) if k not in names]
     for name in names & set(recorded):
-        default, value = getattr(defaults, name), recorded[name]
-        if isinstance(default, tuple) and isinstance(value, list) and all(type(v) is int for v in value):
-            kw[name] = tuple(value)
-        elif type(default) is int and type(value) is int:
-            kw[name] = value
-        elif type(default) is float and type(value) in (int, float):
-            kw[name] = float(value)
+        value = _cast(hints[name], recorded[name])
+        if value is _LOST:
+            lost.append(f"{prefix}{name} = {recorded[name]!r}")
         else:
-            lost.append(f"{prefix}{name} = {value!r}")
+            kw[name] = value
     return kw, lost
+
+
+_LOST = object()
+
+
+def _cast(hint, value):
+    """`value` (from JSON) as annotated by `hint` (int, float, str, tuple[int, ...], or a union of them); _LOST if none fits."""
+    for kind in typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
+            else (hint,):
+        if typing.get_origin(kind) is tuple and isinstance(value, list) and all(type(v) is int for v in value):
+            return tuple(value)
+        if kind is int and type(value) is int:
+            return value
+        if kind is float and type(value) in (int, float):
+            return float(value)
+        if kind is str and isinstance(value, str):
+            return value
+    return _LOST
 
 
 def vqns_results(steps: list[VqnsStep], curves: dict[str, np.ndarray], truth: dict,
                  png: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """A VQNS run's result datasets (every step's band and proposal, the last fit's restarts) and
-    attributes, and its figure written to `png`; a pure function of its arguments (any process)."""
+    """A VQNS run's result datasets (every step's band on the loop's fixed frequency grid, its
+    proposal and M, the last fit's restarts) and attributes, and its figure written to `png`; a pure
+    function of its arguments (any process)."""
     last = steps[-1]
+    fit = last.fit
     res = {
         "vqns/omega": last.omega,
-        "vqns/S_mean": last.band[0], "vqns/S_lo": last.band[1], "vqns/S_hi": last.band[2],
+        "vqns/S_fit": last.band[0], "vqns/S_lo": last.band[1], "vqns/S_hi": last.band[2],
         "vqns/steps/n_curves": np.array([s.n_curves for s in steps]),
         "vqns/steps/band_width": np.array([s.band_width for s in steps]),
+        "vqns/steps/information_rate": np.array([s.proposal.best_rate for s in steps]),
+        "vqns/steps/lorentzians": np.array([s.lorentzians for s in steps]),
         "vqns/steps/fit_s": np.array([s.fit_s for s in steps]),
         "vqns/steps/chi2_red_best": np.array([s.fit.chi2[s.fit.best] / s.fit.dof for s in steps]),
         "vqns/steps/successes": np.array([int(s.fit.success.sum()) for s in steps]),
-        "vqns/restarts/a": last.fit.a, "vqns/restarts/w0": last.fit.w0, "vqns/restarts/g": last.fit.g,
-        "vqns/restarts/chi2": last.fit.chi2, "vqns/restarts/success": last.fit.success,
+        "vqns/restarts/a": fit.a, "vqns/restarts/w0": fit.w0, "vqns/restarts/g": fit.g,
+        "vqns/restarts/chi2": fit.chi2, "vqns/restarts/success": fit.success,
     }
     for i, s in enumerate(steps):
+        p = s.proposal
         res[f"vqns/steps/{i}/omega"] = s.omega
-        res[f"vqns/steps/{i}/S_mean"], res[f"vqns/steps/{i}/S_lo"], res[f"vqns/steps/{i}/S_hi"] = s.band
-        res[f"vqns/steps/{i}/candidates"] = s.proposal.candidates
-        res[f"vqns/steps/{i}/scores"] = s.proposal.scores
-        res[f"vqns/steps/{i}/ranked"] = s.proposal.ranked
-        res[f"vqns/steps/{i}/sensitivity"] = s.proposal.sensitivity
-    fits = [predict_coherence(last.fit, int(n), t[np.isfinite(t)]).mean(0)
-            for n, t in zip(curves["n_pulses"], curves["t"])]
+        res[f"vqns/steps/{i}/S_fit"], res[f"vqns/steps/{i}/S_lo"], res[f"vqns/steps/{i}/S_hi"] = s.band
+        res[f"vqns/steps/{i}/candidates"] = p.candidates
+        res[f"vqns/steps/{i}/scores"] = p.scores
+        res[f"vqns/steps/{i}/information"] = p.information
+        res[f"vqns/steps/{i}/seconds"] = p.seconds
+        res[f"vqns/steps/{i}/points"] = p.points
+        res[f"vqns/steps/{i}/ranked"] = p.ranked
+        res[f"vqns/steps/{i}/sensitivity"] = p.sensitivity
+    pi_s = curves.get("pi_s", np.zeros(len(curves["n_pulses"])))
+    fits = [predicted_curve(fit, int(n), t[np.isfinite(t)], float(p)) for n, t, p in zip(curves["n_pulses"], curves["t"], pi_s)]
     vqns_figure(png, steps, curves, fits, truth)
-    return res, {"band_method": last.fit.band_method, "proposal_rule": PROPOSAL_RULE,
-                 "fit_message": last.fit.message, "figure": png.name}
+    return res, {"band_method": fit.band_method, "proposal_rule": PROPOSAL_RULE, "fit_message": fit.message,
+                 "figure": png.name,
+                 "spectrum_estimate": getattr(fit, "estimate", "the mean of the band's population"),
+                 "lorentzians_chosen": last.lorentzians,
+                 "lorentzian_selection": getattr(fit, "selection", "fixed by the fit settings (FitConfig.lorentzians)"),
+                 "sequence_names": json.dumps([sequence_name(int(n)) for n in curves["n_pulses"]])}
+
+
+def predicted_curve(fit: SpectrumFit, n_pulses: int, t: np.ndarray, pi_s: float = 0.0) -> np.ndarray:
+    """The coherence (T,) the reported spectrum predicts for CPMG-n at t (s), pi pulses of pi_s (s)."""
+    if hasattr(fit, "predict"):
+        return np.asarray(fit.predict(n_pulses, t, pi_s=pi_s))
+    return predict_coherence(fit, n_pulses, t, pi_s).mean(0)  # TODO(issue 13): until SpectrumFit.predict lands

@@ -1,5 +1,6 @@
 """The adaptive VQNS loop in closed loop: a rig process with a simulated qubit, the host asking for
-FID and echo, fitting, proposing, requesting, stopping; everything lands in the run's file."""
+echo and CPMG-2 at the times the rig's pulses can play, fitting, proposing, requesting, stopping by
+its rule (the run ends `completed`); everything lands in the run's file."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from nvscope.host.run_kinds import host_analyses
 from nvscope.host.vqns.loop import VqnsController, VqnsLoopConfig
 from nvscope.models.vqns.attenuation import attenuation
 from nvscope.models.vqns.fit import FitConfig
-from nvscope.proto.messages import Coherence, MeasureCoherence, Stop
+from nvscope.proto.messages import Coherence, MeasureCoherence, RunStart, Stop
+from nvscope.rt.kernels.pulses import ShotTiming, shortest_time
 
 RIG_TOML = """\
 seed = 9
@@ -36,21 +38,21 @@ g = 1.2566e6
 """
 
 
-@pytest.mark.slow  # faster: test_controller_fits_on_its_own_thread_and_the_analysis_waits_for_it
-def test_adaptive_loop_runs_to_its_budget_and_stores_everything(tmp_path):
+def test_adaptive_loop_ends_completed_by_its_rule_and_stores_everything(tmp_path):
     cfg_path = tmp_path / "rig.toml"
     cfg_path.write_text(RIG_TOML.format(spool=(tmp_path / "spool").as_posix()))
     rig = subprocess.Popen([sys.executable, "-m", "nvscope.rt.rig_main", "--sim", "--bind", "tcp://127.0.0.1:*",
                             "--config", str(cfg_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     endpoint = rig.stdout.readline().split()[1]
     host = HostDaemon(endpoint, tmp_path / "data", host_analyses(MleEstimator()))
-    loop_cfg = VqnsLoopConfig(points=20, max_curves=3, min_curves=3, target_band=0.0,
-                              candidates=(2, 4, 8), fit=FitConfig(restarts=20, seed=1))
+    # the information threshold is high: once min_curves are in, no candidate is worth its time
+    loop_cfg = VqnsLoopConfig(points=20, max_curves=5, min_curves=3, min_information_rate=1.0,
+                              candidates=(1, 2, 4, 8, 64), fit=FitConfig(restarts=20, seed=1))
     ctl = VqnsController(host, "vqns-test", loop_cfg)
     host.analyses["vqns"] = ctl.analysis
     try:
         host.start_run("vqns-test", "vqns", ctl.run_attributes())
-        ctl.begin()
+        ctl.begin()  # the first requests wait for run_start (the rig's pulse timing)
         deadline = time.monotonic() + 120
         while not host.stats.finished and time.monotonic() < deadline:
             host.step(100)
@@ -59,21 +61,34 @@ def test_adaptive_loop_runs_to_its_budget_and_stores_everything(tmp_path):
         host.close()
         rig.send_signal(signal.SIGTERM)
         assert rig.wait(timeout=20) == 0
-    assert host.stats.finished == [("vqns-test", "stopped")]
-    assert "budget of 3 curves" in ctl.stop_reason
+    assert host.stats.finished == [("vqns-test", "completed")]
+    assert "no candidate is worth its time" in ctl.stop_reason
+    timing = ShotTiming()  # the rig's config has no [coherence.timing]: its defaults, a real NV's pulses
+    assert ctl.timing == timing and ctl.timing_source == "the run's config"
     with h5py.File(tmp_path / "data" / "vqns-test.h5", "r") as f:
         n = f["coherence/n_pulses"][()].tolist()
-        assert n[:2] == [0, 1] and len(n) == 3 and n[2] in (2, 4, 8)
+        assert n[:2] == [1, 2] and len(n) == 3 and n[2] in (1, 2, 4, 8, 64)
         assert n[2] == ctl.steps[0].proposal.ranked[0]  # what was measured is what was proposed
-        c = f["coherence/coherence"][()]
-        assert np.isfinite(c[:, :20]).all() and np.isnan(c[:, 20:]).all()  # rows padded with NaN
+        t, c = f["coherence/t"][()], f["coherence/coherence"][()]
+        for k, row in zip(n, t):  # only the times the pulses can play were requested, and played
+            played = row[np.isfinite(row)]
+            np.testing.assert_array_equal(played, loop_cfg.times[loop_cfg.times >= shortest_time(k, timing)])
+        assert np.isfinite(c[0, :20]).all()
+        assert np.allclose(f["coherence/pi_s"][()], timing.pi_s)
         assert f["vqns/steps/n_curves"][()].tolist() == [2, 3]
+        assert f["vqns/steps/information_rate"][-1] < 1.0
         s_lo, s_hi = f["vqns/S_lo"][()], f["vqns/S_hi"][()]
-        assert (s_lo <= s_hi).all()
-        assert "bootstrap" in f.attrs["band_method"] and "rank" in f.attrs["proposal_rule"]
-        assert f.attrs["exit_status"] == "stopped"
-        assert json.loads(f.attrs["vqns_loop_config"])["max_curves"] == 3  # the loop's settings and rule
-        assert "3 curves are measured" in f.attrs["vqns_stopping_rule"]
+        assert (s_lo <= s_hi).all() and "vqns/S_fit" in f
+        # the band is recorded on the loop's fixed frequency range at every step
+        np.testing.assert_allclose(f["vqns/omega"][[0, -1]], loop_cfg.omega_range(timing))
+        np.testing.assert_array_equal(f["vqns/steps/0/omega"][()], f["vqns/steps/1/omega"][()])
+        assert "bootstrap" in f.attrs["band_method"] and "information" in f.attrs["proposal_rule"]
+        assert f.attrs["exit_status"] == "completed"
+        assert json.loads(f.attrs["vqns_loop_config"])["max_curves"] == 5  # the loop's settings and rule
+        assert "nats/s" in f.attrs["vqns_stopping_rule"]
+        assert json.loads(f.attrs["sequence_names"])[:2] == ["echo", "CPMG-2"]
+        assert f.attrs["vqns_fits"].startswith("2 fits of 3 curves")
+        assert "spectrum_estimate" in f.attrs and int(f.attrs["lorentzians_chosen"]) >= 1
     assert (tmp_path / "data" / "vqns-test.png").exists()
 
 
@@ -95,27 +110,36 @@ def _curve(n: int, t: np.ndarray, seq: int) -> Coherence:
                      repetitions=1)
 
 
+def _run_start(timing: dict | None) -> RunStart:
+    """The run's run_start as the rig sends it: its config's coherence table (no timing when None)."""
+    table = {"repetitions": 1000} if timing is None else {"repetitions": 1000, "timing": timing}
+    return RunStart(run_id="vqns-unit", seq=0, run_kind="vqns", config={"coherence": table})
+
+
 def test_controller_fits_on_its_own_thread_and_the_analysis_waits_for_it():
     """The observer call only queues (the daemon's I/O thread is not held by the fit); the worker
     fits, then requests the next curve from its own thread; the analysis waits for a fit in flight."""
     host = FakeHost()
-    cfg = VqnsLoopConfig(points=16, max_curves=3, min_curves=3, target_band=0.0, candidates=(2, 4),
+    cfg = VqnsLoopConfig(points=16, max_curves=3, min_curves=3, min_information_rate=0.0, candidates=(2, 4),
                          fit=FitConfig(restarts=10, seed=1))
     ctl = VqnsController(host, "vqns-unit", cfg)
     try:
         ctl.begin()
-        assert [(c, f["n_pulses"]) for c, f, _ in host.sent] == [(MeasureCoherence, 0), (MeasureCoherence, 1)]
+        assert host.sent == []  # the first curves wait for the run's pulse timing (its run_start)
+        host.observers[0](_run_start({"pi_s": 40e-9, "pi_half_s": 20e-9}))
+        assert [(c, f["n_pulses"]) for c, f, _ in host.sent] == [(MeasureCoherence, 1), (MeasureCoherence, 2)]
+        assert ctl.repetitions == 1000 and ctl.timing.pi_s == 40e-9
         calls = []
-        for seq, n in enumerate((0, 1), start=1):
+        for seq, n in enumerate((1, 2), start=1):
             t0 = time.perf_counter()
-            host.observers[0](_curve(n, cfg.times, seq))
+            host.observers[0](_curve(n, host.sent[seq - 1][1]["t"], seq))
             calls.append(time.perf_counter() - t0)
         assert max(calls) < 0.05  # a fit takes seconds; queuing takes microseconds
         assert ctl.wait_idle(120)
         assert len(ctl.steps) == 1 and ctl.steps[0].n_curves == 2
         cls, fields, thread = host.sent[2]
         assert cls is MeasureCoherence and fields["n_pulses"] in (2, 4) and thread == "vqns-vqns-unit"
-        host.observers[0](_curve(int(fields["n_pulses"]), cfg.times, 3))
+        host.observers[0](_curve(int(fields["n_pulses"]), fields["t"], 3))
         results, attrs = ctl.analysis(_NoFile())  # waits for the third fit, then fails on the missing file
     except _NoFileError:
         pass
@@ -125,6 +149,44 @@ def test_controller_fits_on_its_own_thread_and_the_analysis_waits_for_it():
     # the run had ended (its analysis began): the last fit neither requests nor stops anything
     assert len(host.sent) == 3 and not any(c is Stop for c, _, _ in host.sent) and ctl.stop_reason == ""
     assert not ctl._thread.is_alive() and host.observers == []
+    # the band of every step lies on the loop's fixed frequency range, not the fit's moving one
+    np.testing.assert_array_equal(ctl.steps[0].omega, ctl.steps[1].omega)
+    np.testing.assert_allclose(ctl.steps[0].omega[[0, -1]], cfg.omega_range(ctl.timing))
+    assert ctl.steps[0].fit.omega_range != ctl.steps[1].fit.omega_range  # (which did move)
+
+
+def test_only_playable_times_are_requested_and_the_loop_stops_completed_when_nothing_is_worth_it():
+    """Long pi pulses (1 us): CPMG-16 cannot play the short times (the first pass asked for CPMG-n down
+    to 0.1 us whatever n); the stop by the information rule says `completed=True`; a config without
+    timing falls back to ShotTiming() and says so."""
+    host = FakeHost()
+    cfg = VqnsLoopConfig(points=16, max_curves=6, min_curves=2, min_information_rate=1e9, first=(1, 16),
+                         candidates=(1, 2, 4, 16), fit=FitConfig(restarts=10, seed=1))
+    ctl = VqnsController(host, "vqns-unit", cfg)
+    timing = ShotTiming(pi_s=1e-6, pi_half_s=0.5e-6, lead_s=1e-6)
+    try:
+        host.observers[0](_run_start({"pi_s": 1e-6, "pi_half_s": 0.5e-6, "lead_s": 1e-6}))
+        ctl.begin()  # run_start came first: the requests go at once
+        (_, echo, _), (_, cpmg, _) = host.sent
+        assert cpmg["n_pulses"] == 16 and cpmg["t"].min() >= shortest_time(16, timing) > cfg.t_min
+        assert len(cpmg["t"]) < len(echo["t"]) and echo["t"].min() >= shortest_time(1, timing)
+        for seq, (_, fields, _) in enumerate(host.sent[:2], start=1):
+            host.observers[0](_curve(int(fields["n_pulses"]), fields["t"], seq))
+        assert ctl.wait_idle(120)
+    finally:
+        ctl.close()
+    cls, fields, _ = host.sent[-1]
+    assert cls is Stop and fields["completed"] is True and "no candidate is worth its time" in fields["reason"]
+    # and the proposal never counted a time the pulses cannot play
+    p = ctl.steps[0].proposal
+    for n, pts in zip(p.candidates, p.points):
+        assert pts == (cfg.times >= shortest_time(int(n), timing)).sum()
+    ctl2 = VqnsController(FakeHost(), "vqns-unit", cfg)
+    try:
+        ctl2.host.observers[0](_run_start(None))
+    finally:
+        ctl2.close()
+    assert ctl2.timing == ShotTiming() and "defaults" in ctl2.timing_source
 
 
 class _NoFileError(Exception):
