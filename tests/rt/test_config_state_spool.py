@@ -33,6 +33,9 @@ from nvscope.rt.state import RunState, StateError, transition
     ("[scan]\ndelay_b_s = 1e-7\n", "scan.delay_b_s: must be a finite channel delay within \\+-1e-07 s, got 1e-07"),
     ("[scan]\ndelay_b_s = -2e-7\n", "scan.delay_b_s: must be a finite channel delay"),
     ("[scan]\ndelay_a_s = '2 ns'\n", "scan.delay_a_s: expected"),
+    ("[coherence]\ndark_fraction = 0.0\n", "coherence.dark_fraction: must be in \\(0, 10\\] dark-reference shots"),
+    ("[coherence]\ndark_fraction = nan\n", "coherence.dark_fraction: must be in"),
+    ("[coherence]\nblock_s = 0.0\n", "coherence.block_s: must be > 0 s, got 0.0"),
 ])
 def test_bad_config_names_the_field(tmp_path, text, words):
     path = tmp_path / "rig.toml"
@@ -191,6 +194,56 @@ def test_a_noise_spectrum_that_is_not_a_spectrum_is_one_line(tmp_path, table, wo
     with pytest.raises(ConfigError, match=words) as exc:
         compose_devices(load_rig_config(path), sim=True)
     assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("table, words", [
+    ("pi_fidelity = 1.2\n", "^sim.pulsed: pi_fidelity must be in \\(0.5, 1\\]"),
+    ("pi_fidelity = 0.3\n", "^sim.pulsed: pi_fidelity must be in \\(0.5, 1\\]"),
+    ("drift_rms = -0.01\n", "^sim.pulsed: drift_rms must be in \\[0, 1\\]"),
+    ("drift_time_s = 0.0\n", "^sim.pulsed: drift_time_s must be > 0 s"),
+    ("drift = 0.1\n", "^sim.pulsed.drift: unknown field"),
+])
+def test_bad_pulsed_readout_imperfections_are_one_line(tmp_path, table, words):
+    from nvscope.rt.devices import compose_devices
+
+    path = tmp_path / "rig.toml"
+    path.write_text("[[sim.noise]]\nkind = 'lorentzian'\na = 1e10\nw0 = 0.0\ng = 1e6\n[sim.pulsed]\n" + table)
+    with pytest.raises(ConfigError, match=words) as exc:
+        compose_devices(load_rig_config(path), sim=True)
+    assert "\n" not in str(exc.value)
+
+
+def test_the_simulated_readout_is_a_real_rigs_unless_configured(tmp_path):
+    from nvscope.rt.devices import compose_devices
+
+    path = tmp_path / "rig.toml"
+    path.write_text("seed = 2\n")
+    real = compose_devices(load_rig_config(path), sim=True)
+    assert (real.pulser.imperfections.pi_fidelity, real.pulser.imperfections.drift_rms) == (0.97, 0.05)
+    assert real.truth["readout_offset"] == pytest.approx(-0.03 / 0.97) and real.truth["readout_amplitude"] == 1.0
+    path.write_text("[[sim.noise]]\nkind = 'lorentzian'\na = 1e10\nw0 = 0.0\ng = 1e6\n"
+                    "[sim.pulsed]\npi_fidelity = 1.0\ndrift_rms = 0.0\n")
+    ideal = compose_devices(load_rig_config(path), sim=True)
+    assert ideal.truth["readout_offset"] == 0.0 and ideal.pulser.drift.mean_factor(100.0) == 1.0
+
+
+def test_a_timing_gap_below_the_pulse_generators_is_one_config_line():
+    from nvscope.firmware_sim.pulsed import SimPhotonCounter, SimPulseGenerator
+    from nvscope.firmware_sim.qubit import NoiseSpectrum, SimQubit
+    from nvscope.rt.config import CoherenceConfig, RigConfig
+    from nvscope.rt.devices import check_timing
+    from nvscope.rt.hal import PulseGeneratorConstraints, RigDevices
+    from nvscope.rt.kernels.pulses import ShotTiming
+
+    qubit = SimQubit(NoiseSpectrum(()))
+    counter = SimPhotonCounter(qubit)
+    devices = RigDevices(None, None, None, counter,
+                         SimPulseGenerator(qubit, counter, PulseGeneratorConstraints(min_gap_s=20e-9)))
+    with pytest.raises(ConfigError, match="^coherence.timing.min_gap_s: 1e-08 s is below the pulse generator's "
+                                          "shortest gap between pulses \\(2e-08 s\\): set it to at least that$"):
+        check_timing(RigConfig(coherence=CoherenceConfig(timing=ShotTiming(min_gap_s=10e-9))), devices)
+    check_timing(RigConfig(coherence=CoherenceConfig(timing=ShotTiming(min_gap_s=20e-9))), devices)
+    check_timing(RigConfig(), RigDevices(None, None))  # no pulse generator: nothing to check
 
 
 def test_an_ack_beyond_what_was_sent_deletes_nothing(tmp_path):
