@@ -143,7 +143,7 @@ def predict_coherence(fit: SpectrumFit, n_pulses: int, t: np.ndarray, pi_s: floa
         return np.asarray(fit.population_predictions(int(n_pulses), t, pi_s=pi_s))
     # TODO(issue 13): remove once SpectrumFit.population_predictions lands (helper A1)
     a, w0, g = fit.boot_a, fit.boot_w0, fit.boot_g
-    chi = chi_values(a[:, :, None], w0[:, :, None], g[:, :, None], t[None, None], n_pulses)
+    chi = chi_values(a[:, :, None], w0[:, :, None], g[:, :, None], t[None, None], n_pulses, pi_s)
     return np.exp(-chi.sum(1))
 
 
