@@ -16,13 +16,15 @@ import numpy as np
 import pytest
 
 from nvscope.host.daemon import HostDaemon
+from nvscope.host.demo import summarize_vqns
 from nvscope.host.srm.online_g2 import MleEstimator
 from nvscope.host.run_kinds import host_analyses
-from nvscope.host.vqns.loop import VqnsController, VqnsLoopConfig
+from nvscope.host.vqns import figures as loop_figures
+from nvscope.host.vqns.loop import VqnsController, VqnsLoopConfig, vqns_results
 from nvscope.models.vqns.attenuation import attenuation
 from nvscope.models.vqns.fit import FitConfig
 from nvscope.proto.messages import Coherence, MeasureCoherence, RunStart, Stop
-from nvscope.rt.kernels.pulses import ShotTiming, shortest_time
+from nvscope.rt.kernels.pulses import ShotTiming, sequence_name, shortest_time
 
 RIG_TOML = """\
 seed = 9
@@ -90,6 +92,9 @@ def test_adaptive_loop_ends_completed_by_its_rule_and_stores_everything(tmp_path
         assert f.attrs["vqns_fits"].startswith("2 fits of 3 curves")
         assert "spectrum_estimate" in f.attrs and int(f.attrs["lorentzians_chosen"]) >= 1
     assert (tmp_path / "data" / "vqns-test.png").exists()
+    text = summarize_vqns(tmp_path / "data" / "vqns-test.h5", ctl)  # the demo's text names them the same way
+    assert f"measured echo, CPMG-2, {sequence_name(n[2])};" in text and "2 fits of 3 curves" in text
+    assert "completed: no candidate is worth its time" in text
 
 
 class FakeHost:
@@ -155,7 +160,8 @@ def test_controller_fits_on_its_own_thread_and_the_analysis_waits_for_it():
     assert ctl.steps[0].fit.omega_range != ctl.steps[1].fit.omega_range  # (which did move)
 
 
-def test_only_playable_times_are_requested_and_the_loop_stops_completed_when_nothing_is_worth_it():
+def test_only_playable_times_are_requested_and_the_loop_stops_completed_when_nothing_is_worth_it(tmp_path,
+                                                                                                  monkeypatch):
     """Long pi pulses (1 us): CPMG-16 cannot play the short times (the first pass asked for CPMG-n down
     to 0.1 us whatever n); the stop by the information rule says `completed=True`; a config without
     timing falls back to ShotTiming() and says so."""
@@ -181,6 +187,20 @@ def test_only_playable_times_are_requested_and_the_loop_stops_completed_when_not
     p = ctl.steps[0].proposal
     for n, pts in zip(p.candidates, p.points):
         assert pts == (cfg.times >= shortest_time(int(n), timing)).sum()
+    # the figure's legend names the curves as the file does (sequence_name)
+    curves = {"n_pulses": np.array([f["n_pulses"] for _, f, _ in host.sent[:2]])}
+    width = max(len(f["t"]) for _, f, _ in host.sent[:2])
+    for name in ("t", "coherence", "sigma"):
+        curves[name] = np.full((2, width), np.nan)
+    for i, (_, f, _) in enumerate(host.sent[:2]):
+        c = _curve(int(f["n_pulses"]), f["t"], i)
+        curves["t"][i, : len(f["t"])], curves["coherence"][i, : len(f["t"])] = c.t, c.coherence
+        curves["sigma"][i, : len(f["t"])] = c.sigma
+    figures = []
+    monkeypatch.setattr(loop_figures.plt, "close", figures.append)
+    _, attrs = vqns_results(ctl.steps, curves, {}, tmp_path / "v.png")
+    legend = [t.get_text() for t in figures[0].axes[1].get_legend().get_texts()]
+    assert legend == json.loads(attrs["sequence_names"]) == ["echo", "CPMG-16"]
     ctl2 = VqnsController(FakeHost(), "vqns-unit", cfg)
     try:
         ctl2.host.observers[0](_run_start(None))
