@@ -56,7 +56,8 @@ class PulsedImperfections:
             raise ValueError(f"pi_fidelity must be in (0.5, 1] (the fraction of spins a pi pulse inverts), "
                              f"got {self.pi_fidelity!r}")
         if not (math.isfinite(self.drift_rms) and 0 <= self.drift_rms <= 1):
-            raise ValueError(f"drift_rms must be in [0, 1] (relative rms of the collected rate), got {self.drift_rms!r}")
+            raise ValueError(f"drift_rms must be in [0, 1] (relative rms of the collected rate), "
+                             f"got {self.drift_rms!r}")
         if not (math.isfinite(self.drift_time_s) and self.drift_time_s > 0):
             raise ValueError(f"drift_time_s must be > 0 s, got {self.drift_time_s!r}")
 
@@ -266,4 +267,5 @@ class SimPulseGenerator:
         return GateCounts(int(signal), int(reference))
 
 
-__all__ = ["PulsedImperfections", "IDEAL_PULSES", "RateDrift", "SimMicrowaveSource", "SimPhotonCounter", "odmr_gate_times", "SimPulseGenerator"]
+__all__ = ["PulsedImperfections", "IDEAL_PULSES", "RateDrift", "SimMicrowaveSource", "SimPhotonCounter",
+           "odmr_gate_times", "SimPulseGenerator"]
