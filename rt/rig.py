@@ -179,7 +179,7 @@ class Rig:
                                               self._serve)
             return SrmPlan(start.run_id, scan, self.devices, self.adaptive)
         if start.run_kind == "vqns":
-            return CoherencePlan(start.run_id, self.devices, self.cfg.coherence.repetitions, self.cfg.coherence.timing)
+            return CoherencePlan(start.run_id, self.devices, self.cfg.coherence)
         if start.run_kind == "mri":
             return MriPlan(start.run_id, self.cfg.mri, self.devices, self.cfg.coherence.timing)
         raise ValueError(f"run kind {start.run_kind!r} is not supported by this rig")

@@ -20,9 +20,8 @@ import numpy as np
 from nvscope.proto.messages import Coherence, MeasureCoherence, Message, PartialG2, PartialPixel, Pixel
 
 from .coherence import acquire_coherence
-from .config import ScanConfig
+from .config import CoherenceConfig, ScanConfig
 from .hal import RigDevices
-from .kernels.pulses import ShotTiming
 from .scan import DWELL_TOLERANCE_S, acquire_pixel, histogram_fields, partial_pixel, raster, scan_binner
 from .state import StateError
 
@@ -242,13 +241,12 @@ class CoherencePlan:
     """A VQNS run: one step per `measure_coherence` the host sends, in order; it has no end of its
     own (the host stops the run)."""
 
-    def __init__(self, run_id: str, devices: RigDevices, repetitions: int, timing: ShotTiming = ShotTiming()):
+    def __init__(self, run_id: str, devices: RigDevices, coherence: CoherenceConfig = CoherenceConfig()):
         if devices.pulser is None or devices.counter is None:
             raise ValueError("this rig has no pulse generator and photon counter for coherence curves")
         self.run_id = run_id
         self.devices = devices
-        self.repetitions = repetitions
-        self.timing = timing
+        self.cfg = coherence
         self.queue: deque[MeasureCoherence] = deque()
 
     @property
@@ -268,7 +266,9 @@ class CoherencePlan:
     def step(self, seq: int) -> Coherence:
         """Measure the oldest curve asked for."""
         cmd = self.queue.popleft()
-        return acquire_coherence(self.devices, self.run_id, seq, cmd.n_pulses, cmd.t, self.repetitions, self.timing)
+        c = self.cfg
+        return acquire_coherence(self.devices, self.run_id, seq, cmd.n_pulses, cmd.t, c.repetitions, c.timing,
+                                 dark_repetitions=c.dark_repetitions, block_s=c.block_s)
 
     def drop(self) -> list[MeasureCoherence]:
         """Forget the measurements not taken (the run is ending); returns them."""

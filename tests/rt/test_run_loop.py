@@ -243,6 +243,30 @@ def test_a_coherence_run_measures_what_the_host_asks_in_order_until_it_stops(tmp
     assert 100 in link.timeouts_ms  # with nothing to measure, the loop waits for commands
 
 
+def test_a_stop_that_says_the_plan_is_done_ends_the_run_completed_with_the_configured_readout(tmp_path):
+    """Stop(completed=True): the host's adaptive loop ended by its own rule, so the run is `completed`, not
+    `stopped`; each curve is read with the configured share of interleaved dark shots, its raw counts sent."""
+    t = np.array([1e-6, 2e-6])
+    cfg = from_dict(RigConfig, {"coherence": {"repetitions": 20_000, "dark_fraction": 0.5},
+                                "sim": {"noise": [{"kind": "lorentzian", "a": 6e10, "w0": 0.0, "g": 1.2566e6}]}}, "rig")
+
+    def host(sent):
+        if len(sent) == 1:
+            return [MeasureCoherence(run_id="r1", seq=2, n_pulses=1, t=t)]
+        if any(isinstance(m, Coherence) for m in sent) and not host.said:
+            host.said = True
+            return [Stop(run_id="r1", seq=3, reason="no candidate worth its time", completed=True)]
+        return []
+    host.said = False
+    _, link = run(tmp_path, host, cfg=cfg, run_kind="vqns")
+    curve = next(m for m in link.sent if isinstance(m, Coherence))
+    assert curve.dark_repetitions == 10_000 and curve.repetitions == 20_000
+    assert curve.signal_counts.shape == curve.dark_counts.shape == t.shape and curve.signal_counts.sum() > 0
+    assert curve.pi_s == cfg.coherence.timing.pi_s > 0
+    end = link.sent[-1]
+    assert (end.exit_status, end.reason) == ("completed", "no candidate worth its time")
+
+
 def test_serve_forever_runs_a_start_and_applies_the_commands_queued_behind_it(tmp_path):
     t = np.array([1e-6])
     cfg = rig_config()
