@@ -47,8 +47,8 @@ repetitions = 10_000_000
 [sim]
 pace = {pace}
 
-# The qubit's noise: a broad low-frequency bath and a narrow line at 1.2 MHz that FID and echo
-# cannot see (it changes them by < 0.003) but CPMG-n near n = 2 x 1.2 MHz x t sees strongly.
+# The qubit's noise: a broad low-frequency bath and a narrow line at 1.2 MHz that echo and CPMG-2
+# hardly see (it changes them by < 0.004) but CPMG-n near n = 2 x 1.2 MHz x t sees strongly.
 [[sim.noise]]
 kind = "lorentzian"
 a = 6e10

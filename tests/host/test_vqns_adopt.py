@@ -184,7 +184,8 @@ def test_late_curves_of_the_dead_host_are_data_and_the_analysis_records_the_adop
 
 def test_a_late_curve_answering_this_hosts_request_counts_for_it(tmp_path, host):
     """The dead host's curve has the pulse number this host asked for: it is the answer (fit, next
-    request); this host's own curve of that number, later, is data (no fit while the next is out)."""
+    request); this host's own curve of that number, later, is data (no fit while the next is out;
+    when the next request is that number again, a repeat, another number stands in for it)."""
     store, _ = run_file(tmp_path, (1, 2))
     ctl = adopt(host, store)
     try:
@@ -193,9 +194,13 @@ def test_a_late_curve_answering_this_hosts_request_counts_for_it(tmp_path, host)
         t_mine = feasible_times(mine, CFG.times, TIMING)
         deliver(curve(mine, t_mine, seq=4, seed=4))
         assert [s.n_curves for s in ctl.steps] == [2, 3] and ctl.pending == 1 and len(host.sent) == 2
-        deliver(curve(mine, t_mine, seq=5, seed=5))
+        asked = int(host.sent[1][1]["n_pulses"])
+        late = mine if asked != mine else next(n for n in CFG.candidates if n != asked)
+        deliver(curve(late, feasible_times(late, CFG.times, TIMING), seq=5, seed=5))
         assert [s.n_curves for s in ctl.steps] == [2, 3] and ctl.pending == 1 and len(host.sent) == 2
-        assert ctl.data.n_pulses.tolist() == [1, 2, mine, mine]
+        assert ctl.data.n_pulses.tolist() == [1, 2, mine, late]
+        deliver(curve(asked, host.sent[1][1]["t"], seq=6, seed=6))  # the answer, a repeat or not
+        assert [s.n_curves for s in ctl.steps] == [2, 3, 5] and len(host.sent) == 3
     finally:
         ctl.close()
         store.close()
