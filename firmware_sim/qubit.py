@@ -5,10 +5,22 @@ spectroscopy).
 chi(t) is computed by numerical quadrature of the filter-function integral
 chi(t) = (1/pi) int_0^inf S(w) F(w t) / w^2 dw for whatever spectrum is given, never by the
 Lorentzian closed form of the fitting model: the simulator must not share the model's assumptions.
-The filter function is that of the pi-pulse times actually played (read from the microwave
-pulses of the sequence): a brute-force sum over the switching times, or the CPMG closed form when
-the times are those of CPMG-n. Pulses act at their centres (the zero-length limit; finite pulses
-are not simulated). RF pulses act on no dark spin here: the pulse generator multiplies the echo's
+The filter function is that of the microwave pulses actually played, read from the sequence
+(starts and durations): zero-length pulses by a brute-force sum over the switching times, or
+the CPMG closed form when the times are those of CPMG-n; pulses of finite length with the
+switching function y(s) of a constant-rate rotation: across a pi pulse y goes from +-1 to -+1 as
+cos(pi u/tp), across the first pi/2 pulse (length T) from 0 to 1 as sin(pi u/2T), across the
+last from +-1 to 0 as cos(pi u/2T) (u from each pulse's start). y' is then a sum of events, each a jump for
+a zero-length pulse or that jump spread over the pulse, and F(w) = (1/2)|sum_j D_j(w)
+e^{i w c_j}|^2 with D_j the Fourier transform of event j about its centre c_j (`pulse_events`).
+Far above the filter's peaks the cross terms average out and F is replaced by its mean
+(1/2) sum_j |D_j(w)|^2, which falls as (w tp)^-4 for finite pulses (2n + 1 for ideal ones).
+
+The FID of a real NV also beats: the 14N nuclear spin splits the line into three (m_I = -1, 0,
++1, hyperfine A = -2.16 MHz, equally populated at room temperature) and the microwave is off
+resonance by a static detuning delta. A static frequency offset f adds the phase
+2 pi f int y(s) ds, so the coherence is multiplied by (1/3) sum_mI cos(2 pi (delta + m_I A) int y ds):
+int y = 0 for echo and CPMG (refocused), t - T + 4T/pi for the FID (pi/2 pulses of length T). RF pulses act on no dark spin here: the pulse generator multiplies the echo's
 coherence by the dark spins' DEER factor (`play(..., factor)`, firmware_sim/pulsed.py).
 """
 
@@ -19,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nvscope.rt.hal import GateCounts
-from nvscope.rt.kernels.pulses import Sequence, cpmg_pulse_times, microwave_pi_times
+from nvscope.rt.kernels.pulses import Sequence, ShotTiming, coherence_shot, cpmg_pulse_times, microwave_pi_times
 
 
 @dataclass(frozen=True)
@@ -168,10 +180,16 @@ def quadrature_grid(spectrum, t: float, n_pulses: float, per_period: int = 32) -
     return w, exact
 
 
-def _chi(spectrum, t: float, n_grid: float, filt, f_mean: float) -> float:
+def _chi(spectrum, t: float, n_grid: float, filt, f_mean, extra: np.ndarray = np.zeros(0)) -> float:
+    """The quadrature; f_mean: the filter's mean far above its peaks (a number, or a function of w);
+    extra: more frequencies (rad/s) for the grid."""
     w, exact = quadrature_grid(spectrum, t, n_grid)
+    if extra.size:
+        w_exact = w[exact]
+        w = np.unique(np.concatenate([w, extra]))
+        exact = np.isin(w, w_exact) | (w <= w_exact.max(initial=0.0))
     w[0] = max(w[0], 1e-9 / t)  # the integrand is finite as w -> 0
-    f = np.full_like(w, f_mean)
+    f = np.full_like(w, f_mean) if np.isscalar(f_mean) else f_mean(w)
     f[exact] = filt(w[exact])
     return float(np.trapezoid(spectrum(w) * f / w**2, w) / np.pi)
 
@@ -194,6 +212,95 @@ def chi_pulse_times(spectrum, t: float, pi_times: np.ndarray) -> float:
         raise ValueError(f"pi pulses at {pi_times} s do not lie strictly inside (0, {t}) s")
     n_grid = t / (2.0 * gaps.min())  # CPMG-n: n
     return _chi(spectrum, t, n_grid, lambda w: filter_function_times(w, t, pi_times), 2.0 * pi_times.size + 1.0)
+
+
+@dataclass(frozen=True)
+class PulseEvents:
+    """The microwave pulses of a coherence shot as switching events: centres (s, from the first
+    pi/2 pulse's centre), durations (s), and the sign of y before each (+1 before the first pi/2).
+    The first and last pulses are the pi/2 pulses, those between are pi pulses."""
+
+    centres: tuple[float, ...]
+    durations: tuple[float, ...]
+
+    @property
+    def t(self) -> float:
+        """The sequence's length (s): from the first pi/2 pulse's centre to the last's."""
+        return self.centres[-1] - self.centres[0]
+
+    def signs(self) -> np.ndarray:
+        """y just before each event: 0 before the first pi/2, then +1, -1, ... flipped by each pi pulse."""
+        n = len(self.centres) - 2
+        return np.concatenate([[0.0], (-1.0) ** np.arange(n + 1)])
+
+    def transforms(self, w: np.ndarray) -> np.ndarray:
+        """D_j(w) (shape (events,) + w.shape): int y'_j(s) e^{i w (s - c_j)} ds of each event."""
+        w = np.asarray(w, dtype=np.float64)
+        sg = self.signs()
+        out = np.empty((len(self.centres),) + w.shape, dtype=np.complex128)
+        last = len(self.centres) - 1
+        for j, tp in enumerate(self.durations):
+            if j in (0, last):  # pi/2: jump +1 up (first), -sign down (last)
+                jump = 1.0 if j == 0 else -sg[j]
+                if tp == 0.0:
+                    out[j] = jump
+                    continue
+                gam = 0.5 * np.pi / tp
+                cm = 0.5 * tp * np.sinc((gam - w) * tp / (2.0 * np.pi))  # sin((gam - w) tp/2)/(gam - w)
+                cp = 0.5 * tp * np.sinc((gam + w) * tp / (2.0 * np.pi))
+                # y' = gam cos(gam v + pi/4) (up) or -sign gam sin(gam v + pi/4) (down), v from the centre
+                odd = (cm - cp) * (-1j if j == 0 else 1j)
+                out[j] = jump * gam / np.sqrt(2.0) * ((cm + cp) + odd)
+            else:  # pi: jump -2 sign, spread as -sign (pi/tp) sin(pi u/tp)
+                u = np.abs(w) * tp
+                env = 0.5 * np.pi * np.sinc((np.pi - u) / (2.0 * np.pi)) / (1.0 + u / np.pi)  # cos(u/2)/(1-(u/pi)^2)
+                out[j] = -2.0 * sg[j] * env
+        return out
+
+    def filter_function(self, w: np.ndarray) -> np.ndarray:
+        """F(w) = (1/2) |sum_j D_j(w) e^{i w c_j}|^2 (dimensionless), w in rad/s."""
+        d = self.transforms(w)
+        c = np.asarray(self.centres)[:, None] - self.centres[0]
+        return 0.5 * np.abs(np.sum(d * np.exp(1j * np.asarray(w)[None, :] * c), axis=0)) ** 2
+
+    def mean_filter(self, w: np.ndarray) -> np.ndarray:
+        """F averaged over its fast oscillations at w (rad/s): (1/2) sum_j |D_j(w)|^2."""
+        return 0.5 * np.sum(np.abs(self.transforms(w)) ** 2, axis=0)
+
+    def integral(self) -> float:
+        """int y(s) ds (s): the phase a static frequency offset of 1 rad/s adds."""
+        sg = self.signs()
+        c, d = np.asarray(self.centres), np.asarray(self.durations)
+        ends, starts = c + 0.5 * d, c - 0.5 * d
+        free = sum(sg[j + 1] * (starts[j + 1] - ends[j]) for j in range(len(c) - 1))
+        return float(free + (2.0 / np.pi) * (d[0] + sg[-1] * d[-1]))  # the pi/2 ramps; a pi ramp adds 0
+
+
+def pulse_events(sequence: Sequence) -> PulseEvents | None:
+    """The microwave pulses of a compiled coherence shot as `PulseEvents`; None for fewer than two."""
+    mw = sequence.on("mw")
+    if len(mw) < 2:
+        return None
+    c0 = mw[0].centre_s
+    return PulseEvents(tuple(p.centre_s - c0 for p in mw), tuple(p.duration_s for p in mw))
+
+
+def chi_pulses(spectrum, events: PulseEvents) -> float:
+    """chi of the played pulses `events` (finite lengths included) by the quadrature of
+    `chi_pulse_times`, with the filter and mean filter of `PulseEvents`; the grid also resolves
+    the pulses' own envelopes up to 64 pi / (shortest pulse)."""
+    t = events.t
+    centres = np.asarray(events.centres)
+    gaps = np.diff(centres)
+    if not (t > 0 and gaps.min() > 0):
+        raise ValueError(f"microwave pulses at {centres} s are not in time order")
+    n_grid = t / (2.0 * gaps.min())
+    lengths = [d for d in events.durations if d > 0]
+    extra = np.zeros(0)
+    if lengths:
+        top = 64.0 * np.pi / min(lengths)
+        extra = np.linspace(0.0, top, int(top / (np.pi / (8.0 * max(lengths)))) + 1)[1:]
+    return _chi(spectrum, t, n_grid, events.filter_function, events.mean_filter, extra)
 
 
 def is_cpmg(t: float, pi_times: np.ndarray) -> bool:
@@ -243,20 +350,61 @@ class SimQubit:
     The spin starts every shot in ms=0 (the previous shot's laser re-polarized it). No microwave
     pulse leaves it there; one is a pi pulse (ms=-1); with two or more, the first and the last are
     the pi/2 pulses of a coherence measurement and those between are pi pulses, and the final
-    projection gives ms=0 with probability (1 + C)/2, C = exp(-chi) of the played pi-pulse times.
+    projection gives ms=0 with probability (1 + C)/2, C = exp(-chi) of the pulses played (their
+    times and lengths) times the 14N hyperfine and detuning factor (module docstring):
+    `detuning_hz` (static, from the m_I = 0 line) and `hyperfine_hz` (A, 14N: -2.16 MHz).
     The laser pulse after the microwave reads the spin out: during its first `readout.gate_s` an
     ms=-1 spin fluoresces `contrast` less; each gate counts Poisson photons of what it overlaps.
     """
 
-    def __init__(self, spectrum, readout: ReadoutParams = ReadoutParams(), seed: int = 0):
+    def __init__(self, spectrum, readout: ReadoutParams = ReadoutParams(), seed: int = 0,
+                 detuning_hz: float = 0.3e6, hyperfine_hz: float = -2.16e6):
+        if not (np.isfinite(detuning_hz) and np.isfinite(hyperfine_hz)):
+            raise ValueError(f"detuning and hyperfine splitting must be finite Hz, got {detuning_hz!r}, {hyperfine_hz!r}")
         self.spectrum = spectrum
         self.readout = readout
+        self.detuning_hz = float(detuning_hz)
+        self.hyperfine_hz = float(hyperfine_hz)
         self.rng = np.random.default_rng(seed)
-        self._known: dict[tuple[float, tuple[float, ...]], float] = {}  # C of sequences played before
+        self._known: dict[tuple, float] = {}  # the bath's C of sequences played before
 
-    def true_coherence(self, t: np.ndarray, n_pulses: int) -> np.ndarray:
-        """C(t) = exp(-chi(t)) of CPMG-n (t in s) without noise."""
-        return np.exp(-chi_quadrature(self.spectrum, t, n_pulses))
+    def true_coherence(self, t: np.ndarray, n_pulses: int, timing: ShotTiming | None = None) -> np.ndarray:
+        """C(t) of CPMG-n (t in s) without noise: timing None, the bath's exp(-chi(t)) with ideal
+        pulses (no hyperfine beats); else the coherence of the shots compiled with `timing`, as
+        played (finite pulses, beats of the FID)."""
+        if timing is None:
+            return np.exp(-chi_quadrature(self.spectrum, t, n_pulses))
+        t = np.atleast_1d(np.asarray(t, dtype=np.float64))
+        return np.array([self.shot_coherence(coherence_shot(ti, cpmg_pulse_times(ti, n_pulses), timing)) for ti in t])
+
+    def static_factor(self, events: PulseEvents) -> float:
+        """(1/3) sum_mI cos(2 pi (detuning + m_I A) int y ds): the 14N lines and the detuning (module docstring)."""
+        area = events.integral()
+        return float(np.mean([np.cos(2.0 * np.pi * (self.detuning_hz + m * self.hyperfine_hz) * area)
+                              for m in (-1, 0, 1)]))
+
+    def shot_coherence(self, sequence: Sequence) -> float:
+        """The coherence (-1..1) a coherence shot ends with: exp(-chi) of the microwave pulses played
+        (ideal pulses: `coherence`; finite ones: `chi_pulses`) times `static_factor`; 1 without
+        a pi/2 pair."""
+        events = pulse_events(sequence)
+        if events is None:
+            return 1.0
+        if not any(events.durations):
+            t, pi_times = microwave_pi_times(sequence)
+            bath = self.coherence(t, pi_times)
+        else:
+            key = (events.centres, events.durations)
+            bath = self._known.get(key)
+            if bath is None:
+                bath = float(np.exp(-chi_pulses(self.spectrum, events)))
+                self._remember(key, bath)
+        return bath * self.static_factor(events)
+
+    def _remember(self, key, c: float) -> None:  # type: ignore[no-untyped-def]
+        if len(self._known) >= 100_000:
+            self._known.clear()
+        self._known[key] = c
 
     def coherence(self, t: float, pi_times: np.ndarray) -> float:
         """C = exp(-chi) of ideal pi pulses at `pi_times` (s) over t (s): the CPMG closed form of the
@@ -269,9 +417,7 @@ class SimQubit:
                 c = float(self.true_coherence(np.array([t]), len(pi_times))[0])
             else:
                 c = float(np.exp(-chi_pulse_times(self.spectrum, t, pi_times)))
-            if len(self._known) >= 100_000:
-                self._known.clear()
-            self._known[key] = c
+            self._remember(key, c)
         return c
 
     def ms0_probability(self, sequence: Sequence, factor: float = 1.0) -> float:
@@ -280,8 +426,7 @@ class SimQubit:
         mw = sequence.on("mw")
         if len(mw) < 2:
             return 1.0 - len(mw)
-        t, pi_times = microwave_pi_times(sequence)
-        return float(np.clip(0.5 * (1.0 + factor * self.coherence(t, pi_times)), 0.0, 1.0))
+        return float(np.clip(0.5 * (1.0 + factor * self.shot_coherence(sequence)), 0.0, 1.0))
 
     def gate_means(self, sequence: Sequence) -> tuple[np.ndarray, np.ndarray]:
         """Mean photons per shot in the signal and reference gates: (in ms=0, less in ms=-1)."""
@@ -310,4 +455,4 @@ class SimQubit:
 
 __all__ = ["LorentzianNoise", "OneOverFNoise", "OhmicNoise", "NoiseSpectrum", "filter_function_cpmg",
            "filter_function_times", "mean_filter", "quadrature_grid", "chi_quadrature", "chi_pulse_times",
-           "is_cpmg", "ReadoutParams", "SimQubit"]
+           "is_cpmg", "PulseEvents", "pulse_events", "chi_pulses", "ReadoutParams", "SimQubit"]
