@@ -27,7 +27,8 @@ import numpy as np
 from nvscope.models.vqns.analysis import BAND_WIDTH_PERCENTILE, N_FREQUENCIES, SpectrumAnalysis, analyse_curves
 from nvscope.models.vqns.data import CoherenceSet, coherence_set
 from nvscope.models.vqns.fit import FitConfig, SpectrumFit
-from nvscope.models.vqns.proposal import (DEFAULT_CANDIDATES, DEFAULT_REPETITIONS, MIN_POINTS, PROPOSAL_RULE,
+from nvscope.models.vqns.proposal import (DARK_FRACTION, DEFAULT_CANDIDATES, DEFAULT_REPETITIONS, MIN_POINTS,
+                                          PROPOSAL_RULE,
                                           CandidatePlan, Proposal, feasible_times, predict_coherence)
 from nvscope.proto.messages import Coherence, MeasureCoherence, Message, RunEnd, RunStart, Stop
 from nvscope.rt.kernels.pulses import ShotTiming, sequence_name, shortest_time
@@ -124,21 +125,36 @@ def loop_analysis(data: CoherenceSet, fit_cfg: FitConfig, plan: CandidatePlan, w
     return dataclasses.replace(a, omega=omega, band=band, band_width=width)
 
 
-def run_timing(config: dict) -> tuple[ShotTiming, int, str]:
-    """The pulse timing, shots per point and where they came from, from a run's config (RunStart.config,
-    the file's `config` attribute): its `coherence` table; ShotTiming() defaults where it has none."""
+@dataclass(frozen=True)
+class RigReadout:
+    """What the proposal needs of the rig's `[coherence]` table: the pulse timing, sequence shots and
+    dark-reference shots per sequence shot of each point, and where they came from (in words)."""
+
+    timing: ShotTiming = field(default_factory=ShotTiming)
+    repetitions: int = DEFAULT_REPETITIONS
+    dark_fraction: float = DARK_FRACTION
+    source: str = "ShotTiming() defaults (no run_start seen)"
+
+
+def run_timing(config: dict) -> RigReadout:
+    """The rig's readout settings from a run's config (RunStart.config, the file's `config` attribute):
+    its `coherence` table; ShotTiming() and the rig's defaults where it has none."""
     table = config.get("coherence") if isinstance(config, dict) else None
     table = table if isinstance(table, dict) else {}
     reps = table.get("repetitions")
     reps = int(reps) if type(reps) is int and reps >= 1 else DEFAULT_REPETITIONS
+    dark = table.get("dark_fraction")
+    dark = float(dark) if type(dark) in (int, float) and dark > 0 else DARK_FRACTION
     recorded = table.get("timing")
     if not isinstance(recorded, dict):
-        return ShotTiming(), reps, "ShotTiming() defaults (the run's config has no coherence.timing)"
+        return RigReadout(ShotTiming(), reps, dark, "ShotTiming() defaults (the run's config has no coherence.timing)")
     known = {f.name for f in dataclasses.fields(ShotTiming)}
     try:
-        return ShotTiming(**{k: float(v) for k, v in recorded.items() if k in known}), reps, "the run's config"
+        return RigReadout(ShotTiming(**{k: float(v) for k, v in recorded.items() if k in known}), reps, dark,
+                          "the run's config")
     except (TypeError, ValueError) as exc:
-        return ShotTiming(), reps, f"ShotTiming() defaults (the run's coherence.timing is unusable: {exc})"
+        return RigReadout(ShotTiming(), reps, dark,
+                          f"ShotTiming() defaults (the run's coherence.timing is unusable: {exc})")
 
 
 class VqnsController:
@@ -176,6 +192,7 @@ class VqnsController:
         self._closed = False
         self.timing: ShotTiming | None = None  # the rig's pulse timing, from run_start (or the file)
         self.repetitions = DEFAULT_REPETITIONS  # shots per point, from the same place
+        self.dark_fraction = DARK_FRACTION  # dark-reference shots per sequence shot, from the same place
         self.timing_source = ""
         self._begun = False  # begin() was called: the first curves go out once the timing is known
         self._first_sent = False
@@ -249,7 +266,9 @@ class VqnsController:
 
     def _set_timing(self, config: dict) -> None:
         """The pulse timing and shots per point from the run's config (a warning when it has none)."""
-        self.timing, self.repetitions, self.timing_source = run_timing(config)
+        rig = run_timing(config)
+        self.timing, self.repetitions, self.dark_fraction, self.timing_source = (
+            rig.timing, rig.repetitions, rig.dark_fraction, rig.source)
         if self.timing_source != "the run's config":
             log.warning("VQNS run %s: pulse timing from %s", self.run_id, self.timing_source)
 
@@ -390,7 +409,7 @@ class VqnsController:
         loop's fixed frequency grid; measured sequences stay candidates (a repeat may be worth most)."""
         timing = self.timing or ShotTiming()
         return CandidatePlan(tuple(self.cfg.candidates), self.cfg.times, timing, self.repetitions,
-                             self.cfg.min_points, self.cfg.frequency_grid(timing))
+                             self.cfg.min_points, self.dark_fraction, self.cfg.frequency_grid(timing))
 
     def update(self) -> None:
         """(worker) Fit (warm after the first), rank the candidates, then request the best or stop."""
@@ -438,7 +457,8 @@ class VqnsController:
             steps = list(self.steps)
         attrs = {**self.run_attributes(), "stop_reason": self.stop_reason,
                  "vqns_timing": json.dumps(dataclasses.asdict(self.timing or ShotTiming()), sort_keys=True),
-                 "vqns_timing_source": self.timing_source or "ShotTiming() defaults (no run_start seen)"}
+                 "vqns_timing_source": self.timing_source or "ShotTiming() defaults (no run_start seen)",
+                 "vqns_readout": json.dumps({"repetitions": self.repetitions, "dark_fraction": self.dark_fraction})}
         if not settled:
             attrs["analysis_note"] = f"a fit was still running after {ANALYSIS_WAIT_S:.0f} s; not included"
         if not steps:

@@ -12,8 +12,8 @@ Cov (T, T) the covariance across the band's population of spectra of the coheren
 determinant costs an SVD of rank min(B, T)), Sigma the predicted noise of each point (sigma^2 =
 s0 + s1 C + s2 C^2, non-negative least squares on the measured curves' errors, so the readout noise
 that grows with the contrast weights where a candidate's spread lies), divided by its measurement
-time: repetitions x the sum over its points of the compiled shot's length plus one interleaved dark
-reference shot (`coherence_shot`, `reference_shot`), s. This is the Gaussian (linearized) mutual
+time: repetitions x the sum over its points of the compiled shot's length, plus the interleaved dark
+reference shots (`dark_fraction` per shot; `coherence_shot`, `reference_shot`), s. This is the Gaussian (linearized) mutual
 information between the band's spectra and the candidate's outcome; highest per second first.
 
 `sensitivity` (K, F) splits each candidate over frequency: the linearized spread of its predicted
@@ -40,14 +40,15 @@ PROPOSAL_RULE = ("score each candidate CPMG-n (repeats of measured sequences all
                  "play (t >= shortest_time(n, timing); fewer than min_points such times: not proposed) by its expected "
                  "information gain 1/2 ln det(I + Sigma^-1/2 Cov Sigma^-1/2) (nats; Cov: covariance across the band's "
                  "population of its predicted coherence; Sigma: each point's predicted noise, sigma^2 = s0 + s1 C + "
-                 "s2 C^2 fitted to the measured errors) per second of measurement (repetitions x (shot + dark reference "
-                 "shot) summed over its points); highest first")
+                 "s2 C^2 fitted to the measured errors) per second of measurement (repetitions x shot + dark_repetitions x "
+                 "dark reference shot, summed over its points); highest first")
 DEFAULT_CANDIDATES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64)
 """Echo and CPMG-n; the FID is none of them (its 14N hyperfine beats are not in the model)."""
 MIN_POINTS = 8
 """A candidate with fewer playable times than this is not proposed (too few points to pin a decay)."""
-DARK_SHOTS_PER_SHOT = 1
-"""Dark-reference shots interleaved with every shot of the sequence (rt.coherence.acquire_coherence)."""
+DARK_FRACTION = 0.33
+"""Dark-reference shots interleaved per shot of the sequence when the caller does not say (the rig's
+default `[coherence] dark_fraction`; rt.coherence plays round(fraction x repetitions), at least one)."""
 DEFAULT_REPETITIONS = 10_000_000
 """Shots per point when the caller does not say (the rig's default `[coherence] repetitions`)."""
 
@@ -87,6 +88,7 @@ class CandidatePlan:
     timing: ShotTiming = field(default_factory=ShotTiming)
     repetitions: int = DEFAULT_REPETITIONS
     min_points: int = MIN_POINTS
+    dark_fraction: float = DARK_FRACTION
     omega: np.ndarray | None = None
     """The frequencies (rad/s) of `sensitivity` (a loop's fixed grid); None: those the caller passes."""
 
@@ -127,12 +129,14 @@ def feasible_times(n_pulses: int, times: np.ndarray, timing: ShotTiming) -> np.n
 
 
 def measurement_time(n_pulses: int, times: np.ndarray, timing: ShotTiming, repetitions: int,
-                     dark_per_shot: int = DARK_SHOTS_PER_SHOT) -> float:
-    """Seconds to measure CPMG-n at `times` (s): repetitions x sum over points of the compiled shot's
-    length plus `dark_per_shot` dark-reference shots (ValueError for a time the pulses cannot play)."""
+                     dark_fraction: float = DARK_FRACTION) -> float:
+    """Seconds to measure CPMG-n at `times` (s): per point, repetitions x the compiled shot's length plus
+    max(1, round(dark_fraction x repetitions)) dark-reference shots (ValueError for a time the pulses
+    cannot play)."""
     dark = reference_shot(dark=True, timing=timing).length_s
+    dark_reps = max(1, int(round(dark_fraction * repetitions)))
     shots = sum(coherence_shot(float(t), cpmg_pulse_times(float(t), int(n_pulses)), timing).length_s for t in times)
-    return float(repetitions) * (shots + dark_per_shot * dark * len(times))
+    return float(repetitions) * shots + float(dark_reps) * dark * len(times)
 
 
 def predict_coherence(fit: SpectrumFit, n_pulses: int, t: np.ndarray, pi_s: float = 0.0) -> np.ndarray:
@@ -167,12 +171,14 @@ def candidate_times(data: CoherenceSet, points: int = 40) -> np.ndarray:
 
 def rank_candidates(fit: SpectrumFit, data: CoherenceSet, candidates, omega: np.ndarray, *,
                     times: np.ndarray | None = None, timing: ShotTiming | None = None,
-                    repetitions: int | None = None, min_points: int | None = None) -> Proposal:
+                    repetitions: int | None = None, min_points: int | None = None,
+                    dark_fraction: float | None = None) -> Proposal:
     """Score, rank and split over frequency every candidate pulse number (module docstring).
 
-    `candidates`: pulse numbers >= 0, or a `CandidatePlan` (its times, timing, repetitions and
-    min_points are used unless given here; its omega, when set, replaces `omega`). Defaults: times log-spaced over the measured span,
-    `ShotTiming()` (a real NV's pulses), DEFAULT_REPETITIONS shots, MIN_POINTS."""
+    `candidates`: pulse numbers >= 0, or a `CandidatePlan` (its times, timing, repetitions, min_points
+    and dark_fraction are used unless given here; its omega, when set, replaces `omega`). Defaults:
+    times log-spaced over the measured span, `ShotTiming()` (a real NV's pulses), DEFAULT_REPETITIONS
+    shots, MIN_POINTS, DARK_FRACTION."""
     plan = candidates if isinstance(candidates, CandidatePlan) else CandidatePlan(tuple(np.atleast_1d(candidates)))
     cands = np.asarray(plan.pulses)
     if cands.ndim != 1 or cands.size == 0 or cands.dtype.kind not in "iu" or (cands < 0).any():
@@ -181,6 +187,7 @@ def rank_candidates(fit: SpectrumFit, data: CoherenceSet, candidates, omega: np.
     timing = timing or plan.timing
     reps = int(repetitions or plan.repetitions)
     need = int(min_points or plan.min_points)
+    dark_fraction = plan.dark_fraction if dark_fraction is None else dark_fraction
     omega = np.asarray(plan.omega if plan.omega is not None else omega, dtype=float)
     t_all = np.asarray(times if times is not None else plan.times if plan.times is not None
                        else candidate_times(data), dtype=float)
@@ -200,7 +207,7 @@ def rank_candidates(fit: SpectrumFit, data: CoherenceSet, candidates, omega: np.
         c = predict_coherence(fit, int(n), t, pi_s=timing.pi_s)
         sigma = noise.sigma(c.mean(0))
         info[i] = expected_information(c, sigma)
-        secs[i] = measurement_time(int(n), t, timing, reps)
+        secs[i] = measurement_time(int(n), t, timing, reps, dark_fraction)
         scores[i] = info[i] / secs[i]
         filt = filter_function(omega[None, :] * t[:, None], int(n)) / (np.pi * omega[None, :] ** 2)
         spread = c.mean(0)[:, None] * filt * half_width[None] / sigma[:, None]

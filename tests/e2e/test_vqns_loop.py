@@ -77,6 +77,7 @@ def test_adaptive_loop_ends_completed_by_its_rule_and_stores_everything(tmp_path
             np.testing.assert_array_equal(played, loop_cfg.times[loop_cfg.times >= shortest_time(k, timing)])
         assert np.isfinite(c[0, :20]).all()
         assert np.allclose(f["coherence/pi_s"][()], timing.pi_s)
+        assert json.loads(f.attrs["vqns_readout"]) == {"repetitions": 10_000_000, "dark_fraction": 0.33}  # the rig's
         assert f["vqns/steps/n_curves"][()].tolist() == [2, 3]
         assert f["vqns/steps/information_rate"][-1] < 1.0
         s_lo, s_hi = f["vqns/S_lo"][()], f["vqns/S_hi"][()]
@@ -117,7 +118,7 @@ def _curve(n: int, t: np.ndarray, seq: int) -> Coherence:
 
 def _run_start(timing: dict | None) -> RunStart:
     """The run's run_start as the rig sends it: its config's coherence table (no timing when None)."""
-    table = {"repetitions": 1000} if timing is None else {"repetitions": 1000, "timing": timing}
+    table = {"repetitions": 1000, "dark_fraction": 0.5, **({} if timing is None else {"timing": timing})}
     return RunStart(run_id="vqns-unit", seq=0, run_kind="vqns", config={"coherence": table})
 
 
@@ -133,7 +134,7 @@ def test_controller_fits_on_its_own_thread_and_the_analysis_waits_for_it():
         assert host.sent == []  # the first curves wait for the run's pulse timing (its run_start)
         host.observers[0](_run_start({"pi_s": 40e-9, "pi_half_s": 20e-9}))
         assert [(c, f["n_pulses"]) for c, f, _ in host.sent] == [(MeasureCoherence, 1), (MeasureCoherence, 2)]
-        assert ctl.repetitions == 1000 and ctl.timing.pi_s == 40e-9
+        assert ctl.repetitions == 1000 and ctl.dark_fraction == 0.5 and ctl.timing.pi_s == 40e-9
         calls = []
         for seq, n in enumerate((1, 2), start=1):
             t0 = time.perf_counter()

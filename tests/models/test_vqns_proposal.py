@@ -80,13 +80,15 @@ def test_expected_information_is_the_log_det_of_the_predicted_covariance():
 
 
 def test_measurement_time_counts_every_shot_and_its_dark_reference():
-    """repetitions x sum over points of (the sequence's shot + one dark reference shot), from the
-    shot's layout: lead, t, half the last pi/2, tail, laser; the dark one: lead, half a pi, tail, laser."""
+    """Per point, repetitions x the sequence's shot + round(dark_fraction x repetitions) dark reference
+    shots, from the shot's layout: lead, t, half the last pi/2, tail, laser; the dark one: lead, half a
+    pi, tail, laser."""
     timing = ShotTiming(pi_s=60e-9, pi_half_s=30e-9, lead_s=0.8e-6, tail_s=0.2e-6, laser_s=2.5e-6, gate_s=0.3e-6)
     t = np.array([1e-6, 5e-6, 20e-6])
     shots = (timing.lead_s + t + timing.pi_half_s / 2 + timing.tail_s + timing.laser_s).sum()
     dark = timing.lead_s + timing.pi_s / 2 + timing.tail_s + timing.laser_s
-    assert measurement_time(4, t, timing, 1000) == pytest.approx(1000 * (shots + 3 * dark), rel=1e-12)
+    assert measurement_time(4, t, timing, 1000, 1.0) == pytest.approx(1000 * (shots + 3 * dark), rel=1e-12)
+    assert measurement_time(4, t, timing, 1000, 0.33) == pytest.approx(1000 * shots + 330 * 3 * dark, rel=1e-12)
     with pytest.raises(ValueError, match="overlap"):  # a time the pulses cannot play has no duration
         measurement_time(64, np.array([0.1e-6]), timing, 1000)
 
