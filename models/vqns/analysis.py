@@ -23,8 +23,9 @@ BAND_WIDTH_PERCENTILE = 90
 
 @dataclass(frozen=True)
 class SpectrumAnalysis:
-    """The fit, its band (S_mean, S_lo, S_hi in rad^2/s) on `omega` (rad/s), the ranked proposal,
-    the band's width (dimensionless, `BAND_WIDTH_PERCENTILE`) and the wall time of it all (s)."""
+    """The fit, its band (S_fit, S_lo, S_hi in rad^2/s: the reported spectrum, a fit to the data
+    (`SpectrumFit.point`), and the population's 16th/84th percentiles) on `omega` (rad/s), the ranked
+    proposal, the band's width (dimensionless, `BAND_WIDTH_PERCENTILE`) and the wall time of it all (s)."""
 
     fit: SpectrumFit
     omega: np.ndarray
@@ -41,8 +42,9 @@ def frequency_grid(fit: SpectrumFit, points: int = N_FREQUENCIES) -> np.ndarray:
 
 def analyse_curves(data: CoherenceSet, cfg: FitConfig, candidates: Sequence[int] | np.ndarray,
                    warm: SpectrumFit | None = None, points: int = N_FREQUENCIES) -> SpectrumAnalysis:
-    """Fit (warm from a previous fit when given), band on the frequency grid, candidates ranked
-    (pulse numbers >= 0; ValueError otherwise). Never raises for a bad fit: `fit.ok` says."""
+    """Fit (warm from a previous fit when given; M chosen as `cfg.lorentzians` says), band (S_fit,
+    S_lo, S_hi) on the frequency grid, candidates ranked (pulse numbers >= 0; ValueError otherwise).
+    Never raises for a bad fit: `fit.ok` says."""
     t0 = time.perf_counter()
     with np.errstate(all="ignore"):  # the optimizer probes overflowing steps and rejects them itself
         fit = fit_spectrum(data, cfg, warm=warm)
