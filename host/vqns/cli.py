@@ -2,11 +2,13 @@
 (docs/cli.md section 6; docs/physics.md section 3).
 
 IN.npz: `n_pulses` int (S,), `t` (S, T) s (rows may be padded with NaN), `coherence` (S, T),
-optional `sigma` (S, T), optional `candidates` int (K,).
-OUT.npz: the spectrum band `omega`, `S_mean`, `S_lo`, `S_hi` (F,), every restart's `loss`
-(reduced chi^2) and `success` (N,), the ranked `next_n_pulses` and the `sensitivity` (K, F),
-with the rules that made them (`band_method`, `proposal_rule`), the configuration, the seed and
-the software version.
+optional `sigma` (S, T), optional `pi_s` (the pi-pulse duration in s, one or one per curve;
+default 0, ideal pulses), optional `candidates` int (K,).
+OUT.npz: the fitted spectrum `S_fit` (what it is: `spectrum_estimate`) and its band `S_lo`,
+`S_hi` on `omega` (F,), the number of Lorentzians used (`lorentzians_chosen`, and how:
+`lorentzian_selection`), the readout terms, every restart's `loss` (reduced chi^2) and
+`success` (N,), the ranked `next_n_pulses` and the `sensitivity` (K, F), with the rules that made
+them (`band_method`, `proposal_rule`), the configuration, the seed and the software version.
 
 Exit codes: 0 fitted; 2 bad input (one line on stderr naming the file and the problem, nothing
 written); 3 no sum of Lorentzians fits (OUT still written, one line on stderr).
@@ -24,11 +26,11 @@ from nvscope.proto.npz_files import check_out, load_npz, software_version, write
 
 EXIT_OK = 0
 EXIT_FIT_FAILED = 3
-DEFAULT_RESTARTS, DEFAULT_LORENTZIANS, DEFAULT_SEED = 100, 3, 0
+DEFAULT_RESTARTS, DEFAULT_LORENTZIANS, DEFAULT_SEED = 100, "auto", 0
 """FitConfig's defaults, repeated so that building the parser does not import the fit (numba)."""
 MAX_RESTARTS = 10_000  # 100 give a band; 10^6 took minutes and ended in a MemoryError
-MAX_LORENTZIANS = 12  # beyond 4 the amplitudes are solved row by row (slower)
-"""The amplitude projection enumerates the supports of M amplitudes (2^M): keep M small."""
+MAX_LORENTZIANS = 24
+"""= models.vqns.fit.MAX_LORENTZIANS (a test checks), repeated for the same reason."""
 SENSITIVITY_ORDER = ("rows of `sensitivity` and entries of `scores` follow `candidates` (the input "
                      "order), not `next_n_pulses`")
 
@@ -48,8 +50,9 @@ def add_vqns_parser(subparsers) -> argparse.ArgumentParser:
     f.add_argument("-o", "--out", required=True, metavar="OUT.npz", help="where to write the result")
     f.add_argument("--restarts", type=int, default=DEFAULT_RESTARTS,
                    help=f"random starts of the fit, 1..{MAX_RESTARTS} (default {DEFAULT_RESTARTS})")
-    f.add_argument("--lorentzians", type=int, default=DEFAULT_LORENTZIANS,
-                   help=f"Lorentzians in the spectrum, 1..{MAX_LORENTZIANS} (default {DEFAULT_LORENTZIANS})")
+    f.add_argument("--lorentzians", default=DEFAULT_LORENTZIANS,
+                   help=f"Lorentzians in the spectrum, 1..{MAX_LORENTZIANS}, or 'auto': chosen by an information "
+                        f"criterion, recorded in OUT (default {DEFAULT_LORENTZIANS})")
     f.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed, >= 0 (default {DEFAULT_SEED})")
     return v
 
@@ -75,11 +78,13 @@ def _fit(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     step = analyse_curves(data, cfg, candidates)
     fit, proposal = step.fit, step.proposal
-    s_mean, s_lo, s_hi = step.band
+    s_fit, s_lo, s_hi = step.band
     result = {
-        "omega": step.omega, "S_mean": s_mean, "S_lo": s_lo, "S_hi": s_hi,
+        "omega": step.omega, "S_fit": s_fit, "S_lo": s_lo, "S_hi": s_hi, "spectrum_estimate": fit.estimate,
+        "lorentzians_chosen": fit.lorentzians, "lorentzian_selection": fit.selection,
+        "readout_amplitude": fit.amplitude, "readout_offset": fit.offset,
         "loss": fit.chi2 / fit.dof, "success": np.asarray(fit.success, dtype=bool),
-        "a": fit.a, "w0": fit.w0, "g": fit.g,
+        "a": fit.a, "w0": fit.w0, "g": fit.g, "pi_s": data.pi_s,
         "next_n_pulses": proposal.ranked.astype(np.int64),
         "candidates": proposal.candidates.astype(np.int64), "scores": proposal.scores,
         "sensitivity": proposal.sensitivity, "sensitivity_order": SENSITIVITY_ORDER,
@@ -106,11 +111,14 @@ def _config(args: argparse.Namespace):
 
     if not 1 <= args.restarts <= MAX_RESTARTS:
         raise InputError(f"--restarts must be 1..{MAX_RESTARTS}, got {args.restarts}")
-    if not 1 <= args.lorentzians <= MAX_LORENTZIANS:
-        raise InputError(f"--lorentzians must be 1..{MAX_LORENTZIANS}, got {args.lorentzians}")
+    m = str(args.lorentzians).strip().lower()
+    if m != "auto":
+        if not m.isdigit() or not 1 <= int(m) <= MAX_LORENTZIANS:
+            raise InputError(f"--lorentzians must be 1..{MAX_LORENTZIANS} or auto, got {args.lorentzians!r}")
+        m = int(m)
     if args.seed < 0:
         raise InputError(f"--seed must be >= 0, got {args.seed}")
-    return FitConfig(lorentzians=args.lorentzians, restarts=args.restarts, seed=args.seed)
+    return FitConfig(lorentzians=m, restarts=args.restarts, seed=args.seed)
 
 
 def _read_input(path: str):
@@ -118,7 +126,7 @@ def _read_input(path: str):
     from nvscope.models.vqns.data import CoherenceDataError, coherence_set
     from nvscope.models.vqns.proposal import DEFAULT_CANDIDATES
 
-    arrays = load_npz(path, ("n_pulses", "t", "coherence", "sigma", "candidates"))
+    arrays = load_npz(path, ("n_pulses", "t", "coherence", "sigma", "pi_s", "candidates"))
     for key in ("n_pulses", "t", "coherence"):
         if key not in arrays:
             raise InputError(f"{path}: missing required array `{key}`")
@@ -127,8 +135,9 @@ def _read_input(path: str):
         raise InputError(f"{path}: `n_pulses` must be a non-empty 1-D array, got shape {n_pulses.shape}")
     t, c = _reals(arrays["t"], "t", path), _reals(arrays["coherence"], "coherence", path)
     sigma = _reals(arrays["sigma"], "sigma", path) if "sigma" in arrays else None
+    pi_s = _reals(arrays["pi_s"], "pi_s", path) if "pi_s" in arrays else None
     try:
-        data = coherence_set(n_pulses, t, c, sigma)
+        data = coherence_set(n_pulses, t, c, sigma, pi_s)
     except CoherenceDataError as exc:
         raise CoherenceDataError(f"{path}: {exc}") from None
     if "candidates" in arrays:

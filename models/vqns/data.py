@@ -110,6 +110,11 @@ def coherence_set(n_pulses, t, coherence, sigma=None, pi_s=None) -> CoherenceSet
     if tp.ndim > 1 or tp.size not in (1, n.size) or not np.isfinite(tp).all() or (tp < 0).any():
         raise CoherenceDataError(f"pi_s must be one duration >= 0 s or one per curve ({n.size}), got {pi_s!r}")
     tp = np.broadcast_to(tp.reshape(-1), n.shape).copy()
+    crowded = mask & (n[:, None] * tp[:, None] > t * (1.0 + 1e-9))
+    if crowded.any():
+        i, j = np.argwhere(crowded)[0]
+        raise CoherenceDataError(f"row {i}: CPMG-{n[i]} at t = {t[i, j]:.4g} s cannot hold {n[i]} pi pulses of "
+                                 f"{tp[i]:.3g} s (pi_s); no rig plays that point")
     t = np.where(mask, t, np.nan)
     c = np.where(mask, c, np.nan)
     if sigma is None:

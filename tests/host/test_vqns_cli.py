@@ -15,6 +15,7 @@ from nvscope.host.vqns import cli as vqns_cli
 from nvscope.host.vqns.cli import main
 from nvscope.models.vqns.analysis import N_FREQUENCIES
 from nvscope.models.vqns.attenuation import attenuation
+from nvscope.models.vqns import fit as fit_module
 from nvscope.models.vqns.fit import FitConfig
 from nvscope.models.vqns.proposal import DEFAULT_CANDIDATES
 from nvscope.proto.version import software_version
@@ -59,7 +60,7 @@ def test_contract_keys_shapes_dtypes(fitted):
     assert rc == 0, err
     assert err == ""
     F = N_FREQUENCIES
-    for key in ("omega", "S_mean", "S_lo", "S_hi"):
+    for key in ("omega", "S_fit", "S_lo", "S_hi"):
         assert z[key].shape == (F,) and z[key].dtype == np.float64, key
         assert np.isfinite(z[key]).all(), key
     assert (np.diff(z["omega"]) > 0).all() and z["omega"][0] > 0
@@ -72,7 +73,10 @@ def test_contract_keys_shapes_dtypes(fitted):
     assert (z["candidates"] == CANDIDATES).all()                       # sensitivity rows in input order
     assert z["sensitivity"].shape == (len(CANDIDATES), F)
     assert (z["next_n_pulses"] == CANDIDATES[np.argsort(-z["scores"], kind="stable")]).all()
-    for key in ("band_method", "proposal_rule", "message", "sensitivity_order", "software_version"):
+    assert int(z["lorentzians_chosen"]) == 2 and "S_mean" not in z
+    assert np.isfinite(float(z["readout_amplitude"])) and np.isfinite(float(z["readout_offset"]))
+    for key in ("band_method", "proposal_rule", "message", "sensitivity_order", "software_version",
+                "spectrum_estimate", "lorentzian_selection"):
         assert z[key].dtype.kind == "U" and str(z[key]), key
     assert str(z["software_version"]) == software_version()
     assert "candidates" in str(z["sensitivity_order"])
@@ -120,7 +124,7 @@ def test_fit_that_never_succeeds_still_writes_out(tmp_path):
     with np.load(tmp_path / "out.npz", allow_pickle=False) as z:
         assert not bool(z["ok"])
         assert np.nanmin(z["loss"]) > 3.0
-        assert z["loss"].shape == (20,) and z["S_mean"].shape == (N_FREQUENCIES,)
+        assert z["loss"].shape == (20,) and z["S_fit"].shape == (N_FREQUENCIES,)
         assert "no sum of 1 Lorentzians" in str(z["message"])
 
 
@@ -181,8 +185,11 @@ def _bad_inputs():
         ("empty candidates", npz(candidates=np.array([], dtype=int)), [], ["in.npz", "candidates", "non-empty"]),
         ("restarts 0", npz(), ["--restarts", "0"], ["--restarts", "1..10000"]),
         ("restarts 10^6", npz(), ["--restarts", "1000000"], ["--restarts", "1..10000", "1000000"]),
-        ("lorentzians 0", npz(), ["--lorentzians", "0"], ["--lorentzians", "1..12"]),
-        ("lorentzians 13", npz(), ["--lorentzians", "13"], ["--lorentzians", "1..12"]),
+        ("lorentzians 0", npz(), ["--lorentzians", "0"], ["--lorentzians", "1..24 or auto"]),
+        ("lorentzians 25", npz(), ["--lorentzians", "25"], ["--lorentzians", "1..24 or auto", "25"]),
+        ("lorentzians typo", npz(), ["--lorentzians", "atuo"], ["--lorentzians", "1..24 or auto", "atuo"]),
+        ("negative pi_s", npz(pi_s=np.array(-4e-8)), [], ["in.npz", "pi_s", ">= 0"]),
+        ("pulses that cannot fit", npz(pi_s=np.array(4e-8)), [], ["in.npz", "row 2", "CPMG-16", "cannot hold"]),
         ("negative seed", npz(), ["--seed", "-1"], ["--seed", ">= 0"]),
         ("no output folder", npz(), ["-o", "{d}/nowhere/out.npz"], ["nowhere", "does not exist"]),
     ]
@@ -220,6 +227,7 @@ def test_parser_defaults_are_the_fit_defaults():
     args = parser.parse_args(["vqns", "fit", "in.npz", "-o", "out.npz"])
     cfg = FitConfig()
     assert (args.restarts, args.lorentzians, args.seed) == (cfg.restarts, cfg.lorentzians, cfg.seed)
+    assert vqns_cli.MAX_LORENTZIANS == fit_module.MAX_LORENTZIANS
     assert args.vqns_action == "fit" and args.input == "in.npz" and args.out == "out.npz"
 
 
@@ -233,3 +241,25 @@ def test_nvscope_cli_dispatches_vqns(tmp_path):
     with contextlib.redirect_stderr(err):
         rc = cli.main(["vqns", "fit", str(tmp_path / "absent.npz"), "-o", str(tmp_path / "out.npz")])
     assert rc == 2 and "absent.npz" in err.getvalue() and "no such file" in err.getvalue()
+
+
+def test_auto_lorentzians_are_chosen_and_recorded(tmp_path):
+    """The default `--lorentzians auto` picks M by its criterion and says which M and why in OUT."""
+    _write(tmp_path / "in.npz")
+    rc, out, err = run(["vqns", "fit", str(tmp_path / "in.npz"), "-o", str(tmp_path / "out.npz"),
+                        "--restarts", "20", "--seed", "1"])
+    assert rc == 0, err
+    with np.load(tmp_path / "out.npz") as z:
+        assert str(z["lorentzians"]) == "auto"
+        m = int(z["lorentzians_chosen"])
+        assert 1 <= m <= vqns_cli.MAX_LORENTZIANS and z["a"].shape[1] == m
+        assert str(m) in str(z["lorentzian_selection"])
+
+
+def test_pi_pulse_duration_reaches_the_fit(tmp_path):
+    """IN's `pi_s` is the pulse length the curves were played with; OUT records it per curve."""
+    _write(tmp_path / "in.npz", pi_s=np.array(4e-9))
+    rc, _, err = run(["vqns", "fit", str(tmp_path / "in.npz"), "-o", str(tmp_path / "out.npz"), *FAST])
+    assert rc == 0, err
+    with np.load(tmp_path / "out.npz") as z:
+        assert np.allclose(z["pi_s"], 4e-9) and z["pi_s"].shape == (len(NS),)
