@@ -128,6 +128,8 @@ class SpectrumFit:
     """Readout offset B of the point estimate (coherence units)."""
     boot_amplitude: np.ndarray = field(default_factory=lambda: np.ones(0))
     boot_offset: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    rungs: dict = field(default_factory=dict)
+    """Best chi^2 at every M tried ({M: chi^2}, against the sigma used; continuation makes it fall with M)."""
 
     @property
     def best(self) -> int:
@@ -249,6 +251,8 @@ def _residual_fn(data: CoherenceSet, targets: np.ndarray, tau: float, readout: b
         return r, J
 
     def terms(theta: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not len(theta):
+            return np.ones(0), np.zeros(0)
         *_, amp, off, _ = model(theta, rows, False)
         return amp, off
 
@@ -434,18 +438,20 @@ def fit_spectrum(data: CoherenceSet, cfg: FitConfig = FitConfig(), warm: Spectru
     raises for a bad fit: `ok` and `message` say."""
     rng = np.random.default_rng(cfg.seed)
     fitter = _Fitter(data, cfg, rng)
-    R = cfg.restarts
     timings: dict = {}
     t0 = time.perf_counter()
     auto = cfg.lorentzians == "auto"
     scores: dict[int, float] = {}
+    rungs: dict[int, float] = {}
     chosen: _Rung | None = None
     how = ""
     warm_m = int(warm.lorentzians or warm.a.shape[1]) if warm is not None else 0
     if warm is not None and (auto or warm_m == cfg.lorentzians):
-        chosen, how = _warm_update(fitter, warm, warm_m, auto, scores, timings)
+        chosen, how = _warm_update(fitter, warm, warm_m, auto, scores, timings, rungs)
     if chosen is None:
-        chosen, how = _cold(fitter, auto, scores, warm)
+        scores.clear()
+        rungs.clear()
+        chosen, how = _cold(fitter, auto, scores, warm, rungs)
     timings["restarts_s"] = time.perf_counter() - t0
     m = chosen.m
     criterion = ("BIC = chi^2 + P ln N" if fitter.given else "BIC = N ln(RSS/N) + P ln N (sigma not given)")
@@ -454,10 +460,13 @@ def fit_spectrum(data: CoherenceSet, cfg: FitConfig = FitConfig(), warm: Spectru
         selection = f"auto: {criterion}, P = 3M + {fitter.params(0)}, N = {fitter.n}: {listed}; {how}"
     else:
         selection = f"fixed: M = {m} (FitConfig.lorentzians); {how}" + (f"; {criterion}: {listed}" if listed else "")
-    return _finish(fitter, chosen, selection, timings, warm)
+    fit = _finish(fitter, chosen, selection, timings, warm)
+    scale = fit.chi2[fit.best] / chosen.chi2.min() if chosen.chi2.min() > 0 else 1.0
+    fit.rungs = {k: float(v * scale) for k, v in sorted(rungs.items())}
+    return fit
 
 
-def _cold(fitter: _Fitter, auto: bool, scores: dict, warm: SpectrumFit | None) -> tuple[_Rung, str]:
+def _cold(fitter: _Fitter, auto: bool, scores: dict, warm: SpectrumFit | None, rungs: dict) -> tuple[_Rung, str]:
     """A fit from scratch: the auto ladder, or the continuation rungs up to the fixed M."""
     cfg = fitter.cfg
     R = cfg.restarts
@@ -470,16 +479,18 @@ def _cold(fitter: _Fitter, auto: bool, scores: dict, warm: SpectrumFit | None) -
         for k, m in enumerate(steps):
             last = k == len(steps) - 1
             prev = fitter.rung(m, prev, R if last or m <= 4 else max(R // 2, 4), extra_for.get(m))
+            rungs[m] = float(prev.chi2.min())
             if len(steps) > 1:
                 scores[m] = fitter.criterion(prev)
         text = "continued from M = " + ", ".join(map(str, steps[:-1])) if len(steps) > 1 else "one rung"
         return prev, text
     prev, best, since = None, None, 0
-    rungs: dict[int, _Rung] = {}
+    kept: dict[int, _Rung] = {}
     stop = f"stopped after {AUTO_PATIENCE} rungs without improvement"
     for m in LADDER:
         prev = fitter.rung(m, prev, R if m <= 4 else max(R // 2, 4), extra_for.get(m))
-        rungs[m] = prev
+        kept[m] = prev
+        rungs[m] = float(prev.chi2.min())
         scores[m] = fitter.criterion(prev)
         if best is None or scores[m] < scores[best]:
             best, since = m, 0
@@ -489,11 +500,11 @@ def _cold(fitter: _Fitter, auto: bool, scores: dict, warm: SpectrumFit | None) -
                 break
     else:
         stop = f"ladder ended at M = {LADDER[-1]}"
-    return rungs[best], stop
+    return kept[best], stop
 
 
 def _warm_update(fitter: _Fitter, warm: SpectrumFit, m0: int, auto: bool, scores: dict,
-                 timings: dict) -> tuple[_Rung | None, str]:
+                 timings: dict, rungs: dict) -> tuple[_Rung | None, str]:
     """Incremental update: the previous successes go straight to the polish, beside a few fresh
     probes (no revivals, half the iterations); with "auto" also the neighbouring rungs (one
     Lorentzian-step up by continuation, one down by dropping the smallest). None: a cold fit is needed
@@ -514,6 +525,7 @@ def _warm_update(fitter: _Fitter, warm: SpectrumFit, m0: int, auto: bool, scores
         timings["warm_fallback"] = 1.0
         return None, ""
     here = _Rung(m0, theta, chi2, iters + np.concatenate([np.zeros(len(kept), dtype=np.int64), it_f]))
+    rungs[m0] = float(chi2.min())
     if not auto:
         return here, f"warm update from the previous fit's {len(kept)} successes"
     scores[m0] = fitter.criterion(here)
@@ -522,10 +534,10 @@ def _warm_update(fitter: _Fitter, warm: SpectrumFit, m0: int, auto: bool, scores
     n_side = max(4, cfg.restarts // 10)
     if k is not None and k + 1 < len(LADDER):
         up = fitter.rung(LADDER[k + 1], here, n_side, fresh_share=0.0)
-        candidates[up.m], scores[up.m] = up, fitter.criterion(up)
+        candidates[up.m], scores[up.m], rungs[up.m] = up, fitter.criterion(up), float(up.chi2.min())
     if k is not None and k > 0:
         down = fitter.rung(LADDER[k - 1], here, n_side, fresh_share=0.0)
-        candidates[down.m], scores[down.m] = down, fitter.criterion(down)
+        candidates[down.m], scores[down.m], rungs[down.m] = down, fitter.criterion(down), float(down.chi2.min())
     best = min(scores, key=scores.get)
     return candidates[best], f"warm update: M = {m0} and its neighbours on the ladder"
 

@@ -1,4 +1,4 @@
-"""The variational fit: recovers a known 3-Lorentzian spectrum; validates its input."""
+"""The variational fit: recovers a known 3-Lorentzian spectrum (M fixed at 3, the truth); validates its input."""
 
 from __future__ import annotations
 
@@ -27,13 +27,13 @@ def curves(noise: float, seed: int = 1):
 
 def test_fit_recovers_three_lorentzians():
     data = curves(0.005)
-    fit = fit_spectrum(data, FitConfig(restarts=100, seed=0))
+    fit = fit_spectrum(data, FitConfig(lorentzians=3, restarts=100, seed=0))
     assert fit.ok, fit.message
     assert fit.chi2[fit.best] / fit.dof < 1.3
     omega = np.geomspace(*fit.omega_range, 200)
     truth = lorentzian_spectrum(omega, A, W0, G)
-    s_mean, s_lo, s_hi = fit.band(omega)
-    assert np.sqrt(np.mean(np.log(s_mean / truth) ** 2)) < 0.2
+    s_fit, s_lo, s_hi = fit.band(omega)
+    assert np.sqrt(np.mean(np.log(s_fit / truth) ** 2)) < 0.2
     assert (s_lo <= s_hi).all() and np.median(s_hi / s_lo) > 1.0  # a band, not a line
 
 
@@ -70,10 +70,10 @@ def test_bad_curves_are_one_clear_error(mutate, words):
 def test_fit_recovers_three_lorentzians_from_noise_free_curves():
     t = np.array([np.geomspace(0.05e-6, 30e-6, 40) for _ in NS])
     c = np.exp(-sum(attenuation(A[j], W0[j], G[j], t, NS[:, None]) for j in range(3)))
-    fit = fit_spectrum(coherence_set(NS, t, c), FitConfig(restarts=100, seed=0))
+    fit = fit_spectrum(coherence_set(NS, t, c), FitConfig(lorentzians=3, restarts=100, seed=0))
     omega = np.geomspace(*fit.omega_range, 200)
-    s_mean, _, _ = fit.band(omega)
-    assert np.sqrt(np.mean(np.log(s_mean / lorentzian_spectrum(omega, A, W0, G)) ** 2)) < 1e-3
+    s_fit, _, _ = fit.band(omega)
+    assert np.sqrt(np.mean(np.log(s_fit / lorentzian_spectrum(omega, A, W0, G)) ** 2)) < 1e-3
 
 
 def test_band_covers_the_truth_on_noisy_curves():
@@ -81,7 +81,7 @@ def test_band_covers_the_truth_on_noisy_curves():
     frequencies on average over independent noise realizations (sigma = 0.01)."""
     coverage = []
     for seed in (1, 2, 3):
-        fit = fit_spectrum(curves(0.01, seed), FitConfig(restarts=100, seed=0))
+        fit = fit_spectrum(curves(0.01, seed), FitConfig(lorentzians=3, restarts=100, seed=0))
         omega = np.geomspace(*fit.omega_range, 200)
         truth = lorentzian_spectrum(omega, A, W0, G)
         _, s_lo, s_hi = fit.band(omega)
