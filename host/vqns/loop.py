@@ -513,11 +513,14 @@ _LOST = object()
 
 
 def _cast(hint, value):
-    """`value` (from JSON) as annotated by `hint` (int, float, str, tuple[int, ...], or a union of them); _LOST if none fits."""
+    """`value` (from JSON) as annotated by `hint` (bool, int, float, str, tuple[int, ...], or a union of them);
+    _LOST if none fits."""
     for kind in typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
             else (hint,):
         if typing.get_origin(kind) is tuple and isinstance(value, list) and all(type(v) is int for v in value):
             return tuple(value)
+        if kind is bool and type(value) is bool:
+            return value
         if kind is int and type(value) is int:
             return value
         if kind is float and type(value) in (int, float):
