@@ -1,33 +1,25 @@
-"""VQNS noise spectroscopy: fit speed against a paper-style baseline, incremental update, accuracy.
+"""VQNS noise spectroscopy benchmark: the numbers issue 13 asks for, then the older comparisons.
 
-    python benchmarks/bench_vqns.py [--sections 1,2,3]
+    python benchmarks/bench_vqns.py [--quick] [--sections speed,incremental,accuracy,nnls,baseline,kernel]
 
-Every figure is measured in this run; speeds are printed as ratios to a baseline run here too.
+Every figure is measured in this run (wall times on this machine, whatever else it runs: the load
+average is printed). Default sections: speed, incremental, accuracy, nnls; `--quick` runs a reduced
+configuration (fewer restarts, noisy cases only) whose PASS/FAIL lines are marked as such.
 
-1. Fit speed on one 7-curve data set (3-Lorentzian spectrum, FID, echo, CPMG-2, 3, 8, 16, 32,
-   40 log-spaced times 0.05-30 us, Gaussian noise sigma = 0.01, closed-form truth):
-   (a) paper-style baseline (VQNS paper, Sec. II and App. B): one restart at a time, its own
-       torch Adam optimizer (lr 0.05 on the log-parameters ln(a tau^2), ln(g tau), ln(w0 tau)),
-       random log-uniform start over the probed band (`fit.random_starts`, the same draw our fit
-       uses before its variable projection), the TEXTBOOK closed form in torch (float64), loss =
-       mean squared coherence residual, stop when the loss reaches the threshold or after 10,000
-       iterations. Threshold = our success rule: chi^2 <= chi^2_best(ours) + P + 3 sqrt(2P), P = 9,
-       i.e. loss <= that chi^2 * sigma^2 / N_points.
-       Timing: a few restarts of the torch loop are timed (capped, see BASELINE_TIMED_*) to get
-       seconds per Adam iteration. Statistics (success rate, iterations to success, iterations per
-       restart including the failures that run to the cap) come from the same Adam algorithm on
-       more starts, advanced as a batch with the stable numba kernel (Adam is element-wise, so each
-       row follows exactly its own single-restart trajectory; the timed torch restarts share their
-       starts with the first rows and their outcome is printed next to the batch's as a check).
-       Time per successful restart = iterations per restart x seconds per iteration / success rate.
-   (b) ours: `fit_spectrum(data, FitConfig(restarts=100))` (batched, wall time incl. its bootstrap band).
-2. Incremental update: cold fit of the 7 curves vs a fit of the first 6 then
-   `fit_spectrum(data7, cfg, warm=fit6)`; times, ratio and how far the two bands differ.
-3. Accuracy on simulated data (firmware_sim's quadrature truth, photon shot noise): 3 Lorentzians,
-   1/f, Ohmic, a narrow nuclear-spin-like line on a broad background. Definitions are printed.
-4. The kernel without gradients: `chi_values` (values-only kernel) against `chi_and_grads` on the
-   fit's arrays, and a whole `fit_spectrum` with the values-only kernel where no gradient is used
-   (LM trial steps, predictions) against the same fit with gradients computed everywhere.
+speed        fit_spectrum, 100 restarts, 10 sequences (echo .. CPMG-32) of 60 log-spaced points, Gaussian
+             noise sigma = 0.01 on a 3-Lorentzian bath (truth by firmware_sim's quadrature): wall time with
+             8 Lorentzians (goal <= 20 s on 2 cores) and with 20 (goal <= 60 s).
+incremental  the same curves: cold fit of all 10 vs fit of the first 9 then `fit_spectrum(data10, cfg,
+             warm=fit9)`, with the loop's default FitConfig (lorentzians="auto"): time ratio warm/cold
+             (goal <= 0.1).
+accuracy     Lorentzian (3 lines), 1/f, Ohmic, NV-proton-like (narrow line on a broad background) baths:
+             truth coherence by firmware_sim.qubit's quadrature (independent of the model), once with
+             photon shot noise (10^7 shots per point: sigma ~ 0.01-0.015) and once noise-free (fitted
+             with the same sigma as error bars); FitConfig(lorentzians="auto"). Columns and goals are
+             defined in the printout.
+nnls         models/vqns/nnls.py (batched non-negative amplitudes) against scipy.optimize.nnls row by row.
+baseline     the first pass's comparison with a paper-style Adam loop (3 Lorentzians, 7 curves).
+kernel       the values-only kernel against the one with gradients.
 """
 
 from __future__ import annotations
@@ -40,24 +32,288 @@ import time
 
 import numpy as np
 
-from nvscope.firmware_sim.qubit import (LorentzianNoise, NoiseSpectrum, OhmicNoise, OneOverFNoise,
-                                        SimQubit, shot_noise_coherence)
+from nvscope.firmware_sim.qubit import (LorentzianNoise, NoiseSpectrum, OhmicNoise, OneOverFNoise, chi_quadrature,
+                                        filter_function_cpmg, shot_noise_coherence)
 from nvscope.models.vqns import fit as fit_module, proposal as proposal_module, varpro as varpro_module
 from nvscope.models.vqns.attenuation import attenuation
 from nvscope.models.vqns.data import CoherenceSet, coherence_set
-from nvscope.models.vqns.filters import filter_function
 from nvscope.models.vqns.fit import FitConfig, SpectrumFit, fit_spectrum, random_starts
 from nvscope.models.vqns.kernel import chi_and_grads, chi_values, lorentzian_j, lorentzian_j_values
-from nvscope.models.vqns.proposal import predict_coherence
+from nvscope.models.vqns.nnls import nnls_batched
 
-# --- section 1 / 2 data set -------------------------------------------------------------------
+TWO_PI = 2 * np.pi
 A3 = np.array([4e10, 2e11, 1e10])  # rad^2/s^2
-W3 = np.array([2 * np.pi * 5e4, 2 * np.pi * 2e6, 2 * np.pi * 0.5e6])  # rad/s
+W3 = np.array([TWO_PI * 5e4, TWO_PI * 2e6, TWO_PI * 0.5e6])  # rad/s
 G3 = np.array([1e5, 3e5, 5e4])  # rad/s
+THREE_LINES = NoiseSpectrum(tuple(LorentzianNoise(A3[j], W3[j], G3[j]) for j in range(3)))
+RESTARTS = 100
+QUICK_RESTARTS = 30
+
+# speed / incremental data set: 10 sequences of 60 points
+SPEED_NS = np.array([1, 2, 3, 4, 6, 8, 12, 16, 24, 32])
+SPEED_T = (0.1e-6, 30e-6, 60)
+SPEED_SIGMA = 0.01
+
+# accuracy
+REPETITIONS = 10_000_000  # shots per point: sigma ~ 0.01-0.015 (photon shot noise)
+ACC_TIMES = 50
+SENSITIVE_SIGMAS = 1.0
+CORE_SIGMAS = 10.0
+"""A second, stricter mask (printed beside the first): where that move is >= 10 sigma."""
+
+GOALS: list[tuple[str, bool, str]] = []  # (goal, passed, measured) for the closing summary
+
+
+def section(title: str) -> None:
+    print()
+    print("=" * 100)
+    print(title)
+    print("=" * 100)
+
+
+def goal(name: str, passed: bool, measured: str, quick: bool) -> None:
+    """Print and remember one PASS/FAIL line."""
+    tag = ("PASS" if passed else "FAIL") + (" (quick run)" if quick else "")
+    print(f"  [{tag}] {name}: {measured}")
+    GOALS.append((name, passed, measured + (" (quick run)" if quick else "")))
+
+
+def truth_coherence(spectrum, ns, t) -> np.ndarray:
+    """exp(-chi) (S, T) by firmware_sim's quadrature of the filter integral (ideal pulses)."""
+    return np.array([np.exp(-chi_quadrature(spectrum, t, int(n))) for n in ns])
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# --- speed and incremental ---------------------------------------------------------------------
+
+
+def speed_data(seed: int = 1) -> CoherenceSet:
+    """10 sequences x 60 points of the 3-Lorentzian bath, Gaussian noise SPEED_SIGMA."""
+    t = np.geomspace(*SPEED_T[:2], SPEED_T[2])
+    c = truth_coherence(THREE_LINES, SPEED_NS, t)
+    rng = np.random.default_rng(seed)
+    noisy = c + SPEED_SIGMA * rng.standard_normal(c.shape)
+    return coherence_set(SPEED_NS, np.tile(t, (len(SPEED_NS), 1)), noisy, np.full(c.shape, SPEED_SIGMA))
+
+
+def bench_fit_speed(data: CoherenceSet, quick: bool) -> None:
+    section("SPEED: fit_spectrum, 100 restarts, 10 sequences of 60 points "
+            "(goals: M=8 <= 20 s, M=20 <= 60 s on 2 cores)")
+    print(f"data: n = {data.n_pulses.tolist()}, {data.t.shape[1]} log-spaced times {SPEED_T[0] * 1e6:.1f}-"
+          f"{SPEED_T[1] * 1e6:.0f} us, Gaussian noise sigma = {SPEED_SIGMA}, truth: 3 Lorentzians by quadrature")
+    for m, limit in ((8, 20.0), (20, 60.0)):
+        if quick and m == 20:
+            print("  M = 20: skipped in --quick")
+            continue
+        cfg = FitConfig(restarts=RESTARTS, lorentzians=m, seed=0)
+        t0 = time.perf_counter()
+        fit = fit_spectrum(data, cfg)
+        wall = time.perf_counter() - t0
+        tm = ", ".join(f"{k} {v:.1f} s" for k, v in fit.timings.items() if isinstance(v, float))
+        print(f"  M = {m}: wall {wall:.1f} s ({tm}); {fit.message}; ok={fit.ok}")
+        print(f"    continuation: {fit.selection}")
+        goal(f"fit_spectrum 100 restarts, M = {m}, 10 x 60 points <= {limit:.0f} s", wall <= limit,
+             f"{wall:.1f} s (load average {os.getloadavg()[0]:.1f})", False)
+
+
+def bench_incremental(data: CoherenceSet, quick: bool) -> None:
+    restarts = QUICK_RESTARTS if quick else RESTARTS
+    section(f"INCREMENTAL UPDATE: cold fit of 10 curves vs warm update from a 9-curve fit (restarts={restarts}, "
+            "lorentzians='auto'; goal: warm/cold <= 0.1)")
+    cfg = FitConfig(restarts=restarts, seed=0)
+    t0 = time.perf_counter()
+    cold = fit_spectrum(data, cfg)
+    t_cold = time.perf_counter() - t0
+    data9 = data.rows(np.arange(len(data.n_pulses) - 1))
+    t0 = time.perf_counter()
+    fit9 = fit_spectrum(data9, cfg)
+    t_nine = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    warm = fit_spectrum(data, cfg, warm=fit9)
+    t_warm = time.perf_counter() - t0
+    for name, f, tt in (("cold 10-curve fit", cold, t_cold), ("9-curve fit", fit9, t_nine),
+                        ("warm update to 10", warm, t_warm)):
+        tm = ", ".join(f"{k} {v:.2f}" for k, v in f.timings.items() if isinstance(v, float))
+        print(f"  {name}: {tt:.2f} s; M = {f.lorentzians}; {f.message}; timings: {tm}")
+        print(f"    {f.selection}")
+    omega = np.geomspace(*cold.omega_range, 300)
+    d = np.abs(np.log(warm.point(omega) / cold.point(omega)))
+    print(f"  warm vs cold point estimate: mean |ln S_warm - ln S_cold| = {d.mean():.3f} (max {d.max():.3f}); "
+          f"best reduced chi^2 cold {cold.chi2[cold.best] / cold.dof:.3f}, warm {warm.chi2[warm.best] / warm.dof:.3f}")
+    ratio = t_warm / t_cold
+    goal("incremental update <= 0.1 x cold fit", ratio <= 0.1, f"{ratio:.3f} x ({t_warm:.2f} s / {t_cold:.2f} s)",
+         quick)
+
+
+# --- accuracy ----------------------------------------------------------------------------------
+
+
+def accuracy_cases():
+    """(name, spectrum, measured n, (t_min, t_max), unmeasured n)."""
+    return [
+        ("Lorentzian x3", THREE_LINES, [0, 1, 2, 3, 8, 16, 32], (0.05e-6, 30e-6), [5, 12, 24]),
+        ("1/f", NoiseSpectrum((OneOverFNoise(2e11),)), [1, 2, 3, 4, 8, 16, 32], (0.1e-6, 60e-6), [5, 12, 24]),
+        ("Ohmic", NoiseSpectrum((OhmicNoise(eta=0.5, w_c=TWO_PI * 1e6),)), [0, 1, 2, 3, 4, 5, 6],
+         (0.05e-6, 30e-6), [8, 12]),
+        ("NV-proton-like", NoiseSpectrum((LorentzianNoise(4e11, 0.0, TWO_PI * 3e5),
+                                          LorentzianNoise(1e11, TWO_PI * 1.9e6, TWO_PI * 1e4))),
+         [0, 1, 2, 3, 8, 16, 32], (0.05e-6, 30e-6), [5, 12, 24]),
+    ]
+
+
+def sensitivity(spectrum, omega: np.ndarray, ns, t: np.ndarray, c_true: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """By how many of its sigma the most affected measured point's C = exp(-chi) moves when ln S changes
+    by 1 over one e-fold of omega there: max_points C(t) S(w) F(w t) / (pi w sigma)
+    (chi = (1/pi) int S F / w^2 dw); the sensitive frequencies are where it is >= SENSITIVE_SIGMAS."""
+    s = spectrum(omega)
+    best = np.zeros(omega.shape)
+    for i, n in enumerate(ns):
+        f = filter_function_cpmg(omega[None, :] * t[:, None], int(n))
+        best = np.maximum(best, (c_true[i][:, None] * s[None] * f / (np.pi * omega[None] * sigma[i][:, None])).max(0))
+    return best
+
+
+def accuracy_case(name, spectrum, ns, t_range, held, noisy: bool, restarts: int, seed: int) -> dict:
+    """Simulate, fit with lorentzians='auto', score against the truth at the sensitive frequencies."""
+    t = np.geomspace(*t_range, ACC_TIMES)
+    rng = np.random.default_rng(seed)
+    c_true = truth_coherence(spectrum, ns, t)
+    rows, sig = [], []
+    for n in ns:
+        c, s = shot_noise_coherence(spectrum, int(n), t, REPETITIONS, rng)
+        rows.append(c)
+        sig.append(s)
+    sig = np.array(sig)
+    c_meas = np.array(rows) if noisy else c_true
+    data = coherence_set(np.array(ns), np.tile(t, (len(ns), 1)), c_meas, sig)
+    t0 = time.perf_counter()
+    fit = fit_spectrum(data, FitConfig(restarts=restarts, seed=0))
+    wall = time.perf_counter() - t0
+    omega = np.geomspace(0.3 / t_range[1], 30 * max(ns) / t_range[0], 600)
+    weight = sensitivity(spectrum, omega, ns, t, c_true, sig)
+    sens = weight >= SENSITIVE_SIGMAS
+    s_fit, s_lo, s_hi = fit.band(omega[sens])
+    truth = spectrum(omega[sens])
+    err = np.log(s_fit / truth)
+    core = weight[sens] >= CORE_SIGMAS
+    noise = float(np.median(sig))
+    pred = [float(np.sqrt(np.mean((fit.predict(int(n), t) - truth_coherence(spectrum, [n], t)[0]) ** 2)))
+            for n in held]
+    return dict(name=name, noisy=noisy, m=fit.lorentzians, log_rms=float(np.sqrt(np.mean(err**2))),
+                bias=float(err.mean()), core_rms=float(np.sqrt(np.mean(err[core] ** 2))) if core.any() else np.nan,
+                cover=float(np.mean((s_lo <= truth) & (truth <= s_hi))),
+                pred=max(pred) / noise, pred_each=[p / noise for p in pred], held=held,
+                red=float(fit.chi2[fit.best] / fit.dof), ok=fit.ok, wall=wall, sigma=noise,
+                w_lo=float(omega[sens].min()), w_hi=float(omega[sens].max()), n_sens=int(sens.sum()),
+                selection=fit.selection, message=fit.message, dof=fit.dof,
+                width=float(np.median(np.log(s_hi / s_lo))))
+
+
+def bench_accuracy(quick: bool) -> None:
+    restarts = QUICK_RESTARTS if quick else RESTARTS
+    section(f"ACCURACY: 4 baths, paper-like noise and noise-free, FitConfig(lorentzians='auto', restarts={restarts})")
+    print("definitions:")
+    print(f"  data: {ACC_TIMES} log-spaced times per curve; truth C = exp(-chi) by "
+          "firmware_sim.qubit.chi_quadrature;")
+    print(f"    noisy: shot_noise_coherence, {REPETITIONS:.0e} shots per point (its sigma given to the fit); "
+          "noise-free: the truth itself, fitted with the same sigma as error bars")
+    print("  sensitive frequencies: omega (600 log-spaced) where a unit change of ln S over one e-fold of omega")
+    print(f"    moves some measured point by >= {SENSITIVE_SIGMAS:g} sigma: max_points C S F(w t)/(pi w sigma) >= "
+          f"{SENSITIVE_SIGMAS:g} (truth S, C)")
+    print("  log-RMS = sqrt(mean over sensitive omega of ln(S_fit/S_true)^2), S_fit = SpectrumFit.point "
+          "(the reported spectrum)")
+    print(f"  log-RMS core: the same over the frequencies where that move is >= {CORE_SIGMAS:g} sigma")
+    print("  cover = fraction of sensitive omega with S_lo <= S_true <= S_hi "
+          "(SpectrumFit.band: 16th/84th percentiles)")
+    print("  pred = max over unmeasured sequences of RMS(fit.predict(n, t) - truth C) / median sigma")
+    print("  chi2r = best chi^2 / dof on the measured curves; M = the number chosen by 'auto'")
+    print("  goals (noisy cases): log-RMS <= 0.1, cover in [0.6, 0.9], pred <= 1; the Ohmic case fitted "
+          "(ok and chi2r <= 1 + 3 sqrt(2/dof)); noise-free: pred <= 1")
+    results = []
+    for k, (name, spec, ns, tr, held) in enumerate(accuracy_cases()):
+        for noisy in ((True,) if quick else (True, False)):
+            r = accuracy_case(name, spec, ns, tr, held, noisy, restarts, seed=10 + k)
+            results.append(r)
+            print(f"\n({name}, {'noisy' if noisy else 'noise-free'}) n = {ns}, "
+                  f"t = {tr[0] * 1e6:.2f}-{tr[1] * 1e6:.0f} us; median sigma {r['sigma']:.4f}; sensitive omega "
+                  f"{r['n_sens']}/600 in {r['w_lo']:.3g}-{r['w_hi']:.3g} rad/s")
+            print(f"    {r['message']}; fit {r['wall']:.1f} s")
+            print(f"    {r['selection']}")
+            print(f"    log-RMS {r['log_rms']:.3f} (bias {r['bias']:+.3f}); cover {r['cover']:.2f} "
+                  f"(median ln(S_hi/S_lo) {r['width']:.3f}); unmeasured "
+                  + ", ".join(f"CPMG-{n}: {p:.2f} sigma" for n, p in zip(r['held'], r['pred_each'])))
+    print("\nTABLE")
+    print(f"  {'case':16s} {'noise':10s} {'M':>3s} {'log-RMS':>8s} {'core':>6s} {'cover':>6s} {'pred/sig':>9s} "
+          f"{'chi2r':>7s} {'ok':>5s} {'wall s':>7s}")
+    for r in results:
+        print(f"  {r['name']:16s} {'noisy' if r['noisy'] else 'noise-free':10s} {r['m']:3d} {r['log_rms']:8.3f} "
+              f"{r['core_rms']:6.3f} {r['cover']:6.2f} {r['pred']:9.2f} {r['red']:7.3f} {str(r['ok']):>5s} {r['wall']:7.1f}")
+    print()
+    for r in results:
+        tag = f"{r['name']} ({'noisy' if r['noisy'] else 'noise-free'})"
+        if r["noisy"]:
+            goal(f"{tag}: log-RMS of S_fit <= 0.1", r["log_rms"] <= 0.1, f"{r['log_rms']:.3f}", quick)
+            goal(f"{tag}: band coverage in [0.6, 0.9]", 0.6 <= r["cover"] <= 0.9, f"{r['cover']:.2f}", quick)
+        goal(f"{tag}: unmeasured-sequence prediction <= 1 sigma", r["pred"] <= 1.0, f"{r['pred']:.2f} sigma", quick)
+        if r["name"] == "Ohmic" and r["noisy"]:
+            lim = 1 + 3 * math.sqrt(2 / r["dof"])
+            goal(f"{tag}: fitted (ok, chi2r <= {lim:.2f})", r["ok"] and r["red"] <= lim,
+                 f"ok={r['ok']}, chi2r {r['red']:.3f}, M = {r['m']}", quick)
+
+
+# --- nnls --------------------------------------------------------------------------------------
+
+
+def bench_nnls() -> None:
+    from scipy.optimize import nnls
+
+    section("NNLS: batched non-negative amplitudes (models/vqns/nnls.py) vs scipy.optimize.nnls row by row")
+    print("B = 100 rows of N = 600 points (10 sequences x 60 times), unit-amplitude Lorentzian kernels with random")
+    print("log-uniform widths and centres (1e4..1e8 rad/s), half of the true amplitudes zero, 5 % noise;")
+    print("'warm': the support of the previous solution as the first guess (what varpro does between LM steps),")
+    print("on kernels perturbed by 0.1 %; best of 5")
+    rng = np.random.default_rng(7)
+    t = np.geomspace(*SPEED_T[:2], SPEED_T[2])
+    for m in (8, 20, 24):
+        b = 100
+        lw0 = rng.uniform(np.log(1e4), np.log(1e8), (b, m))
+        lg = rng.uniform(np.log(1e4) - 1, np.log(1e8), (b, m))
+        k = chi_values(1.0, np.exp(lw0)[:, :, None, None], np.exp(lg)[:, :, None, None], t[None, None, None],
+                       SPEED_NS[None, None, :, None]).reshape(b, m, -1) * SPEED_T[1] ** 2
+        a = np.exp(rng.uniform(-3, 3, (b, m))) * (rng.random((b, m)) > 0.5)
+        y = np.einsum("bm,bmn->bn", a, k)
+        y = y + 0.05 * np.abs(y).mean() * rng.standard_normal(y.shape)
+
+        def rows() -> tuple[np.ndarray, np.ndarray]:
+            x, c = np.zeros((b, m)), np.zeros(b)
+            for i in range(b):
+                x[i], rn = nnls(k[i].T, y[i], maxiter=50 * m)
+                c[i] = rn**2
+            return x, c
+
+        x_ref, c_ref = rows()
+        x, c = nnls_batched(k, y)
+        k2 = k * (1 + 1e-3 * rng.standard_normal((b, m)))[..., None]
+        t_rows = min(_timed(rows) for _ in range(5))
+        t_cold = min(_timed(lambda: nnls_batched(k, y)) for _ in range(5))
+        t_warm = min(_timed(lambda: nnls_batched(k2, y, x > 0)) for _ in range(5))
+        yy = np.einsum("bn,bn->b", y, y)
+        print(f"  M = {m:2d}: scipy rows {t_rows * 1e3:6.2f} ms; batched {t_cold * 1e3:6.2f} ms "
+              f"(speed-up {t_rows / t_cold:.2f}x); warm {t_warm * 1e3:6.2f} ms ({t_rows / t_warm:.2f}x); "
+              f"max |cost - scipy's| / |y|^2 = {np.max(np.abs(c - c_ref) / yy):.1e}; "
+              f"support sizes mean {(x > 0).sum(1).mean():.1f}")
+
+
+# --- baseline (first pass): paper-style Adam vs ours ----------------------------------------
+
 NS7 = np.array([0, 1, 2, 3, 8, 16, 32])
 SIGMA = 0.01
 N_TIMES = 40
-RESTARTS = 100
 
 # --- baseline settings ----------------------------------------------------------------------
 ADAM_LR = 0.05
@@ -67,11 +323,6 @@ BASELINE_TIMED_RESTARTS = 4  # of those, run one at a time in the torch textbook
 BASELINE_TIMED_CAP = 2_000  # iterations at most per timed restart (only seconds/iteration is used)
 
 
-def section(title: str) -> None:
-    print()
-    print("=" * 100)
-    print(title)
-    print("=" * 100)
 
 
 def three_lorentzian_data(seed: int = 1) -> CoherenceSet:
@@ -222,7 +473,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def bench_speed(data7: CoherenceSet) -> SpectrumFit:
-    section("1. FIT SPEED: paper-style Adam loop (baseline) vs batched fit_spectrum (ours), same 7 curves")
+    section("BASELINE: paper-style Adam loop vs batched fit_spectrum (ours), 3 Lorentzians, same 7 curves")
     import torch
 
     torch.set_num_threads(1)  # tiny tensors: 1 thread is the baseline's fastest setting here
@@ -293,7 +544,7 @@ def bench_speed(data7: CoherenceSet) -> SpectrumFit:
     ours_rps = RESTARTS / wall
     ours_srps = n_ok / wall
     base_rps = 1.0 / t_restart
-    print("\nSUMMARY (1)")
+    print("\nSUMMARY (baseline)")
     print(f"  {'':34s} {'baseline':>14s} {'ours':>14s} {'ratio ours/baseline':>22s}")
     print(f"  {'restarts per second':34s} {base_rps:14.4g} {ours_rps:14.4g} {ours_rps / base_rps:21.0f}x")
     if k:
@@ -315,150 +566,12 @@ def bench_speed(data7: CoherenceSet) -> SpectrumFit:
     return ours
 
 
-# --- section 2 ---------------------------------------------------------------------------------
 
-
-def bench_incremental(data7: CoherenceSet) -> None:
-    section("2. INCREMENTAL UPDATE: cold 7-curve fit vs warm update (6-curve fit, then warm=fit6 with CPMG-32 added)")
-    cfg = FitConfig(restarts=RESTARTS, lorentzians=3, seed=0)
-    t0 = time.perf_counter()
-    cold2 = fit_spectrum(data7, cfg)
-    t_cold = time.perf_counter() - t0
-    data6 = first_rows(data7, 6)
-    t0 = time.perf_counter()
-    fit6 = fit_spectrum(data6, cfg)
-    t_six = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    warm = fit_spectrum(data7, cfg, warm=fit6)
-    t_warm = time.perf_counter() - t0
-    print(f"cold 7-curve fit: {t_cold:.2f} s  ({cold2.message})")
-    print(f"6-curve fit (n = {data6.n_pulses.tolist()}): {t_six:.2f} s  ({fit6.message})")
-    print(f"warm update to 7 curves: {t_warm:.2f} s  ({warm.message}); restarts in the warm fit: "
-          f"{len(warm.chi2)} ({int(fit6.success.sum())} warm + fresh)")
-    for name, f in (("cold", cold2), ("6-curve", fit6), ("warm", warm)):
-        print(f"  {name} fit.timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in f.timings.items())
-              + f"; LM+varpro iterations per restart: max {int(f.iterations.max())}, "
-              f"median {np.median(f.iterations):.0f}")
-    ratio = t_warm / t_cold
-    print(f"time ratio warm / cold = {ratio:.3f}x  (goal <= 0.1x: {'met' if ratio <= 0.1 else 'NOT met'})")
-    print(f"best chi^2: cold {cold2.chi2[cold2.best]:.1f}, warm {warm.chi2[warm.best]:.1f} "
-          f"(dof {warm.dof})")
-    omega = np.geomspace(*cold2.omega_range, 300)
-    sc, lc, hc = cold2.band(omega)
-    sw, lw, hw = warm.band(omega)
-    print(f"band over {omega.size} log-spaced omega in the cold fit's omega_range "
-          f"[{cold2.omega_range[0]:.3g}, {cold2.omega_range[1]:.3g}] rad/s:")
-    print(f"  median |ln(S_hi/S_lo)|: cold {np.median(np.abs(np.log(hc / lc))):.3f}, "
-          f"warm {np.median(np.abs(np.log(hw / lw))):.3f}")
-    d = np.abs(np.log(sw / sc))
-    print(f"  mean |ln S_mean_warm - ln S_mean_cold| = {d.mean():.3f} (max {d.max():.3f}); "
-          f"fraction of omega where the warm mean lies in the cold band: "
-          f"{np.mean((sw >= lc) & (sw <= hc)):.2f}")
-    truth = sum(LorentzianNoise(A3[j], W3[j], G3[j])(omega) for j in range(3))
-    for name, s in (("cold", sc), ("warm", sw)):
-        print(f"  log-RMS error vs the true spectrum over the same grid, {name}: "
-              f"{np.sqrt(np.mean(np.log(s / truth) ** 2)):.3f}")
-
-
-# --- section 3 ---------------------------------------------------------------------------------
-
-REPETITIONS = 10_000_000  # shots per point: sigma ~ 0.014 (photon shot noise)
-
-
-def simulated_case(name, spectrum, ns, t_range, held_out, lorentzians, seed, line=None):
-    """Measure the curves (quadrature + shot noise), fit, and score the fit against the true spectrum."""
-    q = SimQubit(spectrum, seed=seed)  # its true_coherence is the truth for the held-out sequences
-    rng = np.random.default_rng(seed)
-    t = np.geomspace(*t_range, N_TIMES)
-    t0 = time.perf_counter()
-    rows, sig, clipped = [], [], 0
-    for n in ns:
-        c, s = shot_noise_coherence(spectrum, int(n), t, REPETITIONS, rng)
-        clipped += int(((c < -0.05) | (c > 1.05)).sum())
-        rows.append(np.clip(c, -0.05, 1.05))
-        sig.append(s)
-    data = coherence_set(np.array(ns), np.tile(t, (len(ns), 1)), np.array(rows), np.array(sig))
-    t_sim = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    fit = fit_spectrum(data, FitConfig(restarts=RESTARTS, lorentzians=lorentzians, seed=0))
-    t_fit = time.perf_counter() - t0
-
-    omega = np.geomspace(*fit.omega_range, 400)
-    weight = np.zeros(omega.shape)
-    for i, n in enumerate(data.n_pulses):
-        ti = data.t[i][data.mask[i]]
-        ci = np.clip(data.coherence[i][data.mask[i]], 0.0, None)
-        f = filter_function(omega[None, :] * ti[:, None], int(n)) / omega[None, :] ** 2
-        weight += (f * ci[:, None]).max(0)
-    sens = weight >= 0.01 * weight.max()
-    s_mean, s_lo, s_hi = fit.band(omega)
-    truth = spectrum(omega)
-    err = np.log(s_mean[sens] / truth[sens])
-    cover = np.mean((s_lo[sens] <= truth[sens]) & (truth[sens] <= s_hi[sens]))
-    width = np.median(np.log(s_hi[sens] / s_lo[sens]))
-    noise = float(np.median(data.sigma[data.mask]))
-    w_s = omega[sens]
-    print(f"\n({name}) n = {list(ns)}, t = {t_range[0] * 1e6:.2f}-{t_range[1] * 1e6:.0f} us x {N_TIMES}, "
-          f"{REPETITIONS:.0e} shots/point -> median sigma {noise:.4f}; clipped points {clipped}; "
-          f"simulate {t_sim:.1f} s")
-    print(f"    fit M = {lorentzians}: {t_fit:.2f} s; {fit.message}; ok={fit.ok}")
-    print(f"    sensitive omega: {sens.sum()}/{omega.size} grid points, {w_s.min():.3g}-{w_s.max():.3g} rad/s "
-          f"(omega_range {fit.omega_range[0]:.3g}-{fit.omega_range[1]:.3g})")
-    print(f"    log-RMS error of S_mean: {np.sqrt(np.mean(err ** 2)):.3f} (mean bias {err.mean():+.3f}, "
-          f"max |err| {np.abs(err).max():.3f}); band covers truth at {cover:.0%}; median band width "
-          f"ln(S_hi/S_lo) {width:.3f}")
-    if line is not None:  # the narrow line itself, on a fine linear grid w0 (1 +- 25%)
-        w0, g = line
-        wl = np.linspace(0.75 * w0, 1.25 * w0, 4001)
-        sm_l, lo_l, hi_l = fit.band(wl)
-        tr_l = spectrum(wl)
-        k = int(np.argmax(sm_l))
-        half = wl[sm_l >= 0.5 * sm_l[k]]
-        area = np.trapezoid(sm_l, wl) / np.trapezoid(tr_l, wl)
-        j = int(np.argmax(tr_l))
-        covered = bool(lo_l[j] <= tr_l[j] <= hi_l[j])
-        print(f"    narrow line: S_mean peak at {wl[k] / w0:.4f} w0 (true 1), height {sm_l[k] / tr_l.max():.3f} x true "
-              f"peak, FWHM {(half.max() - half.min()) / (2 * g):.2f} x true (2g); area over w0 +- 25%: "
-              f"{area:.3f} x true; band covers the true peak: {covered}")
-    for n in held_out:
-        c_pred = predict_coherence(fit, int(n), t)
-        c_true = q.true_coherence(t, int(n))
-        rms = float(np.sqrt(np.mean((c_pred.mean(0) - c_true) ** 2)))
-        spread = float(np.mean(c_pred.std(0)))
-        worst = float(np.max(np.abs(c_pred.mean(0) - c_true)))
-        print(f"    unmeasured CPMG-{n}: prediction RMS error {rms:.4f} = {rms / noise:.2f} sigma "
-              f"(max {worst:.4f} = {worst / noise:.2f} sigma; band's own predicted spread {spread:.4f})")
-    return fit
-
-
-def bench_accuracy() -> None:
-    section("3. ACCURACY ON SIMULATED DATA (SimQubit: quadrature of the filter integral, photon shot noise)")
-    print("definitions:")
-    print("  omega grid: 400 log-spaced points over fit.omega_range; sensitive frequencies: those where")
-    print("    W(omega) = sum_curves max_t [F(omega t) / omega^2 * max(C_measured(t), 0)] >= 1% of max W")
-    print("  log-RMS error = sqrt(mean over sensitive omega of ln(S_mean / S_true)^2)  (S_mean: fit.band mean)")
-    print("  coverage = fraction of sensitive omega with S_lo <= S_true <= S_hi  (fit.band: 16th-84th pct)")
-    print("  prediction error: RMS over the same 40 times of mean_band(predict_coherence) - "
-          "SimQubit.true_coherence, for sequences never measured; also / median measured sigma")
-    two_pi = 2 * np.pi
-    cases = [
-        ("i: 3 Lorentzians", NoiseSpectrum(tuple(LorentzianNoise(A3[j], W3[j], G3[j]) for j in range(3))),
-         [0, 1, 2, 3, 8, 16, 32], (0.05e-6, 30e-6), [5, 12], 3),
-        ("ii: 1/f, A/|w| between 2pi 1 kHz and 2pi 100 MHz", NoiseSpectrum((OneOverFNoise(2e11),)),
-         [1, 2, 3, 4, 8, 16, 32], (0.1e-6, 60e-6), [5, 12], 4),
-        ("iii: Ohmic eta |w| exp(-|w|/w_c), w_c = 2pi 1 MHz (the paper fits it with 20 Lorentzians)",
-         NoiseSpectrum((OhmicNoise(eta=0.5, w_c=two_pi * 1e6),)),
-         [0, 1, 2, 3, 4, 5, 6], (0.05e-6, 30e-6), [8, 12], 6),
-        ("iv: narrow line (2pi 1.9 MHz, g = 2pi 10 kHz) on a broad background (w0 = 0, g = 2pi 300 kHz)",
-         NoiseSpectrum((LorentzianNoise(4e11, 0.0, two_pi * 3e5), LorentzianNoise(1e11, two_pi * 1.9e6, two_pi * 1e4))),
-         [0, 1, 2, 3, 8, 16, 32], (0.05e-6, 30e-6), [5, 12], 3, (two_pi * 1.9e6, two_pi * 1e4)),
-    ]
-    for k, (name, spec, ns, tr, held, m, *line) in enumerate(cases):
-        simulated_case(name, spec, ns, tr, held, m, seed=10 + k, line=line[0] if line else None)
+# --- kernel ------------------------------------------------------------------------------------
 
 
 def bench_values_only(data7: CoherenceSet) -> None:
-    section("4. THE KERNEL WITHOUT GRADIENTS: chi_values vs chi_and_grads, and a whole fit")
+    section("KERNEL WITHOUT GRADIENTS: chi_values vs chi_and_grads, and a whole fit")
     rng = np.random.default_rng(3)
     tau = float(np.nanmax(data7.t))
     theta = random_starts(rng, RESTARTS, 3, data7, tau)
@@ -491,9 +604,10 @@ def bench_values_only(data7: CoherenceSet) -> None:
     def with_grads_everywhere(*a, **k):
         return chi_and_grads(*a, **k)[0]
 
-    cfg = FitConfig(restarts=RESTARTS, seed=0)
+    cfg = FitConfig(restarts=RESTARTS, lorentzians=3, seed=0)
     t_new = min(_timed(lambda: fit_spectrum(data7, cfg)) for _ in range(2))
-    saved = [(m, m.chi_values) for m in (fit_module, varpro_module, proposal_module)]
+    saved = [(m, m.chi_values) for m in (fit_module, varpro_module, proposal_module)
+             if hasattr(m, "chi_values")]
     try:
         for m, _ in saved:
             m.chi_values = with_grads_everywhere
@@ -505,39 +619,53 @@ def bench_values_only(data7: CoherenceSet) -> None:
           f"{t_old:.2f} s, values-only kernel where no gradient is used {t_new:.2f} s: {t_old / t_new:.2f}x")
 
 
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def warm_up() -> None:
     """Compile / load the numba kernels before anything is timed."""
     t = np.geomspace(1e-7, 1e-5, 8)
     c = np.exp(-t / 5e-6)
-    data = coherence_set(np.array([0, 1]), np.array([t, t]), np.array([c, c]), np.full((2, 8), 0.01))
-    fit_spectrum(data, FitConfig(restarts=4, lorentzians=2, seed=0))
-    predict_coherence(fit_spectrum(data, FitConfig(restarts=4, lorentzians=2, seed=0)), 2, t)
+    data = coherence_set(np.array([1, 2]), np.array([t, t]), np.array([c, c]), np.full((2, 8), 0.01))
+    fit_spectrum(data, FitConfig(restarts=4, lorentzians=2, seed=0)).predict(2, t)
+    chi_values(1e10, 1e6, 1e5, t, 2, 40e-9)
+
+
+SECTIONS = ("speed", "incremental", "accuracy", "nnls", "baseline", "kernel")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sections", default="1,2,3,4", help="comma-separated subset of 1,2,3,4")
+    ap.add_argument("--sections", default="speed,incremental,accuracy,nnls",
+                    help="comma-separated subset of " + ",".join(SECTIONS))
+    ap.add_argument("--quick", action="store_true", help="reduced run: fewer restarts, noisy accuracy cases only")
     args = ap.parse_args()
-    want = {int(s) for s in args.sections.split(",") if s.strip()}
+    want = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(want) - set(SECTIONS))
+    if unknown:
+        ap.error(f"unknown sections {unknown}; choose from {','.join(SECTIONS)}")
     t_all = time.perf_counter()
     print(f"bench_vqns: python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.2f} (other processes skew the timings)")
+          f"load average {os.getloadavg()[0]:.2f} (other processes skew the timings)"
+          + ("; --quick" if args.quick else ""))
     warm_up()
-    data7 = three_lorentzian_data()
-    if 1 in want:
-        bench_speed(data7)
-    if 2 in want:
-        bench_incremental(data7)
-    if 3 in want:
-        bench_accuracy()
-    if 4 in want:
-        bench_values_only(data7)
+    if "speed" in want or "incremental" in want:
+        data10 = speed_data()
+        if "speed" in want:
+            bench_fit_speed(data10, args.quick)
+        if "incremental" in want:
+            bench_incremental(data10, args.quick)
+    if "accuracy" in want:
+        bench_accuracy(args.quick)
+    if "nnls" in want:
+        bench_nnls()
+    if "baseline" in want or "kernel" in want:
+        data7 = three_lorentzian_data()
+        if "baseline" in want:
+            bench_speed(data7)
+        if "kernel" in want:
+            bench_values_only(data7)
+    if GOALS:
+        section("SUMMARY: issue 13's numbers")
+        for name, passed, measured in GOALS:
+            print(f"  {'PASS' if passed else 'FAIL'}  {name}: {measured}")
     print(f"\ntotal wall time {time.perf_counter() - t_all:.0f} s; load average now {os.getloadavg()[0]:.2f}")
     return 0
 
