@@ -252,7 +252,8 @@ def bench_accuracy(quick: bool) -> None:
           f"{'chi2r':>7s} {'ok':>5s} {'wall s':>7s}")
     for r in results:
         print(f"  {r['name']:16s} {'noisy' if r['noisy'] else 'noise-free':10s} {r['m']:3d} {r['log_rms']:8.3f} "
-              f"{r['core_rms']:6.3f} {r['cover']:6.2f} {r['pred']:9.2f} {r['red']:7.3f} {str(r['ok']):>5s} {r['wall']:7.1f}")
+              f"{r['core_rms']:6.3f} {r['cover']:6.2f} {r['pred']:9.2f} {r['red']:7.3f} {str(r['ok']):>5s} "
+              f"{r['wall']:7.1f}")
     print()
     for r in results:
         tag = f"{r['name']} ({'noisy' if r['noisy'] else 'noise-free'})"
