@@ -19,7 +19,8 @@ sequence plays decides the physics (docs/physics.md section 2):
   -(1 - f)/f; the residual ms=0 population the pi/2 errors leave, ~(1 - f)(1 - 2f)^n, is not simulated);
   and a slow drift of the collected photon rate, exp(x) with x an Ornstein-Uhlenbeck process of rms
   `drift_rms` and correlation time `drift_time_s` over the sequence time played (focus and laser
-  drift). The ODMR and DEER paths keep ideal pulses and a steady rate.
+  drift). DEER shots and their echo reference share that readout (with the dark spins' factor on the
+  DEER shot's coherence); the ODMR path (CW counts) keeps a steady rate.
 Playing is not paced: a coherence point of 1e7 shots would otherwise take a minute.
 """
 
@@ -243,25 +244,26 @@ class SimPulseGenerator:
             rates = np.array([self.sample.odmr.rate_cps, self.sample.cw_rate(f + dev), self.sample.cw_rate(f - dev)])
             counts = self.qubit.rng.poisson(n * (self._odmr @ rates))
             self.counter.gate_input(GateCounts(int(counts[0]), int(counts[1])))
-        elif self._deer is not None:
-            factor = self.sample.deer_factor(*self._deer)
-            self.counter.gate_input(self.qubit.play(self.sequence, n, factor))
+        elif self._deer is not None:  # the same readout as its echo reference without RF (rt.mri), dark spins' factor on
+            self.counter.gate_input(self._readout_counts(n, rate, self.sample.deer_factor(*self._deer)))
         else:
             self.counter.gate_input(self._readout_counts(n, rate))
         self.played += n
 
-    def ms0_probability(self, sequence: Sequence) -> float:
-        """Probability (0-1) that a coherence or reference shot ends in ms=0 with `imperfections`' pi pulses."""
+    def ms0_probability(self, sequence: Sequence, factor: float = 1.0) -> float:
+        """Probability (0-1) that a coherence or reference shot ends in ms=0 with `imperfections`' pi pulses,
+        its coherence multiplied by `factor` (0-1: the dark spins' DEER factor; 1: none)."""
         f = self.imperfections.pi_fidelity
         n_mw = len(sequence.on("mw"))
         if n_mw == 1:
             return 1.0 - f
-        return self.qubit.ms0_probability(sequence, f) if n_mw else 1.0
+        return self.qubit.ms0_probability(sequence, f * factor) if n_mw else 1.0
 
-    def _readout_counts(self, n: int, rate: float) -> GateCounts:
-        """The two gates' photons of n shots of the loaded sequence at `rate` x the qubit's photon rate."""
+    def _readout_counts(self, n: int, rate: float, factor: float = 1.0) -> GateCounts:
+        """The two gates' photons of n shots of the loaded sequence at `rate` x the qubit's photon rate
+        (`factor`: a DEER factor on its coherence)."""
         bright, deficit = self.qubit.gate_means(self.sequence)
-        in_ms0 = self.qubit.rng.binomial(n, self.ms0_probability(self.sequence))
+        in_ms0 = self.qubit.rng.binomial(n, self.ms0_probability(self.sequence, factor))
         lam = rate * (n * bright - (n - in_ms0) * deficit)
         signal, reference = self.qubit.rng.poisson(np.maximum(lam, 0.0))
         return GateCounts(int(signal), int(reference))
