@@ -48,7 +48,8 @@ def test_reported_spectrum_fits_the_data_and_predicts_unmeasured_sequences():
     fit = fit_spectrum(data, FitConfig(lorentzians=6, restarts=100, seed=0))
     assert fit.ok, fit.message
     assert fit.lorentzians == 6 and "best" in fit.estimate
-    band0 = lambda w: fit.band(w)[0]  # noqa: E731  (what files record as S_fit)
+    band0 = fit.point  # what band()[0] and the files' S_fit are
+    assert np.array_equal(fit.band(T)[0], fit.point(T))
     chi2 = 0.0
     for i, n in enumerate(NS):  # the reported spectrum, through quadrature and the readout terms
         c = fit.amplitude * coherence_of_spectrum(band0, int(n), T) + fit.offset
