@@ -49,21 +49,31 @@ def test_proposal_prefers_the_sequence_that_sits_on_the_unseen_line():
 
 
 def test_incremental_update_matches_the_cold_band():
-    qubit = ShotNoiseQubit(NoiseSpectrum((BATH,)), seed=5)
-    data3 = measure(qubit, [0, 1, 2])
-    c, sigma = qubit.measure(4, T, 10_000_000)
-    data4 = data3.append(4, T, c, sigma)
-    cfg = FitConfig(restarts=40, seed=2)
-    cold = fit_spectrum(data4, cfg)
-    warm = fit_spectrum(data4, cfg, warm=fit_spectrum(data3, cfg))
-    omega = np.geomspace(*cold.omega_range, 128)
-    c_mean, c_lo, c_hi = cold.band(omega)
-    w_mean, w_lo, w_hi = warm.band(omega)
-    assert warm.ok and cold.ok
-    assert np.median(np.abs(np.log(w_mean / c_mean))) < 0.1
-    assert np.median(np.abs(np.log((w_hi / w_lo) / (c_hi / c_lo)))) < 0.5
-    truth = BATH(omega)
-    assert np.mean((truth >= w_lo) & (truth <= w_hi)) > 0.5
+    """The warm update (from the 3-curve fit) gives the cold fit's point estimate and band on 4 curves,
+    and covers the truth as often as the cold band does. Coverage of one noise realization is one
+    correlated draw (the Lorentzian's 5 parameters move the whole band together: at qubit seed 5 the
+    readout terms A = 1.03, B = -0.03 shift it and the cold band covers 0.31), so the truth's coverage
+    is averaged over three realizations; the band's calibration is tested in test_vqns_fit.py."""
+    coverage = []
+    for seed in (5, 6, 7):
+        qubit = ShotNoiseQubit(NoiseSpectrum((BATH,)), seed=seed)
+        data3 = measure(qubit, [0, 1, 2])
+        c, sigma = qubit.measure(4, T, 10_000_000)
+        data4 = data3.append(4, T, c, sigma)
+        cfg = FitConfig(restarts=40, seed=2)
+        cold = fit_spectrum(data4, cfg)
+        warm = fit_spectrum(data4, cfg, warm=fit_spectrum(data3, cfg))
+        omega = np.geomspace(*cold.omega_range, 128)
+        c_mean, c_lo, c_hi = cold.band(omega)
+        w_mean, w_lo, w_hi = warm.band(omega)
+        assert warm.ok and cold.ok
+        assert np.median(np.abs(np.log(w_mean / c_mean))) < 0.1
+        assert np.median(np.abs(np.log((w_hi / w_lo) / (c_hi / c_lo)))) < 0.5
+        truth = BATH(omega)
+        w_cover = np.mean((truth >= w_lo) & (truth <= w_hi))
+        assert abs(w_cover - np.mean((truth >= c_lo) & (truth <= c_hi))) <= 0.15
+        coverage.append(w_cover)
+    assert np.mean(coverage) > 0.5, coverage
 
 
 def test_expected_information_is_the_log_det_of_the_predicted_covariance():
