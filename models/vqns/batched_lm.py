@@ -47,8 +47,9 @@ def levenberg_marquardt(fun: Residuals, theta0: np.ndarray, max_iter: int = 100,
         th = theta[idx]
         r_a, J = fun(th, idx, True)
         J = np.nan_to_num(J, nan=0.0, posinf=0.0, neginf=0.0)
-        A = np.einsum("bnp,bnq->bpq", J, J)
-        g = np.einsum("bnp,bn->bp", J, r_a)
+        Jt = J.transpose(0, 2, 1)
+        A = Jt @ J  # batched BLAS (einsum's loop is ~20x slower here)
+        g = (Jt @ r_a[..., None])[..., 0]
         D = np.maximum(np.einsum("bpp->bp", A), 1e-12)
         M = A + (lam[idx, None] * D)[:, :, None] * eye + 1e-14 * eye
         step = np.linalg.solve(M, -g[..., None])[..., 0]
