@@ -64,7 +64,9 @@ def test_every_pixel_field_lands_in_the_file_with_its_dtype(new_store):
 def test_coherence_curves_are_nan_padded_rows_widened_as_needed(new_store):
     store = new_store()
     short = Coherence(run_id="run", seq=1, n_pulses=2, t=np.array([1e-6, 2e-6, 3e-6]), coherence=np.array([0.9, 0.8, 0.7]),
-                      sigma=np.full(3, 0.01), repetitions=100)
+                      sigma=np.full(3, 0.01), repetitions=100, pi_s=4e-8, pi_half_s=2e-8,
+                      signal_counts=np.array([310.0, 290.0, 280.0]), bright_counts=np.array([330.0, 320.0, 331.0]),
+                      dark_counts=np.array([80.0, 79.0, 83.0]), dark_repetitions=33)
     long = Coherence(run_id="run", seq=2, n_pulses=0, t=np.linspace(1e-7, 1e-5, 70), coherence=np.linspace(1, 0, 70),
                      sigma=np.full(70, 0.02), repetitions=50)
     store.add(short)
@@ -73,8 +75,12 @@ def test_coherence_curves_are_nan_padded_rows_widened_as_needed(new_store):
     with h5py.File(store.path, "r", libver="latest", swmr=True) as f:
         c = read_coherence(f)
         assert f["coherence/t"].dtype == np.float64 and f["coherence/n_pulses"].dtype == np.int64
-    assert set(c) == {"seq", "n_pulses", "t", "coherence", "sigma", "repetitions"}
+    assert set(c) == {"seq", "n_pulses", "t", "coherence", "sigma", "repetitions", "pi_s", "pi_half_s",
+                      "signal_counts", "bright_counts", "dark_counts", "dark_repetitions"}
     assert c["seq"].tolist() == [1, 2] and c["n_pulses"].tolist() == [2, 0] and c["repetitions"].tolist() == [100, 50]
+    assert c["pi_s"].tolist() == [4e-8, 0.0] and c["dark_repetitions"].tolist() == [33, 0]
+    for name in ("signal_counts", "bright_counts", "dark_counts"):  # the raw photons: kept where sent
+        assert np.array_equal(c[name][0, :3], getattr(short, name)) and np.all(np.isnan(c[name][1]))
     for name in ("t", "coherence", "sigma"):
         assert c[name].shape == (2, 70)
         assert np.array_equal(c[name][0, :3], getattr(short, name)) and np.all(np.isnan(c[name][0, 3:]))
