@@ -21,9 +21,11 @@ from nvscope.proto.logs import setup_logging
 
 from .keys_cli import add_keys_parser, keys_command
 from .mri.cli import add_mri_parser
+from .reanalyze_cli import add_reanalyze_parser
 from .srm.g2_cli import add_g2_parser
 from .status_cli import add_status_parser, status_command
 from .vqns.cli import add_vqns_parser
+from .web.cli import add_web_parser
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     add_vqns_parser(sub)
     add_g2_parser(sub)
     add_mri_parser(sub)
+    add_web_parser(sub)
+    add_reanalyze_parser(sub)
     return p
 
 
@@ -243,6 +247,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "mri":
             from .mri.cli import mri_command
             return mri_command(args)
+        if args.command == "web":
+            from .web.cli import web_command
+            return web_command(args)
+        if args.command == "reanalyze":
+            from .reanalyze_cli import reanalyze_command
+            return reanalyze_command(args)
         if args.command == "demo":
             from .demo import run_demo
             return run_demo(Path(args.out), timeout_s=args.timeout)
