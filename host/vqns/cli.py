@@ -44,7 +44,7 @@ def add_vqns_parser(subparsers) -> argparse.ArgumentParser:
         description="Fit the noise spectrum (sum of Lorentzians) to measured coherence curves, write its "
                     "confidence band and the ranked next pulse numbers. IN.npz: n_pulses int (S,), "
                     "t (S, T) in seconds (NaN-padded rows allowed), coherence (S, T), optional sigma (S, T), "
-                    "optional candidates int (K,). OUT.npz: omega (rad/s), S_mean, S_lo, S_hi (rad^2/s), "
+                    "optional candidates int (K,). OUT.npz: omega (rad/s), S_fit (the best fit), S_lo, S_hi (rad^2/s), "
                     "loss (reduced chi^2 per restart), next_n_pulses, sensitivity (K, F), and more.")
     f.add_argument("input", metavar="IN.npz", help="measured coherence curves")
     f.add_argument("-o", "--out", required=True, metavar="OUT.npz", help="where to write the result")
