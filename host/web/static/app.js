@@ -1,0 +1,243 @@
+// nvscope web: the page's state, built from the server-sent events of /events (docs/web.md), drawn with Plotly.js.
+"use strict";
+const S = window.nvscope = {
+  runs: {}, data: {}, health: null, lastSeq: 0, selected: null, plotly: false,
+  log: [],        // per delta event: {run, first, n, recv, drawn} (epoch ms), for latency measurements
+  drawn: {},      // run id -> pixels drawn on its map
+  firstMap: null, // epoch ms of the first map drawn
+  shown: {},      // run id -> the maps as drawn: name -> 2-D array (null: not measured)
+};
+const now = () => performance.timeOrigin + performance.now();
+const $ = (id) => document.getElementById(id);
+const LOCK_STATES = ["locked", "recovered", "lost"];
+
+function runData(id) { return S.data[id] || (S.data[id] = {columns: {}, final: null}); }
+
+function applyRows(ev) {  // a delta: rows first, first+1, ... of the named columns
+  const cols = runData(ev.run_id).columns;
+  let n = 0;
+  for (const [k, v] of Object.entries(ev)) {
+    if (k === "run_id" || k === "first" || !Array.isArray(v)) continue;
+    const c = cols[k] || (cols[k] = []);
+    for (let i = 0; i < v.length; i++) c[ev.first + i] = v[i];
+    n = v.length;
+  }
+  return n;
+}
+
+const handlers = {
+  snapshot(d) {
+    S.runs = {}; for (const r of d.runs) S.runs[r.run_id] = r;
+    S.data = d.data; S.health = d.health;
+    pickRun(); renderList(); renderHealth(); schedule();
+  },
+  run(d) { S.runs[d.run_id] = d; pickRun(); renderList(); if (d.run_id === S.selected) schedule(); },
+  health(d) { S.health = d; renderHealth(); },
+  final(d) { runData(d.run_id).final = d; if (d.run_id === S.selected) schedule(); },
+};
+for (const t of ["pixels", "g2", "lock", "deer", "curves"]) handlers[t] = (d) => {
+  const n = applyRows(d);
+  if (S.log.length < 200000) S.log.push({run: d.run_id, type: t, first: d.first, n, recv: now(), drawn: null});
+  if (d.run_id === S.selected) schedule();
+};
+
+function connect() {
+  const es = new EventSource("/events" + (S.lastSeq ? "?since=" + S.lastSeq : ""));
+  es.onopen = () => { $("conn").textContent = "live"; };
+  es.onerror = () => { $("conn").textContent = "reconnecting..."; };  // EventSource resumes with Last-Event-ID
+  for (const t of Object.keys(handlers)) es.addEventListener(t, (e) => {
+    S.lastSeq = Number(e.lastEventId);
+    handlers[t](JSON.parse(e.data));
+  });
+  S.source = es;
+}
+
+// ------------------------------------------------------------------ run list, health, progress
+function pickRun() {
+  const ids = Object.keys(S.runs).sort().reverse();
+  const running = ids.find((id) => S.runs[id].status === "running");
+  if (!S.selected || ($("follow").checked && running && running !== S.selected)) {
+    select(running || ids.find((id) => S.runs[id].status !== "unreadable") || null);
+  }
+}
+
+async function select(id) {
+  S.selected = id; renderList();
+  if (id && !S.data[id]) {  // an older run, not in the snapshot: its rows once
+    const r = await fetch("/api/runs/" + encodeURIComponent(id));
+    if (r.ok) { const d = await r.json(); if (!S.data[id]) S.data[id] = {columns: d.columns, final: d.final}; }
+  }
+  $("plots").innerHTML = ""; $("note").textContent = ""; schedule();
+}
+
+function fmtTime(s) {
+  if (s == null) return "-";
+  s = Math.round(s); const h = Math.floor(s / 3600), m = Math.floor(s % 3600 / 60);
+  return (h ? h + " h " : "") + (h || m ? m + " min " : "") + (s % 60) + " s";
+}
+
+function renderList() {
+  const body = $("runs").tBodies[0]; body.innerHTML = "";
+  for (const id of Object.keys(S.runs).sort().reverse()) {
+    const r = S.runs[id], tr = body.insertRow();
+    tr.dataset.run = id; tr.dataset.status = r.status;
+    if (id === S.selected) tr.className = "sel";
+    tr.insertCell().textContent = r.file || id;
+    const st = tr.insertCell(); st.className = r.status; st.textContent = r.status;
+    tr.insertCell().textContent = r.n_planned ? `${r.n_done}/${r.n_planned}` : String(r.n_done || 0);
+    if (r.reason) { const rr = body.insertRow(); rr.dataset.run = id; const c = rr.insertCell(); c.colSpan = 3;
+      c.className = "reason"; c.textContent = r.reason; }
+    tr.onclick = () => { $("follow").checked = false; select(id); };
+  }
+  renderProgress();
+}
+
+function renderProgress() {
+  const r = S.runs[S.selected];
+  if (!r) { $("title").textContent = "no run yet"; $("progress").textContent = ""; return; }
+  $("title").innerHTML = `${r.run_id} <span class="${r.status}">${r.status}</span>`;
+  let elapsed = r.elapsed_s, remaining = r.remaining_s;
+  if (r.status === "running" && r.created_unix_s) {
+    elapsed = Date.now() / 1000 - r.created_unix_s;
+    remaining = r.n_planned && r.n_done ? elapsed / r.n_done * (r.n_planned - r.n_done) : null;
+  }
+  const unit = r.kind === "vqns" ? "curves" : r.kind === "mri" ? "tip positions" : "pixels";
+  const pct = r.n_planned ? ` (${(100 * r.n_done / r.n_planned).toFixed(0)} %)` : "";
+  $("progress").textContent = `${unit} ${r.n_done}${r.n_planned ? " of " + r.n_planned : ""}${pct} · elapsed ` +
+    `${fmtTime(elapsed)} · remaining ${r.status === "running" ? fmtTime(remaining) : "-"} · photons ` +
+    `${Number(r.photons).toLocaleString()}` + (r.reason ? ` · ${r.reason}` : "");
+}
+setInterval(renderProgress, 1000);
+
+function renderHealth() {
+  const h = S.health; if (!h) return;
+  $("badges").innerHTML = "";
+  const body = $("health").tBodies[0]; body.innerHTML = "";
+  for (const [name, src] of Object.entries(h.sources)) {
+    const b = document.createElement("span"); b.className = "badge " + src.badge; b.dataset.source = name;
+    b.textContent = `${name} ${src.badge}`; b.title = src.reason || "ok"; $("badges").append(b, " ");
+    const tr = body.insertRow(); tr.insertCell().innerHTML = `<b>${name}</b>`;
+    const figs = Object.entries(src).filter(([k, v]) => k !== "badge" && v !== null && v !== "");
+    tr.insertCell().textContent = figs.map(([k, v]) => `${k}: ${typeof v === "number" && !Number.isInteger(v) ?
+      v.toFixed(3) : v}`).join(" · ");
+  }
+}
+
+// ------------------------------------------------------------------ maps and curves
+let pending = false;
+function schedule() { if (!pending) { pending = true; requestAnimationFrame(draw); } }
+S.plotlyReady = () => { S.plotly = true; schedule(); };
+
+function grid(ny, nx) { return Array.from({length: ny}, () => new Array(nx).fill(null)); }
+
+function place(ix, iy, values, ny, nx) {  // rows -> (ny, nx) map, null where not measured
+  const z = grid(ny, nx);
+  for (let i = 0; i < ix.length; i++) {
+    const x = ix[i], y = iy[i];
+    if (values[i] !== undefined && x >= 0 && x < nx && y >= 0 && y < ny) z[y][x] = values[i];
+  }
+  return z;
+}
+
+function srmMaps(run, d) {
+  const c = d.columns, [ny, nx] = run.grid_shape;
+  if (d.final && d.final.maps && d.final.maps.pl_cps) return d.final.maps;  // the run-end maps of the file
+  const ix = c.ix || [], iy = c.iy || [], pl = c.pl_cps || [], g2 = c.g2 || [];
+  const G2 = pl.map((p, i) => (p == null || g2[i] == null) ? null : p * p * (1 - g2[i]));
+  return {pl_cps: place(ix, iy, pl, ny, nx), g2: place(ix, iy, g2, ny, nx), G2: place(ix, iy, G2, ny, nx)};
+}
+
+function mriMaps(d) {
+  const c = d.columns, maps = {}, scans = c.lock_scan || [];
+  const f0s = (c.lock_f_lock_hz || []).filter((f, i) => scans[i] === 0 && f != null);
+  const f0 = f0s.length ? f0s.reduce((a, b) => a + b) / f0s.length : null;
+  const last = (sc, pl) => sc.length ? [sc[sc.length - 1], pl[pl.length - 1]] : null;
+  const cur = last(scans.filter((s) => s > 0), (c.lock_plane || []).filter((_, i) => scans[i] > 0));
+  if (cur) {
+    const idx = scans.map((s, i) => i).filter((i) => scans[i] === cur[0] && c.lock_plane[i] === cur[1]);
+    const ix = idx.map((i) => c.lock_ix[i]), iy = idx.map((i) => c.lock_iy[i]);
+    const nx = Math.max(...ix) + 1, ny = Math.max(...iy) + 1, tag = `${["retracted", "psf", "deer"][cur[0]]} ${cur[1]}`;
+    maps[`${tag}: locked detuning (Hz)`] = place(ix, iy, idx.map((i) => c.lock_f_lock_hz[i] == null || f0 == null ?
+      null : c.lock_f_lock_hz[i] - f0), ny, nx);
+    maps[`${tag}: lock state (0 locked, 1 recovered, 2 lost)`] = place(ix, iy, idx.map((i) => c.lock_state[i]), ny, nx);
+  }
+  const ds = c.deer_scan || [];
+  if (ds.length) {
+    const p = c.deer_plane[ds.length - 1], s = ds[ds.length - 1];
+    const idx = ds.map((_, i) => i).filter((i) => ds[i] === s && c.deer_plane[i] === p);
+    const ix = idx.map((i) => c.deer_ix[i]), iy = idx.map((i) => c.deer_iy[i]);
+    maps[`deer ${p}: DEER dip 1 - n_rf/n_ref`] = place(ix, iy, idx.map((i) => c.deer_n_ref[i] > 0 ?
+      1 - c.deer_n_rf[i] / c.deer_n_ref[i] : null), Math.max(...iy) + 1, Math.max(...ix) + 1);
+  }
+  return maps;
+}
+
+function plotDiv(key) {
+  let el = document.querySelector(`[data-plot="${CSS.escape(key)}"]`);
+  if (!el) { el = document.createElement("div"); el.className = "plot"; el.dataset.plot = key; $("plots").append(el); }
+  return el;
+}
+
+const heat = (z, title) => [[{z, type: "heatmap", colorscale: "Viridis", hoverongaps: false,
+  ...(title.includes("lock state") ? {zmin: 0, zmax: 2} : {})}],
+  {title: {text: title, font: {size: 13}}, margin: {l: 40, r: 10, t: 30, b: 30}, yaxis: {scaleanchor: "x"}}];
+
+function drawMaps(id, maps) {
+  S.shown[id] = maps;
+  const jobs = Object.entries(maps).map(([k, z]) => Plotly.react(plotDiv(k), ...heat(z, k)));
+  const first = Object.values(maps)[0];
+  S.drawn[id] = first ? first.flat().filter((v) => v != null).length : 0;
+  document.body.dataset.pixels = S.drawn[id];
+  return jobs;
+}
+
+function nameOf(n) { return n === 0 ? "FID" : n === 1 ? "echo" : `CPMG-${n}`; }
+
+function drawVqns(id, d) {
+  const c = d.columns, f = d.final || {}, traces = [];
+  (c.t || []).forEach((t, i) => {
+    traces.push({x: t, y: c.coherence[i], error_y: {array: c.sigma[i], visible: true}, mode: "markers",
+      name: nameOf(c.n_pulses[i]), type: "scatter"});
+    if (f.fits && f.fits[i]) traces.push({x: t, y: f.fits[i], mode: "lines", name: nameOf(c.n_pulses[i]) + " fit"});
+  });
+  const jobs = [Plotly.react(plotDiv("curves"), traces, {title: "coherence curves C(t)", xaxis: {type: "log", title: "t (s)"},
+    margin: {t: 30}})];
+  S.drawn[id] = (c.t || []).length;
+  if (f.steps && f.steps.length) {
+    const st = f.steps[f.steps.length - 1];
+    const x = st.omega.map((w) => w / (2 * Math.PI));
+    jobs.push(Plotly.react(plotDiv("spectrum"), f.steps.map((s, i) => ({x, y: s.S_fit, mode: "lines",
+      name: `after ${s.n_curves} curves`, visible: i === f.steps.length - 1 ? true : "legendonly"})).concat([
+      {x, y: st.S_hi, mode: "lines", line: {width: 0}, showlegend: false},
+      {x, y: st.S_lo, mode: "lines", fill: "tonexty", line: {width: 0}, name: "band (16-84 %)"}]),
+      {title: "noise spectrum S(f) and its band", xaxis: {type: "log", title: "f (Hz)"}, yaxis: {type: "log",
+        title: "S (rad²/s)"}, margin: {t: 30}}));
+    const rank = (st.ranked || []).map((n) => `${nameOf(n)}`).join(" > ");
+    $("note").textContent = `next sequence, best first: ${rank}` + (f.stop_reason ? ` · stopped: ${f.stop_reason}` : "");
+  } else {
+    $("note").textContent = "the spectrum, its band after each curve and the ranking of the next sequence are " +
+      "written at run end (a streaming SWMR file takes no new datasets)";
+  }
+  return jobs;
+}
+
+function draw() {
+  pending = false;
+  renderProgress();
+  const id = S.selected, run = S.runs[id], d = S.data[id];
+  if (!S.plotly || !run || !d) return;
+  const t0 = now();
+  let jobs = [];
+  if (run.kind === "srm") { jobs = drawMaps(id, srmMaps(run, d)); $("note").textContent = d.final ?
+    "run-end maps (fitted on the whole scan)" : "on-line values, pixel by pixel"; }
+  else if (run.kind === "mri") { jobs = drawMaps(id, mriMaps(d)); $("note").textContent =
+    "the tip scan in progress: locked NV frequency minus the retracted one, the lock state, the DEER dip"; }
+  else if (run.kind === "vqns") jobs = drawVqns(id, d);
+  Promise.all(jobs).then(() => {
+    const t = now();
+    if (S.firstMap === null && jobs.length) S.firstMap = t;
+    for (let i = S.log.length - 1; i >= 0 && S.log[i].drawn === null; i--) if (S.log[i].recv <= t0) S.log[i].drawn = t;
+  });
+}
+
+connect();

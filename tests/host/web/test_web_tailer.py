@@ -1,0 +1,104 @@
+"""The web view follows run files while the host writes them (SWMR, read-only, no lock): new rows as
+deltas, the run-end maps once the host has finalized the file, which it can do while the view reads;
+a malformed or foreign .h5 is listed as unreadable and nothing crashes."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+
+from nvscope.host.web import runfiles
+from nvscope.host.web.events import EventRing
+from nvscope.host.web.runfiles import open_swmr
+from nvscope.host.web.tailer import Tailer
+
+
+def _step(tailer: Tailer) -> list:
+    seq = tailer.ring.last_seq
+    tailer.step()
+    return tailer.ring.since(seq)
+
+
+def test_rows_arrive_as_deltas_and_the_run_end_maps_after_the_host_finalized(tmp_path, swmr_writer, monkeypatch):
+    monkeypatch.setattr(runfiles, "STATUS_CHECK_S", 0.0)
+    ring = EventRing(1000)
+    tailer = Tailer(tmp_path, ring, rescan_s=0.0)
+    ring.set_state(tailer.state)
+    writer = swmr_writer(tmp_path / "srm-test.h5", nx=3, ny=2)
+    events = _step(tailer)
+    assert [e.type for e in events] == ["run"]
+    assert events[0].data["status"] == "running" and events[0].data["n_planned"] == 6
+
+    writer.pixels(2)
+    events = _step(tailer)
+    px = [e for e in events if e.type == "pixels"]
+    assert len(px) == 1 and px[0].data["first"] == 0 and px[0].data["index"] == [0, 1]
+    assert px[0].data["ix"] == [0, 1] and px[0].data["iy"] == [0, 0]
+    assert np.allclose(px[0].data["pl_cps"], [(100 + 50) / 0.01, (101 + 52) / 0.02])
+    assert events[-1].type == "run" and events[-1].data["n_done"] == 2 and events[-1].data["photons"] == 303
+
+    writer.pixels(3)
+    writer.g2()
+    events = _step(tailer)
+    px = next(e for e in events if e.type == "pixels")
+    g2 = next(e for e in events if e.type == "g2")
+    assert px.data["first"] == 2 and px.data["index"] == [2, 3, 4]  # only the new rows
+    assert g2.data["first"] == 0 and np.allclose(g2.data["g2"], 0.1 + 0.01 * np.arange(5))
+    assert _step(tailer) == []  # nothing new, nothing sent
+
+    # the tailer holds the file open (SWMR, no lock) while the host closes and reopens it to finalize
+    assert tailer.files[tmp_path / "srm-test.h5"].f is not None
+    writer.pixels(1)
+    writer.end("stopped", "stopped by the operator")
+    events = _step(tailer)
+    types = [e.type for e in events]
+    assert "final" in types and types[-1] == "run", types
+    assert next(e for e in events if e.type == "pixels").data["first"] == 5
+    final = next(e for e in events if e.type == "final").data
+    assert final["status"] == "stopped" and final["reason"] == "stopped by the operator"
+    with h5py.File(tmp_path / "srm-test.h5", "r", locking=False) as f:
+        for name in ("pl_cps", "g2", "G2"):
+            stored = f[f"maps/{name}"][()]
+            sent = np.array(final["maps"][name], dtype=float)  # None -> NaN
+            assert np.array_equal(sent, stored, equal_nan=True), name
+    summary = events[-1].data
+    assert summary["status"] == "stopped" and summary["n_done"] == 6
+    assert _step(tailer) == []  # an ended run is not read again
+
+    snap = ring.snapshot().data  # a page that connects now gets every row and the maps
+    run = snap["data"]["srm-test"]
+    assert run["columns"]["index"] == list(range(6)) and run["final"]["status"] == "stopped"
+
+
+def test_a_file_not_in_swmr_mode_yet_is_retried_and_a_bad_one_is_unreadable(tmp_path, monkeypatch):
+    monkeypatch.setattr(runfiles, "OPEN_GRACE_S", 0.0)
+    (tmp_path / "junk.h5").write_bytes(b"not an HDF5 file" * 8)
+    (tmp_path / "empty.h5").write_bytes(b"")
+    with h5py.File(tmp_path / "foreign.h5", "w") as f:
+        f["x"] = np.arange(3)
+    ring = EventRing(100)
+    tailer = Tailer(tmp_path, ring, rescan_s=0.0)
+    ring.set_state(tailer.state)
+    tailer.step()
+    runs = {r["file"]: r for r in tailer.runs()}
+    assert {n: r["status"] for n, r in runs.items()} == {"junk.h5": "unreadable", "empty.h5": "unreadable",
+                                                          "foreign.h5": "unreadable"}
+    assert "file signature not found" in runs["junk.h5"]["reason"]
+    assert "not an nvscope run file" in runs["foreign.h5"]["reason"]
+    assert ring.snapshot().data["runs"]  # the snapshot lists them, with their reasons
+
+
+def test_a_new_file_gets_a_grace_period_before_it_is_called_unreadable(tmp_path):
+    (tmp_path / "srm-being-created.h5").write_bytes(b"")  # the host has just created it
+    ring = EventRing(100)
+    tailer = Tailer(tmp_path, ring, rescan_s=0.0)
+    tailer.step()
+    assert tailer.runs()[0]["status"] == "opening"
+
+
+def test_open_swmr_takes_no_lock(tmp_path, swmr_writer):
+    writer = swmr_writer(tmp_path / "srm-lock.h5")
+    writer.pixels(1)
+    with open_swmr(tmp_path / "srm-lock.h5") as f:  # held open across the host's finalize
+        writer.end("completed")
+        assert f["pixels/index"].shape[0] == 1
