@@ -2,6 +2,7 @@
 
     python -m nvscope.models.g2.train_cnn --out models/g2/g2_cnn.onnx          # the shipped network
     python -m nvscope.models.g2.train_cnn --arch paper --out ref.onnx           # the paper-size reference
+    python -m nvscope.models.g2.train_cnn --out m.onnx --scheduler tcp://head:8786   # data simulated on Dask
 
 Simulates (or reads from --data) histograms of random emitters (`training_data`), splits them by
 emitter into train / validation / test (80 / 10 / 10 %), computes `features.cnn_inputs` with each
@@ -36,7 +37,8 @@ from .features import FEATURES_VERSION, MODEL_FORMAT, N_CHANNELS, N_SCALARS, cnn
 from .estimation import estimate_pixels
 from .mle import MleEstimator
 from .model import pixel_base, pixel_models, shape_kernels
-from .training_data import G2_RANGE, MAX_WINDOW_EVENTS, N_RANGE, T1_RANGE_S, simulate_dataset, split_by_emitter
+from .training_data import (G2_RANGE, MAX_WINDOW_EVENTS, N_RANGE, T1_RANGE_S, dask_client, simulate_dataset,
+                            split_by_emitter)
 
 NO_SINGLES_FRACTION = 0.3
 """Fraction of training rows whose singles are hidden (base unknown)."""
@@ -229,7 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--save-torch", type=Path, help="also save the trained state_dict here")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="simulate the data on this Dask scheduler (tcp://host:8786), "
+                   "one task per emitter; its workers need nvscope installed (docs/dask.md)")
+    p.add_argument("--dask-workers", type=int, metavar="N", help="simulate the data on a local Dask cluster of N "
+                   "processes (default without --scheduler: a local process pool)")
     a = p.parse_args(argv)
+    if a.scheduler and a.dask_workers:
+        p.error("--scheduler and --dask-workers: one or the other")
     if a.threads:
         torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
@@ -238,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             data = {k: f[k] for k in f.files}
         print(f"read {len(data['hist'])} histograms of {len(np.unique(data['emitter']))} emitters from {a.data}")
     else:
-        data = simulate_dataset(a.emitters, a.windows, seed=a.seed, events=a.events)
+        with dask_client(a.scheduler, a.dask_workers) as client:  # None: the local process pool
+            data = simulate_dataset(a.emitters, a.windows, seed=a.seed, events=a.events, client=client)
         if a.data is not None:
             write_npz(str(a.data), data)  # atomic, and under the name given (np.savez would add .npz)
         print(f"simulated {len(data['hist'])} histograms of {a.emitters} emitters in {time.perf_counter() - t0:.0f} s")

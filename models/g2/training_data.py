@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -251,14 +252,21 @@ def _simulate(args: tuple) -> EmitterHistograms:
 
 def simulate_dataset(n_emitters: int, windows: int, seed: int, events: int = MAX_WINDOW_EVENTS,
                      workers: int | None = None, n_target: float | np.ndarray | None = None,
-                     fit_context: bool = True) -> dict[str, np.ndarray]:
+                     fit_context: bool = True, client=None) -> dict[str, np.ndarray]:
     """Histograms of `n_emitters` random emitters, `windows` each, as flat arrays with `emitter` ids
     (expected events per histogram as `simulate_emitter` draws them, or `n_target`, a number or one per window;
-    `fit_context` as in `simulate_emitter`)."""
+    `fit_context` as in `simulate_emitter`).
+
+    Each emitter is one job with its own seed, drawn from `seed` by its index, so the arrays are the same
+    however the jobs are run: in this process (`workers` 1), in a local process pool (`workers`, default
+    one per core), or as one task per emitter on the Dask cluster of `client` (a `distributed.Client`;
+    its workers need nvscope installed), which then replaces the pool."""
     seeds = np.random.SeedSequence(seed).generate_state(n_emitters, dtype=np.uint64)
     jobs = [(int(s), windows, events, n_target, False, UNCORRELATED_FRACTION, fit_context) for s in seeds]
     workers = workers or min(len(jobs), os.cpu_count() or 1)
-    if workers > 1:
+    if client is not None:
+        results = client.gather(client.map(_simulate, jobs, pure=False))  # in the order of `jobs`
+    elif workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_simulate, jobs, chunksize=4))
     else:
@@ -267,6 +275,27 @@ def simulate_dataset(n_emitters: int, windows: int, seed: int, events: int = MAX
            for k in ("hist", "n_a", "n_b", "t_acq", "g2_true", "shape_true", "context", "pump")}
     out["emitter"] = np.repeat(np.arange(n_emitters), windows)
     return out
+
+
+@contextmanager
+def dask_client(scheduler: str | None = None, local_workers: int | None = None):
+    """A `distributed.Client` for `simulate_dataset`: connected to the Dask scheduler at `scheduler`
+    ("tcp://host:8786"), or to a new local cluster of `local_workers` processes of one thread each (no
+    dashboard); None when neither is given. Closed (with its local cluster) at the end."""
+    if scheduler is None and local_workers is None:
+        yield None
+        return
+    from distributed import Client, LocalCluster  # only where a cluster is asked for
+
+    with ExitStack() as stack:
+        if scheduler is not None:
+            client = stack.enter_context(Client(scheduler, timeout=10))
+        else:
+            cluster = stack.enter_context(LocalCluster(n_workers=local_workers, threads_per_worker=1, processes=True,
+                                                       dashboard_address=None,
+                                                       scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}))
+            client = stack.enter_context(Client(cluster))
+        yield client
 
 
 def split_by_emitter(emitter: np.ndarray, fractions: tuple[float, float, float],
@@ -282,4 +311,4 @@ def split_by_emitter(emitter: np.ndarray, fractions: tuple[float, float, float],
 
 __all__ = ["G2_RANGE", "T1_RANGE_S", "N_RANGE", "RATE_RANGE_CPS", "N_LEVELS", "PUMP_RANGE", "UNCORRELATED_FRACTION",
            "MAX_WINDOW_PHOTONS", "MAX_WINDOW_EVENTS", "draw_rates", "EmitterHistograms", "simulate_emitter",
-           "pixel_contexts", "simulate_dataset", "split_by_emitter"]
+           "pixel_contexts", "simulate_dataset", "dask_client", "split_by_emitter"]
