@@ -178,9 +178,14 @@ function plotDiv(key) {
   return el;
 }
 
-const heat = (z, title) => [[{z, type: "heatmap", colorscale: "Viridis", hoverongaps: false,
-  ...(title.includes("lock state") ? {zmin: 0, zmax: 2} : {})}],
-  {title: {text: title, font: {size: 13}}, margin: {l: 40, r: 10, t: 30, b: 30}, yaxis: {scaleanchor: "x"}}];
+function heat(z, title) {  // a map on its whole grid, cells not yet measured left blank
+  const nx = z.length ? z[0].length : 1, ny = z.length || 1;
+  return [[{z, type: "heatmap", colorscale: "Viridis", hoverongaps: false,
+    ...(title.includes("lock state") ? {zmin: 0, zmax: 2} : {})}],
+  {title: {text: title, font: {size: 13}}, margin: {l: 40, r: 10, t: 30, b: 30},
+    xaxis: {range: [-0.5, nx - 0.5], title: "ix", constrain: "domain"},
+    yaxis: {range: [-0.5, ny - 0.5], title: "iy", scaleanchor: "x", constrain: "domain"}}];
+}
 
 function drawMaps(id, maps) {
   S.shown[id] = maps;
