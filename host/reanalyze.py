@@ -87,6 +87,7 @@ def reanalyze_run(path: str, cfg: ReanalyzeConfig) -> RunOutcome:
             raise RunFileError("no such file" if not p.exists() else "not a file")
         sha = file_sha256(p)
         with _open_run(p) as f:
+            run_id = str(f.attrs.get("run_id", ""))  # named in the outcome even when the file is refused
             run_id, kind = _identity(f)
             results, attrs = _analyse(p, f, kind, run_id, cfg)
             source = {"input_exit_status": str(f.attrs.get("exit_status", "")),

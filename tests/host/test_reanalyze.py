@@ -1,0 +1,202 @@
+"""`nvscope reanalyze` (host/reanalyze_cli.py, host/reanalyze.py): many run files re-analysed on Dask, one
+task per file; each output carries its input's run id and SHA-256, the method, the model and the version;
+a broken file is reported with its reason while the others finish; exit 0 / 1 / 2."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import shutil
+import socket
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from nvscope.host.cli import main
+from nvscope.host.reanalyze import SUFFIX, ReanalyzeConfig, reanalyze_run
+from nvscope.host.reanalyze_cli import SUMMARY
+from nvscope.host.srm.analysis import SrmAnalysis
+from nvscope.host.srm.cnn_estimator import CnnEstimator
+from nvscope.host.srm.online_g2 import MleEstimator
+from nvscope.host.store import RunStore, run_path
+from nvscope.models.g2.features import SHIPPED_MODEL
+from nvscope.models.g2.model import NV_DEFAULT_SHAPE, expected_histogram, singles_base
+from nvscope.proto.messages import Pixel, RunEnd, RunStart
+from nvscope.proto.version import software_version
+
+GRID = (3, 4)
+
+
+def write_srm_run(folder, run_id: str, seed: int, g0: float = 0.3, kind: str = "srm"):
+    """A finished SRM run file written by the host's own store: GRID pixels of Poisson histograms of an
+    emitter with g2(0) = g0 (40 kcounts/s per detector, 1 s dwell)."""
+    rng = np.random.default_rng(seed)
+    mean = expected_histogram(NV_DEFAULT_SHAPE, g0, singles_base(4e4, 4e4, 1.0))
+    n = GRID[0] * GRID[1]
+    start = RunStart(run_id=run_id, seq=0, run_kind=kind, n_pixels=n, grid_shape=np.array(GRID), config={})
+    store = RunStore.create(run_path(folder, run_id), start)
+    store.add(start)
+    for i in range(n):
+        hist = rng.poisson(mean).astype(np.int64)
+        store.add(Pixel(run_id=run_id, seq=i + 1, index=i, ix=i % GRID[1], iy=i // GRID[1],
+                        position=np.array([i % GRID[1] * 1e-7, i // GRID[1] * 1e-7, 0.0]), dwell_s=1.0,
+                        n_a=40_000 + i, n_b=40_000 - i, n_events=int(hist.sum()), hist=hist))
+    store.flush()
+    store.finalize(RunEnd(run_id=run_id, seq=n + 1, n_pixels=n), {}, {})
+    store.close()
+    return run_path(folder, run_id)
+
+
+def direct_maps(path, estimator) -> dict[str, np.ndarray]:
+    """The SRM maps of the host's run-end analysis called here, in this process, on the same file."""
+    with h5py.File(path, "r") as f:
+        analysis = SrmAnalysis(estimator)
+        inputs = analysis.read(RunStore(path, f))
+    inputs.figure = path.with_name("direct.png")
+    return analysis.compute(inputs)[0]
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    """The address of a local Dask cluster of 2 worker processes, shut down after the module."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture
+def runs(tmp_path):
+    src = tmp_path / "runs"
+    src.mkdir()
+    good = [write_srm_run(src, "srm-20260101-000000-00000a", 1, 0.3),
+            write_srm_run(src, "srm-20260101-000100-00000b", 2, 0.6)]
+    broken = src / "srm-20260101-000200-00000c.h5"
+    data = good[0].read_bytes()
+    broken.write_bytes(data[: len(data) // 3])  # a copy cut short
+    return good, broken
+
+
+def _sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_two_good_runs_and_a_broken_file(runs, scheduler, tmp_path, capsys):
+    good, broken = runs
+    out = tmp_path / "out"
+    t0 = time.time()
+    code = main(["reanalyze", str(good[0]), str(broken), str(good[1]), "--out", str(out), "--scheduler", scheduler])
+    captured = capsys.readouterr()
+    assert code == 1
+    lines = [line for line in captured.out.splitlines() if line.startswith("[")]
+    assert len(lines) == 3 and {line[:5] for line in lines} == {"[1/3]", "[2/3]", "[3/3]"}  # a line per run
+    bad = [line for line in lines if "failed" in line]
+    assert len(bad) == 1 and str(broken) in bad[0] and "truncated HDF5 file" in bad[0]
+    assert "2 of 3 runs re-analysed" in captured.err and "1 failed" in captured.err
+
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted([f"{p.stem}{SUFFIX}" for p in good] + [f"{p.stem}-reanalyzed.png" for p in good]
+                             + [SUMMARY])  # no temporary file left
+    cnn = CnnEstimator()
+    for path in good:
+        with h5py.File(out / f"{path.stem}{SUFFIX}", "r") as f:
+            a = f.attrs
+            assert a["input_run_id"] == path.stem and a["input_run_kind"] == "srm"
+            assert a["input_sha256"] == _sha256(path) and a["input_file"] == str(path.resolve())
+            assert a["method"] == "cnn" and a["g2_method"] == "cnn"
+            assert a["model_file"] == str(SHIPPED_MODEL.resolve()) and a["model_sha256"] == _sha256(SHIPPED_MODEL)
+            assert a["nvscope_version"] == software_version()
+            assert t0 - 1 <= a["reanalyzed_unix_s"] <= time.time()
+            assert a["input_exit_status"] == "completed"
+            maps = {k: f["maps"][k][()] for k in f["maps"]}
+            assert f["maps/pl_cps"].attrs["units"] == "counts/s"
+        want = direct_maps(path, cnn)
+        assert set(maps) == {k.split("/")[1] for k in want}
+        for key in ("g2", "g2_std", "G2", "pl_cps", "g2_reason"):
+            np.testing.assert_array_equal(maps[key], want[f"maps/{key}"], err_msg=key)
+        assert maps["g2"].shape == GRID and np.isfinite(maps["g2"]).all()
+    g2_a, g2_b = (h5py.File(out / f"{p.stem}{SUFFIX}", "r")["maps/g2"][()].mean() for p in good)
+    assert g2_a < g2_b  # the two runs' emitters (g2(0) 0.3 and 0.6) stay apart: not one file written twice
+
+    summary = json.loads((out / SUMMARY).read_text())
+    status = {r["input"]: (r["status"], r["reason"]) for r in summary["runs"]}
+    assert status[str(good[0])] == ("ok", "") and status[str(good[1])] == ("ok", "")
+    assert status[str(broken)][0] == "failed" and "truncated HDF5 file" in status[str(broken)][1]
+    assert [r["input"] for r in summary["runs"]] == [str(good[0]), str(broken), str(good[1])]
+    assert (summary["ok"], summary["failed"], summary["scheduler"]) == (2, 1, scheduler)
+
+
+def test_mle_on_the_default_local_cluster(runs, tmp_path, capsys):
+    good, _ = runs
+    out = tmp_path / "out"
+    assert main(["reanalyze", *map(str, good), "--out", str(out), "--method", "mle"]) == 0
+    captured = capsys.readouterr()
+    assert "local cluster of 2 workers" in captured.out and "2 of 2 runs re-analysed" in captured.out
+    for path in good:
+        with h5py.File(out / f"{path.stem}{SUFFIX}", "r") as f:
+            assert f.attrs["method"] == "mle" and f.attrs["g2_method"] == "mle"
+            assert "model_sha256" not in f.attrs
+            np.testing.assert_array_equal(f["maps/g2"][()], direct_maps(path, MleEstimator())["maps/g2"])
+    assert json.loads((out / SUMMARY).read_text())["failed"] == 0
+
+
+def test_an_unreachable_scheduler_is_one_line_and_exit_2(runs, tmp_path, capsys):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = main(["reanalyze", str(runs[0][0]), "--out", str(tmp_path / "out"), "--scheduler", f"tcp://127.0.0.1:{port}"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err.count("\n") == 1 and captured.err.startswith("nvscope reanalyze: --scheduler tcp://127.0.0.1:")
+    assert "cannot connect" in captured.err and "Traceback" not in captured.err
+    assert not (tmp_path / "out" / SUMMARY).exists()
+
+
+def test_bad_arguments_are_exit_2_before_any_work(runs, tmp_path, capsys):
+    model = tmp_path / "not-a-model.onnx"
+    model.write_bytes(b"junk")
+    assert main(["reanalyze", str(runs[0][0]), "--out", str(tmp_path / "out"), "--model", str(model)]) == 2
+    assert "not-a-model.onnx" in capsys.readouterr().err
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    assert main(["reanalyze", str(runs[0][0]), "--out", str(blocked)]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_each_failure_is_one_reason_and_the_task_pickles(tmp_path):
+    """The task itself, in this process: every kind of bad input gives a failed outcome, never an exception."""
+    cfg = ReanalyzeConfig(str(tmp_path / "out"), "mle")
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = 1
+    other = write_srm_run(tmp_path, "odmr-20260101-000000-00000d", 3, kind="odmr")
+    text = tmp_path / "text.h5"
+    text.write_text("not hdf5")
+    reasons = {name: reanalyze_run(str(p), cfg) for name, p in
+               [("missing", tmp_path / "nope.h5"), ("foreign", foreign), ("kind", other), ("text", text)]}
+    assert not any(o.ok for o in reasons.values())
+    assert reasons["missing"].reason == "no such file"
+    assert reasons["foreign"].reason == "not an nvscope run file (no run_id / run_kind attribute)"
+    assert "unknown run kind 'odmr'" in reasons["kind"].reason and reasons["kind"].run_id == other.stem
+    assert reasons["text"].reason.startswith("not an HDF5 file")
+    assert all("\n" not in o.line() for o in reasons.values())
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("*.h5"))
+    assert pickle.loads(pickle.dumps(reanalyze_run)) is reanalyze_run  # by reference: workers import it
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
+
+
+def test_a_run_file_still_flagged_for_writing_is_read(tmp_path):
+    """A file whose writer was killed (SWMR flag still set) is read as the host would, up to its last flush."""
+    path = write_srm_run(tmp_path, "srm-20260101-000300-00000e", 4)
+    live = tmp_path / "live.h5"
+    shutil.copy(path, live)
+    with h5py.File(live, "r+", libver="latest") as f:
+        f.swmr_mode = True
+        copy = tmp_path / "flagged.h5"
+        shutil.copy(live, copy)  # copied while open for SWMR writing: the flag stays set in the copy
+    outcome = reanalyze_run(str(copy), ReanalyzeConfig(str(tmp_path / "out"), "mle"))
+    assert outcome.ok, outcome.reason
