@@ -79,6 +79,9 @@ TABLES: dict[str, tuple[str, ...]] = {
 }
 """The columns the page follows, per table of docs/run-files.md section 3."""
 
+TABLES_OF_KIND: dict[str, tuple[str, ...]] = {"srm": ("pixels",), "mri": ("lock", "deer"), "vqns": ("coherence",)}
+"""The tables each run kind fills (a file of another kind: all of them)."""
+
 EVENT_OF_TABLE = {"pixels": "pixels", "lock": "lock", "deer": "deer", "coherence": "curves"}
 """The SSE event type that carries new rows of each table."""
 
@@ -102,6 +105,7 @@ class RunFile:
         self.n_g2 = 0
         self.photons = 0
         self.f: h5py.File | None = None
+        self._cols: dict[str, list[h5py.Dataset]] | None = None
         self._checked = 0.0
         self._first_error = 0.0
         self._sent_summary: dict | None = None
@@ -131,6 +135,7 @@ class RunFile:
 
     def close(self) -> None:
         """Let go of the file."""
+        self._cols = None
         if self.f is not None:
             try:
                 self.f.close()
@@ -201,26 +206,41 @@ class RunFile:
         self.created_unix_s = float(a.get("created_unix_s", 0.0))
         self.status, self.reason = _text(a["exit_status"]), _text(a.get("reason", ""))
 
+    def _columns(self) -> dict[str, list[h5py.Dataset]]:
+        """The open datasets this run's kind follows, per table (looked up once per open: a lookup costs
+        more than a refresh); a table this file lacks is left out."""
+        if self._cols is None:
+            f, cols = self.f, {}
+            for table in TABLES_OF_KIND.get(self.kind, tuple(TABLES)):
+                if table in f and all(n in f[table] for n in TABLES[table]):
+                    cols[table] = [f[table][n] for n in TABLES[table]]
+            if self.kind == "srm" and "pixels" in f and "g2" in f["pixels"]:
+                cols["g2"] = [f["pixels/g2"], f["pixels/g2_std"]]
+            self._cols = cols
+        return self._cols
+
     def _read_new(self) -> list[tuple[str, dict]]:
-        """New rows of every table (refreshing the datasets), as delta events."""
-        f = self.f
+        """New rows of every followed table (refreshing its datasets), as delta events."""
         events = []
-        for table, names in TABLES.items():
-            if table not in f or any(n not in f[table] for n in names):
+        columns = self._columns()
+        for table, cols in columns.items():
+            if table == "g2":
                 continue
-            cols = [f[table][n] for n in names]
-            for ds in cols:
+            cols[0].refresh()  # its first column says whether there is anything new
+            if cols[0].shape[0] <= self.rows[table]:
+                continue
+            for ds in cols[1:]:
                 ds.refresh()
             n = min(ds.shape[0] for ds in cols)
             start = self.rows[table]
             if n <= start:
                 continue
-            part = {name: ds[start:n] for name, ds in zip(names, cols)}
+            part = {name: ds[start:n] for name, ds in zip(TABLES[table], cols)}
             self.rows[table] = n
             self.updated_unix_s = time.time()
             events.append((EVENT_OF_TABLE[table], self._delta(table, start, part)))
-        if self.kind == "srm" and "pixels" in f and "g2" in f["pixels"]:
-            g2, std = f["pixels/g2"], f["pixels/g2_std"]
+        if "g2" in columns:
+            g2, std = columns["g2"]
             g2.refresh()
             std.refresh()
             n = min(g2.shape[0], std.shape[0], self.rows["pixels"])

@@ -5,6 +5,7 @@ const S = window.nvscope = {
   log: [],        // per delta event: {run, first, n, recv, drawn} (epoch ms), for latency measurements
   drawn: {},      // run id -> pixels drawn on its map
   firstMap: null, // epoch ms of the first map drawn
+  plotlyAt: null, // epoch ms when Plotly.js had loaded
   shown: {},      // run id -> the maps as drawn: name -> 2-D array (null: not measured)
 };
 const now = () => performance.timeOrigin + performance.now();
@@ -67,7 +68,9 @@ async function select(id) {
     const r = await fetch("/api/runs/" + encodeURIComponent(id));
     if (r.ok) { const d = await r.json(); if (!S.data[id]) S.data[id] = {columns: d.columns, final: d.final}; }
   }
-  $("plots").innerHTML = ""; $("note").textContent = ""; schedule();
+  $("plots").innerHTML = ""; $("note").textContent = "";
+  for (const k of Object.keys(signatures)) delete signatures[k];
+  schedule();
 }
 
 function fmtTime(s) {
@@ -126,7 +129,7 @@ function renderHealth() {
 // ------------------------------------------------------------------ maps and curves
 let pending = false;
 function schedule() { if (!pending) { pending = true; requestAnimationFrame(draw); } }
-S.plotlyReady = () => { S.plotly = true; schedule(); };
+S.plotlyReady = () => { S.plotly = true; S.plotlyAt = now(); schedule(); };
 
 function grid(ny, nx) { return Array.from({length: ny}, () => new Array(nx).fill(null)); }
 
@@ -187,9 +190,18 @@ function heat(z, title) {  // a map on its whole grid, cells not yet measured le
     yaxis: {range: [-0.5, ny - 0.5], title: "iy", scaleanchor: "x", constrain: "domain"}}];
 }
 
+const signatures = {};  // plot -> what it shows (run, cells measured, final or not): redrawn only when that changes
 function drawMaps(id, maps) {
   S.shown[id] = maps;
-  const jobs = Object.entries(maps).map(([k, z]) => Plotly.react(plotDiv(k), ...heat(z, k)));
+  const fin = S.data[id] && S.data[id].final ? "final" : "live", jobs = [];
+  for (const [k, z] of Object.entries(maps)) {
+    const sig = `${id} ${fin} ${z.flat().filter((v) => v != null).length}`;
+    const el = plotDiv(k);
+    if (signatures[k] === sig && el.data) continue;
+    const same = el.data && signatures[k] && signatures[k].split(" ").slice(0, 2).join(" ") === `${id} ${fin}`;
+    signatures[k] = sig;
+    jobs.push(same ? Plotly.restyle(el, {z: [z]}, [0]) : Plotly.react(el, ...heat(z, k)));  // new cells only: restyle
+  }
   const first = Object.values(maps)[0];
   S.drawn[id] = first ? first.flat().filter((v) => v != null).length : 0;
   document.body.dataset.pixels = S.drawn[id];
