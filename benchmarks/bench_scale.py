@@ -1,0 +1,187 @@
+"""Throughput of the Dask paths against the number of workers, as ratios to the single process in the same run.
+
+    python benchmarks/bench_scale.py [--runs 8] [--grid 6x6] [--emitters 12] [--windows 8] [--events 20000]
+                                     [--workers 1,2] [--method cnn]
+
+- reanalyze: `--runs` synthetic SRM run files (written by the host's own store, Poisson histograms of an
+  emitter, `--grid` pixels each) re-analysed by `host.reanalyze.reanalyze_run` (the task of `nvscope
+  reanalyze`): in this process one after another (the baseline), then on a local Dask cluster of each
+  number of `--workers` (processes, one thread each), in runs/s.
+- training data: `models.g2.training_data.simulate_dataset` of `--emitters` x `--windows` histograms in this
+  process (the baseline), then on the same clusters (one task per emitter), in emitters/s; the arrays are
+  checked to be identical.
+
+Each path is warmed first (imports and Numba compilations: a worker pays them once, listed as "warm-up"), so
+the rates are those of a running cluster. Where the time goes: Dask's task stream gives each task's compute
+time in its worker; the rest of the wall time (workers x wall - sum of compute) is scheduling, transfer of the
+results, (de)serialization and idle workers at the tail. Default sizes take about 1.5 min on 2 free cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nvscope.host.reanalyze import ReanalyzeConfig, reanalyze_run
+from nvscope.host.reanalyze_cli import run_all
+from nvscope.host.store import RunStore, run_path
+from nvscope.models.g2.model import NV_DEFAULT_SHAPE, expected_histogram, singles_base
+from nvscope.models.g2.training_data import dask_client, simulate_dataset
+from nvscope.proto.messages import Pixel, RunEnd, RunStart
+
+
+def write_srm_run(folder: Path, run_id: str, seed: int, grid: tuple[int, int], g0: float) -> Path:
+    """A finished SRM run file by the host's store: grid pixels of Poisson histograms (40 kcps per detector, 1 s)."""
+    rng = np.random.default_rng(seed)
+    mean = expected_histogram(NV_DEFAULT_SHAPE, g0, singles_base(4e4, 4e4, 1.0))
+    n = grid[0] * grid[1]
+    start = RunStart(run_id=run_id, seq=0, run_kind="srm", n_pixels=n, grid_shape=np.array(grid), config={})
+    store = RunStore.create(run_path(folder, run_id), start)
+    store.add(start)
+    for i in range(n):
+        hist = rng.poisson(mean).astype(np.int64)
+        store.add(Pixel(run_id=run_id, seq=i + 1, index=i, ix=i % grid[1], iy=i // grid[1],
+                        position=np.array([i % grid[1] * 1e-7, i // grid[1] * 1e-7, 0.0]), dwell_s=1.0,
+                        n_a=40_000 + i, n_b=40_000 - i, n_events=int(hist.sum()), hist=hist))
+    store.flush()
+    store.finalize(RunEnd(run_id=run_id, seq=n + 1, n_pixels=n), {}, {})
+    store.close()
+    return run_path(folder, run_id)
+
+
+def task_times(stream: list[dict], prefix: str) -> tuple[float, float, int]:
+    """(sum of compute s, sum of transfer + (de)serialization s, tasks) of the tasks whose key starts with
+    `prefix` in a Dask task stream (`distributed.get_task_stream`)."""
+    compute = other = 0.0
+    n = 0
+    for task in stream:
+        if not str(task["key"]).startswith(prefix):
+            continue
+        n += 1
+        for part in task["startstops"]:
+            d = part["stop"] - part["start"]
+            if part["action"] == "compute":
+                compute += d
+            else:
+                other += d
+    return compute, other, n
+
+
+def describe(label: str, wall: float, workers: int, compute: float, other: float, n: int, unit: str,
+             items: int, base_rate: float | None) -> float:
+    """Print one line: rate, ratio to the baseline, and where the workers' time went; returns the rate."""
+    rate = items / wall
+    ratio = f"{rate / base_rate:5.2f}x" if base_rate else "1.00x"
+    busy = compute / (workers * wall) if wall > 0 else float("nan")
+    overhead = max(workers * wall - compute, 0.0) / max(n, 1)  # worker-seconds not computing, per task
+    print(f"  {label:<18} {wall:6.2f} s {rate:6.2f} {unit} {ratio}  compute {compute / max(n, 1):.3f} s/task, "
+          f"overhead {overhead * 1e3:5.0f} ms/task (transfer+(de)serialize {other * 1e3 / max(n, 1):.0f} ms; "
+          f"the rest scheduling and idle workers at the tail), workers busy {busy:5.1%}")
+    return rate
+
+
+def bench_reanalyze(folder: Path, runs: list[Path], worker_counts: list[int], method: str) -> None:
+    out = folder / "out"
+    cfg = ReanalyzeConfig(str(out), method)
+    warm = write_srm_run(folder, "srm-20000101-000000-warmup", 999, (2, 2), 0.5)
+    print(f"reanalyze: {len(runs)} SRM runs, method {method}")
+    t0 = time.perf_counter()
+    assert reanalyze_run(str(warm), cfg).ok
+    print(f"  single process warm-up (imports, Numba, model): {time.perf_counter() - t0:.2f} s")
+    t0 = time.perf_counter()
+    outcomes = [reanalyze_run(str(p), cfg) for p in runs]
+    wall = time.perf_counter() - t0
+    assert all(o.ok for o in outcomes), [o.reason for o in outcomes if not o.ok]
+    compute = sum(o.seconds for o in outcomes)
+    base = describe("single process", wall, 1, compute, 0.0, len(runs), "runs/s", len(runs), None)
+    from distributed import get_task_stream
+
+    for n in worker_counts:
+        t0 = time.perf_counter()
+        with dask_client(local_workers=n) as client:
+            t_start = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            client.run(reanalyze_run, str(warm), cfg)  # every worker imports and compiles once
+            t_warm = time.perf_counter() - t0
+            with get_task_stream(client) as stream:
+                t0 = time.perf_counter()
+                outcomes = run_all(client, [str(p) for p in runs], cfg)
+                wall = time.perf_counter() - t0
+            assert all(o.ok for o in outcomes), [o.reason for o in outcomes if not o.ok]
+            c, other, k = task_times(stream.data, "reanalyze_run")
+            print(f"  {n} workers: cluster start {t_start:.2f} s, warm-up {t_warm:.2f} s "
+                  f"(in-task {np.mean([o.seconds for o in outcomes]):.3f} s per run)")
+            describe(f"dask, {n} workers", wall, n, c, other, k, "runs/s", len(runs), base)
+
+
+def bench_training(emitters: int, windows: int, events: int, worker_counts: list[int]) -> None:
+    print(f"training data: {emitters} emitters x {windows} windows, at most {events} expected events")
+    kw = dict(n_emitters=emitters, windows=windows, seed=5, events=events)
+    t0 = time.perf_counter()
+    simulate_dataset(2, 2, seed=1, events=1000, workers=1)
+    print(f"  single process warm-up (Numba): {time.perf_counter() - t0:.2f} s")
+    t0 = time.perf_counter()
+    plain = simulate_dataset(**kw, workers=1)
+    wall = time.perf_counter() - t0
+    base = describe("single process", wall, 1, wall, 0.0, emitters, "emitters/s", emitters, None)
+    if 2 in worker_counts:  # the path before Dask: a process pool (its start included), before any cluster
+        t0 = time.perf_counter()
+        pooled = simulate_dataset(**kw, workers=2)
+        wall = time.perf_counter() - t0
+        assert all(np.array_equal(pooled[k], plain[k]) for k in plain)
+        describe("process pool, 2", wall, 2, wall * 2, 0.0, emitters, "emitters/s", emitters, base)
+        print("    (the pool's line counts its whole wall time as compute: no per-task times)")
+    from distributed import get_task_stream
+
+    for n in worker_counts:
+        t0 = time.perf_counter()
+        with dask_client(local_workers=n) as client:
+            t_start = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            client.run(simulate_dataset, 2, 2, 1, 1000, 1)  # every worker compiles once
+            t_warm = time.perf_counter() - t0
+            with get_task_stream(client) as stream:
+                t0 = time.perf_counter()
+                data = simulate_dataset(**kw, client=client)
+                wall = time.perf_counter() - t0
+            assert all(np.array_equal(data[k], plain[k]) for k in plain), "not the same arrays"
+            c, other, k = task_times(stream.data, "_simulate")
+            print(f"  {n} workers: cluster start {t_start:.2f} s, warm-up {t_warm:.2f} s; arrays identical")
+            describe(f"dask, {n} workers", wall, n, c, other, k, "emitters/s", emitters, base)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=8, help="SRM run files to re-analyse")
+    p.add_argument("--grid", default="6x6", help="pixels of each run, ROWSxCOLS")
+    p.add_argument("--method", choices=("cnn", "mle"), default="cnn")
+    p.add_argument("--emitters", type=int, default=12)
+    p.add_argument("--windows", type=int, default=8)
+    p.add_argument("--events", type=int, default=20_000)
+    p.add_argument("--workers", default="1,2", help="Dask worker counts, comma-separated")
+    p.add_argument("--sections", default="reanalyze,training")
+    a = p.parse_args()
+    grid = tuple(int(v) for v in a.grid.lower().split("x"))
+    counts = [int(v) for v in a.workers.split(",")]
+    print(f"bench_scale: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (other work on the cores "
+          f"shows in every rate); rates after warm-up, ratios to the single process in this run")
+    t_all = time.perf_counter()
+    if "reanalyze" in a.sections:
+        with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+            folder = Path(tmp)
+            runs = [write_srm_run(folder, f"srm-20000101-{i:06d}-bench0", i, grid, 0.2 + 0.6 * i / max(a.runs, 1))
+                    for i in range(a.runs)]
+            bench_reanalyze(folder, runs, counts, a.method)
+    if "training" in a.sections:
+        bench_training(a.emitters, a.windows, a.events, counts)
+    print(f"bench_scale: {time.perf_counter() - t_all:.0f} s in all; load average now {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":  # (Dask's worker processes are spawned: they import this file without running it)
+    raise SystemExit(main())
