@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 import plotly
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
@@ -126,6 +128,8 @@ def create_app(view: WebView, start: bool = True) -> FastAPI:
                 yield ev.sse()
             while True:
                 await ring.wait(cursor, KEEPALIVE_S)
+                if await request.is_disconnected():  # the page went away: end this stream
+                    return
                 new = ring.since(cursor)
                 if new is None:  # fell behind the ring: start over from a snapshot
                     new = [ring.snapshot()]
@@ -178,3 +182,18 @@ def create_app(view: WebView, start: bool = True) -> FastAPI:
 
 def _json(data) -> Response:
     return Response(to_json(jsonable(data)), media_type="application/json")
+
+
+class WebServer(uvicorn.Server):
+    """uvicorn's server, ending on SIGINT/SIGTERM with exit code 0 (uvicorn itself re-raises the signal
+    after its shutdown, which would end the process by the signal)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        old = {sig: signal.signal(sig, lambda *_: setattr(self, "should_exit", True))
+               for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)

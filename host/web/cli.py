@@ -69,14 +69,15 @@ def web_command(args: argparse.Namespace) -> int:
     """Run the web view until interrupted (SIGINT/SIGTERM end it cleanly)."""
     import uvicorn
 
-    from .app import WebConfig, WebView, create_app
+    from .app import WebConfig, WebServer, WebView, create_app
 
     security = check_web_args(args)
     view = WebView(WebConfig(Path(args.data), args.connect, security, tail_interval_s=args.tail_interval))
     app = create_app(view)
     print(f"nvscope web: http://{args.bind}:{args.port}/ (data {Path(args.data).resolve()}, rig {args.connect})",
           flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, host=args.bind, port=args.port, log_level="warning",
-                                           timeout_graceful_shutdown=2))
+    server = WebServer(uvicorn.Config(app, host=args.bind, port=args.port, log_level="warning",
+                                      timeout_graceful_shutdown=2))
     server.run()
     return 0 if server.started else 1
+

@@ -21,13 +21,15 @@ from nvscope.host.web.runfiles import open_swmr
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+NX, NY = 8, 5
+"""The scan: 40 pixels of 0.1 s each in real time (a 4 s run, twice)."""
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "web-view.png"
 
 RIG_TOML = """\
 seed = 5
 [scan]
-nx = 6
-ny = 5
+nx = {nx}
+ny = {ny}
 x0 = -0.4e-6
 y0 = -0.3e-6
 step = 150e-9
@@ -56,7 +58,7 @@ def _browser_or_skip():
 
 def _start_rig(tmp: Path) -> tuple[subprocess.Popen, str]:
     cfg = tmp / "rig.toml"
-    cfg.write_text(RIG_TOML.format(spool=(tmp / "spool").as_posix()))
+    cfg.write_text(RIG_TOML.format(nx=NX, ny=NY, spool=(tmp / "spool").as_posix()))
     proc = subprocess.Popen([sys.executable, "-m", "nvscope.host.cli", "rig", "--sim", "--bind", "tcp://127.0.0.1:*",
                              "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline().strip()
@@ -96,32 +98,31 @@ def test_the_page_follows_a_live_srm_run_and_shows_a_stopped_one(tmp_path, serve
             assert n2 > n1, (n1, n2, status)
             assert page.evaluate(f"nvscope.log.filter(e => e.run === '{first}' && e.type === 'pixels').length") >= 2
 
+            page.locator("#follow").uncheck()  # stay on run 1 when run 2 starts
+
             # its end: the page shows the file's run-end maps
             _wait(page, f"nvscope.runs['{first}'].status === 'completed' && nvscope.data['{first}'].final !== null"
-                        f" && nvscope.shown['{first}'] && nvscope.drawn['{first}'] === 30", 60)
+                        f" && nvscope.shown['{first}'] && nvscope.drawn['{first}'] === {NX * NY}", 60)
             shown = page.evaluate(f"nvscope.shown['{first}']")
             with open_swmr(data / f"{first}.h5") as f:
                 assert f.attrs["exit_status"] == "completed"
                 for name in ("pl_cps", "g2", "G2"):
                     stored = f[f"maps/{name}"][()]
                     in_page = np.array([[np.nan if v is None else v for v in row] for row in shown[name]])
-                    assert in_page.shape == stored.shape == (5, 6), name
+                    assert in_page.shape == stored.shape == (NY, NX), name
                     assert np.array_equal(in_page, stored, equal_nan=True), name
-                    assert np.isfinite(stored).sum() >= (25 if name == "pl_cps" else 5), name  # g2: NaN in the dark
-
-            # run 2 starts; the rig is shut down under it: the run ends stopped
-            second = _wait(page, f"(() => {{ const r = Object.values(nvscope.runs).find(r => r.run_id !== '{first}'"
-                                 f" && r.status === 'running' && r.n_done >= 3); return r && r.run_id; }})()", 60)
-            _wait(page, "document.querySelector('.badge[data-source=rig]') !== null")
-            page.screenshot(path=str(tmp_path / "web-view-live.png"))
-            page.locator(f"#runs tr[data-run='{first}']").first.click()  # back to run 1 (stops following)
-            _wait(page, f"nvscope.selected === '{first}' && nvscope.drawn['{first}'] === 30")
-            page.wait_for_timeout(200)
+                    assert np.isfinite(stored).sum() >= (NX * NY - 5 if name == "pl_cps" else 5), name  # g2: NaN in the dark
+            page.wait_for_timeout(300)
             page.screenshot(path=str(tmp_path / "web-view-completed.png"))
             if os.environ.get("NVSCOPE_WEB_SCREENSHOT"):
                 page.screenshot(path=str(DOCS_SCREENSHOT))
+
+            # run 2 starts; the rig is shut down under it: the run ends stopped
+            second = _wait(page, f"(() => {{ const r = Object.values(nvscope.runs).find(r => r.run_id !== '{first}'"
+                                 f" && r.status === 'running' && r.n_done >= 2); return r && r.run_id; }})()", 60)
             rig.send_signal(signal.SIGTERM)
-            _wait(page, f"nvscope.runs['{second}'].status === 'stopped'", 30)
+            _wait(page, f"nvscope.runs['{second}'].status !== 'running'", 30)
+            assert page.evaluate(f"nvscope.runs['{second}'].status") == "stopped"
             row = page.locator(f"#runs tr[data-run='{second}'][data-status='stopped']")
             assert row.count() == 1 and "stopped" in row.inner_text()
             assert "shut down" in page.evaluate(f"nvscope.runs['{second}'].reason")
