@@ -10,11 +10,13 @@ from pathlib import Path
 
 import plotly
 import uvicorn
+import zmq
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from nvscope.proto.endpoints import DEFAULT_RIG_ENDPOINT, HostSecurity
 
+from ..status_cli import ask_status
 from .events import EventRing, jsonable, to_json
 from .health import HealthPoller, StatusSource
 from .metrics import WebMetrics
@@ -55,28 +57,25 @@ class WebView:
         self.ring = EventRing(cfg.ring_capacity)
         self.metrics = WebMetrics()
         self.tailer = Tailer(cfg.data_dir, self.ring, cfg.tail_interval_s)
-        if status_source is None:
-            from nvscope.host.status_cli import ask_status
-
-            import zmq
-
-            ctx = zmq.Context()
-            self._ctx = ctx
+        self._ctx: zmq.Context | None = None
+        if status_source is None:  # the rig's status, as `nvscope status` asks for it
+            ctx = self._ctx = zmq.Context()
             status_source = lambda: ask_status(cfg.endpoint, cfg.status_timeout_s, cfg.security, ctx)  # noqa: E731
         self.health = HealthPoller(status_source, cfg.data_dir, self.ring, cfg.endpoint, cfg.health_interval_s,
                                    on_update=self.metrics.update_health)
         self.ring.set_state(lambda: {**self.tailer.state(), "health": self.health.latest})
 
     def start(self) -> None:
+        """Start the tailer and the health poller."""
         self.tailer.start()
         self.health.start()
 
     def stop(self) -> None:
+        """Stop them and close the status requests' ZeroMQ context."""
         self.health.stop()
         self.tailer.stop()
-        ctx = getattr(self, "_ctx", None)
-        if ctx is not None:
-            ctx.term()
+        if self._ctx is not None:
+            self._ctx.term()
 
 
 def create_app(view: WebView, start: bool = True) -> FastAPI:

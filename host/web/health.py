@@ -46,6 +46,7 @@ class Badge:
         self.reasons.append(reason)
 
     def as_dict(self) -> dict:
+        """The badge, its reasons joined, and the figures, as /healthz shows one source."""
         return {"badge": self.badge, "reason": "; ".join(self.reasons), **self.figures}
 
 
@@ -154,9 +155,11 @@ class HealthPoller:
         self._thread = threading.Thread(target=self._run, name="nvscope-web-health", daemon=True)
 
     def start(self) -> None:
+        """Start polling on a background thread."""
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop polling."""
         self._stop.set()
         self._thread.join(timeout=5)
 

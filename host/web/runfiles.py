@@ -11,7 +11,6 @@ import h5py
 import numpy as np
 
 from nvscope.models.g2.scan_context import pixel_pl
-from nvscope.proto.messages import LOCK_STATES, MRI_SCANS
 
 NOT_SWMR_YET = "already open for write"
 """HDF5's words for a file whose writer has it open outside SWMR mode (being created, or finalized)."""
@@ -338,12 +337,3 @@ def vqns_fit_curves(f: h5py.File) -> list[np.ndarray]:
     coef, *_ = np.linalg.lstsq(A, y[m] * w, rcond=None)
     return [r[np.isfinite(r)] for r in coef[0] * e + coef[1]]
 
-
-def lock_state_names() -> list[str]:
-    """The lock states, by code (proto)."""
-    return list(LOCK_STATES)
-
-
-def mri_scan_names() -> list[str]:
-    """The NV-MRI scans, by code (proto)."""
-    return list(MRI_SCANS)

@@ -35,9 +35,11 @@ class Tailer:
         self._thread = threading.Thread(target=self._run, name="nvscope-web-tailer", daemon=True)
 
     def start(self) -> None:
+        """Start following the folder on a background thread."""
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the thread and let go of the files."""
         self._stop.set()
         self._thread.join(timeout=5)
         for rf in self.files.values():
@@ -52,9 +54,11 @@ class Tailer:
                 found = sorted(self.data_dir.glob("*.h5"))
             except OSError:
                 found = []
-            for path in found:
-                if path not in self.files:
-                    self.files[path] = RunFile(path)
+            new = [path for path in found if path not in self.files]
+            if new:
+                with self.ring.lock:  # the request handlers read the file list under this lock
+                    for path in new:
+                        self.files[path] = RunFile(path)
         n = 0
         for rf in list(self.files.values()):
             if rf.done:
@@ -76,9 +80,9 @@ class Tailer:
 
     # ------------------------------------------------------------------ state
     def runs(self) -> list[dict]:
-        """Every run's summary, newest first."""
+        """Every run's summary, newest first (call under the ring's lock)."""
         now = time.time()
-        return sorted((rf.summary(now) for rf in self.files.values()), key=lambda s: s["file"], reverse=True)
+        return sorted((rf.summary(now) for rf in list(self.files.values())), key=lambda s: s["file"], reverse=True)
 
     def run_data(self, run_id: str) -> dict | None:
         """The rows and results read so far of run `run_id` (None if unknown)."""

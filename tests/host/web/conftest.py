@@ -48,9 +48,9 @@ WRITER = r'''
 import sys, numpy as np
 from pathlib import Path
 from nvscope.host.store import RunStore
-from nvscope.proto.messages import Pixel, RunEnd, RunStart
-path, nx, ny = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-start = RunStart(run_id=path.stem, seq=0, n_pixels=nx * ny, grid_shape=np.array([ny, nx]))
+from nvscope.proto.messages import Coherence, Deer, Lock, Pixel, RunEnd, RunStart
+path, nx, ny, kind = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+start = RunStart(run_id=path.stem, run_kind=kind, seq=0, n_pixels=nx * ny, grid_shape=np.array([ny, nx]))
 store = RunStore.create(path, start)
 store.add(start)
 store.flush()
@@ -65,6 +65,25 @@ for line in sys.stdin:
             hist = np.zeros(215, dtype=np.int64)
             store.add(Pixel(run_id=path.stem, seq=seq, index=i, ix=i % nx, iy=i // nx, dwell_s=0.01 * (1 + i),
                             n_a=100 + i, n_b=50 + 2 * i, n_events=0, hist=hist))
+        store.flush()
+    elif cmd == "lock":  # tip position i: scan 0 (retracted) first, then the psf scan's plane 0 with a DEER row
+        for _ in range(int(arg[0])):
+            seq += 1
+            i = globals().get("n_lock", 0)
+            globals()["n_lock"] = i + 1
+            scan, j = (0, 0) if i == 0 else (1, i - 1)
+            store.add(Lock(run_id=path.stem, seq=seq, index=i, scan=scan, plane=0, ix=j % nx, iy=j // nx,
+                           f_lock_hz=2.87e9 + 1e3 * i, f_sigma_hz=10.0, state=i % 3, cycles=4, photons=1000 + i))
+            seq += 1
+            store.add(Deer(run_id=path.stem, seq=seq, index=i, scan=2, plane=0, ix=j % nx, iy=j // nx, f_rf_hz=1e8,
+                           tau_s=1e-6, shots=100, n_rf=80 + i, n_ref=100))
+        store.flush()
+    elif cmd == "curve":  # one coherence curve: n_pulses and its number of points
+        n, T = (int(v) for v in arg[0].split())
+        seq += 1
+        t = np.linspace(1e-6, 1e-5, T)
+        store.add(Coherence(run_id=path.stem, seq=seq, n_pulses=n, t=t, coherence=np.exp(-t / 5e-6), sigma=0.01 + 0 * t,
+                            repetitions=10, signal_counts=10 + 0 * t, bright_counts=20 + 0 * t, dark_counts=5 + 0 * t))
         store.flush()
     elif cmd == "g2":
         k = store.n_pixels - n_g2
@@ -90,14 +109,15 @@ for line in sys.stdin:
 
 class SwmrWriter:
     """A run file written by the host's own writer (host/store.py RunStore, SWMR) in another process, as
-    the host does: `pixels(n)`, `g2()` (for every pixel without one), `end(status, reason)`; each
-    returns once the rows are flushed. Synthetic pixels: row i at (i % nx, i // nx)."""
+    the host does: `pixels(n)`, `g2()` (for every pixel without one), `lock(n)`, `curve(n_pulses, points)`,
+    `end(status, reason)`; each returns once the rows are flushed. Synthetic pixels: row i at
+    (i % nx, i // nx)."""
 
-    def __init__(self, path, nx: int = 3, ny: int = 2):
+    def __init__(self, path, nx: int = 3, ny: int = 2, kind: str = "srm"):
         import subprocess
         import sys
 
-        self.proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(nx), str(ny)],
+        self.proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(nx), str(ny), kind],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout.readline().strip() == "ready"
 
@@ -112,6 +132,14 @@ class SwmrWriter:
     def g2(self) -> None:
         assert self._ask("g2") == "ok"
 
+    def lock(self, n: int) -> None:
+        """n NV-MRI tip positions: a lock row and a DEER row each (the first: the retracted tip)."""
+        assert self._ask(f"lock {n}") == "ok"
+
+    def curve(self, n_pulses: int, points: int) -> None:
+        """One VQNS coherence curve."""
+        assert self._ask(f"curve {n_pulses} {points}") == "ok"
+
     def end(self, status: str = "completed", reason: str = "") -> None:
         assert self._ask(f"end {status} {reason}") == "ended"
         assert self.proc.wait(timeout=10) == 0
@@ -124,11 +152,11 @@ class SwmrWriter:
 
 @pytest.fixture
 def swmr_writer():
-    """swmr_writer(path, nx, ny) -> SwmrWriter; killed after the test if still running."""
+    """swmr_writer(path, nx, ny, kind) -> SwmrWriter; killed after the test if still running."""
     writers: list[SwmrWriter] = []
 
-    def make(path, nx: int = 3, ny: int = 2) -> SwmrWriter:
-        writers.append(SwmrWriter(path, nx, ny))
+    def make(path, nx: int = 3, ny: int = 2, kind: str = "srm") -> SwmrWriter:
+        writers.append(SwmrWriter(path, nx, ny, kind))
         return writers[-1]
 
     yield make

@@ -102,3 +102,33 @@ def test_open_swmr_takes_no_lock(tmp_path, swmr_writer):
     with open_swmr(tmp_path / "srm-lock.h5") as f:  # held open across the host's finalize
         writer.end("completed")
         assert f["pixels/index"].shape[0] == 1
+
+
+def test_nv_mri_lock_and_deer_rows_and_vqns_curves_arrive_as_deltas(tmp_path, swmr_writer):
+    ring = EventRing(1000)
+    tailer = Tailer(tmp_path, ring, rescan_s=0.0)
+    mri = swmr_writer(tmp_path / "mri-test.h5", nx=2, ny=2, kind="mri")
+    vqns = swmr_writer(tmp_path / "vqns-test.h5", nx=0, ny=0, kind="vqns")
+    _step(tailer)
+    mri.lock(3)
+    vqns.curve(1, 5)
+    events = _step(tailer)
+    lock = next(e for e in events if e.type == "lock").data
+    deer = next(e for e in events if e.type == "deer").data
+    assert lock["first"] == 0 and lock["lock_scan"] == [0, 1, 1] and lock["lock_ix"] == [0, 0, 1]
+    assert lock["lock_f_lock_hz"] == [2.87e9, 2.87e9 + 1e3, 2.87e9 + 2e3] and lock["lock_state"] == [0, 1, 2]
+    assert deer["deer_n_rf"] == [80, 81, 82] and deer["deer_n_ref"] == [100, 100, 100]
+    curves = next(e for e in events if e.type == "curves").data
+    assert curves["first"] == 0 and curves["n_pulses"] == [1] and len(curves["t"][0]) == 5
+    runs = {r["run_id"]: r for r in tailer.runs()}
+    assert runs["mri-test"]["n_done"] == 3 and runs["mri-test"]["photons"] == 3003 + 243 + 300
+    assert runs["vqns-test"]["n_done"] == 1 and runs["vqns-test"]["photons"] == 5 * 35
+
+    vqns.curve(2, 8)  # a longer curve: the file's rows widen, the page gets the curve without padding
+    mri.lock(1)
+    events = _step(tailer)
+    curves = next(e for e in events if e.type == "curves").data
+    assert curves["first"] == 1 and curves["n_pulses"] == [2] and len(curves["t"][0]) == 8
+    assert next(e for e in events if e.type == "lock").data["first"] == 3
+    data = tailer.run_data("vqns-test")
+    assert [len(t) for t in data["columns"]["t"]] == [5, 8]
