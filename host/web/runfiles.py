@@ -12,6 +12,8 @@ import numpy as np
 
 from nvscope.models.g2.scan_context import pixel_pl
 
+from ..mri.maps import MriMapError, deer_dip, retracted_reference
+
 NOT_SWMR_YET = "already open for write"
 """HDF5's words for a file whose writer has it open outside SWMR mode (being created, or finalized)."""
 
@@ -103,6 +105,7 @@ class RunFile:
         self.rows: dict[str, int] = {t: 0 for t in TABLES}
         self.n_g2 = 0
         self.photons = 0
+        self._f_retracted: float | None = None  # NV-MRI: the NV frequency with the tip retracted (Hz)
         self.f: h5py.File | None = None
         self._cols: dict[str, list[h5py.Dataset]] | None = None
         self._checked = 0.0
@@ -245,6 +248,7 @@ class RunFile:
             n = min(g2.shape[0], std.shape[0], self.rows["pixels"])
             if n > self.n_g2:
                 part = {"g2": g2[self.n_g2:n], "g2_std": std[self.n_g2:n]}
+                part["G2"] = super_resolved(self.data.columns["pl_cps"][self.n_g2:n], part["g2"])
                 events.append(("g2", {"run_id": self.run_id, "first": self.n_g2, **part}))
                 self.data.extend(part)
                 self.n_g2 = n
@@ -259,9 +263,20 @@ class RunFile:
         elif table == "lock":
             self.photons += int(part["photons"].sum())
             keep = {f"lock_{k}": v for k, v in part.items() if k != "photons"}
+            if self._f_retracted is None:  # the scan-0 rows come first; rows before them get no detuning
+                lock = {k[5:]: v for k, v in self.data.columns.items() if k.startswith("lock_")}
+                lock = {k: np.concatenate([lock[k], part[k]]) if k in lock else part[k]
+                        for k in ("scan", "state", "f_lock_hz", "f_sigma_hz")}
+                try:
+                    self._f_retracted = retracted_reference(lock)[0]
+                except MriMapError:
+                    pass
+            keep["lock_detuning_hz"] = part["f_lock_hz"] - (np.nan if self._f_retracted is None
+                                                            else self._f_retracted)
         elif table == "deer":
             self.photons += int(part["n_rf"].sum() + part["n_ref"].sum())
             keep = {f"deer_{k}": v for k, v in part.items()}
+            keep["deer_dip"] = deer_dip(part["n_rf"], part["n_ref"])[0]
         else:
             counts = [part[k] for k in ("signal_counts", "bright_counts", "dark_counts")]
             self.photons += int(sum(np.nansum(c) for c in counts))
@@ -279,6 +294,12 @@ class RunFile:
             self.close()
         self.updated_unix_s = max(self.updated_unix_s, self.path.stat().st_mtime)
         return [("final", {"run_id": self.run_id, **self.data.final})]
+
+
+def super_resolved(pl_cps: np.ndarray, g2: np.ndarray) -> np.ndarray:
+    """G2 = PL^2 (1 - g2(0)) (counts^2/s^2), the super-resolved image (docs/physics.md section 1.9), as
+    host/srm/analysis.py computes it at run end."""
+    return np.asarray(pl_cps, dtype=float) ** 2 * (1.0 - np.asarray(g2, dtype=float))
 
 
 def run_results(f: h5py.File, kind: str) -> dict:

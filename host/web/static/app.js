@@ -145,32 +145,29 @@ function place(ix, iy, values, ny, nx) {  // rows -> (ny, nx) map, null where no
 function srmMaps(run, d) {
   const c = d.columns, [ny, nx] = run.grid_shape;
   if (d.final && d.final.maps && d.final.maps.pl_cps) return d.final.maps;  // the run-end maps of the file
-  const ix = c.ix || [], iy = c.iy || [], pl = c.pl_cps || [], g2 = c.g2 || [];
-  const G2 = pl.map((p, i) => (p == null || g2[i] == null) ? null : p * p * (1 - g2[i]));
-  return {pl_cps: place(ix, iy, pl, ny, nx), g2: place(ix, iy, g2, ny, nx), G2: place(ix, iy, G2, ny, nx)};
+  const ix = c.ix || [], iy = c.iy || [];
+  return {pl_cps: place(ix, iy, c.pl_cps || [], ny, nx), g2: place(ix, iy, c.g2 || [], ny, nx),
+    G2: place(ix, iy, c.G2 || [], ny, nx)};
 }
 
-function mriMaps(d) {
-  const c = d.columns, maps = {}, scans = c.lock_scan || [];
-  const f0s = (c.lock_f_lock_hz || []).filter((f, i) => scans[i] === 0 && f != null);
-  const f0 = f0s.length ? f0s.reduce((a, b) => a + b) / f0s.length : null;
-  const last = (sc, pl) => sc.length ? [sc[sc.length - 1], pl[pl.length - 1]] : null;
-  const cur = last(scans.filter((s) => s > 0), (c.lock_plane || []).filter((_, i) => scans[i] > 0));
-  if (cur) {
-    const idx = scans.map((s, i) => i).filter((i) => scans[i] === cur[0] && c.lock_plane[i] === cur[1]);
-    const ix = idx.map((i) => c.lock_ix[i]), iy = idx.map((i) => c.lock_iy[i]);
-    const nx = Math.max(...ix) + 1, ny = Math.max(...iy) + 1, tag = `${["retracted", "psf", "deer"][cur[0]]} ${cur[1]}`;
-    maps[`${tag}: locked detuning (Hz)`] = place(ix, iy, idx.map((i) => c.lock_f_lock_hz[i] == null || f0 == null ?
-      null : c.lock_f_lock_hz[i] - f0), ny, nx);
+function mriMaps(d) {  // the scan and plane in progress: locked detuning and lock state; the last DEER plane
+  const c = d.columns, maps = {}, scans = c.lock_scan || [], planes = c.lock_plane || [];
+  const rowsOf = (scan, plane, sc, pl) => sc.map((_, i) => i).filter((i) => sc[i] === scan && pl[i] === plane);
+  const size = (v) => v.length ? Math.max(...v) + 1 : 1;
+  let last = scans.length - 1;
+  while (last >= 0 && scans[last] === 0) last--;  // (the retracted-tip rows are no map)
+  if (last >= 0) {
+    const idx = rowsOf(scans[last], planes[last], scans, planes);
+    const ix = idx.map((i) => c.lock_ix[i]), iy = idx.map((i) => c.lock_iy[i]), nx = size(ix), ny = size(iy);
+    const tag = `${["retracted", "psf", "deer"][scans[last]]} ${planes[last]}`;
+    maps[`${tag}: locked detuning (Hz)`] = place(ix, iy, idx.map((i) => c.lock_detuning_hz[i]), ny, nx);
     maps[`${tag}: lock state (0 locked, 1 recovered, 2 lost)`] = place(ix, iy, idx.map((i) => c.lock_state[i]), ny, nx);
   }
   const ds = c.deer_scan || [];
   if (ds.length) {
-    const p = c.deer_plane[ds.length - 1], s = ds[ds.length - 1];
-    const idx = ds.map((_, i) => i).filter((i) => ds[i] === s && c.deer_plane[i] === p);
+    const p = c.deer_plane[ds.length - 1], idx = rowsOf(ds[ds.length - 1], p, ds, c.deer_plane);
     const ix = idx.map((i) => c.deer_ix[i]), iy = idx.map((i) => c.deer_iy[i]);
-    maps[`deer ${p}: DEER dip 1 - n_rf/n_ref`] = place(ix, iy, idx.map((i) => c.deer_n_ref[i] > 0 ?
-      1 - c.deer_n_rf[i] / c.deer_n_ref[i] : null), Math.max(...iy) + 1, Math.max(...ix) + 1);
+    maps[`deer ${p}: DEER dip 1 - n_rf/n_ref`] = place(ix, iy, idx.map((i) => c.deer_dip[i]), size(iy), size(ix));
   }
   return maps;
 }
@@ -247,8 +244,9 @@ function draw() {
   let jobs = [];
   if (run.kind === "srm") { jobs = drawMaps(id, srmMaps(run, d)); $("note").textContent = d.final ?
     "run-end maps (fitted on the whole scan)" : "on-line values, pixel by pixel"; }
-  else if (run.kind === "mri") { jobs = drawMaps(id, mriMaps(d)); $("note").textContent =
-    "the tip scan in progress: locked NV frequency minus the retracted one, the lock state, the DEER dip"; }
+  else if (run.kind === "mri") { jobs = drawMaps(id, mriMaps(d)); $("note").textContent = (d.final ?
+    "the last tip scan" : "the tip scan in progress") + ": locked NV frequency minus the tip-retracted one, " +
+    "the lock state, the DEER dip"; }
   else if (run.kind === "vqns") jobs = drawVqns(id, d);
   Promise.all(jobs).then(() => {
     const t = now();

@@ -44,6 +44,8 @@ def test_rows_arrive_as_deltas_and_the_run_end_maps_after_the_host_finalized(tmp
     g2 = next(e for e in events if e.type == "g2")
     assert px.data["first"] == 2 and px.data["index"] == [2, 3, 4]  # only the new rows
     assert g2.data["first"] == 0 and np.allclose(g2.data["g2"], 0.1 + 0.01 * np.arange(5))
+    pl = np.array([(100 + i + 50 + 2 * i) / (0.01 * (1 + i)) for i in range(5)])
+    assert np.allclose(g2.data["G2"], pl**2 * (1 - (0.1 + 0.01 * np.arange(5))))  # G2 = PL^2 (1 - g2(0))
     assert _step(tailer) == []  # nothing new, nothing sent
 
     # the tailer holds the file open (SWMR, no lock) while the host closes and reopens it to finalize
@@ -118,6 +120,8 @@ def test_nv_mri_lock_and_deer_rows_and_vqns_curves_arrive_as_deltas(tmp_path, sw
     assert lock["first"] == 0 and lock["lock_scan"] == [0, 1, 1] and lock["lock_ix"] == [0, 0, 1]
     assert lock["lock_f_lock_hz"] == [2.87e9, 2.87e9 + 1e3, 2.87e9 + 2e3] and lock["lock_state"] == [0, 1, 2]
     assert deer["deer_n_rf"] == [80, 81, 82] and deer["deer_n_ref"] == [100, 100, 100]
+    assert np.allclose(deer["deer_dip"], [0.2, 0.19, 0.18])  # 1 - n_rf / n_ref
+    assert np.allclose(lock["lock_detuning_hz"], [0.0, 1e3, 2e3])  # locked minus the retracted tip's
     curves = next(e for e in events if e.type == "curves").data
     assert curves["first"] == 0 and curves["n_pulses"] == [1] and len(curves["t"][0]) == 5
     runs = {r["run_id"]: r for r in tailer.runs()}
