@@ -204,3 +204,15 @@ def test_nvscope_web_serves_until_sigterm_and_exits_0(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0, proc.stderr.read()
+
+
+def test_disk_space_badges():
+    from nvscope.host.web.health import Counters, judge
+
+    def disk(free):
+        return judge(RIG_OK, (free, 10 << 30), Counters(), 0.0)["sources"]["disk"]
+
+    assert disk(5 << 30)["badge"] == "ok"
+    assert disk(500 << 20)["badge"] == "warn" and "GiB free" in disk(500 << 20)["reason"]
+    assert disk(50 << 20)["badge"] == "down" and disk(50 << 20)["reason"] == "50 MiB free"
+    assert judge(RIG_OK, None, Counters(), 0.0)["sources"]["disk"]["badge"] == "down"  # no data folder
