@@ -30,20 +30,25 @@ def rig_and_host(tmp_path):
     rig = rig_socket(ctx, "tcp://127.0.0.1:*")
     endpoint = rig.getsockopt(zmq.LAST_ENDPOINT).decode()
     host = HostDaemon(endpoint, tmp_path, analyses={}, ctx=ctx)
-    peer, *frames = rig.recv_multipart()
-    assert isinstance(decode(frames), Hello)
+    peer = recv_hello(rig, host)
     yield rig, peer, host, tmp_path
     host.close()
     rig.close()
     ctx.term()
 
 
-def recv_hello(rig) -> bytes:
-    """The routing id of the next host to say hello (the heartbeats of hosts before it are skipped)."""
-    while True:
+def recv_hello(rig, host: HostDaemon, timeout_s: float = 10.0) -> bytes:
+    """The routing id of `host`'s hello (the heartbeats of hosts before it are skipped), stepping `host`
+    meanwhile: a hello sent before its connection is up (ZMQ_IMMEDIATE) goes out at its next step."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not rig.poll(20):
+            host.step(0)
+            continue
         peer, *frames = rig.recv_multipart()
         if isinstance(decode(frames), Hello):
             return peer
+    raise AssertionError(f"no hello within {timeout_s} s")
 
 
 def pixel(run_id: str, seq: int) -> Pixel:
@@ -126,7 +131,7 @@ def test_host_restart_resumes_the_file(rig_and_host):
     host.close()  # the host goes away; a new one comes back on the same folder
     endpoint = rig.getsockopt(zmq.LAST_ENDPOINT).decode()
     host2 = HostDaemon(endpoint, out, analyses={}, ctx=rig.context)
-    peer2 = recv_hello(rig)
+    peer2 = recv_hello(rig, host2)
     for seq in (1, 2):  # replay from the first unacknowledged: seq 1 is a duplicate now
         rig.send_multipart([peer2, *encode(pixel(run, seq))])
     acks = pump(host2, rig, 1)
@@ -212,7 +217,7 @@ def test_restarted_host_estimates_the_pixels_stored_without_g2(rig_and_host, cap
     rig, peer, _, out = rig_and_host
     endpoint = rig.getsockopt(zmq.LAST_ENDPOINT).decode()
     broken = HostDaemon(endpoint, out, analyses={}, ctx=rig.context, g2_estimator=BrokenEstimator())
-    peer2 = recv_hello(rig)
+    peer2 = recv_hello(rig, broken)
     run = "srm-catch-up"
     start_srm(rig, peer2, run, 3)
     for seq in (1, 2):
@@ -221,7 +226,7 @@ def test_restarted_host_estimates_the_pixels_stored_without_g2(rig_and_host, cap
     broken.close()  # waits for the g2 worker
     assert "on-line g2 failed" in caplog.text
     again = HostDaemon(endpoint, out, analyses={}, ctx=rig.context)
-    peer3 = recv_hello(rig)
+    peer3 = recv_hello(rig, again)
     rig.send_multipart([peer3, *encode(antibunched(run, 3))])
     pump(again, rig, 1)
     again.close()
@@ -262,7 +267,7 @@ def test_slow_analysis_delays_neither_acks_nor_partial_answers(tmp_path):
     rig = rig_socket(ctx, "tcp://127.0.0.1:*")
     slow = SlowAnalysis(2.0)
     host = HostDaemon(rig.getsockopt(zmq.LAST_ENDPOINT).decode(), tmp_path, analyses={"srm": slow}, ctx=ctx)
-    peer = recv_hello(rig)
+    peer = recv_hello(rig, host)
     try:
         start_srm(rig, peer, "srm-slow-1", 2)
         for seq in (1, 2):
@@ -513,7 +518,7 @@ def test_a_silent_rig_is_reported_within_the_timeout_and_its_return_too(tmp_path
     ctx = zmq.Context()
     rig = rig_socket(ctx, "tcp://127.0.0.1:*")
     host = HostDaemon(rig.getsockopt(zmq.LAST_ENDPOINT).decode(), tmp_path, analyses={}, ctx=ctx, peer_timeout_s=0.5)
-    peer = recv_hello(rig)
+    peer = recv_hello(rig, host)
     run = "srm-quiet"
     try:
         rig.send_multipart([peer, *encode(RunStart(run_id=run, seq=0, n_pixels=3, grid_shape=np.array([1, 3])))])
