@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -147,6 +148,21 @@ def run_all(client, runs: list[str], cfg, progress=None) -> list:
         outcomes[i] = outcome
         if progress is not None:
             progress(k, outcome)
+    return _shared_outputs(outcomes)
+
+
+def _shared_outputs(outcomes: list) -> list:
+    """Two input files of one run id wrote the same output (the last one stays): both are failed, saying so."""
+    by_output: dict[str, list[int]] = {}
+    for i, o in enumerate(outcomes):
+        if o.ok:
+            by_output.setdefault(o.output, []).append(i)
+    for output, rows in by_output.items():
+        if len(rows) > 1:
+            for i in rows:
+                others = ", ".join(outcomes[j].input for j in rows if j != i)
+                outcomes[i] = dataclasses.replace(outcomes[i], ok=False, reason=(
+                    f"run {outcomes[i].run_id} is also in {others}: one output {output} for both (the last written stays)"))
     return outcomes
 
 

@@ -200,3 +200,17 @@ def test_a_run_file_still_flagged_for_writing_is_read(tmp_path):
         shutil.copy(live, copy)  # copied while open for SWMR writing: the flag stays set in the copy
     outcome = reanalyze_run(str(copy), ReanalyzeConfig(str(tmp_path / "out"), "mle"))
     assert outcome.ok, outcome.reason
+
+
+def test_two_files_of_one_run_id_are_both_failed(runs, scheduler, tmp_path, capsys):
+    good, _ = runs
+    copy = tmp_path / "copy-of-a.h5"
+    shutil.copy(good[0], copy)  # the same run id in another file: one output name for both
+    out = tmp_path / "out"
+    assert main(["reanalyze", str(good[0]), str(copy), str(good[1]), "--out", str(out), "--method", "mle",
+                 "--scheduler", scheduler]) == 1
+    capsys.readouterr()
+    summary = {r["input"]: r for r in json.loads((out / SUMMARY).read_text())["runs"]}
+    assert summary[str(good[1])]["status"] == "ok"
+    for path in (good[0], copy):
+        assert summary[str(path)]["status"] == "failed" and "is also in" in summary[str(path)]["reason"]
