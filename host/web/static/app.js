@@ -28,6 +28,7 @@ function applyRows(ev) {  // a delta: rows first, first+1, ... of the named colu
 
 const handlers = {
   snapshot(d) {
+    S.snapshots = (S.snapshots || 0) + 1;
     S.runs = {}; for (const r of d.runs) S.runs[r.run_id] = r;
     S.data = d.data; S.health = d.health;
     pickRun(); renderList(); renderHealth(); schedule();
@@ -42,7 +43,7 @@ for (const t of ["pixels", "g2", "lock", "deer", "curves"]) handlers[t] = (d) =>
   if (d.run_id === S.selected) schedule();
 };
 
-function connect() {
+function connect() {  // (again after S.source.close(): resumes after the last event seen)
   const es = new EventSource("/events" + (S.lastSeq ? "?since=" + S.lastSeq : ""));
   es.onopen = () => { $("conn").textContent = "live"; };
   es.onerror = () => { $("conn").textContent = "reconnecting..."; };  // EventSource resumes with Last-Event-ID
@@ -52,6 +53,7 @@ function connect() {
   });
   S.source = es;
 }
+S.connect = connect;
 
 // ------------------------------------------------------------------ run list, health, progress
 function pickRun() {

@@ -21,8 +21,8 @@ from nvscope.host.web.runfiles import open_swmr
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-NX, NY = 8, 5
-"""The scan: 40 pixels of 0.1 s each in real time (a 4 s run, twice)."""
+NX, NY = 6, 5
+"""The scan: 30 pixels of 0.08 s each in real time (a 2.4 s run, twice)."""
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "web-view.png"
 
 RIG_TOML = """\
@@ -33,7 +33,7 @@ ny = {ny}
 x0 = -0.4e-6
 y0 = -0.3e-6
 step = 150e-9
-dwell_s = 0.1
+dwell_s = 0.08
 slice_s = 0.05
 [link]
 spool_dir = "{spool}"
@@ -98,6 +98,14 @@ def test_the_page_follows_a_live_srm_run_and_shows_a_stopped_one(tmp_path, serve
             assert n2 > n1, (n1, n2, status)
             assert page.evaluate(f"nvscope.log.filter(e => e.run === '{first}' && e.type === 'pixels').length") >= 2
 
+            _wait(page, "nvscope.health && nvscope.health.sources.rig.badge !== 'down'"
+                        " && nvscope.health.sources.host.badge !== 'down'", 10)  # the rig answers; it has a host
+
+            # the page loses its stream and reconnects: it resumes after the last event it saw, no snapshot
+            page.evaluate("nvscope.source.close(); nvscope.connect()")
+            n3 = page.evaluate(f"nvscope.drawn['{first}']")
+            _wait(page, f"nvscope.drawn['{first}'] > {n3} || nvscope.runs['{first}'].status !== 'running'", 20)
+            assert page.evaluate("nvscope.snapshots") == 1
             page.locator("#follow").uncheck()  # stay on run 1 when run 2 starts
 
             # its end: the page shows the file's run-end maps
