@@ -190,7 +190,9 @@ def _vqns(f: h5py.File, cfg: ReanalyzeConfig, figure: Path) -> tuple[dict, dict]
     plan = CandidatePlan(tuple(loop.candidates), loop.times, rig.timing, rig.repetitions, loop.min_points,
                          rig.dark_fraction, omega)
     pi_s = curves.get("pi_s", np.zeros(n))
-    data = coherence_set(curves["n_pulses"].astype(np.int64), curves["t"], curves["coherence"], curves["sigma"], pi_s)
+    width = int(np.isfinite(curves["t"]).sum(axis=1).max())  # the rows as the loop holds them: padded to the longest
+    data = coherence_set(curves["n_pulses"].astype(np.int64), curves["t"][:, :width], curves["coherence"][:, :width],
+                         curves["sigma"][:, :width], pi_s)
     a = loop_analysis(data, fit, plan, None, omega)
     results, attrs = vqns_results([VqnsStep.of(n, a)], curves, config.get("sim_truth", {}), figure)
     attrs.update(fit_config=json.dumps(dataclasses.asdict(fit)), vqns_fits=f"1 cold fit of {n} curves",

@@ -214,3 +214,53 @@ def test_two_files_of_one_run_id_are_both_failed(runs, scheduler, tmp_path, caps
     assert summary[str(good[1])]["status"] == "ok"
     for path in (good[0], copy):
         assert summary[str(path)]["status"] == "failed" and "is also in" in summary[str(path)]["reason"]
+
+
+def test_a_vqns_run_is_refitted_as_an_adopting_host_fits_it(tmp_path):
+    """The VQNS task (in this process) on a run file of two curves gives the band that a host adopting the
+    same file computes with the loop's own code: the recorded settings, the rig's timing, one cold fit."""
+    import dataclasses as dc
+
+    from nvscope.host.vqns.loop import VqnsController, VqnsLoopConfig
+    from nvscope.models.vqns.attenuation import attenuation
+    from nvscope.models.vqns.fit import FitConfig
+    from nvscope.models.vqns.proposal import feasible_times
+    from nvscope.proto.messages import Coherence
+    from nvscope.rt.kernels.pulses import ShotTiming
+
+    run_id, timing = "vqns-20260101-000000-00000f", ShotTiming(pi_s=100e-9, pi_half_s=50e-9)
+    loop = VqnsLoopConfig(points=16, candidates=(2, 4, 8), fit=FitConfig(restarts=8, seed=1))
+    config = {"coherence": {"repetitions": 10_000_000, "timing": dc.asdict(timing)}}
+    start = RunStart(run_id=run_id, seq=1, run_kind="vqns", config=config)
+    store = RunStore.create(tmp_path / f"{run_id}.h5", start,
+                            {"vqns_loop_config": json.dumps(dc.asdict(loop), sort_keys=True)})
+    store.add(start)
+    for seq, n in enumerate((1, 2), start=2):
+        t = feasible_times(n, loop.times, timing)
+        c = np.exp(-attenuation(6e10, 0.0, 1.2566e6, t, n)) + 0.01 * np.random.default_rng(seq).standard_normal(t.size)
+        store.add(Coherence(run_id=run_id, seq=seq, n_pulses=n, t=t, coherence=c, sigma=np.full(t.size, 0.01),
+                            repetitions=1, pi_s=timing.pi_s, pi_half_s=timing.pi_half_s))
+    store.flush()
+
+    class Host:  # what an adopting controller needs of the daemon; it records the curve it would ask for
+        observers, processes, sent = [], None, []
+
+        def command(self, cls, run_id, **fields):
+            self.sent.append(fields)
+
+    ctl = VqnsController.adopt(Host(), run_id, store)
+    try:
+        assert ctl.wait_idle(120) and len(ctl.steps) == 1
+        want = ctl.steps[0]
+    finally:
+        ctl.close()
+        store.close()
+    outcome = reanalyze_run(str(tmp_path / f"{run_id}.h5"), ReanalyzeConfig(str(tmp_path / "out")))
+    assert outcome.ok, outcome.reason
+    with h5py.File(outcome.output, "r") as f:
+        assert f.attrs["input_run_kind"] == "vqns" and json.loads(f.attrs["fit_config"])["restarts"] == 8
+        assert f.attrs["vqns_timing_source"] == "the run's config" and "vqns_not_restored" not in f.attrs
+        np.testing.assert_allclose(f["vqns/omega"][()], want.omega)
+        for name, band in zip(("S_fit", "S_lo", "S_hi"), want.band):
+            np.testing.assert_allclose(f[f"vqns/{name}"][()], band, rtol=1e-9, err_msg=name)
+        assert f["vqns/steps/n_curves"][()].tolist() == [2]
