@@ -264,3 +264,43 @@ def test_a_vqns_run_is_refitted_as_an_adopting_host_fits_it(tmp_path):
         for name, band in zip(("S_fit", "S_lo", "S_hi"), want.band):
             np.testing.assert_allclose(f[f"vqns/{name}"][()], band, rtol=1e-9, err_msg=name)
         assert f["vqns/steps/n_curves"][()].tolist() == [2]
+
+
+def test_an_mri_run_gives_the_host_analysis_results(tmp_path, monkeypatch):
+    """The NV-MRI task (in this process, the localization stubbed as in test_mri_analysis) writes what the
+    host's MriAnalysis computes on the same file: the maps, the localization and the attributes."""
+    import importlib.util
+    import sys
+    import types
+    from pathlib import Path
+
+    from nvscope.host.mri.analysis import MriAnalysis
+
+    spec = importlib.util.spec_from_file_location("mri_synthetic", Path(__file__).with_name("test_mri_maps.py"))
+    synthetic = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(synthetic)  # the synthetic run of the maps' tests, one definition
+
+    def localize(scan, model="auto"):
+        spin = types.SimpleNamespace(position_m=np.array([1e-9, -1e-9, 8e-9]), sigma_m=np.array([1e-10, 1e-10, 3e-10]))
+        out = {"model": "spins", "spins": [{"position_m": spin.position_m.tolist(), "sigma_m": spin.sigma_m.tolist()}]}
+        return types.SimpleNamespace(model="spins", spins=[spin], layer=None, deer_model=np.asarray(scan.deer) * 0.5,
+                                     warnings=[], to_json=lambda: out)
+
+    monkeypatch.setitem(sys.modules, "nvscope.models.mri.localize", types.SimpleNamespace(localize=localize))
+    config = synthetic.mri_config(nx=5, ny=4, psf_gaps=(18e-9, 19e-9, 20e-9, 21e-9, 22e-9))
+    store = synthetic.store_run(tmp_path, config, synthetic.synthetic_run(config), run_id="mri-20260101-000000-000010")
+    store.flush()
+    try:
+        want, want_attrs = MriAnalysis()(store)
+    finally:
+        store.close()
+    outcome = reanalyze_run(str(store.path), ReanalyzeConfig(str(tmp_path / "out")))
+    assert outcome.ok, outcome.reason
+    with h5py.File(outcome.output, "r") as f:
+        assert f.attrs["input_run_kind"] == "mri" and f.attrs["method"] == "mri"
+        assert "analysis_error" not in f.attrs, f.attrs.get("analysis_error")
+        assert f.attrs["mri_localization"] == want_attrs["mri_localization"]
+        assert f.attrs["mri_b0_t"] == want_attrs["mri_b0_t"] and "model_sha256" not in f.attrs
+        assert "mri/localization/spin_positions_m" in want
+        for name, value in want.items():
+            np.testing.assert_array_equal(f[name][()], value, err_msg=name)
