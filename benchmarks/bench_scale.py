@@ -11,6 +11,11 @@
   process (the baseline), then on the same clusters (one task per emitter), in emitters/s; the arrays are
   checked to be identical.
 
+Every path runs one thread per process: like Dask's workers (its nanny sets OMP_NUM_THREADS,
+MKL_NUM_THREADS, OPENBLAS_NUM_THREADS to 1), this process sets them to 1 before numpy loads, unless they are set
+in the environment (OMP_NUM_THREADS=2 ... to measure the single process with threaded BLAS; on busy cores it
+was 1.5-2x slower than one thread).
+
 Each path is warmed first (imports and Numba compilations: a worker pays them once, listed as "warm-up"), so
 the rates are those of a running cluster. Where the time goes: Dask's task stream gives each task's compute
 time in its worker; the rest of the wall time (workers x wall - sum of compute) is scheduling, transfer of the
@@ -19,8 +24,12 @@ results, (de)serialization and idle workers at the tail. Default sizes take abou
 
 from __future__ import annotations
 
-import argparse
 import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # as Dask's workers (module docstring)
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
 import tempfile
 import time
 from pathlib import Path
