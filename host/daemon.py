@@ -15,6 +15,7 @@ import logging
 import os
 import queue
 import socket
+import statistics
 import threading
 import time
 from collections import deque
@@ -277,7 +278,7 @@ class HostDaemon:
         return {"daemon": "host", "pid": os.getpid(), "out": str(self.out_dir.resolve()), "stored": self.stats.stored,
                 "duplicates": self.stats.duplicates, "malformed": self.stats.malformed,
                 "runs": {r: s.phase.value for r, s in list(self.sessions.items())[-8:]},
-                "rig_silent": self.rig_silent}
+                "rig_silent": self.rig_silent, "ack_latency_s": _median(self.stats.ack_latency_s)}
 
     def _io_batch(self) -> int:
         """Receive, store, flush, ack one batch; hand its pixels to the on-line g2 and its ended runs
@@ -600,3 +601,9 @@ class HostDaemon:
         self.sock.close()
         self._wake_r.close()
         self._wake_w.close()
+
+
+def _median(values) -> float | None:
+    """The median of recent latencies (s), None before the first."""
+    v = list(values)
+    return statistics.median(v) if v else None

@@ -123,12 +123,12 @@ class RunStore:
         """Resume writing a run file after a host restart (recovering it if that host was killed);
         `g2_attrs` as in `create` (a file written by an older host gets the on-line g2 datasets)."""
         try:
-            f = h5py.File(path, "r+", libver="latest")
+            f = open_for_writing(path)
         except OSError as exc:
             if "already open for write" not in str(exc):
                 raise
             recover(path)
-            f = h5py.File(path, "r+", libver="latest")
+            f = open_for_writing(path)
         store = cls(path, f)
         if not store.finished:
             for group, kind in cls.tables.items():  # a file of an older host lacks the newer tables
@@ -215,7 +215,7 @@ class RunStore:
         self._write_rows()
         self.f.close()
         self._columns.clear()
-        with h5py.File(self.path, "r+", libver="latest") as f:
+        with open_for_writing(self.path) as f:
             f["stored_seq"][0] = end.seq
             if "duplicates" in f:
                 f["duplicates"][0] = self.duplicates
@@ -351,6 +351,18 @@ def _prepare_pixel_g2(f: h5py.File, attrs: dict[str, object]) -> None:
         if isinstance(value, (tuple, list)):  # a table of strings, e.g. the reason codes
             value = np.array(value, dtype=h5py.string_dtype())
         f.attrs[key] = value
+
+
+def open_for_writing(path: Path) -> h5py.File:
+    """Open a run file to write its results. The host is its files' only writer: when a reader in another
+    process holds HDF5's file lock (a user's SWMR reader, `nvscope web`), the file is opened without the
+    lock instead of failing ('unable to lock file, errno 11'), which would keep the results from it."""
+    try:
+        return h5py.File(path, "r+", libver="latest")
+    except OSError as exc:
+        if "unable to lock file" not in str(exc):
+            raise
+        return h5py.File(path, "r+", libver="latest", locking=False)
 
 
 def recover(path: Path) -> None:

@@ -91,6 +91,8 @@ def test_pixels_stored_in_order_with_duplicates_and_junk_dropped(rig_and_host):
     assert acks and all(isinstance(a, Ack) for a in acks)
     assert acks[-1].run_id == run and acks[-1].seq == 2
     assert host.stats.malformed == 3 and host.stats.duplicates == 1
+    report = host.report()  # what `nvscope status` and the web view show
+    assert report["malformed"] == 3 and 0 < report["ack_latency_s"] < 5
     # readable while the run goes on (SWMR)
     with h5py.File(run_path(out, run), "r", libver="latest", swmr=True) as f:
         assert f["pixels/seq"][()].tolist() == [1, 2]

@@ -304,3 +304,26 @@ def test_a_run_without_scan_config_and_an_older_or_recovered_file_get_the_defaul
     with h5py.File(store.path, "r") as f:
         assert np.array_equal(f[f["pixels/hist"].attrs["delay_edges"]][()], bin_edges_s())
         assert f.attrs["histogram_mode"] == "startstop" and f["pixels/hist"].attrs["units"] == "counts"
+
+
+def test_a_reader_holding_the_file_open_does_not_stop_the_run_end(new_store, tmp_path):
+    """A user's reader (another process, HDF5's default file lock) open across the run end: the results
+    are still written (the host's reopen for writing failed with 'unable to lock file' before)."""
+    import subprocess
+    import sys
+
+    store = new_store()
+    store.add(_pixel(1))
+    store.flush()
+    reader = subprocess.Popen(
+        [sys.executable, "-c", "import h5py, sys, time\n"
+         f"f = h5py.File({str(store.path)!r}, 'r', libver='latest', swmr=True)\n"
+         "print(f['pixels/seq'].shape[0], flush=True)\nsys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "1"  # open, holding its lock
+        store.finalize(RunEnd(run_id="run", seq=2, exit_status="completed", n_pixels=1),
+                       {"maps/x": np.arange(3.0)}, {"note": "written"})
+    finally:
+        reader.communicate("", timeout=30)
+    assert store.f.attrs["exit_status"] == "completed" and store.f["maps/x"][()].tolist() == [0.0, 1.0, 2.0]
