@@ -47,7 +47,7 @@ from nvscope.models.g2.mle import MleEstimator, cramer_rao_models, estimate_g2
 from nvscope.models.g2.model import (NV_DEFAULT_SHAPE, PixelModels, kernel_bin_averages, pixel_base, pixel_models,
                                      shape_kernels)
 from nvscope.models.g2.reasons import NOTE_DEFAULT_SHAPE, NOTE_NONE
-from nvscope.models.g2.scan_context import pixel_pl, scan_models as run_end_models
+from nvscope.models.g2.scan_context import pixel_pl, scan_models as run_end_models, super_resolved
 from nvscope.proto.histogram import BIN_WIDTH_S, N_BINS, bin_edges_s
 
 TEST_SEED = 2026
@@ -338,7 +338,7 @@ def noise_free_scan(sample) -> tuple[dict[str, np.ndarray], np.ndarray]:
 
 def g2_dip(pl: np.ndarray, g2: np.ndarray) -> float:
     """G2 = PL^2 (1 - g2(0)) at the middle of the scan over its largest value (paper Eq. 1-2)."""
-    G2 = pl**2 * (1.0 - g2)
+    G2 = super_resolved(pl, g2)
     return float(G2[len(G2) // 2] / np.nanmax(G2))
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from nvscope.models.g2.estimation import G2Estimator
 from nvscope.models.g2.mle import MleEstimator
-from nvscope.models.g2.scan_context import ScanContext, estimate_scan
+from nvscope.models.g2.scan_context import ScanContext, estimate_scan, super_resolved
 from nvscope.models.g2.reasons import G2_NOTES, G2_REASONS
 
 from .figures import srm_figure
@@ -44,7 +44,7 @@ def srm_results(px: dict[str, np.ndarray], estimator: G2Estimator) -> tuple[dict
     the NV default shape is used and the estimates carry NOTE_DEFAULT_SHAPE."""
     dwell = px["dwell_s"]
     est, context, pl = estimate_scan(estimator, px["hist"], px["n_a"], px["n_b"], dwell, *acquisition(px))
-    return {"pl_cps": pl, "g2": est.g2, "g2_std": est.g2_std, "G2": pl**2 * (1.0 - est.g2),
+    return {"pl_cps": pl, "g2": est.g2, "g2_std": est.g2_std, "G2": super_resolved(pl, est.g2),
             "g2_reason": est.reason.astype(float), "g2_note": est.note.astype(float), "dwell_s": dwell}, context
 
 

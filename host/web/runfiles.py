@@ -10,7 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from nvscope.models.g2.scan_context import pixel_pl
+from nvscope.models.g2.scan_context import pixel_pl, super_resolved
 
 from ..mri.maps import MriMapError, deer_dip, retracted_reference
 
@@ -294,12 +294,6 @@ class RunFile:
             self.close()
         self.updated_unix_s = max(self.updated_unix_s, self.path.stat().st_mtime)
         return [("final", {"run_id": self.run_id, **self.data.final})]
-
-
-def super_resolved(pl_cps: np.ndarray, g2: np.ndarray) -> np.ndarray:
-    """G2 = PL^2 (1 - g2(0)) (counts^2/s^2), the super-resolved image (docs/physics.md section 1.9), as
-    host/srm/analysis.py computes it at run end."""
-    return np.asarray(pl_cps, dtype=float) ** 2 * (1.0 - np.asarray(g2, dtype=float))
 
 
 def run_results(f: h5py.File, kind: str) -> dict:

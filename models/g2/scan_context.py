@@ -93,6 +93,11 @@ def pixel_pl(n_a, n_b, t_acq) -> np.ndarray:
         return np.where(t > 0, (np.asarray(n_a, dtype=float) + np.asarray(n_b, dtype=float)) / t, np.nan)
 
 
+def super_resolved(pl_cps, g2) -> np.ndarray:
+    """The super-resolved image G2 = <N>^2 (1 - g2(0)) in counts^2/s^2 from the PL (counts/s) and g2(0)."""
+    return np.asarray(pl_cps, dtype=float) ** 2 * (1.0 - np.asarray(g2, dtype=float))  # paper Eq. 1-2
+
+
 def fit_scan_context(hist, models: PixelModels, pl_cps, start: EmitterShape | None = None) -> ScanContext:
     """The scan's context from its pixels (hist (P, N_BINS), their models' normalization, PL in counts/s)."""
     h = np.asarray(hist).reshape(len(models), -1)
