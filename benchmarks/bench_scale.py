@@ -40,7 +40,8 @@ from nvscope.host.reanalyze import ReanalyzeConfig, reanalyze_run
 from nvscope.host.reanalyze_cli import run_all
 from nvscope.host.store import RunStore, run_path
 from nvscope.models.g2.model import NV_DEFAULT_SHAPE, expected_histogram, singles_base
-from nvscope.models.g2.training_data import dask_client, simulate_dataset
+from nvscope.models.dask_cluster import dask_client
+from nvscope.models.g2.training_data import simulate_dataset
 from nvscope.proto.messages import Pixel, RunEnd, RunStart
 
 

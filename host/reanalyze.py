@@ -173,7 +173,6 @@ def _vqns(f: h5py.File, cfg: ReanalyzeConfig, figure: Path) -> tuple[dict, dict]
     file (`vqns_loop_config`; the restarts of `cfg.vqns_restarts` when given) and the rig's timing from its
     config: the loop's own `loop_analysis` and `vqns_results`."""
     from nvscope.models.vqns.data import coherence_set
-    from nvscope.models.vqns.proposal import CandidatePlan
 
     from .vqns.loop import VqnsLoopConfig, VqnsStep, loop_analysis, loop_config_from_json, run_timing, vqns_results
 
@@ -187,8 +186,7 @@ def _vqns(f: h5py.File, cfg: ReanalyzeConfig, figure: Path) -> tuple[dict, dict]
     config = json.loads(f.attrs.get("config", "{}"))
     rig = run_timing(config)
     omega = loop.frequency_grid(rig.timing)
-    plan = CandidatePlan(tuple(loop.candidates), loop.times, rig.timing, rig.repetitions, loop.min_points,
-                         rig.dark_fraction, omega)
+    plan = loop.plan(rig.timing, rig.repetitions, rig.dark_fraction)
     pi_s = curves.get("pi_s", np.zeros(n))
     width = int(np.isfinite(curves["t"]).sum(axis=1).max())  # the rows as the loop holds them: padded to the longest
     data = coherence_set(curves["n_pulses"].astype(np.int64), curves["t"][:, :width], curves["coherence"][:, :width],

@@ -12,12 +12,12 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import logging
 import os
 import sys
 import time
 from pathlib import Path
 
+from nvscope.models.dask_cluster import dask_client
 from nvscope.proto.command_line import InputError, one_line
 
 SUMMARY = "reanalyze-summary.json"
@@ -64,7 +64,12 @@ def reanalyze_command(args: argparse.Namespace) -> int:
     cfg = ReanalyzeConfig(str(out), args.method, model, args.vqns_restarts)
     t0 = time.perf_counter()
     workers = args.workers or min(len(runs), os.cpu_count() or 1)
-    with dask_client(args.scheduler, workers, quiet=not getattr(args, "verbose", False)) as client:
+    with contextlib.ExitStack() as stack:
+        try:
+            client = stack.enter_context(dask_client(args.scheduler, None if args.scheduler else workers,
+                                                     CONNECT_TIMEOUT_S, quiet=not getattr(args, "verbose", False)))
+        except ConnectionError as exc:
+            raise InputError(f"--scheduler {args.scheduler}: {exc}") from None
         where = args.scheduler or f"local cluster of {len(client.scheduler_info()['workers'])} workers"
         print(f"nvscope reanalyze: {len(runs)} runs on {where}", flush=True)
         outcomes = run_all(client, runs, cfg, lambda k, o: print(f"[{k}/{len(runs)}] {o.line()}", flush=True))
@@ -101,32 +106,6 @@ def _model(method: str, model: str | None) -> str | None:
 
     _estimator(method, model)
     return None if model is None else str(Path(model).absolute())
-
-
-@contextlib.contextmanager
-def dask_client(scheduler: str | None, workers: int, quiet: bool = True):
-    """A distributed.Client: connected to `scheduler`, or to a new local cluster of `workers` processes of
-    one thread each (no dashboard), closed at the end. An unreachable scheduler is an InputError. `quiet`:
-    Dask's own INFO lines (workers starting, closing) are not logged."""
-    from distributed import Client, LocalCluster
-
-    if quiet:  # (after the import, which sets the level from Dask's configuration)
-        logging.getLogger("distributed").setLevel(logging.WARNING)
-
-    with contextlib.ExitStack() as stack:
-        if scheduler:
-            try:
-                client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
-            except (OSError, TimeoutError, ValueError, TypeError) as exc:
-                raise InputError(f"--scheduler {scheduler}: cannot connect ({one_line(exc)})") from None
-            stack.enter_context(client)
-        else:
-            # No dashboard; the scheduler's small HTTP server (health, metrics) on a free port, not 8787.
-            cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                       dashboard_address=None,
-                                                       scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}))
-            client = stack.enter_context(Client(cluster))
-        yield client
 
 
 def run_all(client, runs: list[str], cfg, progress=None) -> list:

@@ -80,6 +80,13 @@ class VqnsLoopConfig:
         """The band's frequencies (rad/s): `frequencies` log-spaced over `omega_range(timing)`."""
         return np.geomspace(*self.omega_range(timing), self.frequencies)
 
+    def plan(self, timing: ShotTiming, repetitions: int, dark_fraction: float) -> CandidatePlan:
+        """The candidates as the proposal sees them: the loop's times, the rig's pulse timing, shots per
+        point and dark-reference fraction, the loop's fixed frequency grid; measured sequences stay
+        candidates (a repeat may be worth most)."""
+        return CandidatePlan(tuple(self.candidates), self.times, timing, repetitions, self.min_points, dark_fraction,
+                             self.frequency_grid(timing))
+
     @property
     def stopping_rule(self) -> str:
         """The rule that ends the loop, in words (recorded in the run's file)."""
@@ -407,9 +414,7 @@ class VqnsController:
     def plan(self) -> CandidatePlan:
         """The candidates as the proposal sees them: the loop's times, the rig's timing and shots, the
         loop's fixed frequency grid; measured sequences stay candidates (a repeat may be worth most)."""
-        timing = self.timing or ShotTiming()
-        return CandidatePlan(tuple(self.cfg.candidates), self.cfg.times, timing, self.repetitions,
-                             self.cfg.min_points, self.dark_fraction, self.cfg.frequency_grid(timing))
+        return self.cfg.plan(self.timing or ShotTiming(), self.repetitions, self.dark_fraction)
 
     def update(self) -> None:
         """(worker) Fit (warm after the first), rank the candidates, then request the best or stop."""

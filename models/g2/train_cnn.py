@@ -37,7 +37,8 @@ from .features import FEATURES_VERSION, MODEL_FORMAT, N_CHANNELS, N_SCALARS, cnn
 from .estimation import estimate_pixels
 from .mle import MleEstimator
 from .model import pixel_base, pixel_models, shape_kernels
-from .training_data import (G2_RANGE, MAX_WINDOW_EVENTS, N_RANGE, T1_RANGE_S, dask_client, simulate_dataset,
+from ..dask_cluster import dask_client
+from .training_data import (G2_RANGE, MAX_WINDOW_EVENTS, N_RANGE, T1_RANGE_S, simulate_dataset,
                             split_by_emitter)
 
 NO_SINGLES_FRACTION = 0.3

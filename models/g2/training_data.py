@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -277,27 +276,6 @@ def simulate_dataset(n_emitters: int, windows: int, seed: int, events: int = MAX
     return out
 
 
-@contextmanager
-def dask_client(scheduler: str | None = None, local_workers: int | None = None):
-    """A `distributed.Client` for `simulate_dataset`: connected to the Dask scheduler at `scheduler`
-    ("tcp://host:8786"), or to a new local cluster of `local_workers` processes of one thread each (no
-    dashboard); None when neither is given. Closed (with its local cluster) at the end."""
-    if scheduler is None and local_workers is None:
-        yield None
-        return
-    from distributed import Client, LocalCluster  # only where a cluster is asked for
-
-    with ExitStack() as stack:
-        if scheduler is not None:
-            client = stack.enter_context(Client(scheduler, timeout=10))
-        else:
-            cluster = stack.enter_context(LocalCluster(n_workers=local_workers, threads_per_worker=1, processes=True,
-                                                       dashboard_address=None,
-                                                       scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}))
-            client = stack.enter_context(Client(cluster))
-        yield client
-
-
 def split_by_emitter(emitter: np.ndarray, fractions: tuple[float, float, float],
                      seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row indices of the train, validation and test sets: every emitter's rows go to one set only."""
@@ -311,4 +289,4 @@ def split_by_emitter(emitter: np.ndarray, fractions: tuple[float, float, float],
 
 __all__ = ["G2_RANGE", "T1_RANGE_S", "N_RANGE", "RATE_RANGE_CPS", "N_LEVELS", "PUMP_RANGE", "UNCORRELATED_FRACTION",
            "MAX_WINDOW_PHOTONS", "MAX_WINDOW_EVENTS", "draw_rates", "EmitterHistograms", "simulate_emitter",
-           "pixel_contexts", "simulate_dataset", "dask_client", "split_by_emitter"]
+           "pixel_contexts", "simulate_dataset", "split_by_emitter"]

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from nvscope.models.g2.training_data import dask_client, simulate_dataset
+from nvscope.models.dask_cluster import dask_client
+from nvscope.models.g2.training_data import simulate_dataset
 
 TINY = dict(n_emitters=4, windows=5, seed=11, events=2000)
 """A data set that takes about a second: 4 emitters of 5 windows, at most 2,000 expected events each."""
