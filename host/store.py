@@ -228,6 +228,7 @@ class RunStore:
                           f"run completed")
             f.attrs["exit_status"], f.attrs["reason"] = status, reason
             f.attrs["n_pixels_done"] = end.n_pixels
+            f.attrs["ended_unix_s"] = time.time()
             for key, value in attrs.items():
                 f.attrs[key] = value
             for name, arr in results.items():

@@ -290,9 +290,10 @@ class RunFile:
         run-end results, let go of the file."""
         try:
             self.data.final = {"status": self.status, "reason": self.reason, **run_results(self.f, self.kind)}
+            ended = self.f.attrs.get("ended_unix_s")  # files of older hosts: the file's last change
         finally:
             self.close()
-        self.updated_unix_s = max(self.updated_unix_s, self.path.stat().st_mtime)
+        self.updated_unix_s = float(ended) if ended is not None else self.path.stat().st_mtime
         return [("final", {"run_id": self.run_id, **self.data.final})]
 
 

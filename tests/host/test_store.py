@@ -4,6 +4,7 @@ dataset with its dtype and row shape, and a field added to a message gets its da
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from typing import Annotated, ClassVar
 
@@ -327,3 +328,4 @@ def test_a_reader_holding_the_file_open_does_not_stop_the_run_end(new_store, tmp
     finally:
         reader.communicate("", timeout=30)
     assert store.f.attrs["exit_status"] == "completed" and store.f["maps/x"][()].tolist() == [0.0, 1.0, 2.0]
+    assert store.f.attrs["created_unix_s"] <= store.f.attrs["ended_unix_s"] <= time.time()

@@ -4,8 +4,11 @@ a malformed or foreign .h5 is listed as unreadable and nothing crashes."""
 
 from __future__ import annotations
 
+import time
+
 import h5py
 import numpy as np
+import pytest
 
 from nvscope.host.web import runfiles
 from nvscope.host.web.events import EventRing
@@ -70,6 +73,13 @@ def test_rows_arrive_as_deltas_and_the_run_end_maps_after_the_host_finalized(tmp
     snap = ring.snapshot().data  # a page that connects now gets every row and the maps
     run = snap["data"]["srm-test"]
     assert run["columns"]["index"] == list(range(6)) and run["final"]["status"] == "stopped"
+
+    later = Tailer(tmp_path, EventRing(100), rescan_s=0.0)  # a view started after the run ended
+    later.step()
+    with h5py.File(tmp_path / "srm-test.h5", "r", locking=False) as f:
+        took = f.attrs["ended_unix_s"] - f.attrs["created_unix_s"]
+    for view in (tailer, later):  # the run's own duration, not the time since it started
+        assert view.files[tmp_path / "srm-test.h5"].summary(now=time.time() + 3600)["elapsed_s"] == pytest.approx(took)
 
 
 def test_a_file_not_in_swmr_mode_yet_is_retried_and_a_bad_one_is_unreadable(tmp_path, monkeypatch):
