@@ -30,6 +30,7 @@ import numpy as np
 import uvicorn
 
 from nvscope.host.web.app import WebConfig, WebView, create_app
+from nvscope.host.web import TAIL_INTERVAL_S
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -133,7 +134,8 @@ def main() -> int:
     ap.add_argument("--pixels", type=int, default=400, help="pixels per live run (default 400)")
     ap.add_argument("--rate", type=float, default=100.0, help="pixels per second (default 100)")
     ap.add_argument("--loads", type=int, default=5, help="page loads for the first paint (default 5)")
-    ap.add_argument("--tail-interval", type=float, default=0.05, help="the view's tail interval, s (default 0.05)")
+    ap.add_argument("--tail-interval", type=float, default=TAIL_INTERVAL_S,
+                    help=f"the view's tail interval, s (default {TAIL_INTERVAL_S:g}, the view's own)")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 

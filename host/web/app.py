@@ -20,6 +20,7 @@ from ..status_cli import ask_status
 from .events import EventRing, jsonable, to_json
 from .health import HealthPoller, StatusSource
 from .metrics import WebMetrics
+from . import TAIL_INTERVAL_S
 from .tailer import Tailer
 
 STATIC = Path(__file__).parent / "static"
@@ -39,7 +40,7 @@ class WebConfig:
     data_dir: Path
     endpoint: str = DEFAULT_RIG_ENDPOINT
     security: HostSecurity | None = None
-    tail_interval_s: float = 0.05
+    tail_interval_s: float = TAIL_INTERVAL_S
     """How often running files are read for new rows (s)."""
     health_interval_s: float = 1.0
     """How often the rig is asked for its status (s)."""

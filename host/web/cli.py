@@ -11,6 +11,8 @@ from nvscope.proto.command_line import InputError
 from nvscope.proto.endpoints import DEFAULT_RIG_ENDPOINT, HostSecurity
 from nvscope.proto.keys import KeyFileError, is_loopback, load_keypair, load_public_keys
 
+from . import TAIL_INTERVAL_S
+
 log = logging.getLogger(__name__)
 
 DEFAULT_BIND = "127.0.0.1"
@@ -32,8 +34,8 @@ def add_web_parser(subparsers) -> argparse.ArgumentParser:
                         "refused unless --key and --rig-key are given")
     w.add_argument("--key", metavar="FILE.key_secret", help="a CurveZMQ secret key the rig allows (with --rig-key)")
     w.add_argument("--rig-key", metavar="FILE.key", help="the rig's CurveZMQ public key (with --key)")
-    w.add_argument("--tail-interval", type=float, default=0.05, metavar="S",
-                   help="how often running files are read for new rows (default 0.05 s)")
+    w.add_argument("--tail-interval", type=float, default=TAIL_INTERVAL_S, metavar="S",
+                   help=f"how often running files are read for new rows (default {TAIL_INTERVAL_S:g} s)")
     return w
 
 

@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+from . import TAIL_INTERVAL_S
 from .events import EventRing
 from .runfiles import RunFile
 
@@ -22,7 +23,7 @@ class Tailer:
     the runs not yet ended; publish it into `ring` (the state and the events change together, under the
     ring's lock). Reads only: files are opened read-only, SWMR, without a lock (runfiles.open_swmr)."""
 
-    def __init__(self, data_dir: Path, ring: EventRing, interval_s: float = 0.05, rescan_s: float = 0.5):
+    def __init__(self, data_dir: Path, ring: EventRing, interval_s: float = TAIL_INTERVAL_S, rescan_s: float = 0.5):
         self.data_dir = Path(data_dir)
         self.ring = ring
         self.interval_s = interval_s
