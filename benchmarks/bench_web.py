@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import uvicorn
 
-from nvscope.host.web.app import WebConfig, WebView, create_app
+from nvscope.host.web.app import PLOTLY_JS, WebConfig, WebView, create_app
 from nvscope.host.web import TAIL_INTERVAL_S
 
 CHROMIUM = "/usr/bin/chromium"
@@ -212,7 +212,7 @@ def main() -> int:
           f"{args.tail_interval * 1e3:g} ms, Chromium headless")
     print(f"first contentful paint     median {np.median(fcp) * 1e3:7.1f} ms  (max {max(fcp) * 1e3:.1f}, "
           f"{args.loads} loads; target < {TARGETS['first_paint_s'] * 1e3:.0f} ms)")
-    print(f"Plotly.js (4.8 MB) loaded  median {np.median(plotly_loaded) * 1e3:7.1f} ms")
+    print(f"Plotly.js ({PLOTLY_JS.stat().st_size / 1e6:.1f} MB) loaded  median {np.median(plotly_loaded) * 1e3:7.1f} ms")
     print(f"first map drawn            median {np.median(fmap) * 1e3:7.1f} ms  (max {max(fmap) * 1e3:.1f})")
     print(f"  reload (Plotly.js cached): Plotly.js loaded {np.median(warm_plotly) * 1e3:.1f} ms, first map "
           f"{np.median(warm_map) * 1e3:.1f} ms (median)")
