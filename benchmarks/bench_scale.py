@@ -30,6 +30,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # a
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,30 +39,11 @@ import numpy as np
 
 from nvscope.host.reanalyze import ReanalyzeConfig, reanalyze_run
 from nvscope.host.reanalyze_cli import run_all
-from nvscope.host.store import RunStore, run_path
-from nvscope.models.g2.model import NV_DEFAULT_SHAPE, expected_histogram, singles_base
 from nvscope.models.dask_cluster import dask_client
 from nvscope.models.g2.training_data import simulate_dataset
-from nvscope.proto.messages import Pixel, RunEnd, RunStart
 
-
-def write_srm_run(folder: Path, run_id: str, seed: int, grid: tuple[int, int], g0: float) -> Path:
-    """A finished SRM run file by the host's store: grid pixels of Poisson histograms (40 kcps per detector, 1 s)."""
-    rng = np.random.default_rng(seed)
-    mean = expected_histogram(NV_DEFAULT_SHAPE, g0, singles_base(4e4, 4e4, 1.0))
-    n = grid[0] * grid[1]
-    start = RunStart(run_id=run_id, seq=0, run_kind="srm", n_pixels=n, grid_shape=np.array(grid), config={})
-    store = RunStore.create(run_path(folder, run_id), start)
-    store.add(start)
-    for i in range(n):
-        hist = rng.poisson(mean).astype(np.int64)
-        store.add(Pixel(run_id=run_id, seq=i + 1, index=i, ix=i % grid[1], iy=i // grid[1],
-                        position=np.array([i % grid[1] * 1e-7, i // grid[1] * 1e-7, 0.0]), dwell_s=1.0,
-                        n_a=40_000 + i, n_b=40_000 - i, n_events=int(hist.sum()), hist=hist))
-    store.flush()
-    store.finalize(RunEnd(run_id=run_id, seq=n + 1, n_pixels=n), {}, {})
-    store.close()
-    return run_path(folder, run_id)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "host"))  # the tests' run-file helper
+from synthetic_runs import write_srm_run  # noqa: E402
 
 
 def task_times(stream: list[dict], prefix: str) -> tuple[float, float, int]:

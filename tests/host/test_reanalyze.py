@@ -9,7 +9,9 @@ import json
 import pickle
 import shutil
 import socket
+import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -21,33 +23,13 @@ from nvscope.host.reanalyze_cli import SUMMARY
 from nvscope.host.srm.analysis import SrmAnalysis
 from nvscope.host.srm.cnn_estimator import CnnEstimator
 from nvscope.host.srm.online_g2 import MleEstimator
-from nvscope.host.store import RunStore, run_path
+from nvscope.host.store import RunStore
 from nvscope.models.g2.features import SHIPPED_MODEL
-from nvscope.models.g2.model import NV_DEFAULT_SHAPE, expected_histogram, singles_base
-from nvscope.proto.messages import Pixel, RunEnd, RunStart
+from nvscope.proto.messages import RunStart
 from nvscope.proto.version import software_version
 
-GRID = (3, 4)
-
-
-def write_srm_run(folder, run_id: str, seed: int, g0: float = 0.3, kind: str = "srm"):
-    """A finished SRM run file written by the host's own store: GRID pixels of Poisson histograms of an
-    emitter with g2(0) = g0 (40 kcounts/s per detector, 1 s dwell)."""
-    rng = np.random.default_rng(seed)
-    mean = expected_histogram(NV_DEFAULT_SHAPE, g0, singles_base(4e4, 4e4, 1.0))
-    n = GRID[0] * GRID[1]
-    start = RunStart(run_id=run_id, seq=0, run_kind=kind, n_pixels=n, grid_shape=np.array(GRID), config={})
-    store = RunStore.create(run_path(folder, run_id), start)
-    store.add(start)
-    for i in range(n):
-        hist = rng.poisson(mean).astype(np.int64)
-        store.add(Pixel(run_id=run_id, seq=i + 1, index=i, ix=i % GRID[1], iy=i // GRID[1],
-                        position=np.array([i % GRID[1] * 1e-7, i // GRID[1] * 1e-7, 0.0]), dwell_s=1.0,
-                        n_a=40_000 + i, n_b=40_000 - i, n_events=int(hist.sum()), hist=hist))
-    store.flush()
-    store.finalize(RunEnd(run_id=run_id, seq=n + 1, n_pixels=n), {}, {})
-    store.close()
-    return run_path(folder, run_id)
+sys.path.insert(0, str(Path(__file__).parent))  # the run-file helper beside this file (pytest's importlib mode)
+from synthetic_runs import GRID, write_srm_run  # noqa: E402
 
 
 def direct_maps(path, estimator) -> dict[str, np.ndarray]:
@@ -73,8 +55,8 @@ def scheduler():
 def runs(tmp_path):
     src = tmp_path / "runs"
     src.mkdir()
-    good = [write_srm_run(src, "srm-20260101-000000-00000a", 1, 0.3),
-            write_srm_run(src, "srm-20260101-000100-00000b", 2, 0.6)]
+    good = [write_srm_run(src, "srm-20260101-000000-00000a", 1, g0=0.3),
+            write_srm_run(src, "srm-20260101-000100-00000b", 2, g0=0.6)]
     broken = src / "srm-20260101-000200-00000c.h5"
     data = good[0].read_bytes()
     broken.write_bytes(data[: len(data) // 3])  # a copy cut short
