@@ -14,7 +14,7 @@ from pathlib import Path
 
 import zmq
 
-from nvscope.proto.command_line import EXIT_BAD_INPUT, InputError, OneLineParser
+from nvscope.proto.command_line import EXIT_BAD_INPUT, InputError, OneLineParser, writable_folder
 from nvscope.proto.endpoints import DEFAULT_RIG_ENDPOINT, PEER_TIMEOUT_S, EndpointError, HostSecurity
 from nvscope.proto.keys import KeyFileError
 from nvscope.proto.logs import setup_logging
@@ -99,14 +99,7 @@ def _host(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.peer_timeout) and 1.5 <= args.peer_timeout <= 3600):
         raise InputError(f"--peer-timeout: must be in [1.5, 3600] s, got {args.peer_timeout}")
     estimator = default_g2_estimator(args.g2_model)  # checked before anything connects
-    out = Path(args.out)
-    try:  # a folder the runs cannot be written to is found before a run starts, not after
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".nvscope-write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise InputError(f"--out {args.out}: cannot write run files there ({exc.strerror or exc})") from None
+    out = writable_folder(args.out, "--out", "run files")  # found before a run starts, not after
     try:
         daemon = HostDaemon(args.connect, out, host_analyses(estimator), g2_estimator=estimator,
                             security=_host_security(args), peer_timeout_s=args.peer_timeout)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from nvscope.models.dask_cluster import dask_client
-from nvscope.proto.command_line import InputError, one_line
+from nvscope.proto.command_line import InputError, one_line, writable_folder
 
 SUMMARY = "reanalyze-summary.json"
 """The summary's name in the output folder."""
@@ -53,7 +53,7 @@ def reanalyze_command(args: argparse.Namespace) -> int:
     from .reanalyze import ReanalyzeConfig
 
     runs = list(dict.fromkeys(str(Path(r).absolute()) for r in args.runs))  # the same file once
-    out = _out_dir(args.out)
+    out = writable_folder(args.out, "--out")  # absolute: the workers may run elsewhere
     model = _model(args.method, args.model)
     if args.vqns_restarts is not None and args.vqns_restarts < 1:
         raise InputError(f"--vqns-restarts must be >= 1, got {args.vqns_restarts}")
@@ -80,19 +80,6 @@ def reanalyze_command(args: argparse.Namespace) -> int:
           f"{f', {len(failed)} failed' if failed else ''}; summary {out / SUMMARY}",
           file=sys.stderr if failed else sys.stdout)
     return 1 if failed else 0
-
-
-def _out_dir(path: str) -> Path:
-    """The output folder, created, absolute (the workers may run elsewhere); InputError if not writable."""
-    out = Path(path).absolute()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".nvscope-write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise InputError(f"--out {path}: cannot write there ({exc.strerror or one_line(exc)})") from None
-    return out
 
 
 def _model(method: str, model: str | None) -> str | None:
