@@ -188,9 +188,7 @@ def _vqns(f: h5py.File, cfg: ReanalyzeConfig, figure: Path) -> tuple[dict, dict]
     omega = loop.frequency_grid(rig.timing)
     plan = loop.plan(rig.timing, rig.repetitions, rig.dark_fraction)
     pi_s = curves.get("pi_s", np.zeros(n))
-    width = int(np.isfinite(curves["t"]).sum(axis=1).max())  # the rows as the loop holds them: padded to the longest
-    data = coherence_set(curves["n_pulses"].astype(np.int64), curves["t"][:, :width], curves["coherence"][:, :width],
-                         curves["sigma"][:, :width], pi_s)
+    data = coherence_set(curves["n_pulses"].astype(np.int64), curves["t"], curves["coherence"], curves["sigma"], pi_s)
     a = loop_analysis(data, fit, plan, None, omega)
     results, attrs = vqns_results([VqnsStep.of(n, a)], curves, config.get("sim_truth", {}), figure)
     attrs.update(fit_config=json.dumps(dataclasses.asdict(fit)), vqns_fits=f"1 cold fit of {n} curves",

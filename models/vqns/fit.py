@@ -650,7 +650,9 @@ def _finish(fitter: _Fitter, chosen: _Rung, selection: str, timings: dict, warm:
     amp_b, off_b = fun.readout(theta[best : best + 1], np.zeros(1, dtype=int))
     t_pad, _, _ = _grid(data, tau)
     c_best = amp_b[0] * model_coherence(theta[best : best + 1], tau, t_pad, data.n_pulses, data.pi_s)[0] + off_b[0]
-    noise = rng.standard_normal((n_boot, *data.t.shape)) * np.nan_to_num(band_data.sigma)
+    noise = np.zeros((n_boot, *data.t.shape))  # drawn at the measured points only: the same whatever the padding
+    noise[:, data.mask] = rng.standard_normal((n_boot, int(data.mask.sum())))
+    noise *= np.nan_to_num(band_data.sigma)
     targets = c_best[None] + noise
     b_theta, b_chi2, _ = _lm(band_data, targets, starts, tau, cfg.max_iter, readout=cfg.readout)
     b_amp, b_off = _residual_fn(band_data, targets, tau, cfg.readout).readout(b_theta, np.arange(n_boot))
