@@ -114,6 +114,7 @@ class RunStore:
             _create_table(f.create_group(group), kind)
         _prepare_pixel_g2(f, g2_attrs or {})
         _prepare_histogram_axis(f)
+        _prepare_vqns_steps(f)
         f.swmr_mode = True
         f.flush()
         return cls(path, f)
@@ -138,6 +139,7 @@ class RunStore:
                 f.create_dataset("duplicates", data=np.zeros(1, dtype="<i8"))
             _prepare_pixel_g2(f, g2_attrs or {})  # SWMR allows no new dataset or attribute after this
             _prepare_histogram_axis(f)
+            _prepare_vqns_steps(f)
             f.swmr_mode = True
         return store
 
@@ -160,6 +162,22 @@ class RunStore:
         for name, values in (("g2", g2), ("g2_std", g2_std), ("g2_reason", reason), ("g2_latency_s", latency_s)):
             g[name].resize(n + k, axis=0)
             g[name][n:] = values
+
+    def add_vqns_step(self, step: dict[str, np.ndarray | float]) -> None:
+        """Append one step of a VQNS run's loop to `vqns_live/` (VQNS_STEP_FIELDS; flush follows), so that a
+        reader sees the spectrum, its band and the ranking after each curve, not only at run end."""
+        g = self.f[VQNS_LIVE]
+        for name in VQNS_STEP_FIELDS:
+            ds, value = g[name], np.asarray(step[name], dtype=float)
+            n = ds.shape[0]
+            if ds.ndim == 2:  # a row of any width, NaN-padded
+                row = np.full(max(ds.shape[1], value.size), np.nan)
+                row[: value.size] = value
+                ds.resize((n + 1, row.size))
+                ds[n] = row
+            else:
+                ds.resize(n + 1, axis=0)
+                ds[n] = value
 
     def add(self, msg: Message) -> None:
         """Add one data message that follows `last_seq` (a jump is recorded as a gap and reported); it is
@@ -334,6 +352,32 @@ def _append_rows(columns: dict[str, h5py.Dataset], msgs: list[Message],
             block = np.asarray(values, dtype=ds.dtype)
             ds.resize(n + k, axis=0)
         ds[n:n + k] = block
+
+VQNS_LIVE = "vqns_live"
+"""The group of a VQNS run's loop steps as they happen (docs/run-files.md): one row per fit."""
+
+VQNS_STEP_FIELDS: dict[str, int] = {"n_curves": 1, "lorentzians": 1, "best_rate": 1, "omega": 2, "S_fit": 2,
+                                    "S_lo": 2, "S_hi": 2, "ranked": 2}
+"""The columns of `vqns_live/` and their rank: curves fitted, Lorentzians used, the best candidate's expected
+information per second (nats/s), the loop's frequency grid (rad/s), the reported spectrum and its band
+(rad^2/s), the candidates' pulse numbers best first (NaN-padded rows)."""
+
+
+def _prepare_vqns_steps(f: h5py.File) -> None:
+    """The empty `vqns_live/` datasets of a VQNS run file that lacks them (before SWMR starts)."""
+    if f.attrs.get("run_kind") != "vqns" or VQNS_LIVE in f:
+        return
+    g = f.create_group(VQNS_LIVE)
+    for name, rank in VQNS_STEP_FIELDS.items():
+        if rank == 2:
+            ds = g.create_dataset(name, shape=(0, CURVE_CHUNK[1]), maxshape=(None, None), dtype="<f8",
+                                  chunks=CURVE_CHUNK, fillvalue=np.nan)
+        else:
+            ds = g.create_dataset(name, shape=(0,), maxshape=(None,), dtype="<f8", chunks=(64,), fillvalue=np.nan)
+        unit = {"omega": "rad/s", "S_fit": "rad^2/s", "S_lo": "rad^2/s", "S_hi": "rad^2/s", "best_rate": "nats/s"}
+        if name in unit:
+            ds.attrs["units"] = unit[name]
+
 
 def _prepare_pixel_g2(f: h5py.File, attrs: dict[str, object]) -> None:
     """Add the on-line g2 datasets that the file lacks and set `attrs` (before SWMR starts)."""

@@ -34,7 +34,8 @@ from nvscope.proto.messages import Coherence, MeasureCoherence, Message, RunEnd,
 from nvscope.rt.kernels.pulses import ShotTiming, sequence_name, shortest_time
 
 from .figures import vqns_figure
-from ..store import RunStore, read_coherence
+from ..session import RunPhase
+from ..store import VQNS_LIVE, RunStore, read_coherence
 
 log = logging.getLogger(__name__)
 
@@ -427,6 +428,7 @@ class VqnsController:
         with self._cond:
             self.steps.append(step)
             ended = self._ended
+        self._record(step)
         p = step.proposal
         log.info("VQNS %d curves: %s; M = %d; band width %.3f; next %s (%.3g nats/s; fit %.1f s)", step.n_curves,
                  a.fit.message, step.lorentzians, step.band_width,
@@ -445,6 +447,27 @@ class VqnsController:
             self.finish(f"budget of {self.cfg.max_curves} curves spent (best candidate {p.best_rate:.3g} nats/s)")
         else:
             self.request(int(p.ranked[0]))
+
+    def _record(self, step: VqnsStep) -> None:
+        """Hand the step to the daemon's I/O thread, which alone writes the run's file while it streams: one
+        row of `vqns_live/` (the spectrum, band and ranking after these curves), flushed for readers such
+        as `nvscope web`; nothing where the host has no I/O lane (a test's fake host)."""
+        on_io, sessions = getattr(getattr(self.host, "lanes", None), "on_io", None), getattr(self.host, "sessions", None)
+        if on_io is None or sessions is None:
+            return
+        s_fit, s_lo, s_hi = step.band
+        row = {"n_curves": step.n_curves, "lorentzians": step.lorentzians, "best_rate": step.proposal.best_rate,
+               "omega": step.omega, "S_fit": s_fit, "S_lo": s_lo, "S_hi": s_hi, "ranked": step.proposal.ranked}
+
+        def write() -> None:
+            session = sessions.get(self.run_id)
+            if session is None or session.phase not in (RunPhase.STREAMING, RunPhase.ENDING):
+                return  # the file belongs to the run-end analysis now, which writes every step
+            if VQNS_LIVE in session.store.f:
+                session.store.add_vqns_step(row)
+                session.store.flush(durable=False)  # derived rows: the run end writes them all again
+
+        on_io(write)
 
     def finish(self, reason: str, completed: bool = True) -> None:
         """Stop the run (the rig answers with run_end; the analysis then writes the results): a stop by

@@ -56,8 +56,13 @@ def test_adaptive_loop_ends_completed_by_its_rule_and_stores_everything(tmp_path
         host.start_run("vqns-test", "vqns", ctl.run_attributes())
         ctl.begin()  # the first requests wait for run_start (the rig's pulse timing)
         deadline = time.monotonic() + 120
+        live = []  # the loop's steps as a reader sees them in the file while the run goes
         while not host.stats.finished and time.monotonic() < deadline:
             host.step(100)
+            if not live and ctl.steps:
+                with h5py.File(tmp_path / "data" / "vqns-test.h5", "r", libver="latest", swmr=True) as f:
+                    if f.attrs["exit_status"] == "running" and f["vqns_live/n_curves"].shape[0]:
+                        live = [f["vqns_live/n_curves"][0], f["vqns_live/S_fit"][0], f["vqns_live/ranked"][0]]
     finally:
         ctl.close()
         host.close()
@@ -79,6 +84,10 @@ def test_adaptive_loop_ends_completed_by_its_rule_and_stores_everything(tmp_path
         assert np.allclose(f["coherence/pi_s"][()], timing.pi_s)
         assert json.loads(f.attrs["vqns_readout"]) == {"repetitions": 10_000_000, "dark_fraction": 0.33}  # the rig's
         assert f["vqns/steps/n_curves"][()].tolist() == [2, 3]
+        assert f["vqns_live/n_curves"][()].tolist() == [2, 3]  # each step was in the file as it happened
+        assert live and live[0] == 2, "the first step was not readable while the run went"
+        np.testing.assert_array_equal(live[1][np.isfinite(live[1])], f["vqns/steps/0/S_fit"][()])
+        np.testing.assert_array_equal(live[2][np.isfinite(live[2])], f["vqns/steps/0/ranked"][()])
         assert f["vqns/steps/information_rate"][-1] < 1.0
         s_lo, s_hi = f["vqns/S_lo"][()], f["vqns/S_hi"][()]
         assert (s_lo <= s_hi).all() and "vqns/S_fit" in f

@@ -329,3 +329,34 @@ def test_a_reader_holding_the_file_open_does_not_stop_the_run_end(new_store, tmp
         reader.communicate("", timeout=30)
     assert store.f.attrs["exit_status"] == "completed" and store.f["maps/x"][()].tolist() == [0.0, 1.0, 2.0]
     assert store.f.attrs["created_unix_s"] <= store.f.attrs["ended_unix_s"] <= time.time()
+
+
+def test_a_vqns_run_file_takes_its_loop_steps_while_it_streams(tmp_path):
+    """vqns_live/: one row per step, written while the file is in SWMR mode, rows NaN-padded to the widest;
+    a VQNS file of an older host gets the group when reopened; other kinds have none."""
+    from nvscope.host.store import VQNS_LIVE
+
+    start = RunStart(run_id="vq", seq=0, run_kind="vqns", n_pixels=0, grid_shape=np.array([0, 0]))
+    store = RunStore.create(run_path(tmp_path, "vq"), start)
+    store.add(start)
+    omega = np.geomspace(1e4, 1e8, 5)
+    for k, ranked in ((2, [8, 4]), (3, [16, 8, 4])):
+        store.add_vqns_step({"n_curves": k, "lorentzians": 2, "best_rate": 1e-3 * k, "omega": omega,
+                             "S_fit": omega * k, "S_lo": omega, "S_hi": omega * 9, "ranked": ranked})
+        store.flush(durable=False)
+    with h5py.File(store.path, "r", libver="latest", swmr=True) as f:  # a reader, while the run streams
+        g = f[VQNS_LIVE]
+        assert g["n_curves"][()].tolist() == [2, 3] and g["best_rate"][1] == pytest.approx(3e-3)
+        finite = lambda row: row[np.isfinite(row)]  # noqa: E731  (rows are NaN-padded)
+        assert np.array_equal(finite(g["S_fit"][1]), omega * 3) and g["S_fit"].attrs["units"] == "rad^2/s"
+        assert finite(g["ranked"][0]).tolist() == [8, 4] and finite(g["ranked"][1]).tolist() == [16, 8, 4]
+    store.close()
+    with h5py.File(store.path, "r+") as f:  # as an older host left it
+        del f[VQNS_LIVE]
+    again = RunStore.reopen(store.path)
+    assert again.f[f"{VQNS_LIVE}/n_curves"].shape == (0,)
+    again.close()
+    other = RunStore.create(run_path(tmp_path, "sr"), RunStart(run_id="sr", seq=0, run_kind="srm", n_pixels=1,
+                                                              grid_shape=np.array([1, 1])))
+    assert VQNS_LIVE not in other.f
+    other.close()
