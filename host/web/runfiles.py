@@ -13,6 +13,7 @@ import numpy as np
 from nvscope.models.g2.scan_context import pixel_pl, super_resolved
 
 from ..mri.maps import MriMapError, deer_dip, retracted_reference
+from ..store import VQNS_LIVE, VQNS_STEP_FIELDS
 
 NOT_SWMR_YET = "already open for write"
 """HDF5's words for a file whose writer has it open outside SWMR mode (being created, or finalized)."""
@@ -64,8 +65,8 @@ class RunData:
                             for k, v in self.columns.items()}, "final": self.final}
 
 
-CURVE_COLUMNS = ("t", "coherence", "sigma")
-"""VQNS curve columns: NaN-padded rows, sent as lists without the padding."""
+CURVE_COLUMNS = ("t", "coherence", "sigma", "omega", "S_fit", "S_lo", "S_hi", "ranked")
+"""VQNS curve and loop-step columns: NaN-padded rows, sent as lists without the padding."""
 
 
 def _curves(rows: np.ndarray) -> list[np.ndarray]:
@@ -77,13 +78,15 @@ TABLES: dict[str, tuple[str, ...]] = {
     "lock": ("index", "scan", "plane", "ix", "iy", "f_lock_hz", "f_sigma_hz", "state", "photons"),
     "deer": ("index", "scan", "plane", "ix", "iy", "n_rf", "n_ref"),
     "coherence": ("n_pulses", "t", "coherence", "sigma", "signal_counts", "bright_counts", "dark_counts"),
+    VQNS_LIVE: tuple(VQNS_STEP_FIELDS),
 }
 """The columns the page follows, per table of docs/run-files.md section 3."""
 
-TABLES_OF_KIND: dict[str, tuple[str, ...]] = {"srm": ("pixels",), "mri": ("lock", "deer"), "vqns": ("coherence",)}
+TABLES_OF_KIND: dict[str, tuple[str, ...]] = {"srm": ("pixels",), "mri": ("lock", "deer"),
+                                              "vqns": ("coherence", VQNS_LIVE)}
 """The tables each run kind fills (a file of another kind: all of them)."""
 
-EVENT_OF_TABLE = {"pixels": "pixels", "lock": "lock", "deer": "deer", "coherence": "curves"}
+EVENT_OF_TABLE = {"pixels": "pixels", "lock": "lock", "deer": "deer", "coherence": "curves", VQNS_LIVE: "step"}
 """The SSE event type that carries new rows of each table."""
 
 
@@ -277,6 +280,8 @@ class RunFile:
             self.photons += int(part["n_rf"].sum() + part["n_ref"].sum())
             keep = {f"deer_{k}": v for k, v in part.items()}
             keep["deer_dip"] = deer_dip(part["n_rf"], part["n_ref"])[0]
+        elif table == VQNS_LIVE:  # the loop's steps: spectrum, band and ranking after each curve
+            keep = dict(part)
         else:
             counts = [part[k] for k in ("signal_counts", "bright_counts", "dark_counts")]
             self.photons += int(sum(np.nansum(c) for c in counts))

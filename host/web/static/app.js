@@ -37,7 +37,7 @@ const handlers = {
   health(d) { S.health = d; renderHealth(); },
   final(d) { runData(d.run_id).final = d; if (d.run_id === S.selected) schedule(); },
 };
-for (const t of ["pixels", "g2", "lock", "deer", "curves"]) handlers[t] = (d) => {
+for (const t of ["pixels", "g2", "lock", "deer", "curves", "step"]) handlers[t] = (d) => {
   const n = applyRows(d);
   if (S.log.length < 200000) S.log.push({run: d.run_id, type: t, first: d.first, n, recv: now(), drawn: null});
   if (d.run_id === S.selected) schedule();
@@ -230,9 +230,18 @@ function drawVqns(id, d) {
         title: "S (rad²/s)"}, margin: {t: 30}}));
     const rank = (st.ranked || []).map((n) => `${nameOf(n)}`).join(" > ");
     $("note").textContent = `next sequence, best first: ${rank}` + (f.stop_reason ? ` · stopped: ${f.stop_reason}` : "");
+  } else if (c.S_fit && c.S_fit.length) {  // live: the loop's last step (vqns_live/ rows)
+    const i = c.S_fit.length - 1, x = c.omega[i].map((w) => w / (2 * Math.PI));
+    jobs.push(Plotly.react(plotDiv("spectrum"), [
+      {x, y: c.S_fit[i], mode: "lines", name: `after ${c.n_curves[i]} curves`},
+      {x, y: c.S_hi[i], mode: "lines", line: {width: 0}, showlegend: false},
+      {x, y: c.S_lo[i], mode: "lines", fill: "tonexty", line: {width: 0}, name: "band (16-84 %)"}],
+      {title: "noise spectrum S(f) and its band", xaxis: {type: "log", title: "f (Hz)"}, yaxis: {type: "log",
+        title: "S (rad²/s)"}, margin: {t: 30}}));
+    $("note").textContent = `after ${c.n_curves[i]} curves, ${c.lorentzians[i]} Lorentzians: next sequence, best ` +
+      `first: ${c.ranked[i].map(nameOf).join(" > ")} (best ${Number(c.best_rate[i]).toPrecision(3)} nats/s)`;
   } else {
-    $("note").textContent = "the spectrum, its band after each curve and the ranking of the next sequence are " +
-      "written at run end (a streaming SWMR file takes no new datasets)";
+    $("note").textContent = "the spectrum, its band and the ranking of the next sequence appear after the first fit";
   }
   return jobs;
 }

@@ -85,6 +85,12 @@ for line in sys.stdin:
         store.add(Coherence(run_id=path.stem, seq=seq, n_pulses=n, t=t, coherence=np.exp(-t / 5e-6), sigma=0.01 + 0 * t,
                             repetitions=10, signal_counts=10 + 0 * t, bright_counts=20 + 0 * t, dark_counts=5 + 0 * t))
         store.flush()
+    elif cmd == "step":  # one step of the VQNS loop after k curves
+        k = int(arg[0])
+        w = np.geomspace(1e4, 1e8, 6)
+        store.add_vqns_step({"n_curves": k, "lorentzians": 2, "best_rate": 1e-3 / k, "omega": w, "S_fit": w * k,
+                             "S_lo": w * k / 2, "S_hi": w * k * 2, "ranked": [16, 8, 4][:k]})
+        store.flush()
     elif cmd == "g2":
         k = store.n_pixels - n_g2
         g2 = 0.1 + 0.01 * np.arange(n_g2, n_g2 + k)
@@ -139,6 +145,10 @@ class SwmrWriter:
     def curve(self, n_pulses: int, points: int) -> None:
         """One VQNS coherence curve."""
         assert self._ask(f"curve {n_pulses} {points}") == "ok"
+
+    def step(self, n_curves: int) -> None:
+        """One step of the VQNS loop (spectrum, band, ranking) after `n_curves` curves."""
+        assert self._ask(f"step {n_curves}") == "ok"
 
     def end(self, status: str = "completed", reason: str = "") -> None:
         assert self._ask(f"end {status} {reason}") == "ended"

@@ -146,3 +146,13 @@ def test_nv_mri_lock_and_deer_rows_and_vqns_curves_arrive_as_deltas(tmp_path, sw
     assert next(e for e in events if e.type == "lock").data["first"] == 3
     data = tailer.run_data("vqns-test")
     assert [len(t) for t in data["columns"]["t"]] == [5, 8]
+
+    vqns.step(2)  # the loop's step after two curves: the spectrum, its band and the ranking, live
+    step = next(e for e in _step(tailer) if e.type == "step").data
+    w = np.geomspace(1e4, 1e8, 6)
+    assert step["first"] == 0 and step["n_curves"] == [2] and step["lorentzians"] == [2]
+    assert np.allclose(step["omega"][0], w) and np.allclose(step["S_fit"][0], 2 * w)  # without the padding
+    assert np.allclose(step["S_lo"][0], w) and np.allclose(step["S_hi"][0], 4 * w) and step["ranked"] == [[16, 8]]
+    vqns.step(3)
+    step = next(e for e in _step(tailer) if e.type == "step").data
+    assert step["first"] == 1 and step["ranked"] == [[16, 8, 4]]
