@@ -130,6 +130,8 @@ class RunStore:
                 raise
             recover(path)
             f = open_for_writing(path)
+        if f.attrs["exit_status"] == "running":
+            _cut_back_to_first_hole(f, tuple(cls.tables))
         store = cls(path, f)
         if not store.finished:
             for group, kind in cls.tables.items():  # a file of an older host lacks the newer tables
@@ -396,6 +398,37 @@ def _prepare_pixel_g2(f: h5py.File, attrs: dict[str, object]) -> None:
         if isinstance(value, (tuple, list)):  # a table of strings, e.g. the reason codes
             value = np.array(value, dtype=h5py.string_dtype())
         f.attrs[key] = value
+
+
+def _cut_back_to_first_hole(f: h5py.File, tables: tuple[str, ...]) -> None:
+    """Make `stored_seq` true of the rows: a host killed in the middle of a flush can leave it counting a
+    message whose rows never reached the file (HDF5 wrote the counter before the table's new extent), and
+    the replay would then drop that message as a duplicate, a hole nobody records. Every message from the
+    first seq that is neither in a table nor in `gaps` on is cut from the tables and `stored_seq` set
+    before it: none of it was acknowledged (acks follow a complete, durable flush), so the rig sends it
+    all again."""
+    stored = int(f["stored_seq"][0])
+    present = np.zeros(stored + 2, dtype=bool)
+    present[0] = True  # run_start
+    seqs = {g: f[g]["seq"][()] for g in tables if g in f and "seq" in f[g]}
+    for seq in seqs.values():
+        present[seq[(seq >= 0) & (seq <= stored)]] = True
+    gaps = f["gaps"][()] if "gaps" in f else np.zeros((0, 2), dtype=np.int64)
+    for a, b in gaps:
+        present[max(int(a), 0):min(int(b), stored) + 1] = True
+    hole = int(np.flatnonzero(~present)[0])
+    if hole > stored:
+        return
+    for g, seq in seqs.items():
+        keep = int(np.searchsorted(seq, hole))  # a table's seqs increase
+        for ds in f[g].values():
+            if isinstance(ds, h5py.Dataset) and ds.shape and ds.shape[0] > keep:
+                ds.resize(keep, axis=0)
+    if len(gaps) and (gaps[:, 0] >= hole).any():
+        f["gaps"].resize(int((gaps[:, 0] < hole).sum()), axis=0)
+    f["stored_seq"][0] = hole - 1
+    log.warning("%s: messages %d..%d were counted as stored but %d never reached the file (its writer died "
+                "in a flush): cut back to %d, the rig sends them again", f.filename, hole, stored, hole, hole - 1)
 
 
 def open_for_writing(path: Path) -> h5py.File:
