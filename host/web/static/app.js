@@ -7,6 +7,7 @@ const S = window.nvscope = {
   firstMap: null, // epoch ms of the first map drawn
   plotlyAt: null, // epoch ms when Plotly.js had loaded
   shown: {},      // run id -> the maps as drawn: name -> 2-D array (null: not measured)
+  shownFrom: {},  // run id -> what `shown` holds: "live" (on-line values) or "final" (the file's run-end maps)
 };
 const now = () => performance.timeOrigin + performance.now();
 const $ = (id) => document.getElementById(id);
@@ -191,8 +192,9 @@ function heat(z, title) {  // a map on its whole grid, cells not yet measured le
 
 const signatures = {};  // plot -> what it shows (run, cells measured, final or not): redrawn only when that changes
 function drawMaps(id, maps) {
-  S.shown[id] = maps;
   const fin = S.data[id] && S.data[id].final ? "final" : "live", jobs = [];
+  S.shown[id] = maps;
+  S.shownFrom[id] = fin;
   for (const [k, z] of Object.entries(maps)) {
     const sig = `${id} ${fin} ${z.flat().filter((v) => v != null).length}`;
     const el = plotDiv(k);

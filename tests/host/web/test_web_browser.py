@@ -109,8 +109,8 @@ def test_the_page_follows_a_live_srm_run_and_shows_a_stopped_one(tmp_path, serve
             page.locator("#follow").uncheck()  # stay on run 1 when run 2 starts
 
             # its end: the page shows the file's run-end maps
-            _wait(page, f"nvscope.runs['{first}'].status === 'completed' && nvscope.data['{first}'].final !== null"
-                        f" && nvscope.shown['{first}'] && nvscope.drawn['{first}'] === {NX * NY}", 60)
+            _wait(page, f"nvscope.runs['{first}'].status === 'completed' && nvscope.shownFrom['{first}'] === 'final'"
+                        f" && nvscope.drawn['{first}'] === {NX * NY}", 60)  # drawn from the final event, not before
             shown = page.evaluate(f"nvscope.shown['{first}']")
             with open_swmr(data / f"{first}.h5") as f:
                 assert f.attrs["exit_status"] == "completed"
