@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .events import EventRing
-from .periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,8 @@ class HealthPoller:
         self.counters = Counters()
         self.latest: dict = judge(None, disk_space(self.data_dir), self.counters, time.monotonic(), endpoint)
         self.latest["status"] = "down"
-        self._thread = Periodic(self.poll, interval_s, "nvscope-web-health")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nvscope-web-health", daemon=True)
 
     def start(self) -> None:
         """Start polling on a background thread."""
@@ -159,7 +160,8 @@ class HealthPoller:
 
     def stop(self) -> None:
         """Stop polling."""
-        self._thread.stop()
+        self._stop.set()
+        self._thread.join(timeout=5)
 
     def poll(self) -> dict:
         """Ask once, judge, publish; the judgement."""
@@ -175,3 +177,9 @@ class HealthPoller:
         if self.on_update is not None:
             self.on_update(h)
         return h
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            self.poll()
+            self._stop.wait(max(self.interval_s - (time.monotonic() - t0), 0.05))

@@ -30,8 +30,8 @@ OPEN_GRACE_S = 2.0
 
 
 def open_swmr(path: Path) -> h5py.File:
-    """`path` opened read-only for SWMR reading, without HDF5's file lock (the view never holds a lock the
-    host would have to get around at run end, `host.store.open_for_writing`)."""
+    """`path` opened read-only for SWMR reading, without HDF5's file lock: a reader that held the lock
+    would make the host's run-end reopen fail (errno 11), so this reader never takes one."""
     return h5py.File(path, "r", libver="latest", swmr=True, locking=False)
 
 

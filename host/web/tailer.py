@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 
 from . import TAIL_INTERVAL_S
 from .events import EventRing
-from .periodic import Periodic
 from .runfiles import RunFile
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,8 @@ class Tailer:
         self.step_s = 0.0
         """How long the last step took (s)."""
         self._scanned = -1e18
-        self._thread = Periodic(self.step, interval_s, "nvscope-web-tailer")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nvscope-web-tailer", daemon=True)
 
     def start(self) -> None:
         """Start following the folder on a background thread."""
@@ -40,7 +41,8 @@ class Tailer:
 
     def stop(self) -> None:
         """Stop the thread and let go of the files."""
-        self._thread.stop()
+        self._stop.set()
+        self._thread.join(timeout=5)
         for rf in self.files.values():
             rf.close()
 
@@ -68,6 +70,14 @@ class Tailer:
                     n += 1
         self.step_s = time.monotonic() - t0
         return n
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception:  # noqa: BLE001 (the view keeps going; the file is retried)
+                log.exception("tailing %s", self.data_dir)
+            self._stop.wait(self.interval_s)
 
     # ------------------------------------------------------------------ state
     def runs(self) -> list[dict]:
